@@ -1,0 +1,20 @@
+"""Root fixtures shared by every package's tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _reap_children() -> Iterator[None]:
+    """Kill any process a test left behind, so one failure cannot leak servers into the next run."""
+    yield
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for child in alive:
+        child.kill()

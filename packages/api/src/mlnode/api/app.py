@@ -1,0 +1,59 @@
+"""`create_app`: the one FastAPI app of an MLNode."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from fastapi import FastAPI
+
+from mlnode.api.errors import install_error_handlers
+from mlnode.api.metrics import register_node_metrics
+from mlnode.api.middleware import BearerTokenMiddleware, DefaultJsonContentType
+from mlnode.api.node import NodeState
+from mlnode.api.routes import api_router, probe_router
+from mlnode.api.services import FEATURE_ROUTERS, build_services
+from mlnode.api.settings import MLNodeSettings
+from mlnode.common.context import NodeContext
+
+ServiceFactory = Callable[[MLNodeSettings, NodeContext], None]
+
+
+def create_app(
+    settings: MLNodeSettings | None = None, services: ServiceFactory | None = None
+) -> FastAPI:
+    """Build the app; `services` replaces the default service factory (tests)."""
+    settings = settings or MLNodeSettings.load()
+    ctx = NodeContext(settings=settings.node)
+    (services or build_services)(settings, ctx)
+    node = NodeState(ctx.gate, stop_timeout_s=settings.node.shutdown_timeout_s)
+    register_node_metrics(ctx.metrics, node)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        settings.node.ensure_state_dir()
+        await node.open()
+        try:
+            yield
+        finally:
+            await node.close()
+
+    app = FastAPI(
+        title="MLNode",
+        version=version("mlnode-api"),
+        description="Private REST API of an MLNode, driven by its network node.",
+        lifespan=lifespan,
+    )
+    app.state.context = ctx
+    app.state.gate = ctx.gate
+    app.state.node = node
+    install_error_handlers(app)
+    app.include_router(api_router)
+    app.include_router(probe_router)
+    for router in FEATURE_ROUTERS:
+        app.include_router(router, prefix="/api/v1")
+    app.add_middleware(DefaultJsonContentType)
+    if settings.node.api_token is not None:
+        app.add_middleware(BearerTokenMiddleware, token=settings.node.api_token.get_secret_value())
+    return app

@@ -1,0 +1,40 @@
+"""`mlnode` command line: `mlnode serve`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from mlnode.api.app import create_app
+from mlnode.api.settings import MLNodeSettings
+from mlnode.common.logging import configure_logging
+
+app = typer.Typer(help="MLNode: the GPU worker of a network node.", no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """MLNode command line."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Override MLNODE_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Override MLNODE_PORT.")] = None,
+) -> None:
+    """Serve the REST API (and the node's other listeners) until SIGTERM or Ctrl-C."""
+    settings = MLNodeSettings.load()
+    if host is not None:
+        settings.node.host = host
+    if port is not None:
+        settings.node.port = port
+    configure_logging(settings.node.log_level, settings.node.log_format)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.node.host,
+        port=settings.node.port,
+        log_config=None,
+        timeout_graceful_shutdown=int(settings.node.shutdown_timeout_s),
+    )

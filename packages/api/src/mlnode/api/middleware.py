@@ -1,0 +1,58 @@
+"""ASGI middleware: bearer-token auth and JSON bodies without a Content-Type header."""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mlnode.common.errors import Unauthorized
+
+OPEN_PATHS = frozenset({"/livez"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class BearerTokenMiddleware:
+    """Require `Authorization: Bearer <token>` on every path but /livez."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse HTTP requests without the token."""
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self._expected):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(Unauthorized("missing or wrong bearer token").to_body()).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class DefaultJsonContentType:
+    """Treat a body sent without Content-Type as JSON (the network node's Go client sends none)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Add `content-type: application/json` where a body request has none."""
+        if scope["type"] == "http" and scope["method"] in BODY_METHODS:
+            headers = scope["headers"]
+            if not any(name == b"content-type" for name, _ in headers):
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)

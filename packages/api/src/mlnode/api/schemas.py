@@ -1,0 +1,35 @@
+"""Request and response bodies of the node routes."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from mlnode.common.hardware import Hardware
+from mlnode.common.lifecycle import ServiceStatus
+
+
+class NodeStateResponse(BaseModel):
+    """`GET /api/v1/state`: the network node reads `state`."""
+
+    state: str = Field(description="POW, INFERENCE, TRAIN, FUSE or STOPPED.")
+    services: list[ServiceStatus] = Field(description="Status of every service.")
+
+
+class StopResponse(BaseModel):
+    """`POST /api/v1/stop`."""
+
+    status: str = Field("OK", description="OK once every service has stopped.")
+
+
+class HealthResponse(BaseModel):
+    """`/health`, `/livez`, `/readyz`."""
+
+    status: str = Field(description="ok, or unavailable with reasons.")
+    problems: list[str] = Field(default_factory=list, description="Why the node is not ready.")
+
+
+class Capabilities(Hardware):
+    """`GET /api/v1/capabilities`: what a scheduler needs to place work here."""
+
+    state: str = Field(description="Service that holds the GPU, or STOPPED.")
+    version: str = Field(description="MLNode version.")

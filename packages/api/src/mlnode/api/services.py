@@ -1,0 +1,19 @@
+"""Builds every package's service for one node."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from mlnode.api.settings import MLNodeSettings
+from mlnode.common.context import NodeContext
+from mlnode.fuse.routes import router as fuse_router
+from mlnode.infer.routes import router as infer_router
+from mlnode.pow.routes import router as pow_router
+from mlnode.train.routes import router as train_router
+
+FEATURE_ROUTERS: tuple[APIRouter, ...] = (pow_router, infer_router, train_router, fuse_router)
+
+
+def build_services(settings: MLNodeSettings, ctx: NodeContext) -> None:
+    """Create each feature package's service; each registers itself with `ctx.gate`."""
+    del settings, ctx  # each feature issue adds its service here

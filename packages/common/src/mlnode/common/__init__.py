@@ -1,0 +1,1 @@
+"""Shared by every MLNode package: settings, lifecycle, errors, identity, signed transport."""

@@ -1,0 +1,300 @@
+"""Service lifecycle shared by every feature package.
+
+A `Service` holds the GPU while it runs; the `ServiceGate` lets at most one service run at a time.
+`JobState` is the stored, thread-safe state machine behind `status()`: an exception in a worker
+lands in `last_error` and the `FAILED` phase, never lost, and is cleared by the next start.
+`WorkerService` runs blocking work in a thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from abc import ABC, abstractmethod
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+from mlnode.common.errors import MLNodeError, ServiceConflict
+
+log = logging.getLogger(__name__)
+
+RequestT = TypeVar("RequestT")
+ServiceT = TypeVar("ServiceT", bound="Service[Any]")
+
+
+class ServiceKind(StrEnum):
+    """The node states a service puts the node in (the network node's names, plus FUSE)."""
+
+    POW = "POW"
+    INFERENCE = "INFERENCE"
+    TRAIN = "TRAIN"
+    FUSE = "FUSE"
+
+
+class Phase(StrEnum):
+    """Where a service's current (or last) job stands."""
+
+    IDLE = "IDLE"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+
+
+ACTIVE_PHASES = frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPING})
+
+
+class ServiceStatus(BaseModel):
+    """Status of one service, as every package reports it."""
+
+    kind: ServiceKind = Field(description="Which service this is.")
+    phase: Phase = Field(description="Phase of the current or last job.")
+    running: bool = Field(description="True while the service holds the GPU.")
+    healthy: bool = Field(description="False when the last job failed.")
+    started_at: datetime | None = Field(None, description="When the current or last job started.")
+    finished_at: datetime | None = Field(None, description="When the last job ended.")
+    last_error: str | None = Field(None, description="Why the last job failed or was refused.")
+    progress: dict[str, Any] = Field(
+        default_factory=dict, description="Service-specific progress figures."
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line cause for status bodies."""
+    if isinstance(exc, MLNodeError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+class JobState:
+    """Thread-safe phase, timestamps and error of a service's job."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.phase = Phase.IDLE
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.last_error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while a job is starting, running or stopping."""
+        return self.phase in ACTIVE_PHASES
+
+    def begin(self) -> None:
+        """A new job starts: clear the previous outcome."""
+        with self._lock:
+            self.phase = Phase.STARTING
+            self.started_at = datetime.now(UTC)
+            self.finished_at = None
+            self.last_error = None
+
+    def set_phase(self, phase: Phase) -> None:
+        """Move to a phase; terminal phases stamp `finished_at`."""
+        with self._lock:
+            self.phase = phase
+            if phase not in ACTIVE_PHASES:
+                self.finished_at = datetime.now(UTC)
+
+    def fail(self, exc: BaseException | str) -> None:
+        """Record a failure; the service is unhealthy until its next start or stop."""
+        message = exc if isinstance(exc, str) else describe_error(exc)
+        with self._lock:
+            self.phase = Phase.FAILED
+            self.last_error = message
+            self.finished_at = datetime.now(UTC)
+        log.error("job failed: %s", message)
+
+    def refuse(self, exc: MLNodeError) -> None:
+        """A start was refused for bad input: nothing ran, the service stays healthy."""
+        with self._lock:
+            self.phase = Phase.STOPPED
+            self.last_error = exc.message
+            self.finished_at = datetime.now(UTC)
+
+    def snapshot(self, kind: ServiceKind, progress: dict[str, Any]) -> ServiceStatus:
+        """A consistent copy for status routes."""
+        with self._lock:
+            return ServiceStatus(
+                kind=kind,
+                phase=self.phase,
+                running=self.phase in ACTIVE_PHASES,
+                healthy=self.phase is not Phase.FAILED,
+                started_at=self.started_at,
+                finished_at=self.finished_at,
+                last_error=self.last_error,
+                progress=progress,
+            )
+
+
+class ServiceGate:
+    """Registry of the node's services; lets at most one of them run at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._services: list[Service[Any]] = []
+
+    def register(self, service: Service[Any]) -> None:
+        """Add a service; one per class."""
+        if any(type(s) is type(service) for s in self._services):
+            raise ValueError(f"{type(service).__name__} is registered already")
+        self._services.append(service)
+
+    @property
+    def services(self) -> tuple[Service[Any], ...]:
+        """Every registered service."""
+        return tuple(self._services)
+
+    def get(self, cls: type[ServiceT]) -> ServiceT:
+        """The registered instance of a service class."""
+        for service in self._services:
+            if isinstance(service, cls):
+                return service
+        raise LookupError(f"no {cls.__name__} registered")
+
+    def running(self) -> Service[Any] | None:
+        """The service that holds the GPU, if any."""
+        return next((s for s in self._services if s.is_running()), None)
+
+    def claim(self, service: Service[Any]) -> None:
+        """Atomically check that no other service runs and mark `service` as starting."""
+        with self._lock:
+            other = next((s for s in self._services if s is not service and s.is_running()), None)
+            if other is not None:
+                raise ServiceConflict(other.kind, service.kind)
+            service._enter_starting()
+
+
+class AlreadyRunning(MLNodeError):
+    """The service is running already and does not accept a second start."""
+
+    status_code = 409
+    code = "already_running"
+
+
+class Service(ABC, Generic[RequestT]):
+    """Base of every package's manager: start / stop / status / is_running / healthy."""
+
+    kind: ClassVar[ServiceKind]
+    #: Whether `start` while running is passed on to `_start` (PoW re-init) instead of a 409.
+    restart_while_running: ClassVar[bool] = False
+
+    def __init__(self, gate: ServiceGate) -> None:
+        self.job = JobState()
+        self._gate = gate
+        gate.register(self)
+
+    def _enter_starting(self) -> None:
+        if self.job.active and not self.restart_while_running:
+            raise AlreadyRunning(f"{self.kind} is running already")
+        if not self.job.active:
+            self.job.begin()
+
+    async def start(self, request: RequestT) -> ServiceStatus:
+        """Claim the GPU and start a job; 409 when another service runs."""
+        self._gate.claim(self)
+        try:
+            await self._start(request)
+        except MLNodeError as exc:
+            if exc.status_code < 500:
+                self.job.refuse(exc)
+            else:
+                self.job.fail(exc)
+            raise
+        except BaseException as exc:
+            self.job.fail(exc)
+            raise
+        return self.status()
+
+    @abstractmethod
+    async def _start(self, request: RequestT) -> None:
+        """Start the job; return once it runs (or, for some services, once it serves)."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop the job if one runs; idempotent."""
+
+    def progress(self) -> dict[str, Any]:
+        """Service-specific figures for `status().progress`."""
+        return {}
+
+    def status(self) -> ServiceStatus:
+        """Current status; never blocks."""
+        return self.job.snapshot(self.kind, self.progress())
+
+    def is_running(self) -> bool:
+        """True while the service holds the GPU."""
+        return self.job.active
+
+    def healthy(self) -> bool:
+        """False when the last job failed."""
+        return self.job.phase is not Phase.FAILED
+
+    async def open(self) -> None:
+        """Called once when the server starts (background tasks, listeners)."""
+
+    async def close(self) -> None:
+        """Called once when the server shuts down; stops any job."""
+        await self.stop()
+
+
+class WorkerService(Service[RequestT]):
+    """A service whose job is one blocking function run in a worker thread."""
+
+    join_timeout_s: ClassVar[float] = 30.0
+
+    def __init__(self, gate: ServiceGate) -> None:
+        super().__init__(gate)
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+
+    @abstractmethod
+    def run(self, request: RequestT, stop: threading.Event) -> None:
+        """The job. Return when done or when `stop` is set; raise to fail."""
+
+    async def _start(self, request: RequestT) -> None:
+        await self.stop_worker()
+        self._stop_event = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run_guarded,
+            args=(request, self._stop_event),
+            name=f"{self.kind.lower()}-worker",
+            daemon=True,
+        )
+        self.job.set_phase(Phase.RUNNING)
+        self._thread.start()
+
+    def _run_guarded(self, request: RequestT, stop: threading.Event) -> None:
+        try:
+            self.run(request, stop)
+        except BaseException as exc:
+            log.exception("%s worker failed", self.kind)
+            self.job.fail(exc)
+            return
+        if self._stop_event is stop:
+            self.job.set_phase(Phase.STOPPED if stop.is_set() else Phase.FINISHED)
+
+    async def stop_worker(self) -> None:
+        """Signal the worker and wait for it off the event loop."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop_event.set()
+        await asyncio.to_thread(thread.join, self.join_timeout_s)
+        if thread.is_alive():
+            log.warning("%s worker did not stop within %.0f s", self.kind, self.join_timeout_s)
+        self._thread = None
+
+    async def stop(self) -> None:
+        """Stop the worker; the phase ends STOPPED (a failure's message stays in `last_error`)."""
+        if self.job.active:
+            self.job.set_phase(Phase.STOPPING)
+        await self.stop_worker()
+        if self.job.active or self.job.phase is Phase.FAILED:
+            self.job.set_phase(Phase.STOPPED)

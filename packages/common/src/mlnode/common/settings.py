@@ -1,0 +1,76 @@
+"""Node-wide settings, read from the environment and `.env` (environment variables win).
+
+Each feature package keeps its own settings class with its own prefix (`MLNODE_POW_`, ...);
+`mlnode.api.settings.MLNodeSettings` composes them. Nothing else in the project reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_FILE = ".env"
+
+
+def default_state_dir() -> Path:
+    """Per-user state directory, so a node never writes into the current directory."""
+    return Path.home() / ".local" / "state" / "mlnode"
+
+
+class LogFormat(StrEnum):
+    """How log records are rendered."""
+
+    PLAIN = "plain"
+    JSON = "json"
+
+
+class MLNodeBaseSettings(BaseSettings):
+    """Base of every settings class: `.env` support, unknown keys ignored (other packages' keys)."""
+
+    model_config: ClassVar[SettingsConfigDict] = SettingsConfigDict(
+        env_file=ENV_FILE, env_file_encoding="utf-8", extra="ignore"
+    )
+
+
+class NodeSettings(MLNodeBaseSettings):
+    """The MLNode process itself: where it listens, keeps state and logs."""
+
+    model_config = SettingsConfigDict(env_prefix="MLNODE_", env_file=ENV_FILE, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the REST API binds to.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of the REST API.")
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Directory for the node's keys, known peers, logs and job state.",
+    )
+    log_level: str = Field("INFO", description="Python log level name.")
+    log_format: LogFormat = Field(LogFormat.PLAIN, description="plain or json log lines.")
+    api_token: SecretStr | None = Field(
+        None,
+        description="When set, every REST route but /livez needs 'Authorization: Bearer <token>'.",
+    )
+    shutdown_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a service gets to stop during shutdown."
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    def ensure_state_dir(self) -> Path:
+        """Create the state directory (owner-only) and return it."""
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.state_dir

@@ -1,0 +1,1 @@
+"""Weight-space fusion of independently trained models."""

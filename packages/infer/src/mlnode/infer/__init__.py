@@ -1,0 +1,1 @@
+"""vLLM engine lifecycle and the OpenAI-compatible proxy."""

@@ -1,0 +1,1 @@
+"""Proof-of-Work compatible with the network's PoW v1."""

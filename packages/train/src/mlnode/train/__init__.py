@@ -1,0 +1,1 @@
+"""Distributed DiLoCo training across MLNodes over the signed tensor transport."""
