@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -31,6 +32,9 @@ def serve(
     if port is not None:
         settings.node.port = port
     configure_logging(settings.node.log_level, settings.node.log_format)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it into the handler it found at
+    # start; a no-op one lets the process end with status 0 after that clean shutdown.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         create_app(settings),
         host=settings.node.host,

@@ -26,7 +26,7 @@ class MLNodeProcess:
     """`python -m mlnode.api` in its own process group, state dir and ports.
 
     Extra settings go in `env` (e.g. `{"MLNODE_API_TOKEN": "t"}`); the child's output lands in
-    `state_dir/server.log` so a failed start can be explained.
+    `<state_dir>.log` beside the state dir so a failed start can be explained.
     """
 
     def __init__(
@@ -51,7 +51,7 @@ class MLNodeProcess:
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = state_dir / "server.log"
+        self.log_path = state_dir.parent / f"{state_dir.name}.log"
 
     @property
     def url(self) -> str:
@@ -65,14 +65,14 @@ class MLNodeProcess:
 
     def start(self) -> MLNodeProcess:
         """Spawn the server and wait for /readyz (or /livez when a token guards /readyz)."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlnode.api"],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=self.state_dir,
+            cwd=self.state_dir.parent,
             start_new_session=True,
         )
         log.close()

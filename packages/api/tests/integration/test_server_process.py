@@ -1,0 +1,68 @@
+import os
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from mlnode.common.testing import MLNodeProcess
+
+
+def wait_ready(url: str, timeout_s: float = 30.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.get(f"{url}/readyz", timeout=2)
+            if answer.status_code == 200:
+                return answer
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("not ready")
+
+
+def test_server_serves_routes_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    node = MLNodeProcess(tmp_path / "node").start()
+    try:
+        assert wait_ready(node.url).json()["status"] == "ok"
+        assert httpx.get(f"{node.url}/api/v1/state").json()["state"] == "STOPPED"
+        assert httpx.post(f"{node.url}/api/v1/stop", content=b"").json() == {"status": "OK"}
+        assert "mlnode_node_state" in httpx.get(f"{node.url}/metrics").text
+        paths = httpx.get(f"{node.url}/openapi.json").json()["paths"]
+        assert "/api/v1/state" in paths and "/api/v1/capabilities" in paths
+        assert node.proc is not None
+        pgid = os.getpgid(node.proc.pid)
+        family = [
+            node.proc.pid,
+            *(c.pid for c in psutil.Process(node.proc.pid).children(recursive=True)),
+        ]
+    finally:
+        started = time.monotonic()
+        code = node.terminate(timeout_s=5)
+    assert code == 0, node.log()
+    assert time.monotonic() - started < 5
+    assert "Application shutdown complete" in node.log()
+    assert not [
+        pid for pid in family if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+    ]
+    try:
+        os.killpg(pgid, 0)
+        leftover = True
+    except ProcessLookupError:
+        leftover = False
+    assert not leftover, "a process of the server's group survived"
+
+
+def test_token_is_enforced_by_the_real_server(tmp_path: Path) -> None:
+    with MLNodeProcess(tmp_path / "node", env={"MLNODE_API_TOKEN": "tok"}) as node:
+        assert httpx.get(f"{node.url}/livez").status_code == 200
+        assert httpx.get(f"{node.url}/api/v1/state").status_code == 401
+        ok = httpx.get(f"{node.url}/api/v1/state", headers={"Authorization": "Bearer tok"})
+        assert ok.status_code == 200 and ok.json()["state"] == "STOPPED"
+
+
+def test_state_dir_comes_from_environment(tmp_path: Path) -> None:
+    with MLNodeProcess(tmp_path / "custom-state") as node:
+        assert wait_ready(node.url).status_code == 200
+    assert (tmp_path / "custom-state").is_dir()
+    assert (tmp_path / "custom-state").stat().st_mode & 0o777 == 0o700

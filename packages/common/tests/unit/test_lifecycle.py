@@ -1,0 +1,140 @@
+import asyncio
+import threading
+
+import pytest
+
+from mlnode.common.errors import InvalidRequest, ServiceConflict
+from mlnode.common.lifecycle import AlreadyRunning, Phase, ServiceGate, ServiceKind, WorkerService
+
+
+class Job:
+    def __init__(self, fail: str | None = None, wait: bool = True) -> None:
+        self.fail = fail
+        self.wait = wait
+        self.entered = threading.Event()
+
+
+class JobService(WorkerService[Job]):
+    kind = ServiceKind.POW
+    join_timeout_s = 5.0
+
+    async def _start(self, request: Job) -> None:
+        if request.fail == "refuse":
+            raise InvalidRequest("refused before running", param="fail")
+        await super()._start(request)
+
+    def run(self, request: Job, stop: threading.Event) -> None:
+        request.entered.set()
+        if request.fail:
+            raise RuntimeError(request.fail)
+        if request.wait:
+            stop.wait(10)
+
+
+class OtherService(JobService):
+    kind = ServiceKind.TRAIN
+
+
+async def wait_phase(service: WorkerService[Job], phase: Phase) -> None:
+    for _ in range(200):
+        if service.status().phase is phase:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"phase {service.status().phase}, wanted {phase}")
+
+
+async def test_start_runs_then_stop_ends_stopped() -> None:
+    service = JobService(ServiceGate())
+    status = await service.start(Job())
+    assert status.running and status.phase is Phase.RUNNING and status.started_at is not None
+    await service.stop()
+    status = service.status()
+    assert status.phase is Phase.STOPPED and not status.running and status.healthy
+
+
+async def test_worker_exception_is_captured_in_status_and_health() -> None:
+    service = JobService(ServiceGate())
+    await service.start(Job(fail="boom in worker"))
+    await wait_phase(service, Phase.FAILED)
+    status = service.status()
+    assert status.last_error == "RuntimeError: boom in worker"
+    assert not service.healthy() and not status.healthy and not status.running
+
+
+async def test_next_start_clears_the_failure() -> None:
+    service = JobService(ServiceGate())
+    await service.start(Job(fail="first"))
+    await wait_phase(service, Phase.FAILED)
+    await service.start(Job(wait=False))
+    await wait_phase(service, Phase.FINISHED)
+    assert service.healthy() and service.status().last_error is None
+
+
+async def test_stop_after_failure_keeps_message_and_is_healthy() -> None:
+    service = JobService(ServiceGate())
+    await service.start(Job(fail="kept"))
+    await wait_phase(service, Phase.FAILED)
+    await service.stop()
+    status = service.status()
+    assert (
+        status.phase is Phase.STOPPED
+        and status.healthy
+        and status.last_error == "RuntimeError: kept"
+    )
+
+
+async def test_refused_start_leaves_service_healthy_and_idle() -> None:
+    service = JobService(ServiceGate())
+    with pytest.raises(InvalidRequest):
+        await service.start(Job(fail="refuse"))
+    status = service.status()
+    assert status.phase is Phase.STOPPED and status.healthy and not status.running
+    assert status.last_error == "refused before running"
+
+
+async def test_other_service_running_is_a_conflict_naming_it() -> None:
+    gate = ServiceGate()
+    pow_service, train_service = JobService(gate), OtherService(gate)
+    await pow_service.start(Job())
+    with pytest.raises(ServiceConflict) as caught:
+        await train_service.start(Job())
+    assert caught.value.status_code == 409 and "POW is running" in caught.value.message
+    assert not train_service.is_running()
+    await pow_service.stop()
+    await train_service.start(Job())
+    assert gate.running() is train_service
+    await train_service.stop()
+
+
+async def test_second_start_of_same_service_is_refused() -> None:
+    service = JobService(ServiceGate())
+    await service.start(Job())
+    with pytest.raises(AlreadyRunning):
+        await service.start(Job())
+    await service.stop()
+
+
+async def test_concurrent_starts_exactly_one_wins() -> None:
+    gate = ServiceGate()
+    a, b = JobService(gate), OtherService(gate)
+    results = await asyncio.gather(a.start(Job()), b.start(Job()), return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, ServiceConflict)]
+    assert len(winners) == 1 and len(losers) == 1
+    await a.stop()
+    await b.stop()
+
+
+def test_gate_refuses_two_instances_of_one_class() -> None:
+    gate = ServiceGate()
+    JobService(gate)
+    with pytest.raises(ValueError, match="registered already"):
+        JobService(gate)
+
+
+def test_gate_get_finds_service_by_class() -> None:
+    gate = ServiceGate()
+    service = JobService(gate)
+    assert gate.get(JobService) is service
+    with pytest.raises(LookupError):
+        gate.get(OtherService)
