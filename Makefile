@@ -39,16 +39,16 @@ run: setup-dev-env ## Serve the MLNode (REST on 127.0.0.1:8080 unless .env says 
 	$(PY) -m mlnode.api
 
 unit-tests-local: setup-dev-env ## Unit tests of every package, here
-	$(PYTEST) $(addsuffix /tests/unit,$(PKG_DIRS))
+	$(PYTEST) $(wildcard $(addsuffix /tests/unit,$(PKG_DIRS)))
 
 unit-tests-gpu-local: setup-dev-env ## GPU unit tests (skipped with a reason without CUDA)
-	$(PYTEST) $(addsuffix /tests/unit-gpu,$(PKG_DIRS))
+	$(PYTEST) $(wildcard $(addsuffix /tests/unit-gpu,$(PKG_DIRS)))
 
 integration-tests: setup-dev-env ## Real MLNode processes on loopback
-	$(PYTEST) $(addsuffix /tests/integration,$(PKG_DIRS))
+	$(PYTEST) $(wildcard $(addsuffix /tests/integration,$(PKG_DIRS)))
 
 tests: setup-dev-env ## Every local tier in one run (the README's test command)
-	$(PYTEST) $(foreach d,$(PKG_DIRS),$(d)/tests/unit $(d)/tests/unit-gpu $(d)/tests/integration)
+	$(PYTEST) $(wildcard $(foreach d,$(PKG_DIRS),$(d)/tests/unit $(d)/tests/unit-gpu $(d)/tests/integration))
 
 lint: setup-dev-env ## ruff check and format check
 	$(VENV)/bin/ruff check .
