@@ -1,19 +1,19 @@
 """Signed frame streams: tensors to frames, and frames back to tensors only once verified.
 
 A stream is, per tensor, a header (its serialized `TensorHeader`), raw chunks and a trailer
-signed over (session, sequence, header bytes, SHA-256 of the payload); then one `End` frame
+signed over (session, sequence, header bytes, BLAKE3 of the payload); then one `End` frame
 signed over (session, count, tag). The reader gives nothing back unless the whole stream checks
 out, so tampered, truncated, reordered, duplicated or oversized data never reaches a caller.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
+from blake3 import blake3
 from google.protobuf.message import DecodeError
 
 from mlnode.common.transport import auth
@@ -69,7 +69,7 @@ def write_frames(
             sequence=sequence,
         ).SerializeToString()
         yield pb.Frame(header=header)
-        hasher = hashlib.sha256()
+        hasher = blake3()
         for piece in iter_chunks(tensor.payload, chunk_bytes):
             alive()
             hasher.update(piece)
@@ -173,7 +173,7 @@ class FrameReader:
     ) -> tuple[str, torch.Tensor]:
         header = self._parse_header(raw_header, sequence)
         buffer = self._open_buffer(header)
-        hasher = hashlib.sha256()
+        hasher = blake3()
         for frame in stream:
             self.alive()
             kind = frame.WhichOneof("kind")
