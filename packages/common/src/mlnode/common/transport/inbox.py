@@ -48,7 +48,11 @@ class Inbox:
             for key in [k for k in self._boxes if k[0] == task]:
                 del self._boxes[key]
 
-    def pending(self) -> dict[tuple[str, str], list[str]]:
-        """Which peers have deliveries waiting, per (task, tag)."""
+    def pending(self) -> list[tuple[str, str, str, dict[str, torch.Tensor]]]:
+        """(task, tag, peer id, tensors) of every delivery still waiting, without taking it."""
         with self._cond:
-            return {key: sorted(box) for key, box in self._boxes.items()}
+            return [
+                (task, tag, peer, dict(tensors))
+                for (task, tag), box in sorted(self._boxes.items())
+                for peer, tensors in sorted(box.items())
+            ]

@@ -67,6 +67,7 @@ class GrpcTransport:
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._server: grpc.Server | None = None
+        self.handlers: ServerHandlers | None = None
         self.port: int | None = None
 
     @property
@@ -96,7 +97,7 @@ class GrpcTransport:
             self._identity = self._identity or load_or_create_identity(self.state_dir / KEY_FILE)
             self._peers = self._peers or KnownPeers(self.state_dir / PEERS_FILE)
         handshake = ServerHandshake(self.identity, self.peers, self.settings.challenge_ttl_s)
-        handlers = ServerHandlers(
+        self.handlers = ServerHandlers(
             self.identity,
             self.peers,
             self.inbox,
@@ -109,7 +110,7 @@ class GrpcTransport:
             interceptors=[AuthInterceptor(handshake)],
             options=[*channel_options(self.settings), ("grpc.so_reuseport", 0)],
         )
-        pb_grpc.add_TransportServicer_to_server(TransportServicer(handshake, handlers), server)
+        pb_grpc.add_TransportServicer_to_server(TransportServicer(handshake, self.handlers), server)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = server.add_insecure_port(address)
