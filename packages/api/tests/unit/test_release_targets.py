@@ -71,7 +71,8 @@ def test_image_defaults_to_ghcr_and_can_be_overridden():
 def test_release_latest_releases_first_then_moves_latest():
     lines = dry_run("release-latest", "VERSION=2.0.0")
     pushed_tag = index_of(lines, "git push origin release/v2.0.0")
-    tagged = index_of(lines, "docker tag ghcr.io/gonka-ai/mlnode:2.0.0 ghcr.io/gonka-ai/mlnode:latest")
+    image = "ghcr.io/gonka-ai/mlnode"
+    tagged = index_of(lines, f"docker tag {image}:2.0.0 {image}:latest")
     assert pushed_tag < tagged < index_of(lines, "docker push ghcr.io/gonka-ai/mlnode:latest")
 
 
@@ -123,7 +124,8 @@ def repo(tmp_path: Path) -> Path:
 
 
 def git(cwd: Path, *args: str) -> None:
-    identity = ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "tag.gpgSign=false"]
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    identity += ["-c", "tag.gpgSign=false", "-c", "commit.gpgSign=false"]
     subprocess.run(["git", *identity, *args], cwd=cwd, check=True, capture_output=True)
 
 
