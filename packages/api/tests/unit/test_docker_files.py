@@ -63,7 +63,7 @@ def test_gpu_and_cpu_images_carry_the_same_vllm_release():
 
 def test_install_script_keeps_the_base_images_torch(tmp_path):
     script = (DOCKER / "install-mlnode.sh").read_text()
-    assert "--system-site-packages" in script
+    assert "zz-engine-site-packages.pth" in script
     drop = re.search(r"grep -v -E '(\S+)'", script)
     assert drop is not None
     kept = subprocess.run(
