@@ -1,10 +1,13 @@
 import signal
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
 
-from mlnode.common.testing import BackendUnavailable, CallbackReceiver, open_backend
-from mlnode.common.testing.peer_mesh import MeshNode, register_mesh
+from mlnode.common.testing import BackendUnavailable, CallbackReceiver, free_port, open_backend
+from mlnode.common.testing.peer_mesh import main as peer_mesh_main
 
 
 @pytest.mark.parametrize("kind", ["process", "container"])
@@ -32,21 +35,51 @@ def test_a_killed_node_stops_answering(mlnode_factory):
         httpx.get(f"{node.url}/livez", timeout=2)
 
 
-def test_three_nodes_learn_each_others_keys(mlnode_factory, mlnode_backend):
+def known_peer(node_url: str, peer_id: str) -> dict:
+    """The peer entry from GET /api/v1/peers, whether it answers a list or {"peers": [...]}."""
+    answer = httpx.get(f"{node_url}/api/v1/peers")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    entries = body.get("peers", body) if isinstance(body, dict) else body
+    matching = [e for e in entries if e.get("peer_id") == peer_id]
+    assert len(matching) == 1, f"{peer_id} not known at {node_url}: {body}"
+    return matching[0]
+
+
+def test_three_nodes_learn_each_others_keys_like_the_compose_init_step(mlnode_factory):
     nodes = [mlnode_factory(f"node{i}") for i in (1, 2, 3)]
     if httpx.get(f"{nodes[0].url}/api/v1/identity").status_code == 404:
         pytest.skip("GET /api/v1/identity is not served yet (the transport issue adds it)")
-    mesh = [MeshNode(n.name, n.url, n.peer_grpc_address) for n in nodes]
-    with httpx.Client(timeout=10) as client:
-        assert len(register_mesh(client, mesh)) == 6
-        keys = {n.name: client.get(f"{n.url}/api/v1/identity").json()["public_key"] for n in nodes}
-        for node in nodes:
-            for peer in nodes:
-                if peer is node:
-                    continue
-                known = client.get(f"{node.url}/api/v1/peers/{peer.name}")
-                assert known.status_code == 200, known.text
-                assert known.json()["public_key"] == keys[peer.name]
+    specs = [f"{n.name}={n.url},{n.peer_grpc_address}" for n in nodes]
+    assert peer_mesh_main([*specs, "--timeout", "30"]) == 0
+    keys = {n.name: httpx.get(f"{n.url}/api/v1/identity").json()["public_key"] for n in nodes}
+    for node in nodes:
+        for peer in nodes:
+            if peer is not node:
+                entry = known_peer(node.url, peer.name)
+                assert entry["public_key"] == keys[peer.name]
+                assert entry["address"] == peer.peer_grpc_address
+
+
+def test_callback_receiver_runs_as_the_compose_service_does(tmp_path):
+    port = free_port()
+    journal = tmp_path / "callbacks.jsonl"
+    command = [sys.executable, "-m", "mlnode.common.testing.callback_receiver"]
+    proc = subprocess.Popen([*command, "--port", str(port), "--journal", str(journal)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                httpx.get(f"{url}/livez")
+                break
+            except httpx.ConnectError:
+                time.sleep(0.05)
+        assert httpx.post(f"{url}/validated", content=b'{"fraud_detected": false}').is_success
+        assert httpx.get(f"{url}/received").json()[0]["body"] == {"fraud_detected": False}
+        assert "/validated" in journal.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_nodes_reach_a_callback_receiver_on_the_test_machine(mlnode_backend):
