@@ -26,7 +26,7 @@ class FakeNodes:
 
 
 def nodes(*names):
-    return [MeshNode(n, f"http://{n}:8080", f"{n}:9100") for n in names]
+    return [MeshNode(n, f"http://{n}:8080", f"{n}:50051") for n in names]
 
 
 def test_every_node_learns_every_other_key_and_address():
@@ -35,12 +35,20 @@ def test_every_node_learns_every_other_key_and_address():
         pairs = register_mesh(client, nodes("a", "b", "c"), tasks=["t1"])
     assert len(pairs) == 6
     assert set(fake.peers["a:8080"]) == {"b", "c"}
+    assert fake.peers["b:8080"]["c"]["tasks"] == ["t1"]
     assert fake.peers["c:8080"]["a"] == {
         "peer_id": "a",
         "public_key": "key-of-a",
-        "address": "a:9100",
+        "address": "a:50051",
         "tasks": ["t1"],
     }
+
+
+def test_without_tasks_peers_are_trusted_for_any_task():
+    fake = FakeNodes(["a", "b"])
+    with httpx.Client(transport=httpx.MockTransport(fake)) as client:
+        register_mesh(client, nodes("a", "b"))
+    assert fake.peers["a:8080"]["b"]["tasks"] is None  # [] would allow no task at all
 
 
 def test_a_refusing_node_raises():
@@ -60,8 +68,8 @@ def test_bad_node_specs_are_refused(spec):
 
 
 def test_node_spec_parses():
-    assert MeshNode.parse("n1=http://node1:8080/,node1:9100") == MeshNode(
-        "n1", "http://node1:8080", "node1:9100"
+    assert MeshNode.parse("n1=http://node1:8080/,node1:50051") == MeshNode(
+        "n1", "http://node1:8080", "node1:50051"
     )
 
 

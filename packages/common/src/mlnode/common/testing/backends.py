@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 #: Ports the image's defaults listen on inside a container (docker/Dockerfile ENV).
 CONTAINER_REST_PORT = 8080
-CONTAINER_GRPC_PORT = 9100
+CONTAINER_GRPC_PORT = 50051
 
 
 class BackendSettings(MLNodeBaseSettings):

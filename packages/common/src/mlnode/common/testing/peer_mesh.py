@@ -1,7 +1,7 @@
 """Register every MLNode's public key with every other one, through the REST API only.
 
 What a network node does for its MLNodes, for a local network of nodes (the compose file's init
-step): `python -m mlnode.common.testing.peer_mesh node1=http://node1:8080,node1:9100 node2=...`.
+step): `python -m mlnode.common.testing.peer_mesh node1=http://node1:8080,node1:50051 node2=...`.
 Each node's identity comes from `GET /api/v1/identity`; each other node receives it with
 `PUT /api/v1/peers/{name}` (`{peer_id, public_key, address, tasks}`), so peers are known by name.
 """
@@ -77,7 +77,7 @@ def register_mesh(
                 "peer_id": peer.name,
                 "public_key": keys[peer.name],
                 "address": peer.grpc_address,
-                "tasks": list(tasks),
+                "tasks": list(tasks) if tasks else None,  # None: any task
             }
             client.put(f"{target.url}/api/v1/peers/{peer.name}", json=body).raise_for_status()
             done.append((target.name, peer.name))
@@ -89,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line of the compose init step; exit 1 with the reason when a node refuses."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("nodes", nargs="+", help="name=http://host:port,host:grpc_port")
-    parser.add_argument("--task", action="append", default=[], help="scope the keys to a task")
+    parser.add_argument(
+        "--task", action="append", default=[], help="limit the keys to a task (default: any)"
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for nodes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
