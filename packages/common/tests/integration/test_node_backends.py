@@ -20,6 +20,7 @@ def test_each_backend_serves_and_stops_a_node(kind, tmp_path):
         node = backend.start("node-a")
         assert httpx.get(f"{node.url}/livez").json()["status"] == "ok"
         assert httpx.get(f"{node.url}/api/v1/state").json()["state"] == "STOPPED"
+        assert node.inference_url.startswith("http://") and node.inference_url != node.url
         # uvicorn re-raises SIGTERM after its graceful shutdown: -15 (process) or 143 (container).
         assert node.terminate() in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
         with pytest.raises(httpx.ConnectError):

@@ -59,7 +59,7 @@ class FakeContainer:
         return "10.0.0.5"
 
     def get_exposed_port(self, port):
-        return {8080: 32768, 50051: 32769}[port]
+        return {8080: 32768, 50051: 32769, 5000: 32770}[port]
 
     def get_wrapped_container(self):
         return self.wrapped
@@ -75,6 +75,7 @@ def test_container_handle_maps_published_ports_and_peer_addresses():
     node = ContainerNode("node2", container)
     assert node.url == "http://10.0.0.5:32768"
     assert node.grpc_address == "10.0.0.5:32769"
+    assert node.inference_url == "http://10.0.0.5:32770"
     assert node.peer_grpc_address == "node2:50051"  # other containers dial the network alias
     assert node.terminate(timeout_s=3) == 143
     node.kill()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 #: Ports the image's defaults listen on inside a container (docker/Dockerfile ENV).
 CONTAINER_REST_PORT = 8080
 CONTAINER_GRPC_PORT = 50051
+CONTAINER_INFER_PORT = 5000
 
 
 class BackendSettings(MLNodeBaseSettings):
@@ -55,6 +56,11 @@ class MLNodeHandle(Protocol):
     @property
     def grpc_address(self) -> str:
         """host:port of the tensor transport, reachable from the test process."""
+        ...
+
+    @property
+    def inference_url(self) -> str:
+        """Base URL of the inference (OpenAI-compatible) port, reachable from the test process."""
         ...
 
     @property
@@ -109,6 +115,11 @@ class ProcessNode:
     def grpc_address(self) -> str:
         """The tensor transport address on loopback."""
         return self.proc.grpc_address
+
+    @property
+    def inference_url(self) -> str:
+        """Inference base URL on loopback."""
+        return f"http://127.0.0.1:{self.proc.inference_port}"
 
     @property
     def peer_grpc_address(self) -> str:
@@ -180,6 +191,7 @@ class ContainerNode:
         self._host = container.get_container_host_ip()
         self._rest = container.get_exposed_port(CONTAINER_REST_PORT)
         self._grpc = container.get_exposed_port(CONTAINER_GRPC_PORT)
+        self._infer = container.get_exposed_port(CONTAINER_INFER_PORT)
 
     @property
     def url(self) -> str:
@@ -190,6 +202,11 @@ class ContainerNode:
     def grpc_address(self) -> str:
         """The tensor transport address through the published port."""
         return f"{self._host}:{self._grpc}"
+
+    @property
+    def inference_url(self) -> str:
+        """Inference base URL through the published port."""
+        return f"http://{self._host}:{self._infer}"
 
     @property
     def peer_grpc_address(self) -> str:
@@ -235,7 +252,7 @@ class ContainerBackend:
         container = (
             DockerContainer(self.image)
             .with_envs(**dict(env or {}))
-            .with_exposed_ports(CONTAINER_REST_PORT, CONTAINER_GRPC_PORT)
+            .with_exposed_ports(CONTAINER_REST_PORT, CONTAINER_GRPC_PORT, CONTAINER_INFER_PORT)
             .with_network(self.network)
             .with_network_aliases(name)
             .with_kwargs(extra_hosts={self.host_alias: "host-gateway"})
