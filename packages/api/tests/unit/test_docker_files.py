@@ -46,6 +46,8 @@ def test_runtime_stage_is_last_non_root_healthchecked_and_labelled(dockerfile):
     for label in ("version", "source", "revision"):
         assert f"org.opencontainers.image.{label}=" in runtime
     assert 'ENTRYPOINT ["mlnode"]' in runtime
+    # A global ARG is empty inside a stage unless the stage declares it again.
+    assert 'base.name="${BASE_IMAGE}"' in runtime and "ARG BASE_IMAGE\n" in runtime + "\n"
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
