@@ -1,7 +1,7 @@
 import httpx
 import pytest
 
-from mlnode.common.testing.peer_mesh import MeshNode, main, register_mesh
+from mlnode.common.testing.peer_mesh import MeshNode, client_for, main, register_mesh
 
 
 class FakeNodes:
@@ -76,3 +76,26 @@ def test_node_spec_parses():
 def test_main_fails_with_the_reason_when_nodes_never_come_up(caplog):
     assert main(["x=http://127.0.0.1:9,127.0.0.1:10", "--timeout", "0.5"]) == 1
     assert "not live after" in caplog.text and "x" in caplog.text
+
+
+def test_every_request_carries_the_token_when_nodes_have_one():
+    fake = FakeNodes(["a", "b"])
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers.get("authorization"))
+        return fake(request)
+
+    with client_for("s3cret", httpx.MockTransport(handler)) as client:
+        register_mesh(client, nodes("a", "b"))
+    assert seen and set(seen) == {"Bearer s3cret"}
+    with client_for(None, httpx.MockTransport(handler)) as client:
+        client.get("http://a:8080/api/v1/identity")
+    assert seen[-1] is None
+
+
+def test_main_rejects_a_malformed_node_spec(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["node1=http://node1:8080"])
+    assert exit_info.value.code == 2
+    assert "is not name=http://host:port,host:grpc_port" in capsys.readouterr().err

@@ -85,6 +85,12 @@ def register_mesh(
     return done
 
 
+def client_for(token: str | None, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """An HTTP client that sends the nodes' bearer token (when they have one) on every request."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(headers=headers, timeout=10, transport=transport)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of the compose init step; exit 1 with the reason when a node refuses."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -95,10 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for nodes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    nodes = [MeshNode.parse(spec) for spec in args.nodes]
+    try:
+        nodes = [MeshNode.parse(spec) for spec in args.nodes]
+    except ValueError as exc:
+        parser.error(str(exc))
     token = NodeSettings().api_token  # type: ignore[call-arg]  # defaults come from pydantic
-    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-    with httpx.Client(headers=headers, timeout=10) as client:
+    with client_for(token.get_secret_value() if token else None) as client:
         try:
             wait_live(client, nodes, args.timeout)
             pairs = register_mesh(client, nodes, args.task)
