@@ -84,7 +84,7 @@ class PeerClient:
         self.chunk_bytes = chunk_bytes
         self.timeouts = timeouts
 
-    def _open(self, task: str, method: str) -> tuple[bytes, Metadata]:
+    def handshake(self, task: str, method: str) -> tuple[bytes, Metadata]:
         """Handshake for one call of `method`: (session id, the call's metadata)."""
         client_nonce = auth.new_nonce()
         metadata: Metadata = ((KEY_MD, self.identity.public_key), (TASK_MD, task))
@@ -122,7 +122,7 @@ class PeerClient:
         except CodecError as exc:
             raise LimitExceeded(str(exc)) from None
         try:
-            session, metadata = self._open(task, PUSH)
+            session, metadata = self.handshake(task, PUSH)
             frames = write_frames(
                 encoded,
                 session=session,
@@ -139,7 +139,7 @@ class PeerClient:
     def list_tensors(self, task: str) -> list[TensorMeta]:
         """What the peer offers for `task`, checked against its signature."""
         try:
-            session, metadata = self._open(task, LIST)
+            session, metadata = self.handshake(task, LIST)
             reply = self._stub.List(
                 pb.ListRequest(), metadata=metadata, timeout=self.timeouts.rpc_s
             )
@@ -163,7 +163,7 @@ class PeerClient:
             session=b"", signer_key=self.peer.public_key, task=task, limits=self.limits
         )
         try:
-            reader.session, metadata = self._open(task, FETCH)
+            reader.session, metadata = self.handshake(task, FETCH)
             frames = self._stub.Fetch(
                 pb.FetchRequest(names=list(names)), metadata=metadata, timeout=self.timeouts.rpc_s
             )
