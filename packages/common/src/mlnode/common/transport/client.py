@@ -77,7 +77,7 @@ class PeerClient:
         chunk_bytes: int,
         timeouts: CallTimeouts,
     ) -> None:
-        self._stub = pb_grpc.TransportStub(channel)
+        self._stub = pb_grpc.TransportStub(channel)  # type: ignore[no-untyped-call]
         self.identity = identity
         self.peer = peer
         self.limits = limits

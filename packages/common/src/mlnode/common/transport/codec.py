@@ -109,7 +109,7 @@ def _torch_bytes(tensor: torch.Tensor) -> tuple[WireDType, tuple[int, ...], memo
         host = host.to("cpu")
     host = host.contiguous().reshape(-1)
     flat = host.view(torch.uint8) if host.numel() else torch.empty(0, dtype=torch.uint8)
-    return dtype, tuple(tensor.shape), memoryview(flat.numpy()).cast("B")
+    return dtype, tuple(tensor.shape), flat.numpy().data.cast("B")
 
 
 def _numpy_bytes(array: np.ndarray) -> tuple[WireDType, tuple[int, ...], memoryview]:
@@ -118,7 +118,7 @@ def _numpy_bytes(array: np.ndarray) -> tuple[WireDType, tuple[int, ...], memoryv
     if dtype is None:
         raise CodecError(f"dtype {array.dtype} cannot be sent; use one of {sorted(DTYPES)}")
     host = np.ascontiguousarray(array, dtype=dtype.numpy_dtype).reshape(-1)
-    return dtype, tuple(array.shape), memoryview(host.view(np.uint8))
+    return dtype, tuple(array.shape), host.view(np.uint8).data
 
 
 def encode(name: str, tensor: TensorLike) -> EncodedTensor:

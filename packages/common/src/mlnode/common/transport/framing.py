@@ -141,8 +141,9 @@ class FrameReader:
                 f"more than {self.limits.max_tensors} tensors in one stream "
                 "(MLNODE_GRPC_MAX_TENSORS)"
             )
+        header = pb.TensorHeader()
         try:
-            header = pb.TensorHeader.FromString(raw)
+            header.ParseFromString(raw)
         except DecodeError:
             raise IntegrityError("tensor header does not parse") from None
         if header.sequence != sequence or header.task != self.task:

@@ -48,7 +48,7 @@ def encode_listing(metas: Iterable[TensorMeta]) -> bytes:
         pb.TensorInfo(name=m.name, dtype=wire_dtype_of_torch(m.dtype).name, shape=m.shape)
         for m in metas
     ]
-    return pb.TensorList(tensors=infos).SerializeToString()
+    return bytes(pb.TensorList(tensors=infos).SerializeToString())
 
 
 class ServerHandlers:

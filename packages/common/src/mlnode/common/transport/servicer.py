@@ -31,7 +31,7 @@ def _session(context: Any) -> Session:
     return cast(Session, cast(AuthContext, context).auth)
 
 
-class TransportServicer(pb_grpc.TransportServicer):  # type: ignore[misc]
+class TransportServicer(pb_grpc.TransportServicer):
     """Hello, Push, List and Fetch over the handshake and the handlers."""
 
     def __init__(self, handshake: ServerHandshake, handlers: ServerHandlers) -> None:

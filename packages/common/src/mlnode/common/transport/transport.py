@@ -110,7 +110,8 @@ class GrpcTransport:
             interceptors=[AuthInterceptor(handshake)],
             options=[*channel_options(self.settings), ("grpc.so_reuseport", 0)],
         )
-        pb_grpc.add_TransportServicer_to_server(TransportServicer(handshake, self.handlers), server)
+        servicer = TransportServicer(handshake, self.handlers)
+        pb_grpc.add_TransportServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = server.add_insecure_port(address)
