@@ -1,17 +1,26 @@
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 import torch
 
 from mlnode.common.errors import PeerUnknown
+from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.api import TensorMeta
-from mlnode.common.transport.codec import DTYPES
-from mlnode.common.transport.errors import LimitExceeded, NotOffered, PeerUnreachable
+from mlnode.common.transport.codec import DTYPES, encode
+from mlnode.common.transport.errors import (
+    LimitExceeded,
+    NotOffered,
+    PeerUnreachable,
+    SessionRevoked,
+)
+from mlnode.common.transport.framing import write_frames
+from mlnode.common.transport.interceptors import PUSH
 from mlnode.common.transport.peers import Peer
 
-from .conftest import Pair
+from .conftest import Pair, make_transport
 
 
 def every_kind() -> dict[str, torch.Tensor | np.ndarray]:
@@ -116,3 +125,53 @@ def test_unknown_or_unreachable_peers(pair: Pair) -> None:
     pair.alice.peers.put(Peer("silent", b"\1" * 32))
     with pytest.raises(PeerUnreachable, match="no address"):
         pair.alice.send("silent", {"x": torch.zeros(1)}, "t", "r")
+
+
+def test_inbox_budget_refuses_a_push_and_delivers_nothing() -> None:
+    alice = make_transport()
+    bob = make_transport(max_inbox_bytes=1 << 20)
+    try:
+        alice.peers.put(Peer("bob", bob.identity.public_key, f"127.0.0.1:{bob.port}"))
+        bob.peers.put(Peer("alice", alice.identity.public_key))
+        alice.send("bob", {"x": torch.zeros(100_000)}, "t", "r1")  # 400 kB fits
+        with pytest.raises(LimitExceeded, match="MAX_INBOX_BYTES"):
+            alice.send("bob", {"y": torch.zeros(200_000)}, "t", "r2")  # 800 kB more does not
+        assert [tag for _, tag, _, _ in bob.inbox.pending()] == ["r1"]
+        assert bob.inbox.held_bytes == 400_000
+    finally:
+        alice.stop()
+        bob.stop()
+
+
+def test_local_removal_stops_a_fetch_in_progress(pair: Pair) -> None:
+    class SlowProvider(Provider):
+        def get(self, name: str) -> torch.Tensor:
+            if name == "second":
+                pair.alice.peers.remove("bob")  # alice forgets bob while pulling from him
+            return super().get(name)
+
+    pair.bob.serve("t", SlowProvider({"first": torch.ones(10), "second": torch.ones(10)}))
+    with pytest.raises(SessionRevoked):
+        pair.alice.fetch("bob", "t", ["first", "second"])
+
+
+def test_a_client_that_vanishes_mid_push_leaves_the_server_up(pair: Pair) -> None:
+    client = pair.alice._client("bob")
+    session, metadata = client.handshake("t", PUSH)
+    frames = write_frames(
+        [encode("x", torch.zeros(100_000))],
+        session=session,
+        signer=pair.alice.identity,
+        task="t",
+        tag="gone",
+        chunk_bytes=4096,
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{pair.bob.port}")
+    call = pb_grpc.TransportStub(channel).Push.future(
+        (f for i, f in enumerate(frames) if i < 20), metadata=metadata
+    )
+    call.cancel()
+    channel.close()
+    pair.alice.send("bob", {"ok": torch.ones(1)}, "t", "after")
+    assert set(pair.bob.receive("t", "after", ["alice"], timeout=10)) == {"alice"}
+    assert pair.bob.receive("t", "gone", ["alice"], timeout=0) == {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -76,6 +76,7 @@ class PeerClient:
         limits: Limits,
         chunk_bytes: int,
         timeouts: CallTimeouts,
+        alive: Callable[[], None] = lambda: None,
     ) -> None:
         self._stub = pb_grpc.TransportStub(channel)  # type: ignore[no-untyped-call]
         self.identity = identity
@@ -83,6 +84,7 @@ class PeerClient:
         self.limits = limits
         self.chunk_bytes = chunk_bytes
         self.timeouts = timeouts
+        self.alive = alive
 
     def handshake(self, task: str, method: str) -> tuple[bytes, Metadata]:
         """Handshake for one call of `method`: (session id, the call's metadata)."""
@@ -130,9 +132,11 @@ class PeerClient:
                 task=task,
                 tag=tag,
                 chunk_bytes=self.chunk_bytes,
+                alive=self.alive,
             )
             reply = self._stub.Push(frames, metadata=metadata, timeout=self.timeouts.rpc_s)
         except grpc.RpcError as exc:
+            self.alive()  # a peer removed here mid-send cancels the call: say so
             raise translate(self.peer, exc) from None
         return int(reply.accepted)
 
@@ -160,7 +164,11 @@ class PeerClient:
     def fetch(self, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
         """Pull named tensors; returns only once every one arrived and verified."""
         reader = FrameReader(
-            session=b"", signer_key=self.peer.public_key, task=task, limits=self.limits
+            session=b"",
+            signer_key=self.peer.public_key,
+            task=task,
+            limits=self.limits,
+            alive=self.alive,
         )
         try:
             reader.session, metadata = self.handshake(task, FETCH)

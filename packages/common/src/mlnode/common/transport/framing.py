@@ -46,6 +46,10 @@ def _never_revoked() -> None:
     return None
 
 
+def _reserve_nothing(nbytes: int) -> None:
+    return None
+
+
 def write_frames(
     tensors: Iterable[EncodedTensor],
     *,
@@ -93,12 +97,14 @@ class FrameReader:
         task: str,
         limits: Limits,
         alive: Callable[[], None] = _never_revoked,
+        reserve: Callable[[int], None] = _reserve_nothing,
     ) -> None:
         self.session = session
         self.signer_key = signer_key
         self.task = task
         self.limits = limits
         self.alive = alive
+        self.reserve = reserve
         self._tag: str | None = None
 
     def read(self, frames: Iterable[pb.Frame]) -> tuple[str, dict[str, torch.Tensor]]:
@@ -165,6 +171,7 @@ class FrameReader:
             shape = tuple(header.shape)
             if expected_nbytes(dtype, shape) != header.nbytes:
                 raise CodecError(f"shape {shape} of {dtype.name} is not {header.nbytes} bytes")
+            self.reserve(header.nbytes)
             return TensorBuffer(dtype, shape, header.nbytes)
         except CodecError as exc:
             raise IntegrityError(f"tensor {header.name!r}: {exc}") from None

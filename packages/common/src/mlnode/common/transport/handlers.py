@@ -72,15 +72,25 @@ class ServerHandlers:
 
     def push(self, session: Session, frames: Iterable[pb.Frame]) -> int:
         """Read a pushed stream; deliver it only when complete, verified and still authorized."""
+        reserved: list[int] = []
+
+        def reserve(nbytes: int) -> None:
+            self.inbox.reserve(nbytes)
+            reserved.append(nbytes)
+
         reader = FrameReader(
             session=session.id,
             signer_key=session.peer.public_key,
             task=session.task,
             limits=self.limits,
             alive=lambda: session.check(self.peers),
+            reserve=reserve,
         )
-        tag, tensors = reader.read(frames)
-        session.check(self.peers)
+        try:
+            tag, tensors = reader.read(frames)
+            session.check(self.peers)
+        finally:
+            self.inbox.release(sum(reserved))
         self.inbox.put(session.task, tag, session.peer.peer_id, tensors)
         return len(tensors)
 

@@ -57,6 +57,9 @@ class TransportServicer(pb_grpc.TransportServicer):
             return pb.PushReply(accepted=self.handlers.push(_session(context), request_iterator))
         except MLNodeError as exc:
             _abort(context, exc)
+        except grpc.RpcError:  # the client cancelled or vanished mid-stream: nothing delivered
+            context.abort(grpc.StatusCode.CANCELLED, "the stream was cancelled by the peer")
+            raise
 
     def List(self, request: pb.ListRequest, context: Any) -> pb.ListReply:  # noqa: N802
         """The signed list of tensors offered for the session's task."""

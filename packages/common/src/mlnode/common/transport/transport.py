@@ -21,7 +21,7 @@ from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.api import ReceivedTensors, TensorLike, TensorMeta, TensorProvider
 from mlnode.common.transport.auth import Identity
 from mlnode.common.transport.client import CallTimeouts, PeerClient
-from mlnode.common.transport.errors import PeerUnreachable, TransportClosed
+from mlnode.common.transport.errors import PeerUnreachable, SessionRevoked, TransportClosed
 from mlnode.common.transport.framing import MAX_CHUNK_BYTES, Limits
 from mlnode.common.transport.handlers import Providers, ServerHandlers
 from mlnode.common.transport.handshake import ServerHandshake
@@ -59,7 +59,7 @@ class GrpcTransport:
         self.state_dir = state_dir
         self._identity = identity
         self._peers = peers
-        self.inbox = Inbox()
+        self.inbox = Inbox(settings.max_inbox_bytes)
         self.providers = Providers()
         self.limits = Limits(
             settings.max_tensor_bytes, settings.max_tensors, settings.max_header_bytes
@@ -143,8 +143,13 @@ class GrpcTransport:
                 channel = grpc.insecure_channel(peer.address, channel_options(self.settings))
                 self._channels[peer.address] = channel
         timeouts = CallTimeouts(self.settings.handshake_timeout_s, self.settings.rpc_timeout_s)
+
+        def alive() -> None:
+            if self.peers.get(peer_id) != peer:
+                raise SessionRevoked(f"peer {peer_id} was removed or changed during the call")
+
         return PeerClient(
-            channel, self.identity, peer, self.limits, self.settings.chunk_bytes, timeouts
+            channel, self.identity, peer, self.limits, self.settings.chunk_bytes, timeouts, alive
         )
 
     def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
@@ -156,6 +161,10 @@ class GrpcTransport:
     ) -> ReceivedTensors:
         """What `from_peers` pushed under (task, tag) by `timeout`; late peers are absent."""
         return self.inbox.take(task, tag, from_peers, timeout)
+
+    def discard(self, task: str) -> None:
+        """Drop every delivery of `task` nobody took (its job ended); not part of the protocol."""
+        self.inbox.discard(task)
 
     def serve(self, task: str, provider: TensorProvider) -> None:
         """Offer a provider's tensors to known peers of `task`."""
