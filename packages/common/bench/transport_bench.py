@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -63,16 +63,21 @@ def serve(client_key: str) -> None:
     plain_port = plain.add_insecure_port("127.0.0.1:0")
     plain.start()
 
+    done = threading.Event()
+
     def drain() -> None:
         i = 0
-        while True:
-            if transport.receive("bench", f"r{i}", ["sender"], 3600):
+        while not done.is_set():
+            if transport.receive("bench", f"r{i}", ["sender"], 0.2):
                 i += 1
 
     threading.Thread(target=drain, daemon=True).start()
     key = base64.b64encode(identity.public_key).decode()
     print(transport.port, plain_port, key, flush=True)
     sys.stdin.read()  # until the parent closes our stdin
+    done.set()
+    plain.stop(0).wait()
+    transport.stop()
 
 
 def plain_frames(tensor: torch.Tensor, chunk_bytes: int) -> Iterator[pb.Frame]:
@@ -83,7 +88,7 @@ def plain_frames(tensor: torch.Tensor, chunk_bytes: int) -> Iterator[pb.Frame]:
         yield pb.Frame(chunk=piece.tobytes())
 
 
-def measure(run: callable, nbytes: int, seconds: float, min_reps: int) -> float:
+def measure(run: Callable[[], None], nbytes: int, seconds: float, min_reps: int) -> float:
     """MB/s of the best of repeated runs, repeated for at least `seconds` and `min_reps`."""
     best = float("inf")
     reps = 0
@@ -122,6 +127,7 @@ def main() -> None:
         push = channel.stream_unary(PLAIN, request_serializer=pb.Frame.SerializeToString)
         report(sender, push, settings.chunk_bytes, args.sizes_mib, args.seconds)
         channel.close()
+        sender.stop()
     finally:
         child.stdin.close()
         child.wait(10)
