@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlnode.common.transport import auth
+from mlnode.common.transport import auth, wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport.codec import encode
 from mlnode.common.transport.errors import IntegrityError, LimitExceeded, SessionRevoked
@@ -18,10 +18,12 @@ TENSORS = {"a": torch.arange(100, dtype=torch.float32), "b": torch.ones(3, 3, dt
 
 
 def frames(tensors=TENSORS, session=SESSION, signer=SENDER, task="t", tag="r1"):  # type: ignore[no-untyped-def]
+    """The stream as protobuf frames, so tests can edit them."""
     encoded = [encode(n, t) for n, t in tensors.items()]
-    return list(
-        write_frames(encoded, session=session, signer=signer, task=task, tag=tag, chunk_bytes=64)
+    written = write_frames(
+        encoded, session=session, signer=signer, task=task, tag=tag, chunk_bytes=64
     )
+    return [pb.Frame.FromString(wire.serialize(f)) for f in written]
 
 
 def read(stream, **kwargs):  # type: ignore[no-untyped-def]
@@ -32,6 +34,17 @@ def read(stream, **kwargs):  # type: ignore[no-untyped-def]
 def test_round_trip() -> None:
     tag, out = read(frames())
     assert tag == "r1" and list(out) == ["a", "b"]
+    assert all(torch.equal(out[k], TENSORS[k]) for k in TENSORS)
+
+
+def test_round_trip_through_the_zero_copy_wire_path() -> None:
+    encoded = [encode(n, t) for n, t in TENSORS.items()]
+    written = write_frames(
+        encoded, session=SESSION, signer=SENDER, task="t", tag="r1", chunk_bytes=64
+    )
+    parsed = [wire.parse(wire.serialize(f)) for f in written]
+    assert any(isinstance(f, wire.ChunkFrame) for f in parsed)
+    tag, out = read(parsed)
     assert all(torch.equal(out[k], TENSORS[k]) for k in TENSORS)
 
 

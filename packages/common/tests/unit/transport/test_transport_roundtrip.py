@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mlnode.common.errors import PeerUnknown
-from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
+from mlnode.common.transport import wire
 from mlnode.common.transport.api import TensorMeta
 from mlnode.common.transport.codec import DTYPES, encode
 from mlnode.common.transport.errors import (
@@ -167,7 +167,7 @@ def test_a_client_that_vanishes_mid_push_leaves_the_server_up(pair: Pair) -> Non
         chunk_bytes=4096,
     )
     channel = grpc.insecure_channel(f"127.0.0.1:{pair.bob.port}")
-    call = pb_grpc.TransportStub(channel).Push.future(
+    call = channel.stream_unary(PUSH, request_serializer=wire.serialize).future(
         (f for i, f in enumerate(frames) if i < 20), metadata=metadata
     )
     call.cancel()

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mlnode.common.errors import PeerUnknown
+from mlnode.common.transport import wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
-from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.auth import Identity
 from mlnode.common.transport.client import CallTimeouts, PeerClient
 from mlnode.common.transport.codec import encode
@@ -32,7 +32,9 @@ class Attacker:
         self.pair = pair
         self.identity = identity or pair.alice.identity
         self.channel = grpc.insecure_channel(f"127.0.0.1:{pair.bob.port}")
-        self.stub = pb_grpc.TransportStub(self.channel)
+        self.push_call = self.channel.stream_unary(
+            PUSH, request_serializer=wire.serialize, response_deserializer=pb.PushReply.FromString
+        )
         self.client = PeerClient(
             self.channel,
             self.identity,
@@ -48,15 +50,14 @@ class Attacker:
     def frames(self, session: bytes, tensors=PAYLOAD, signer=None, tag="r") -> list[pb.Frame]:
         encoded = [encode(n, t) for n, t in tensors.items()]
         signer = signer or self.identity
-        return list(
-            write_frames(
-                encoded, session=session, signer=signer, task="t", tag=tag, chunk_bytes=16 * 1024
-            )
+        written = write_frames(
+            encoded, session=session, signer=signer, task="t", tag=tag, chunk_bytes=16 * 1024
         )
+        return [pb.Frame.FromString(wire.serialize(f)) for f in written]
 
     def push(self, frames, metadata) -> grpc.StatusCode:
         try:
-            self.stub.Push(iter(frames), metadata=metadata, timeout=30)
+            self.push_call(iter(frames), metadata=metadata, timeout=30)
         except grpc.RpcError as exc:
             return exc.code()
         return grpc.StatusCode.OK

@@ -9,7 +9,7 @@ import grpc
 import torch
 
 from mlnode.common.errors import MLNodeError
-from mlnode.common.transport import auth
+from mlnode.common.transport import auth, wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.api import TensorLike, TensorMeta
@@ -79,6 +79,14 @@ class PeerClient:
         alive: Callable[[], None] = lambda: None,
     ) -> None:
         self._stub = pb_grpc.TransportStub(channel)  # type: ignore[no-untyped-call]
+        self._push = channel.stream_unary(
+            PUSH, request_serializer=wire.serialize, response_deserializer=pb.PushReply.FromString
+        )
+        self._fetch = channel.unary_stream(
+            FETCH,
+            request_serializer=pb.FetchRequest.SerializeToString,
+            response_deserializer=wire.parse,
+        )
         self.identity = identity
         self.peer = peer
         self.limits = limits
@@ -134,7 +142,7 @@ class PeerClient:
                 chunk_bytes=self.chunk_bytes,
                 alive=self.alive,
             )
-            reply = self._stub.Push(frames, metadata=metadata, timeout=self.timeouts.rpc_s)
+            reply = self._push(frames, metadata=metadata, timeout=self.timeouts.rpc_s)
         except grpc.RpcError as exc:
             self.alive()  # a peer removed here mid-send cancels the call: say so
             raise translate(self.peer, exc) from None
@@ -172,7 +180,7 @@ class PeerClient:
         )
         try:
             reader.session, metadata = self.handshake(task, FETCH)
-            frames = self._stub.Fetch(
+            frames = self._fetch(
                 pb.FetchRequest(names=list(names)), metadata=metadata, timeout=self.timeouts.rpc_s
             )
             try:

@@ -166,9 +166,9 @@ class TensorBuffer:
         """Bytes written so far."""
         return self._filled
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         """Append a chunk; CodecError when it would overflow the announced length."""
-        end = self._filled + len(chunk)
+        end = self._filled + memoryview(chunk).nbytes
         if end > self._view.nbytes:
             raise CodecError(f"payload longer than the announced {self._view.nbytes} bytes")
         self._view[self._filled : end] = np.frombuffer(chunk, dtype=np.uint8)

@@ -14,6 +14,7 @@ from mlnode.common.transport.framing import FrameReader, Limits, write_frames
 from mlnode.common.transport.handshake import Session
 from mlnode.common.transport.inbox import Inbox
 from mlnode.common.transport.peers import KnownPeers
+from mlnode.common.transport.wire import FrameLike, WireFrame
 
 
 class Providers:
@@ -70,7 +71,7 @@ class ServerHandlers:
         self.limits = limits
         self.chunk_bytes = chunk_bytes
 
-    def push(self, session: Session, frames: Iterable[pb.Frame]) -> int:
+    def push(self, session: Session, frames: Iterable[FrameLike]) -> int:
         """Read a pushed stream; deliver it only when complete, verified and still authorized."""
         reserved: list[int] = []
 
@@ -99,7 +100,7 @@ class ServerHandlers:
         listing = encode_listing(self.providers.get(session.task).describe())
         return listing, self.identity.sign(auth.listing_message(session.id, listing))
 
-    def fetch(self, session: Session, names: Sequence[str]) -> Iterator[pb.Frame]:
+    def fetch(self, session: Session, names: Sequence[str]) -> Iterator[WireFrame]:
         """Signed frames of the named tensors; checks every name before the first frame."""
         provider = self.providers.get(session.task)
         if len(names) > self.limits.max_tensors:

@@ -9,6 +9,7 @@ from typing import Any, NoReturn, cast
 import grpc
 
 from mlnode.common.errors import MLNodeError
+from mlnode.common.transport import wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.handlers import ServerHandlers
@@ -51,7 +52,7 @@ class TransportServicer(pb_grpc.TransportServicer):
             server_key=self.handshake.identity.public_key, server_nonce=nonce, signature=signature
         )
 
-    def Push(self, request_iterator: Iterator[pb.Frame], context: Any) -> pb.PushReply:  # noqa: N802
+    def Push(self, request_iterator: Iterator[wire.FrameLike], context: Any) -> pb.PushReply:  # noqa: N802
         """Receive a pushed stream into the inbox."""
         try:
             return pb.PushReply(accepted=self.handlers.push(_session(context), request_iterator))
@@ -69,9 +70,29 @@ class TransportServicer(pb_grpc.TransportServicer):
             _abort(context, exc)
         return pb.ListReply(listing=listing, signature=signature)
 
-    def Fetch(self, request: pb.FetchRequest, context: Any) -> Iterator[pb.Frame]:  # noqa: N802
+    def Fetch(self, request: pb.FetchRequest, context: Any) -> Iterator[wire.WireFrame]:  # noqa: N802
         """Stream the named tensors, signed."""
         try:
             yield from self.handlers.fetch(_session(context), list(request.names))
         except MLNodeError as exc:
             _abort(context, exc)
+
+
+def add_servicer(servicer: TransportServicer, server: grpc.Server) -> None:
+    """Register the servicer; tensor frames use `wire`'s zero-copy chunk (de)serializers."""
+    handlers = {
+        "Hello": grpc.unary_unary_rpc_method_handler(
+            servicer.Hello, pb.HelloRequest.FromString, pb.HelloReply.SerializeToString
+        ),
+        "Push": grpc.stream_unary_rpc_method_handler(
+            servicer.Push, wire.parse, pb.PushReply.SerializeToString
+        ),
+        "List": grpc.unary_unary_rpc_method_handler(
+            servicer.List, pb.ListRequest.FromString, pb.ListReply.SerializeToString
+        ),
+        "Fetch": grpc.unary_stream_rpc_method_handler(
+            servicer.Fetch, pb.FetchRequest.FromString, wire.serialize
+        ),
+    }
+    generic = grpc.method_handlers_generic_handler("mlnode.transport.v1.Transport", handlers)
+    server.add_generic_rpc_handlers((generic,))

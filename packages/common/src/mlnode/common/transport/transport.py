@@ -17,7 +17,6 @@ import grpc
 import torch
 
 from mlnode.common.errors import PeerUnknown
-from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.api import ReceivedTensors, TensorLike, TensorMeta, TensorProvider
 from mlnode.common.transport.auth import Identity
 from mlnode.common.transport.client import CallTimeouts, PeerClient
@@ -29,7 +28,7 @@ from mlnode.common.transport.identity import KEY_FILE, load_or_create_identity
 from mlnode.common.transport.inbox import Inbox
 from mlnode.common.transport.interceptors import AuthInterceptor
 from mlnode.common.transport.peers import PEERS_FILE, KnownPeers
-from mlnode.common.transport.servicer import TransportServicer
+from mlnode.common.transport.servicer import TransportServicer, add_servicer
 from mlnode.common.transport.settings import TransportSettings
 
 log = logging.getLogger(__name__)
@@ -110,8 +109,7 @@ class GrpcTransport:
             interceptors=[AuthInterceptor(handshake)],
             options=[*channel_options(self.settings), ("grpc.so_reuseport", 0)],
         )
-        servicer = TransportServicer(handshake, self.handlers)
-        pb_grpc.add_TransportServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        add_servicer(TransportServicer(handshake, self.handlers), server)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = server.add_insecure_port(address)
