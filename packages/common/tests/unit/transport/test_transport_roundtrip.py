@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mlnode.common.errors import PeerUnknown
+from mlnode.common.testing import free_port
 from mlnode.common.transport import wire
 from mlnode.common.transport.api import TensorMeta
 from mlnode.common.transport.codec import DTYPES, encode
@@ -175,3 +176,29 @@ def test_a_client_that_vanishes_mid_push_leaves_the_server_up(pair: Pair) -> Non
     pair.alice.send("bob", {"ok": torch.ones(1)}, "t", "after")
     assert set(pair.bob.receive("t", "after", ["alice"], timeout=10)) == {"alice"}
     assert pair.bob.receive("t", "gone", ["alice"], timeout=0) == {}
+
+
+def test_concurrent_sends_from_many_threads(pair: Pair) -> None:
+    errors: list[BaseException] = []
+
+    def push(i: int) -> None:
+        try:
+            pair.alice.send("bob", {"x": torch.full((50_000,), float(i))}, "t", f"c{i}")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    for i in range(6):
+        got = pair.bob.receive("t", f"c{i}", ["alice"], timeout=5)
+        assert torch.equal(got["alice"]["x"], torch.full((50_000,), float(i)))
+
+
+def test_peer_at_a_closed_port_is_unreachable(pair: Pair) -> None:
+    pair.alice.peers.put(Peer("gone", b"\2" * 32, f"127.0.0.1:{free_port()}"))
+    with pytest.raises(PeerUnreachable, match="UNAVAILABLE"):
+        pair.alice.send("gone", {"x": torch.ones(1)}, "t", "r")
