@@ -12,6 +12,7 @@ import torch
 from mlnode.common.errors import PeerUnknown
 from mlnode.common.transport import wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
+from mlnode.common.transport.api import TensorMeta
 from mlnode.common.transport.auth import Identity
 from mlnode.common.transport.client import CallTimeouts, PeerClient
 from mlnode.common.transport.codec import encode
@@ -253,3 +254,30 @@ def test_removed_peer_cannot_start_again(pair: Pair) -> None:
     with pytest.raises(PeerUnknown):
         pair.alice.send("bob", PAYLOAD, "t", "r")
     assert pair.bob.inbox.pending() == []
+
+
+def test_pulls_need_a_key_registered_for_the_task(pair: Pair) -> None:
+    class Provider:
+        def describe(self) -> list[TensorMeta]:
+            return [TensorMeta("w", torch.float32, (2,))]
+
+        def get(self, name: str) -> torch.Tensor:
+            return torch.ones(2)
+
+    # alice serves; bob may pull only for tasks alice registered him for (any task here)
+    pair.alice.serve("t", Provider())
+    pair.alice.serve("u", Provider())
+    pair.bob.peers.put(
+        Peer("alice", pair.alice.identity.public_key, f"127.0.0.1:{pair.alice.port}")
+    )
+    assert list(pair.bob.fetch("alice", "u", ["w"])) == ["w"]
+    pair.alice.peers.put(
+        Peer("bob", pair.bob.identity.public_key, f"127.0.0.1:{pair.bob.port}", frozenset({"t"}))
+    )
+    with pytest.raises(NotAuthenticated, match="not registered for task 'u'"):
+        pair.bob.fetch("alice", "u", ["w"])
+    with pytest.raises(NotAuthenticated):
+        pair.bob.list_tensors("alice", "u")
+    pair.alice.peers.remove("bob")
+    with pytest.raises(NotAuthenticated, match="not a known peer"):
+        pair.bob.fetch("alice", "t", ["w"])
