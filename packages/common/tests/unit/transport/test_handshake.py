@@ -2,7 +2,7 @@ import pytest
 
 from mlnode.common.transport import auth
 from mlnode.common.transport.errors import ImpostorPeer, NotAuthenticated, SessionRevoked
-from mlnode.common.transport.handshake import ServerHandshake, check_server_hello
+from mlnode.common.transport.handshake import OpenSessions, ServerHandshake, check_server_hello
 from mlnode.common.transport.peers import KnownPeers, Peer
 
 PUSH = "/mlnode.transport.v1.Transport/Push"
@@ -123,3 +123,17 @@ def test_client_detects_an_impostor_server(world) -> None:  # type: ignore[no-un
             server_nonce,
             signature,
         )
+
+
+def test_open_sessions_are_cancelled_when_their_peer_goes(world) -> None:  # type: ignore[no-untyped-def]
+    server, client, peers, handshake, _ = world
+    sessions = OpenSessions(peers)
+    _, nonce, proof = full_handshake(server, client, handshake)
+    session = handshake.open_session(client.public_key, "t", nonce, proof, PUSH)
+    cancelled: list[str] = []
+    with sessions.track(session, lambda: cancelled.append("x")):
+        peers.put(Peer("someone-else", auth.Identity.generate().public_key))
+        assert cancelled == [] and len(sessions) == 1
+        peers.remove("client")
+        assert cancelled == ["x"]
+    assert len(sessions) == 0

@@ -212,11 +212,35 @@ def test_peer_removed_mid_session(pair: Pair) -> None:
     sender.start()
     assert halfway.wait(10)
     pair.bob.peers.remove("alice")
+    sender.join(10)  # the server ends the call at once, while the sender still holds frames
     go_on.set()
-    sender.join(10)
-    assert result == [grpc.StatusCode.UNAUTHENTICATED]
+    assert result == [grpc.StatusCode.CANCELLED]
     assert pair.bob.inbox.pending() == []
     pair.bob.peers.put(Peer("alice", pair.alice.identity.public_key, tasks=frozenset({"t"})))
+    assert_nothing_delivered_and_server_up(pair)
+
+
+def test_peer_changed_mid_session_ends_it_at_the_next_frame(pair: Pair) -> None:
+    attacker = Attacker(pair)
+    session, metadata = attacker.session()
+    frames = attacker.frames(session)
+    bob_knows_alice = pair.bob.peers.get("alice")
+    assert bob_knows_alice is not None
+
+    def changing() -> Iterator[pb.Frame]:
+        for n, frame in enumerate(frames):
+            if n == 4:  # narrowed to another task while the stream is open
+                pair.bob.peers.put(
+                    Peer("alice", bob_knows_alice.public_key, tasks=frozenset({"u"}))
+                )
+            yield frame
+
+    assert attacker.push(changing(), metadata) in {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+    assert pair.bob.inbox.pending() == []
+    pair.bob.peers.put(bob_knows_alice)
     assert_nothing_delivered_and_server_up(pair)
 
 

@@ -13,7 +13,7 @@ from mlnode.common.transport import wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.handlers import ServerHandlers
-from mlnode.common.transport.handshake import ServerHandshake, Session
+from mlnode.common.transport.handshake import OpenSessions, ServerHandshake, Session
 from mlnode.common.transport.interceptors import AuthContext, HelloGrant
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class TransportServicer(pb_grpc.TransportServicer):
     def __init__(self, handshake: ServerHandshake, handlers: ServerHandlers) -> None:
         self.handshake = handshake
         self.handlers = handlers
+        self.sessions = OpenSessions(handshake.peers)
 
     def Hello(self, request: pb.HelloRequest, context: Any) -> pb.HelloReply:  # noqa: N802
         """Answer the client's challenge with ours, signed."""
@@ -54,8 +55,10 @@ class TransportServicer(pb_grpc.TransportServicer):
 
     def Push(self, request_iterator: Iterator[wire.FrameLike], context: Any) -> pb.PushReply:  # noqa: N802
         """Receive a pushed stream into the inbox."""
+        session = _session(context)
         try:
-            return pb.PushReply(accepted=self.handlers.push(_session(context), request_iterator))
+            with self.sessions.track(session, context.cancel):
+                return pb.PushReply(accepted=self.handlers.push(session, request_iterator))
         except MLNodeError as exc:
             _abort(context, exc)
         except grpc.RpcError:  # the client cancelled or vanished mid-stream: nothing delivered
@@ -72,8 +75,10 @@ class TransportServicer(pb_grpc.TransportServicer):
 
     def Fetch(self, request: pb.FetchRequest, context: Any) -> Iterator[wire.WireFrame]:  # noqa: N802
         """Stream the named tensors, signed."""
+        session = _session(context)
         try:
-            yield from self.handlers.fetch(_session(context), list(request.names))
+            with self.sessions.track(session, context.cancel):
+                yield from self.handlers.fetch(session, list(request.names))
         except MLNodeError as exc:
             _abort(context, exc)
 
