@@ -28,7 +28,7 @@ from mlnode.common.transport.codec import (
     wire_dtype,
 )
 from mlnode.common.transport.errors import IntegrityError, LimitExceeded
-from mlnode.common.transport.wire import FrameLike, WireFrame, chunk_frame
+from mlnode.common.transport.wire import ChunkFrame, FrameLike, WireFrame, chunk_frame
 
 #: Largest chunk any reader accepts, whatever the sender's configuration.
 MAX_CHUNK_BYTES = 4 << 20
@@ -195,10 +195,12 @@ class FrameReader:
                     return header.name, buffer.finish()
                 except CodecError as exc:
                     raise IntegrityError(f"tensor {header.name!r}: {exc}") from None
-            chunk = frame.chunk
-            if kind != "chunk" or len(chunk) > MAX_CHUNK_BYTES:
+            if kind != "chunk":
                 what = kind or "empty"
                 raise IntegrityError(f"unexpected {what} frame in tensor {header.name!r}")
+            chunk = cast(pb.Frame | ChunkFrame, frame).chunk
+            if len(chunk) > MAX_CHUNK_BYTES:
+                raise IntegrityError(f"chunk of {len(chunk)} bytes in tensor {header.name!r}")
             try:
                 buffer.write(chunk)
             except CodecError as exc:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from google.protobuf.message import DecodeError
+
 from mlnode.common.transport._gen import tensor_pb2 as pb
 
 _CHUNK_TAG = 0x12  # field 2, wire type 2 (length-delimited)
@@ -28,8 +30,18 @@ class ChunkFrame:
         return "chunk"
 
 
-#: What readers get: a protobuf frame or a zero-copy chunk.
-FrameLike = pb.Frame | ChunkFrame
+class BadFrame:
+    """Bytes that are not a Frame: the reader refuses them like any unexpected frame."""
+
+    __slots__ = ()
+
+    def WhichOneof(self, group: str) -> Literal["unparsable"]:  # noqa: N802 (the protobuf name)
+        """A case no valid frame has."""
+        return "unparsable"
+
+
+#: What readers get: a protobuf frame, a zero-copy chunk, or bytes that did not parse.
+FrameLike = pb.Frame | ChunkFrame | BadFrame
 #: What writers give: a protobuf frame or an already serialized chunk frame.
 WireFrame = pb.Frame | bytes
 
@@ -68,11 +80,14 @@ def _read_varint(raw: bytes, pos: int) -> tuple[int, int] | None:
 
 
 def parse(raw: bytes) -> FrameLike:
-    """A frame from gRPC bytes; DecodeError for bytes that are not a Frame."""
+    """A frame from gRPC bytes; never raises, so garbage is refused in-band, not logged."""
     if raw[:1] == bytes((_CHUNK_TAG,)):
         length = _read_varint(raw, 1)
         if length is not None and length[1] + length[0] == len(raw):
             return ChunkFrame(memoryview(raw)[length[1] :])
     frame = pb.Frame()
-    frame.ParseFromString(raw)
+    try:
+        frame.ParseFromString(raw)
+    except DecodeError:
+        return BadFrame()
     return frame
