@@ -6,6 +6,7 @@ from mlnode.common.transport.codec import (
     DTYPES,
     CodecError,
     TensorBuffer,
+    check_sendable,
     encode,
     iter_chunks,
     wire_dtype,
@@ -101,3 +102,26 @@ def test_buffer_refuses_shape_that_does_not_match_length() -> None:
         TensorBuffer(wire_dtype("float32"), (3,), 8)
     with pytest.raises(CodecError, match="dtype"):
         wire_dtype("float64")
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        torch.zeros(2, dtype=torch.float64),
+        np.zeros(2, dtype=np.complex64),
+        "text",
+        torch.zeros([1] * 33),
+    ],
+    ids=["float64", "numpy-complex", "not-a-tensor", "rank-33"],
+)
+def test_check_sendable_refuses_what_encode_refuses(tensor: object) -> None:
+    with pytest.raises(CodecError):
+        check_sendable("x", tensor)  # type: ignore[arg-type]
+    with pytest.raises(CodecError):
+        encode("x", tensor)  # type: ignore[arg-type]
+
+
+def test_check_sendable_accepts_every_wire_dtype() -> None:
+    for d in DTYPES.values():
+        check_sendable("x", torch.zeros(2, dtype=d.torch_dtype))
+    check_sendable("x", np.zeros(2, dtype=">f4"))

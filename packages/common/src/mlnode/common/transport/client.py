@@ -13,7 +13,7 @@ from mlnode.common.transport import auth, wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.api import TensorLike, TensorMeta
-from mlnode.common.transport.codec import CodecError, encode, wire_dtype
+from mlnode.common.transport.codec import CodecError, check_sendable, encode, wire_dtype
 from mlnode.common.transport.errors import (
     ImpostorPeer,
     IntegrityError,
@@ -128,9 +128,12 @@ class PeerClient:
     def send(self, tensors: Mapping[str, TensorLike], task: str, tag: str) -> int:
         """Push tensors into the peer's inbox under (task, tag); the count it accepted."""
         try:
-            encoded = [encode(name, tensor) for name, tensor in tensors.items()]
+            for name, tensor in tensors.items():
+                check_sendable(name, tensor)
         except CodecError as exc:
             raise LimitExceeded(str(exc)) from None
+        # encoded one at a time while streaming: CUDA tensors are staged to host one by one
+        encoded = (encode(name, tensor) for name, tensor in tensors.items())
         try:
             session, metadata = self.handshake(task, PUSH)
             frames = write_frames(

@@ -121,6 +121,20 @@ def _numpy_bytes(array: np.ndarray) -> tuple[WireDType, tuple[int, ...], memoryv
     return dtype, tuple(array.shape), host.view(np.uint8).data
 
 
+def check_sendable(name: str, tensor: TensorLike) -> None:
+    """CodecError unless `encode` can carry this tensor; copies nothing (no device transfer)."""
+    if isinstance(tensor, torch.Tensor):
+        wire_dtype_of_torch(tensor.dtype)
+    elif isinstance(tensor, np.ndarray):
+        native = tensor.dtype.newbyteorder("=") if tensor.dtype.byteorder == ">" else tensor.dtype
+        if np.dtype(native) not in _BY_NUMPY:
+            raise CodecError(f"dtype {tensor.dtype} cannot be sent; use one of {sorted(DTYPES)}")
+    else:
+        raise CodecError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(tensor)}")
+    if tensor.ndim > MAX_RANK:
+        raise CodecError(f"{name}: rank {tensor.ndim} is over {MAX_RANK}")
+
+
 def encode(name: str, tensor: TensorLike) -> EncodedTensor:
     """A torch tensor or numpy array as wire bytes (no copy for contiguous host tensors)."""
     if isinstance(tensor, torch.Tensor):
