@@ -102,3 +102,11 @@ def test_probe_of_unknown_peer_is_403_and_inbox_starts_empty(client: TestClient)
     r = client.post("/api/v1/peers/nobody/probe", json={"task": "t"})
     assert r.status_code == 403
     assert client.get("/api/v1/transport/inbox").json() == {"deliveries": []}
+
+
+def test_two_apps_with_default_settings_can_run_side_by_side(tmp_path: Path) -> None:
+    # the root conftest makes MLNODE_GRPC_PORT=0 for tests, so nothing fights over 50051
+    first = MLNodeSettings(node=NodeSettings(state_dir=tmp_path / "a"))
+    second = MLNodeSettings(node=NodeSettings(state_dir=tmp_path / "b"))
+    with TestClient(create_app(first)) as a, TestClient(create_app(second)) as b:
+        assert a.get("/api/v1/identity").json() != b.get("/api/v1/identity").json()
