@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mlnode.common.transport.auth import Identity
-from mlnode.common.transport.peers import KnownPeers, Peer, check_address
+from mlnode.common.transport.peers import KnownPeers, Peer, PeersFileError, check_address
 
 
 def peer(peer_id: str, tasks: set[str] | None = None, address: str | None = None) -> Peer:
@@ -68,3 +68,11 @@ def test_bad_addresses(address: str) -> None:
 def test_good_addresses() -> None:
     for address in ["10.0.0.1:5000", "node-1.example:50051", "[::1]:80"]:
         assert check_address(address) == address
+
+
+@pytest.mark.parametrize("text", ["not json", "{}", '{"peers": [{"peer_id": "a"}]}', "[]"])
+def test_a_damaged_peers_file_is_refused_with_its_path(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "peers.json"
+    path.write_text(text)
+    with pytest.raises(PeersFileError, match="peers.json"):
+        KnownPeers(path)

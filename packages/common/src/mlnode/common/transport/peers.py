@@ -24,6 +24,10 @@ PEER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _ADDRESS_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
 
 
+class PeersFileError(RuntimeError):
+    """The peers file exists but cannot be read; the node refuses to start with it."""
+
+
 def check_peer_id(peer_id: str) -> str:
     """A peer id of 1-128 letters, digits and `._:@-`; ValueError otherwise."""
     if not PEER_ID_PATTERN.match(peer_id):
@@ -85,8 +89,11 @@ class KnownPeers:
         self._next_epoch = 1
         self._listeners: list[Callable[[], None]] = []
         if path is not None and path.exists():
-            data = json.loads(path.read_text())
-            self._install([Peer.from_json(p) for p in data.get("peers", [])])
+            try:
+                data = json.loads(path.read_text())
+                self._install([Peer.from_json(p) for p in data["peers"]])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise PeersFileError(f"{path} is not a valid peers file: {exc!r}") from exc
 
     def all(self) -> list[Peer]:
         """Every peer, by id."""

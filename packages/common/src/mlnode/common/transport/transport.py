@@ -90,6 +90,8 @@ class GrpcTransport:
 
     def start(self) -> None:
         """Load identity and peers (from the state dir unless injected) and start serving."""
+        if self._server is not None:
+            return
         if self._identity is None or self._peers is None:
             if self.state_dir is None:
                 raise ValueError("a state dir, or both identity and peers, are needed")
