@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import psutil
@@ -9,6 +10,11 @@ import pytest
 
 # mlnode_backend / mlnode_factory for every package's integration tier.
 pytest_plugins = ["mlnode.common.testing.fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Apps built in tests listen for tensors on a free port, never on the fixed default."""
+    os.environ.setdefault("MLNODE_GRPC_PORT", "0")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,7 +1,8 @@
 """Throughput of the signed tensor stream against plain unsigned gRPC with the same chunking.
 
-The receiver runs in its own process (as a peer would); both servers there write the chunks into
-one preallocated buffer, so the only difference is the signing, hashing and verification.
+The receiver runs in its own process (as a peer would). The plain stream is the leanest gRPC can
+do: raw byte messages of the same chunk size, no protobuf, no hashing, no signature, written
+into one preallocated buffer just like the signed stream's chunks.
 Usage: python transport_bench.py [--sizes-mib 1 64 1024] [--seconds 3]
 """
 
@@ -13,13 +14,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import numpy as np
 import torch
 
-from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport.auth import Identity
 from mlnode.common.transport.codec import encode, iter_chunks
 from mlnode.common.transport.peers import KnownPeers, Peer
@@ -30,17 +31,11 @@ PLAIN = "/bench.Plain/Push"
 MIB = 1 << 20
 
 
-def _frame_bytes(message: bytes) -> pb.Frame:
-    return pb.Frame.FromString(message)
-
-
-def _plain_push(frames: Iterator[pb.Frame], context: grpc.ServicerContext) -> bytes:
-    header = next(frames)
-    buffer = torch.empty(int(header.header), dtype=torch.uint8).numpy()
+def _plain_push(messages: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+    buffer = torch.empty(int(next(messages)), dtype=torch.uint8).numpy()
     filled = 0
-    for frame in frames:
-        chunk = frame.chunk
-        buffer[filled : filled + len(chunk)] = memoryview(chunk)
+    for chunk in messages:
+        buffer[filled : filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
         filled += len(chunk)
     return str(filled).encode()
 
@@ -54,36 +49,39 @@ def serve(client_key: str) -> None:
     transport = GrpcTransport(settings, identity=identity, peers=peers)
     transport.start()
     plain = grpc.server(ThreadPoolExecutor(4), options=channel_options(settings))
-    handler = grpc.stream_unary_rpc_method_handler(
-        _plain_push, request_deserializer=_frame_bytes, response_serializer=lambda b: b
-    )
+    handler = grpc.stream_unary_rpc_method_handler(_plain_push)  # bytes in, bytes out
     plain.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("bench.Plain", {"Push": handler}),)
     )
     plain_port = plain.add_insecure_port("127.0.0.1:0")
     plain.start()
 
+    done = threading.Event()
+
     def drain() -> None:
         i = 0
-        while True:
-            if transport.receive("bench", f"r{i}", ["sender"], 3600):
+        while not done.is_set():
+            if transport.receive("bench", f"r{i}", ["sender"], 0.2):
                 i += 1
 
     threading.Thread(target=drain, daemon=True).start()
     key = base64.b64encode(identity.public_key).decode()
     print(transport.port, plain_port, key, flush=True)
     sys.stdin.read()  # until the parent closes our stdin
+    done.set()
+    plain.stop(0).wait()
+    transport.stop()
 
 
-def plain_frames(tensor: torch.Tensor, chunk_bytes: int) -> Iterator[pb.Frame]:
+def plain_messages(tensor: torch.Tensor, chunk_bytes: int) -> Iterator[bytes]:
     """Same chunking as the signed stream, nothing signed or hashed."""
     payload = encode("x", tensor).payload
-    yield pb.Frame(header=str(payload.nbytes).encode())
+    yield str(payload.nbytes).encode()
     for piece in iter_chunks(payload, chunk_bytes):
-        yield pb.Frame(chunk=piece.tobytes())
+        yield piece.tobytes()
 
 
-def measure(run: callable, nbytes: int, seconds: float, min_reps: int) -> float:
+def measure(run: Callable[[], None], nbytes: int, seconds: float, min_reps: int) -> float:
     """MB/s of the best of repeated runs, repeated for at least `seconds` and `min_reps`."""
     best = float("inf")
     reps = 0
@@ -119,9 +117,10 @@ def main() -> None:
         peers.put(Peer("receiver", base64.b64decode(key), f"127.0.0.1:{signed_port}"))
         sender = GrpcTransport(settings, identity=me, peers=peers)
         channel = grpc.insecure_channel(f"127.0.0.1:{plain_port}", channel_options(settings))
-        push = channel.stream_unary(PLAIN, request_serializer=pb.Frame.SerializeToString)
+        push = channel.stream_unary(PLAIN)
         report(sender, push, settings.chunk_bytes, args.sizes_mib, args.seconds)
         channel.close()
+        sender.stop()
     finally:
         child.stdin.close()
         child.wait(10)
@@ -140,7 +139,7 @@ def report(sender: GrpcTransport, push, chunk_bytes: int, sizes: list[int], seco
             sender.send("receiver", {"x": t}, "bench", f"r{next(counter)}")
 
         def plain(t: torch.Tensor = tensor) -> None:
-            push(plain_frames(t, chunk_bytes))
+            push(plain_messages(t, chunk_bytes))
 
         plain_rate = measure(plain, mib * MIB, seconds, reps)
         signed_rate = measure(signed, mib * MIB, seconds, reps)

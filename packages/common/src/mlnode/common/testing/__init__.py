@@ -1,7 +1,8 @@
-"""Helpers for the integration tiers of every package: real MLNodes, callbacks, peer keys.
+"""Helpers for the integration tiers of every package: real MLNodes, callbacks, peer keys, fakes.
 
 `fixtures` (loaded by the root conftest) gives tests `mlnode_factory`, backed by local processes or,
-with `MLNODE_IT_BACKEND=container`, by containers of the MLNode image.
+with `MLNODE_IT_BACKEND=container`, by containers of the MLNode image. `TransportHub` is an
+in-memory tensor transport for unit tests of train and fuse.
 """
 
 from mlnode.common.testing.backends import (
@@ -11,16 +12,19 @@ from mlnode.common.testing.backends import (
     open_backend,
 )
 from mlnode.common.testing.callback_receiver import CallbackReceiver
+from mlnode.common.testing.fake_transport import FakeTransport, TransportHub
 from mlnode.common.testing.node_process import MLNodeProcess, free_port
 from mlnode.common.testing.peer_mesh import MeshNode, register_mesh
 
 __all__ = [
     "BackendUnavailable",
     "CallbackReceiver",
+    "FakeTransport",
     "MLNodeBackend",
     "MLNodeHandle",
     "MLNodeProcess",
     "MeshNode",
+    "TransportHub",
     "free_port",
     "open_backend",
     "register_mesh",
