@@ -1,0 +1,134 @@
+"""Distances for lists of nonces on one model copy, with inputs prepared ahead of the forward pass."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mlnode.pow.compute.devices import fit_batch_size
+from mlnode.pow.compute.distance import distances
+from mlnode.pow.compute.inputs import NonceBatch, make_batch, target_vector
+from mlnode.pow.compute.model import PowModel
+
+PREFETCH_BATCHES = 2
+
+
+@dataclass
+class Timings:
+    """Seconds spent per stage and nonces computed, summed over the engine's life."""
+
+    input_s: float = 0.0
+    forward_s: float = 0.0
+    distance_s: float = 0.0
+    nonces: float = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, stage: str, amount: float) -> None:
+        """Add `amount` to a stage's seconds (or to `nonces`)."""
+        with self._lock:
+            setattr(self, stage, getattr(self, stage) + amount)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch whose inputs are on their way to the model's input device."""
+
+    batch: NonceBatch
+    inputs: torch.Tensor
+
+
+class DistanceEngine:
+    """Computes the distances of nonces for one public key on one `PowModel`."""
+
+    def __init__(self, model: PowModel, batch_size: int) -> None:
+        """Fit the batch size to the free memory of the model's first device."""
+        self.model = model
+        self.target = target_vector(model.block_hash, model.params.vocab_size)
+        self.timings = Timings()
+        device = model.input_device
+        self.pin = device.type == "cuda"
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            batch_size = fit_batch_size(batch_size, model.params, free)
+        self.batch_size = max(1, batch_size)
+
+    def prepare(self, public_key: str, nonces: Sequence[int]) -> Prepared:
+        """Inputs and permutations on the CPU (pinned for a fast copy to a GPU)."""
+        start = time.perf_counter()
+        batch = make_batch(self.model.block_hash, public_key, nonces, self.model.params)
+        inputs = torch.from_numpy(batch.inputs)
+        if self.pin:
+            inputs = inputs.pin_memory()
+        self.timings.add("input_s", time.perf_counter() - start)
+        return Prepared(batch, inputs)
+
+    def run(self, prepared: Prepared) -> np.ndarray:
+        """Forward pass and distances of a prepared batch."""
+        start = time.perf_counter()
+        inputs = prepared.inputs.to(self.model.input_device, non_blocking=True)
+        logits = self.model.forward(inputs).cpu().numpy()
+        mid = time.perf_counter()
+        dist = distances(logits, prepared.batch.permutations, self.target)
+        self.timings.add("forward_s", mid - start)
+        self.timings.add("distance_s", time.perf_counter() - mid)
+        self.timings.add("nonces", len(dist))
+        return dist
+
+    def distances(self, public_key: str, nonces: Sequence[int]) -> np.ndarray:
+        """Distances of `nonces`, computed in chunks of the batch size."""
+        chunks = [
+            self.run(self.prepare(public_key, nonces[i : i + self.batch_size]))
+            for i in range(0, len(nonces), self.batch_size)
+        ]
+        return np.concatenate(chunks) if chunks else np.empty(0)
+
+    def stream(
+        self, public_key: str, batches: Iterator[list[int]], stop: Callable[[], bool]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`(nonces, distances)` per batch until `stop()`; the next inputs are made meanwhile."""
+        ready: queue.Queue[Prepared | BaseException] = queue.Queue(PREFETCH_BATCHES)
+        halt = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(public_key, batches, ready, stop, halt), daemon=True
+        )
+        producer.start()
+        try:
+            while not stop():
+                try:
+                    item = ready.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                yield item.batch.nonces, self.run(item)
+        finally:
+            halt.set()
+            producer.join()
+
+    def _produce(
+        self,
+        public_key: str,
+        batches: Iterator[list[int]],
+        ready: queue.Queue[Prepared | BaseException],
+        stop: Callable[[], bool],
+        halt: threading.Event,
+    ) -> None:
+        try:
+            for nonces in batches:
+                item = self.prepare(public_key, nonces)
+                while not (stop() or halt.is_set()):
+                    try:
+                        ready.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop() or halt.is_set():
+                    return
+        except Exception as exc:  # handed to the consumer, which raises it
+            ready.put(exc)

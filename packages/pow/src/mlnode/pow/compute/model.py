@@ -1,0 +1,134 @@
+"""The PoW v1 transformer: Llama-3.1 layout in f16, fed input embeddings, last-position logits.
+
+Layers may be spread over several devices of one GPU group (the activations follow the layers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.compute.rope import rope_tables
+from mlnode.pow.compute.weights import seeded_weights
+
+LAYER_WEIGHTS = (
+    "attention.wq.weight",
+    "attention.wk.weight",
+    "attention.wv.weight",
+    "attention.wo.weight",
+    "feed_forward.w1.weight",
+    "feed_forward.w2.weight",
+    "feed_forward.w3.weight",
+    "attention_norm.weight",
+    "ffn_norm.weight",
+)
+
+
+@dataclass
+class Layer:
+    """One transformer block's weights, all on `device`."""
+
+    device: torch.device
+    w: dict[str, torch.Tensor]
+
+
+class PowModel:
+    """The seeded model of one block hash, ready to map inputs to last-position logits."""
+
+    def __init__(
+        self, block_hash: str, params: ModelParams, devices: Sequence[torch.device]
+    ) -> None:
+        """Derive the weights from the block hash and place the layers over `devices`."""
+        self.block_hash = block_hash
+        self.params = params
+        self.devices = tuple(devices) or (torch.device("cpu"),)
+        self.weights: dict[str, torch.Tensor] = {}
+        placement = self._layer_devices()
+        for name, values in seeded_weights(block_hash, params):
+            self.weights[name] = torch.from_numpy(values).to(self._device_of(name, placement))
+        self.layers = [
+            Layer(dev, {k: self.weights[f"layers.{i}.{k}"] for k in LAYER_WEIGHTS})
+            for i, dev in enumerate(placement)
+        ]
+        cos, sin = rope_tables(params)
+        seq = params.seq_len
+        mask = torch.full((seq, seq), float("-inf")).triu(1).half()
+        self._tables = {
+            d: (cos[:seq].to(d), sin[:seq].to(d), mask.to(d))
+            for d in set(placement) | {self.devices[-1]}
+        }
+        self._scale = math.sqrt(params.head_dim)
+
+    def _layer_devices(self) -> list[torch.device]:
+        n, k = self.params.n_layers, len(self.devices)
+        return [self.devices[min(i * k // n, k - 1)] for i in range(n)]
+
+    def _device_of(self, name: str, placement: list[torch.device]) -> torch.device:
+        if name.startswith("layers."):
+            return placement[int(name.split(".")[1])]
+        return self.devices[0] if name == "tok_embeddings.weight" else self.devices[-1]
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where the input embeddings go."""
+        return self.layers[0].device if self.layers else self.devices[-1]
+
+    @torch.inference_mode()
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """`[B, seq, dim]` f16 embeddings -> `[B, vocab]` f32 logits at the last position."""
+        h = inputs
+        seq = h.shape[1]
+        for layer in self.layers:
+            h = h.to(layer.device, non_blocking=True)
+            h = self._block(layer, h, seq)
+        device = self.devices[-1]
+        h = h.to(device, non_blocking=True)
+        last = _rms_norm(h, self.weights["norm.weight"], self.params.norm_eps)[:, -1, :]
+        return F.linear(last, self.weights["output.weight"]).float()
+
+    def _block(self, layer: Layer, h: torch.Tensor, seq: int) -> torch.Tensor:
+        w, p = layer.w, self.params
+        a = _rms_norm(h, w["attention_norm.weight"], p.norm_eps)
+        batch = a.shape[0]
+        q = F.linear(a, w["attention.wq.weight"]).view(batch, seq, p.n_heads, p.head_dim)
+        k = F.linear(a, w["attention.wk.weight"]).view(batch, seq, p.n_kv_heads, p.head_dim)
+        v = F.linear(a, w["attention.wv.weight"]).view(batch, seq, p.n_kv_heads, p.head_dim)
+        cos, sin, mask = self._tables[layer.device]
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        if p.n_rep > 1:
+            k = k.repeat_interleave(p.n_rep, dim=2)
+            v = v.repeat_interleave(p.n_rep, dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(2, 3)) / self._scale
+        scores = scores + mask
+        probs = F.softmax(scores.float(), dim=-1).type_as(q)
+        out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, seq, p.dim)
+        h = h + F.linear(out, w["attention.wo.weight"])
+        b = _rms_norm(h, w["ffn_norm.weight"], p.norm_eps)
+        gated = F.silu(F.linear(b, w["feed_forward.w1.weight"])) * F.linear(
+            b, w["feed_forward.w3.weight"]
+        )
+        return h + F.linear(gated, w["feed_forward.w2.weight"])
+
+
+def _rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
+    """Normalise in f32, round to f16, then apply the f16 gain."""
+    xf = x.float()
+    normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return normed.type_as(x) * gain
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs `(2m, 2m+1)` of each head by the f16 table, in f32."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 2)
+    a0, a1 = pairs[..., 0], pairs[..., 1]
+    c = cos.float()[None, :, None, :]
+    s = sin.float()[None, :, None, :]
+    rotated = torch.stack((a0 * c - a1 * s, a1 * c + a0 * s), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+

@@ -1,0 +1,36 @@
+"""Settings of the PoW service (environment prefix `MLNODE_POW_`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from mlnode.common.settings import ENV_FILE, MLNodeBaseSettings
+
+
+class PowSettings(MLNodeBaseSettings):
+    """Where PoW computes and how its results are delivered."""
+
+    model_config = SettingsConfigDict(env_prefix="MLNODE_POW_", env_file=ENV_FILE, extra="ignore")
+
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: every CUDA GPU when there is one, else the CPU."
+    )
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch threads for CPU compute; torch's default when unset."
+    )
+    callback_max_pending: int = Field(
+        10_000, ge=1, description="Callbacks kept while the receiver is down; more are dropped."
+    )
+    callback_timeout_s: float = Field(10.0, gt=0, description="Timeout of one callback POST.")
+    callback_backoff_initial_s: float = Field(
+        0.5, gt=0, description="First retry delay of a failed callback."
+    )
+    callback_backoff_max_s: float = Field(
+        10.0, gt=0, description="Longest retry delay of a failed callback."
+    )
+    validation_queue_size: int = Field(
+        1_000, ge=1, description="Received batches waiting for validation; more are refused (503)."
+    )
