@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mlnode.common.settings import NodeSettings
+from mlnode.pow.settings import PowSettings
 
 
 @dataclass
@@ -12,6 +13,7 @@ class MLNodeSettings:
     """Every package's settings; each part reads its own `MLNODE_*` prefix from env and `.env`."""
 
     node: NodeSettings = field(default_factory=NodeSettings)
+    pow: PowSettings = field(default_factory=PowSettings)
 
     @classmethod
     def load(cls) -> MLNodeSettings:

@@ -38,7 +38,9 @@ class PowInitRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    block_hash: str = Field(description="Block hash; seeds the weights and the target.", min_length=1)
+    block_hash: str = Field(
+        description="Block hash; seeds the weights and the target.", min_length=1
+    )
     block_height: int = Field(description="Block height (reported back, not computed with).")
     public_key: str = Field(description="This participant's key; seeds the nonce inputs.")
     batch_size: int = Field(description="Nonces per forward pass (lowered to fit memory).", gt=0)
@@ -96,9 +98,11 @@ class PowStatus(BaseModel):
     proofs_found: int = Field(0, description="Nonces below r_target since init.")
     nonces_per_second: float = Field(0.0, description="Recent compute rate.")
     batches_validated: int = Field(0, description="Received batches judged since init.")
+    validation_queue: int = Field(0, description="Received batches waiting for validation.")
     batches_sent: int = Field(0, description="Callbacks delivered.")
     batches_pending: int = Field(0, description="Callbacks waiting for delivery.")
     batches_dropped: int = Field(0, description="Callbacks given up on (see last_error).")
+    model_builds: int = Field(0, description="Models built since start (re-inits reuse them).")
     model_build_seconds: float | None = Field(None, description="Time the model took to build.")
     last_error: str | None = Field(None, description="Most recent error, worker or delivery.")
 

@@ -11,6 +11,7 @@ from scipy.stats import binomtest
 
 #: Chance that an honest nonce recomputes above r_target elsewhere (GPU vs CPU numerics).
 PROBABILITY_MISMATCH = 5e-4
+MAX_NONCE = 2**63 - 1
 
 
 class MalformedBatch(ValueError):
@@ -40,6 +41,9 @@ def check_batch(
     negative = [n for n in nonces if n < 0]
     if negative:
         raise MalformedBatch(f"negative nonces: {negative[:5]}", "nonces")
+    huge = [n for n in nonces if n > MAX_NONCE]
+    if huge:
+        raise MalformedBatch(f"nonces above the int64 range: {huge[:5]}", "nonces")
     if len(set(nonces)) != len(nonces):
         seen: set[int] = set()
         duplicates = sorted({n for n in nonces if n in seen or seen.add(n)})
@@ -58,9 +62,7 @@ class Verdict:
     fraud_detected: bool
 
 
-def invalid_mask(
-    claimed: Sequence[float], recomputed: np.ndarray, r_target: float
-) -> np.ndarray:
+def invalid_mask(claimed: Sequence[float], recomputed: np.ndarray, r_target: float) -> np.ndarray:
     """Nonces that fail: recomputed above r_target, or claimed at or above it (no proof at all)."""
     claimed_arr = np.asarray(claimed, dtype=np.float64)
     return (recomputed > r_target) | (claimed_arr >= r_target)

@@ -55,7 +55,9 @@ def generate(job: JobContext, engine: DistanceEngine, share: NonceShare, index: 
     """Generate until the phase changes, a batch awaits validation, or stop; the next index."""
     halt = threading.Event()
     batches = share.batches(engine.batch_size, index)
-    for nonces, dist in engine.stream(job.init.public_key, batches, lambda: job.stop.is_set() or halt.is_set()):
+    for nonces, dist in engine.stream(
+        job.init.public_key, batches, lambda: job.stop.is_set() or halt.is_set()
+    ):
         index += len(nonces)
         report_proofs(job, nonces, dist)
         if job.phase() is not PowPhase.GENERATING or not job.validations.empty():
@@ -115,4 +117,3 @@ def validate(init: PowInitRequest, engine: DistanceEngine, batch: ProofBatch) ->
         probability_honest=verdict.probability_honest,
         fraud_detected=verdict.fraud_detected,
     )
-

@@ -1,4 +1,4 @@
-"""Distances for lists of nonces on one model copy, with inputs prepared ahead of the forward pass."""
+"""Distances of nonces on one model copy; inputs are prepared ahead of the forward pass."""
 
 from __future__ import annotations
 

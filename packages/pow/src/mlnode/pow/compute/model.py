@@ -131,4 +131,3 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     s = sin.float()[None, :, None, :]
     rotated = torch.stack((a0 * c - a1 * s, a1 * c + a0 * s), dim=-1)
     return rotated.flatten(-2).type_as(x)
-

@@ -9,9 +9,7 @@ import numpy as np
 
 def seed_words(seed: str, num_hashes: int) -> np.ndarray:
     """Entropy words: SHA-256 of `seed_i` for each i, split into little-endian uint32 words."""
-    digests = b"".join(
-        hashlib.sha256(f"{seed}_{i}".encode()).digest() for i in range(num_hashes)
-    )
+    digests = b"".join(hashlib.sha256(f"{seed}_{i}".encode()).digest() for i in range(num_hashes))
     return np.frombuffer(digests, dtype="<u4").astype(np.uint32)
 
 
