@@ -88,18 +88,18 @@ class PowModel:
             h = self._block(layer, h, seq)
         device = self.devices[-1]
         h = h.to(device, non_blocking=True)
-        last = _rms_norm(h, self.weights["norm.weight"], self.params.norm_eps)[:, -1, :]
+        last = rms_norm(h, self.weights["norm.weight"], self.params.norm_eps)[:, -1, :]
         return F.linear(last, self.weights["output.weight"]).float()
 
     def _block(self, layer: Layer, h: torch.Tensor, seq: int) -> torch.Tensor:
         w, p = layer.w, self.params
-        a = _rms_norm(h, w["attention_norm.weight"], p.norm_eps)
+        a = rms_norm(h, w["attention_norm.weight"], p.norm_eps)
         batch = a.shape[0]
         q = F.linear(a, w["attention.wq.weight"]).view(batch, seq, p.n_heads, p.head_dim)
         k = F.linear(a, w["attention.wk.weight"]).view(batch, seq, p.n_kv_heads, p.head_dim)
         v = F.linear(a, w["attention.wv.weight"]).view(batch, seq, p.n_kv_heads, p.head_dim)
         cos, sin, mask = self._tables[layer.device]
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
         if p.n_rep > 1:
             k = k.repeat_interleave(p.n_rep, dim=2)
             v = v.repeat_interleave(p.n_rep, dim=2)
@@ -109,21 +109,21 @@ class PowModel:
         probs = F.softmax(scores.float(), dim=-1).type_as(q)
         out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, seq, p.dim)
         h = h + F.linear(out, w["attention.wo.weight"])
-        b = _rms_norm(h, w["ffn_norm.weight"], p.norm_eps)
+        b = rms_norm(h, w["ffn_norm.weight"], p.norm_eps)
         gated = F.silu(F.linear(b, w["feed_forward.w1.weight"])) * F.linear(
             b, w["feed_forward.w3.weight"]
         )
         return h + F.linear(gated, w["feed_forward.w2.weight"])
 
 
-def _rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
     """Normalise in f32, round to f16, then apply the f16 gain."""
     xf = x.float()
     normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return normed.type_as(x) * gain
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs `(2m, 2m+1)` of each head by the f16 table, in f32."""
     pairs = x.float().reshape(*x.shape[:-1], -1, 2)
     a0, a1 = pairs[..., 0], pairs[..., 1]
