@@ -151,5 +151,7 @@ def test_validation_examples(
     for expected in case["results"]:
         verdict = judge(n_invalid, case["n"], expected["fraud_threshold"])
         assert verdict.n_invalid == expected["n_invalid"]
-        assert math.isclose(verdict.probability_honest, expected["probability_honest"], rel_tol=1e-9)
+        assert math.isclose(
+            verdict.probability_honest, expected["probability_honest"], rel_tol=1e-9
+        )
         assert verdict.fraud_detected == expected["fraud_detected"]
