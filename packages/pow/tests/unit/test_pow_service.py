@@ -31,7 +31,9 @@ def receiver() -> Iterator[CallbackReceiver]:
 def app_parts() -> Iterator[tuple[TestClient, PowService, CollectorRegistry]]:
     """A minimal app with the pow router, a real PowService and its metrics registry."""
     gate, registry = ServiceGate(), CollectorRegistry()
-    settings = PowSettings(device="cpu", callback_backoff_initial_s=0.05, callback_backoff_max_s=0.2)
+    settings = PowSettings(
+        device="cpu", callback_backoff_initial_s=0.05, callback_backoff_max_s=0.2
+    )
     service = PowService(gate, settings, registry)
     app = FastAPI()
     app.state.gate = gate

@@ -1,4 +1,4 @@
-"""The reference vector files reproduced: RNG, weights, target, inputs, RoPE, distances, verdicts."""
+"""The reference vector files reproduced: RNG, weights, target, inputs, RoPE, distances."""
 
 from __future__ import annotations
 

@@ -29,8 +29,8 @@ class PowCollector(Collector):
         phase = GaugeMetricFamily(
             "mlnode_pow_phase", "1 for the current PoW phase.", labels=["phase"]
         )
-        for value in PowPhase:
-            phase.add_metric([value.value], float(status.status is value))
+        for phase_name in PowPhase:
+            phase.add_metric([phase_name.value], float(status.status is phase_name))
         yield phase
         yield GaugeMetricFamily(
             "mlnode_pow_model_loaded",

@@ -111,7 +111,7 @@ class PowService(WorkerService[PowStart]):
             raise Unavailable(
                 f"{self._validations.maxsize} batches are waiting for validation; retry later"
             ) from exc
-        return PowAccepted(queued=self._validations.qsize())
+        return PowAccepted(status="OK", queued=self._validations.qsize())
 
     def run(self, request: PowStart, stop: threading.Event) -> None:
         """The job: load the models, then one loop per GPU group until stopped."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,8 +46,8 @@ def check_batch(
     if huge:
         raise MalformedBatch(f"nonces above the int64 range: {huge[:5]}", "nonces")
     if len(set(nonces)) != len(nonces):
-        seen: set[int] = set()
-        duplicates = sorted({n for n in nonces if n in seen or seen.add(n)})
+        counts = Counter(nonces)
+        duplicates = sorted(n for n, c in counts.items() if c > 1)
         raise MalformedBatch(f"duplicate nonces: {duplicates[:5]}", "nonces")
     bad = [i for i, d in enumerate(dist) if not math.isfinite(d)]
     if bad:

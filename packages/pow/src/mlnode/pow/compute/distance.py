@@ -15,4 +15,5 @@ def distances(logits: np.ndarray, permutations: np.ndarray, target: np.ndarray) 
     norm = np.sqrt(np.add.reduce(permuted * permuted, axis=1, keepdims=True))
     unit = (permuted / norm).astype(np.float64)
     diff = unit - target[None, :]
-    return np.sqrt(np.add.reduce(diff * diff, axis=1))
+    result: np.ndarray = np.sqrt(np.add.reduce(diff * diff, axis=1))
+    return result

@@ -27,7 +27,8 @@ class NonceBatch:
 def target_vector(block_hash: str, vocab_size: int) -> np.ndarray:
     """The block's unit target vector (f64)."""
     y = seeded_generator(target_seed(block_hash), TARGET_HASHES).standard_normal(vocab_size)
-    return y / np.sqrt(np.add.reduce(y * y))
+    target: np.ndarray = y / np.sqrt(np.add.reduce(y * y))
+    return target
 
 
 def nonce_input(block_hash: str, public_key: str, nonce: int, params: ModelParams) -> np.ndarray:
