@@ -11,7 +11,7 @@ import torch
 
 from mlnode.pow.compute.engine import DistanceEngine
 from mlnode.pow.compute.inputs import nonce_input, nonce_permutation, target_vector
-from mlnode.pow.compute.model import PowModel, rms_norm, rotate_pairs
+from mlnode.pow.compute.model import PowModel, linear, rms_norm, rotate_pairs
 from mlnode.pow.compute.params import ModelParams
 from mlnode.pow.compute.rng import seed_words, seeded_generator
 from mlnode.pow.compute.rope import rope_frequencies, rope_tables
@@ -98,8 +98,8 @@ def test_layer0_attention_internals(vectors: dict[str, Any], model: PowModel) ->
     w = model.layers[0].w
     a = rms_norm(x, w["attention_norm.weight"], p.norm_eps)
     assert a[0, 0, :8].float().tolist() == attention["attention_norm_out_nonce0_pos0_first8"]
-    q = torch.nn.functional.linear(a, w["attention.wq.weight"]).view(1, p.seq_len, p.n_heads, -1)
-    k = torch.nn.functional.linear(a, w["attention.wk.weight"]).view(1, p.seq_len, p.n_heads, -1)
+    q = linear(a, w["attention.wq.weight"]).view(1, p.seq_len, p.n_heads, -1)
+    k = linear(a, w["attention.wk.weight"]).view(1, p.seq_len, p.n_heads, -1)
     assert q[0, 1, 0, :8].float().tolist() == attention["q_pre_rope_nonce0_pos1_head0_first8"]
     cos, sin = rope_tables(p)
     q_rot = rotate_pairs(q, cos[: p.seq_len], sin[: p.seq_len])
@@ -130,6 +130,17 @@ def test_distances_match_reference(vectors: dict[str, Any], recomputed: dict[int
     assert np.max(np.abs(ours - reference)) <= DIST_TOLERANCE
     r_target = vectors["r_target_for_tests"]
     assert int((ours < r_target).sum()) == vectors["n_valid_at_r_target"]
+
+
+def test_f16_cpu_matmul_matches_reference(
+    vectors: dict[str, Any], vector_params: ModelParams
+) -> None:
+    """torch's own f16 GEMM, as the reference ran on CPU (a subset of nonces: it is slow)."""
+    model = PowModel(vectors["block_hash"], vector_params, [torch.device("cpu")], torch.float16)
+    nonces = vectors["nonces"][:64]
+    ours = DistanceEngine(model, batch_size=64).distances(vectors["public_key"], nonces)
+    reference = np.array(vectors["dist"][:64])
+    assert np.max(np.abs(ours - reference)) <= DIST_TOLERANCE
 
 
 def test_nonce0_logits(vectors: dict[str, Any], model: PowModel) -> None:

@@ -23,6 +23,7 @@ class ModelKey:
     block_hash: str
     params: ModelParams
     groups: tuple[tuple[str, ...], ...]
+    cpu_matmul: str = "f32"
 
 
 class ModelCache:
@@ -48,9 +49,10 @@ class ModelCache:
                 log.info("PoW model for block %s reused", key.block_hash)
                 return self._models
             self._release()
+            cpu_matmul = torch.float16 if key.cpu_matmul == "f16" else torch.float32
             start = time.perf_counter()
             self._models = [
-                PowModel(key.block_hash, key.params, [torch.device(d) for d in group])
+                PowModel(key.block_hash, key.params, [torch.device(d) for d in group], cpu_matmul)
                 for group in key.groups
             ]
             self._key = key

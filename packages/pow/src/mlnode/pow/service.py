@@ -120,7 +120,8 @@ class PowService(WorkerService[PowStart]):
             torch.set_num_threads(self.settings.cpu_threads)
         params = request.init.params.to_model_params()
         groups = tuple(tuple(g) for g in plan_groups(self.settings.device, params))
-        models = self.models.get(ModelKey(request.init.block_hash, params, groups))
+        key = ModelKey(request.init.block_hash, params, groups, self.settings.cpu_matmul)
+        models = self.models.get(key)
         engines = [DistanceEngine(model, request.init.batch_size) for model in models]
         self._devices = [",".join(g) for g in groups]
         self._batch_sizes = [e.batch_size for e in engines]

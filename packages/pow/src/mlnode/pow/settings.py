@@ -21,6 +21,12 @@ class PowSettings(MLNodeBaseSettings):
     cpu_threads: int | None = Field(
         None, ge=1, description="torch threads for CPU compute; torch's default when unset."
     )
+    cpu_matmul: Literal["f32", "f16"] = Field(
+        "f32",
+        description="Operand type of CPU matrix products: f32 (fast; same f16 rounding, "
+        "another summation order) or f16 (torch's f16 GEMM as the reference; several times "
+        "slower).",
+    )
     callback_max_pending: int = Field(
         10_000, ge=1, description="Callbacks kept while the receiver is down; more are dropped."
     )

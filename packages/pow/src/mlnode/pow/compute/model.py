@@ -41,16 +41,27 @@ class PowModel:
     """The seeded model of one block hash, ready to map inputs to last-position logits."""
 
     def __init__(
-        self, block_hash: str, params: ModelParams, devices: Sequence[torch.device]
+        self,
+        block_hash: str,
+        params: ModelParams,
+        devices: Sequence[torch.device],
+        cpu_matmul: torch.dtype = torch.float32,
     ) -> None:
-        """Derive the weights from the block hash and place the layers over `devices`."""
+        """Derive the weights from the block hash and place the layers over `devices`.
+
+        `cpu_matmul` is the operand type of matrix products on CPU devices: f32 (fast) or f16
+        (torch's own f16 GEMM, as the reference runs it on CPU; several times slower).
+        """
         self.block_hash = block_hash
+        self.cpu_matmul = cpu_matmul
         self.params = params
         self.devices = tuple(devices) or (torch.device("cpu"),)
         self.weights: dict[str, torch.Tensor] = {}
         placement = self._layer_devices()
         for name, values in seeded_weights(block_hash, params):
-            self.weights[name] = torch.from_numpy(values).to(self._device_of(name, placement))
+            device = self._device_of(name, placement)
+            dtype = self.matmul_dtype(device) if values.ndim == 2 else torch.float16
+            self.weights[name] = torch.from_numpy(values).to(device=device, dtype=dtype)
         self.layers = [
             Layer(dev, {k: self.weights[f"layers.{i}.{k}"] for k in LAYER_WEIGHTS})
             for i, dev in enumerate(placement)
@@ -73,6 +84,14 @@ class PowModel:
             return placement[int(name.split(".")[1])]
         return self.devices[0] if name == "tok_embeddings.weight" else self.devices[-1]
 
+    def matmul_dtype(self, device: torch.device) -> torch.dtype:
+        """Operand type of matrix products: f16 on GPUs, `cpu_matmul` on CPUs.
+
+        Products of f16 values are exact in f32 and both paths accumulate in f32 before the one
+        rounding to f16, so the choice only changes the summation order (SPEC §6, §9).
+        """
+        return torch.float16 if device.type == "cuda" else self.cpu_matmul
+
     @property
     def input_device(self) -> torch.device:
         """Where the input embeddings go."""
@@ -89,31 +108,37 @@ class PowModel:
         device = self.devices[-1]
         h = h.to(device, non_blocking=True)
         last = rms_norm(h, self.weights["norm.weight"], self.params.norm_eps)[:, -1, :]
-        return F.linear(last, self.weights["output.weight"]).float()
+        return linear(last, self.weights["output.weight"]).float()
 
     def _block(self, layer: Layer, h: torch.Tensor, seq: int) -> torch.Tensor:
         w, p = layer.w, self.params
         a = rms_norm(h, w["attention_norm.weight"], p.norm_eps)
         batch = a.shape[0]
-        q = F.linear(a, w["attention.wq.weight"]).view(batch, seq, p.n_heads, p.head_dim)
-        k = F.linear(a, w["attention.wk.weight"]).view(batch, seq, p.n_kv_heads, p.head_dim)
-        v = F.linear(a, w["attention.wv.weight"]).view(batch, seq, p.n_kv_heads, p.head_dim)
+        q = linear(a, w["attention.wq.weight"]).view(batch, seq, p.n_heads, p.head_dim)
+        k = linear(a, w["attention.wk.weight"]).view(batch, seq, p.n_kv_heads, p.head_dim)
+        v = linear(a, w["attention.wv.weight"]).view(batch, seq, p.n_kv_heads, p.head_dim)
         cos, sin, mask = self._tables[layer.device]
         q, k = rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
         if p.n_rep > 1:
             k = k.repeat_interleave(p.n_rep, dim=2)
             v = v.repeat_interleave(p.n_rep, dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        scores = torch.matmul(q, k.transpose(2, 3)) / self._scale
+        mm = self.matmul_dtype(layer.device)
+        scores = torch.matmul(q.to(mm), k.transpose(2, 3).to(mm)).half() / self._scale
         scores = scores + mask
         probs = F.softmax(scores.float(), dim=-1).type_as(q)
-        out = torch.matmul(probs, v).transpose(1, 2).reshape(batch, seq, p.dim)
-        h = h + F.linear(out, w["attention.wo.weight"])
+        out = torch.matmul(probs.to(mm), v.to(mm)).half()
+        h = h + linear(out.transpose(1, 2).reshape(batch, seq, p.dim), w["attention.wo.weight"])
         b = rms_norm(h, w["ffn_norm.weight"], p.norm_eps)
-        gated = F.silu(F.linear(b, w["feed_forward.w1.weight"])) * F.linear(
+        gated = F.silu(linear(b, w["feed_forward.w1.weight"])) * linear(
             b, w["feed_forward.w3.weight"]
         )
-        return h + F.linear(gated, w["feed_forward.w2.weight"])
+        return h + linear(gated, w["feed_forward.w2.weight"])
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`x @ weight.T` rounded once to f16 (`weight` is stored in the device's matmul type)."""
+    return F.linear(x.to(weight.dtype), weight).half()
 
 
 def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:

@@ -1,0 +1,106 @@
+"""PoW throughput: model build time, nonces/s, and the split between input generation and forward.
+
+Usage: python bench_pow.py [--device cpu|cuda] [--seconds S] [--configs name,...]
+Each config is measured once after a warm-up batch; numbers are for this machine and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from mlnode.pow.compute.devices import plan_groups
+from mlnode.pow.compute.engine import DistanceEngine
+from mlnode.pow.compute.model import PowModel
+from mlnode.pow.compute.nonces import NonceShare
+from mlnode.pow.compute.params import ModelParams
+
+CONFIGS: dict[str, tuple[ModelParams, int]] = {
+    "vector-A": (ModelParams(128, 4, 4, 4, 512, 1.3, 256, 1e-5, 10000.0, False, 16), 64),
+    "dim512-16L-seq16": (ModelParams(512, 16, 8, 8, 8196, 1.3, 256, 1e-5, 10000.0, False, 16), 64),
+    "testnet": (ModelParams(1024, 32, 32, 32, 8196, 10.0, 2048, 1e-5, 10000.0, False, 128), 256),
+}
+BLOCK_HASH = "bench-block"
+KEY = "bench-key"
+
+
+@dataclass
+class Result:
+    """One config's figures."""
+
+    name: str
+    device: str
+    build_s: float
+    batch_size: int
+    nonces_per_s: float
+    input_ms_per_nonce: float
+    forward_ms_per_nonce: float
+    distance_ms_per_nonce: float
+
+
+def measure(name: str, device: str, seconds: float) -> Result:
+    """Build the model, then stream batches for about `seconds` with inputs made ahead."""
+    params, batch_size = CONFIGS[name]
+    groups = plan_groups(device, params)
+    start = time.perf_counter()
+    model = PowModel(BLOCK_HASH, params, [torch.device(d) for d in groups[0]])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    build_s = time.perf_counter() - start
+    engine = DistanceEngine(model, batch_size)
+    engine.distances(KEY, list(range(engine.batch_size)))
+    warm = engine.timings
+    engine.timings = type(warm)()
+    share = NonceShare(0, 1)
+    deadline = time.perf_counter() + seconds
+    stop = threading.Event()
+    start = time.perf_counter()
+    count = 0
+    for nonces, _ in engine.stream(KEY, share.batches(engine.batch_size), stop.is_set):
+        count += len(nonces)
+        if time.perf_counter() > deadline:
+            stop.set()
+    elapsed = time.perf_counter() - start
+    t = engine.timings
+    per = 1000 / max(t.nonces, 1)
+    return Result(
+        name,
+        ",".join(groups[0]),
+        build_s,
+        engine.batch_size,
+        count / elapsed,
+        t.input_s * per,
+        t.forward_s * per,
+        t.distance_s * per,
+    )
+
+
+def main() -> None:
+    """Measure the chosen configs and print one line each."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--configs", default=None)
+    args = parser.parse_args()
+    default = "vector-A,dim512-16L-seq16" + (",testnet" if args.device == "cuda" else "")
+    names = (args.configs or default).split(",")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}")
+    print(
+        f"{'config':18} {'device':8} {'build s':>8} {'batch':>6} {'nonces/s':>9} "
+        f"{'input ms/n':>10} {'fwd ms/n':>9} {'dist ms/n':>9}"
+    )
+    for name in names:
+        r = measure(name, args.device, args.seconds)
+        print(
+            f"{r.name:18} {r.device:8} {r.build_s:8.2f} {r.batch_size:6d} {r.nonces_per_s:9.1f} "
+            f"{r.input_ms_per_nonce:10.3f} {r.forward_ms_per_nonce:9.3f} "
+            f"{r.distance_ms_per_nonce:9.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
