@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -17,6 +18,8 @@ from mlnode.pow.compute.inputs import NonceBatch, make_batch, target_vector
 from mlnode.pow.compute.model import PowModel
 
 PREFETCH_BATCHES = 2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +44,13 @@ class Prepared:
 
     batch: NonceBatch
     inputs: torch.Tensor
+
+    def __getitem__(self, rows: slice) -> Prepared:
+        """A slice of the batch's rows."""
+        batch = NonceBatch(
+            self.batch.nonces[rows], self.batch.inputs[rows], self.batch.permutations[rows]
+        )
+        return Prepared(batch, self.inputs[rows])
 
 
 class DistanceEngine:
@@ -69,7 +79,20 @@ class DistanceEngine:
         return Prepared(batch, inputs)
 
     def run(self, prepared: Prepared) -> np.ndarray:
-        """Forward pass and distances of a prepared batch."""
+        """Forward pass and distances; a batch that runs out of GPU memory is halved for good."""
+        try:
+            return self._run(prepared)
+        except torch.cuda.OutOfMemoryError:
+            size = len(prepared.batch.nonces)
+            if size == 1:
+                raise
+            torch.cuda.empty_cache()
+            self.batch_size = max(1, min(self.batch_size, size // 2))
+            log.warning("out of GPU memory at batch %d; batch size now %d", size, self.batch_size)
+            half = size // 2
+            return np.concatenate([self.run(prepared[:half]), self.run(prepared[half:])])
+
+    def _run(self, prepared: Prepared) -> np.ndarray:
         start = time.perf_counter()
         inputs = prepared.inputs.to(self.model.input_device, non_blocking=True)
         logits = self.model.forward(inputs).cpu().numpy()
