@@ -138,6 +138,10 @@ def test_every_batch_arrives_after_a_receiver_outage(nodes: tuple[MLNodeProcess,
     time.sleep(10)
     during = pow_status(prover)
     assert during["batches_pending"] > 0 and during["batches_sent"] == before["batches_sent"]
+    assert httpx.get(f"{prover.url}/api/v1/state").json()["state"] == "POW"
+    metrics = httpx.get(f"{prover.url}/metrics").text
+    assert 'mlnode_pow_phase{phase="GENERATING"} 1.0' in metrics
+    assert "mlnode_pow_callback_retries_total" in metrics
     with receiver:
         post_raw(prover, "/stop", {})
         wait_until(lambda: pow_status(prover)["batches_pending"] == 0, 60, "delivery")

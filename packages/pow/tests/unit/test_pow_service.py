@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -165,6 +166,10 @@ def test_malformed_batches_are_422_and_worker_survives(
         response = client.post("/api/v1/pow/validate", json={**good, **change})
         assert response.status_code == 422, response.text
         assert response.json()["error"]["param"] == param
+    raw = json.dumps({**good, "dist": [1.0, 2.0]}).replace("2.0", "NaN")
+    headers = {"content-type": "application/json"}
+    response = client.post("/api/v1/pow/validate", content=raw, headers=headers)
+    assert response.status_code == 422 and response.json()["error"]["param"] == "dist"
     assert client.post("/api/v1/pow/validate", json=good).status_code == 200
     receiver.wait_for("validated", lambda b: len(b) == 1, timeout_s=60)
     assert service.pow_status().status == "VALIDATING"
