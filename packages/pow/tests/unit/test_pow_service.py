@@ -187,3 +187,17 @@ def test_generate_then_phase_switch_and_stop(
     stopped = client.post("/api/v1/pow/stop").json()
     assert stopped["status"] == "STOPPED" and stopped["is_model_initialized"] is False
     assert stopped["nonces_checked"] >= 64 and stopped["proofs_found"] >= 2
+
+
+def test_reinit_continues_the_search_without_repeating_nonces(
+    app_parts: Any, vectors: dict[str, Any], receiver: CallbackReceiver
+) -> None:
+    client, _, _ = app_parts
+    body = init_body(vectors, receiver.url, batch_size=16)
+    client.post("/api/v1/pow/init/generate", json=body)
+    first = len(receiver.wait_for("generated", lambda b: len(b) >= 2, timeout_s=60))
+    client.post("/api/v1/pow/init/generate", json=body)
+    receiver.wait_for("generated", lambda b: len(b) >= first + 2, timeout_s=60)
+    client.post("/api/v1/pow/stop")
+    nonces = [n for b in receiver.bodies("generated") for n in b["nonces"]]
+    assert len(nonces) == len(set(nonces))

@@ -58,6 +58,8 @@ class PowService(WorkerService[PowStart]):
         self._wanted_phase = PowPhase.IDLE
         self._batch_sizes: list[int] = []
         self._devices: list[str] = []
+        self._search: tuple[object, ...] | None = None
+        self._progress: dict[int, int] = {}
         self._validations: queue.Queue[ProofBatch] = queue.Queue(settings.validation_queue_size)
         if metrics is not None:
             metrics.register(PowCollector(self))
@@ -128,10 +130,16 @@ class PowService(WorkerService[PowStart]):
         if stop.is_set():
             return
         self._phase = self._wanted_phase
-        job = JobContext(
-            request.init, lambda: self._phase, self._validations, self.sender, self.stats, stop
-        )
         shares = node_shares(request.init.node_id, request.init.node_count, len(engines))
+        job = JobContext(
+            request.init,
+            lambda: self._phase,
+            self._validations,
+            self.sender,
+            self.stats,
+            stop,
+            self._resume_point(request.init, shares),
+        )
         self._run_groups(job, engines, shares)
 
     def _run_groups(
@@ -167,6 +175,13 @@ class PowService(WorkerService[PowStart]):
         """Server shutdown: stop, then give the callbacks a last chance."""
         await self.stop()
         self.sender.close(flush_timeout_s=2.0)
+
+    def _resume_point(self, init: PowInitRequest, shares: list[NonceShare]) -> dict[int, int]:
+        """Progress of the same search (block, key, shares) to continue from, or a fresh one."""
+        search = (init.block_hash, init.public_key, init.params.model_dump_json(), tuple(shares))
+        if search != self._search:
+            self._search, self._progress = search, {}
+        return self._progress
 
     def _drain_validations(self) -> None:
         while True:

@@ -37,16 +37,18 @@ class JobContext:
     sender: CallbackSender
     stats: PowStats
     stop: threading.Event
+    #: Next share index per group; kept across re-inits of the same search, so no nonce repeats.
+    resume: dict[int, int]
 
 
 def run_group(job: JobContext, engine: DistanceEngine, share: NonceShare) -> None:
     """One group's loop: validate what was received first, generate while asked to."""
-    index = 0
     while not job.stop.is_set():
         if validate_next(job, engine):
             continue
         if job.phase() is PowPhase.GENERATING:
-            index = generate(job, engine, share, index)
+            index = job.resume.get(share.group_id, 0)
+            job.resume[share.group_id] = generate(job, engine, share, index)
         else:
             job.stop.wait(IDLE_WAIT_S)
 
