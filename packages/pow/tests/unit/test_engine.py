@@ -61,3 +61,15 @@ def test_out_of_memory_halves_the_batch(
     monkeypatch.setattr(DistanceEngine, "_run", small_only)
     assert np.array_equal(engine.distances("key", list(range(8))), expected)
     assert engine.batch_size == 2
+
+
+def test_parallel_input_workers_make_the_same_batch(engine: DistanceEngine) -> None:
+    parallel = DistanceEngine(engine.model, batch_size=8, input_workers=3)
+    try:
+        nonces = list(range(100, 108))
+        ours, theirs = parallel.prepare("key", nonces), engine.prepare("key", nonces)
+        assert np.array_equal(ours.batch.inputs, theirs.batch.inputs)
+        assert np.array_equal(ours.batch.permutations, theirs.batch.permutations)
+        assert ours.batch.nonces.tolist() == nonces
+    finally:
+        parallel.close()

@@ -140,7 +140,11 @@ class PowService(WorkerService[PowStart]):
             stop,
             self._resume_point(request.init, shares),
         )
-        self._run_groups(job, engines, shares)
+        try:
+            self._run_groups(job, engines, shares)
+        finally:
+            for engine in engines:
+                engine.close()
 
     def _run_groups(
         self, job: JobContext, engines: list[DistanceEngine], shares: list[NonceShare]

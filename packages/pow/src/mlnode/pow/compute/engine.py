@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,8 +58,12 @@ class Prepared:
 class DistanceEngine:
     """Computes the distances of nonces for one public key on one `PowModel`."""
 
-    def __init__(self, model: PowModel, batch_size: int) -> None:
-        """Fit the batch size to the free memory of the model's first device."""
+    def __init__(self, model: PowModel, batch_size: int, input_workers: int | None = None) -> None:
+        """Fit the batch size to the free memory of the model's first device.
+
+        `input_workers` threads make inputs (numpy releases the GIL while it draws); by default
+        one on CPU, where the forward pass needs the cores, and up to four next to a GPU.
+        """
         self.model = model
         self.target = target_vector(model.block_hash, model.params.vocab_size)
         self.timings = Timings()
@@ -67,16 +73,42 @@ class DistanceEngine:
             free, _ = torch.cuda.mem_get_info(device)
             batch_size = fit_batch_size(batch_size, model.params, free)
         self.batch_size = max(1, batch_size)
+        if input_workers is None:
+            input_workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 1
+        self.input_workers = max(1, input_workers)
+        self._pool = ThreadPoolExecutor(self.input_workers) if self.input_workers > 1 else None
+
+    def close(self) -> None:
+        """Stop the input threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def prepare(self, public_key: str, nonces: Sequence[int]) -> Prepared:
         """Inputs and permutations on the CPU (pinned for a fast copy to a GPU)."""
         start = time.perf_counter()
-        batch = make_batch(self.model.block_hash, public_key, nonces, self.model.params)
+        batch = self._make_batch(public_key, nonces)
         inputs = torch.from_numpy(batch.inputs)
         if self.pin:
             inputs = inputs.pin_memory()
         self.timings.add("input_s", time.perf_counter() - start)
         return Prepared(batch, inputs)
+
+    def _make_batch(self, public_key: str, nonces: Sequence[int]) -> NonceBatch:
+        block_hash, params = self.model.block_hash, self.model.params
+        if self._pool is None or len(nonces) < 2 * self.input_workers:
+            return make_batch(block_hash, public_key, nonces, params)
+        step = -(-len(nonces) // self.input_workers)
+        parts = list(
+            self._pool.map(
+                lambda i: make_batch(block_hash, public_key, nonces[i : i + step], params),
+                range(0, len(nonces), step),
+            )
+        )
+        return NonceBatch(
+            nonces=np.concatenate([p.nonces for p in parts]),
+            inputs=np.concatenate([p.inputs for p in parts]),
+            permutations=np.concatenate([p.permutations for p in parts]),
+        )
 
     def run(self, prepared: Prepared) -> np.ndarray:
         """Forward pass and distances; a batch that runs out of GPU memory is halved for good."""
