@@ -46,7 +46,9 @@ class Result:
     distance_ms_per_nonce: float
 
 
-def measure(name: str, device: str, seconds: float, cpu_matmul: torch.dtype) -> Result:
+def measure(
+    name: str, device: str, seconds: float, cpu_matmul: torch.dtype, input_workers: int | None
+) -> Result:
     """Build the model, then stream batches for about `seconds` with inputs made ahead."""
     params, batch_size = CONFIGS[name]
     groups = plan_groups(device, params)
@@ -55,7 +57,7 @@ def measure(name: str, device: str, seconds: float, cpu_matmul: torch.dtype) -> 
     if device == "cuda":
         torch.cuda.synchronize()
     build_s = time.perf_counter() - start
-    engine = DistanceEngine(model, batch_size)
+    engine = DistanceEngine(model, batch_size, input_workers)
     engine.distances(KEY, list(range(engine.batch_size)))
     warm = engine.timings
     engine.timings = type(warm)()
@@ -105,6 +107,7 @@ def main() -> None:
     parser.add_argument("--configs", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--cpu-matmul", choices=["f32", "f16"], default="f32")
+    parser.add_argument("--input-workers", type=int, default=None, help="input threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,7 +123,7 @@ def main() -> None:
     )
     for name in names:
         matmul = torch.float16 if args.cpu_matmul == "f16" else torch.float32
-        r = measure(name, args.device, args.seconds, matmul)
+        r = measure(name, args.device, args.seconds, matmul, args.input_workers)
         print(
             f"{r.name:18} {r.device:8} {r.build_s:8.2f} {r.batch_size:6d} {r.nonces_per_s:9.1f} "
             f"{r.sequential_nonces_per_s:8.1f} "

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.schemas import PowParams
 
 DATA_DIR = Path(__file__).parent / "data"
 VECTOR_FILES = sorted(DATA_DIR.glob("gonka-v1-*.json"))
@@ -29,4 +30,4 @@ def vectors(request: pytest.FixtureRequest) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def vector_params(vectors: dict[str, Any]) -> ModelParams:
     """The model params of a vector file."""
-    return ModelParams(**vectors["params"])
+    return PowParams(**vectors["params"]).to_model_params()

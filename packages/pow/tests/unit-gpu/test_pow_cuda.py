@@ -13,7 +13,7 @@ from mlnode.pow.compute.devices import activation_bytes_per_nonce, plan_groups
 from mlnode.pow.compute.engine import DistanceEngine
 from mlnode.pow.compute.model import PowModel
 from mlnode.pow.compute.nonces import node_shares
-from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.schemas import PowParams
 
 pytestmark = [
     pytest.mark.gpu,
@@ -28,7 +28,7 @@ GPU_TOLERANCE = 5e-5
 
 
 def engine_on(vectors: dict[str, Any], devices: list[str], batch_size: int = 64) -> DistanceEngine:
-    params = ModelParams(**vectors["params"])
+    params = PowParams(**vectors["params"]).to_model_params()
     model = PowModel(vectors["block_hash"], params, [torch.device(d) for d in devices])
     return DistanceEngine(model, batch_size)
 
@@ -65,7 +65,7 @@ def test_layers_spread_over_two_gpus(vectors: dict[str, Any]) -> None:
 
 
 def test_group_split_covers_each_nonce_once(vectors: dict[str, Any]) -> None:
-    params = ModelParams(**vectors["params"])
+    params = PowParams(**vectors["params"]).to_model_params()
     groups = plan_groups("cuda", params)
     assert len(groups) == torch.cuda.device_count()
     used = [d for g in groups for d in g]
@@ -82,7 +82,7 @@ def test_group_split_covers_each_nonce_once(vectors: dict[str, Any]) -> None:
 
 
 def test_batch_size_is_fitted_to_free_memory(vectors: dict[str, Any]) -> None:
-    params = ModelParams(**vectors["params"])
+    params = PowParams(**vectors["params"]).to_model_params()
     free, _ = torch.cuda.mem_get_info(0)
     huge = 4 * free // activation_bytes_per_nonce(params)
     engine = engine_on(vectors, ["cuda:0"], batch_size=huge)
