@@ -56,7 +56,7 @@ class PowService(WorkerService[PowStart]):
         self._init: PowInitRequest | None = None
         self._phase = PowPhase.NO_CONTROLLER
         self._wanted_phase = PowPhase.IDLE
-        self._batch_sizes: list[int] = []
+        self._engines: list[DistanceEngine] = []
         self._devices: list[str] = []
         self._search: tuple[object, ...] | None = None
         self._progress: dict[int, int] = {}
@@ -124,31 +124,31 @@ class PowService(WorkerService[PowStart]):
         groups = tuple(tuple(g) for g in plan_groups(self.settings.device, params))
         key = ModelKey(request.init.block_hash, params, groups, self.settings.cpu_matmul)
         models = self.models.get(key)
-        engines = [DistanceEngine(model, request.init.batch_size) for model in models]
         self._devices = [",".join(g) for g in groups]
-        self._batch_sizes = [e.batch_size for e in engines]
-        if stop.is_set():
-            return
-        self._phase = self._wanted_phase
-        shares = node_shares(request.init.node_id, request.init.node_count, len(engines))
-        job = JobContext(
-            request.init,
-            lambda: self._phase,
-            self._validations,
-            self.sender,
-            self.stats,
-            stop,
-            self._resume_point(request.init, shares),
-        )
+        engines = [DistanceEngine(model, request.init.batch_size) for model in models]
+        self._engines = engines
         try:
-            self._run_groups(job, engines, shares)
+            if not stop.is_set():
+                self._phase = self._wanted_phase
+                self._run_groups(self._job_context(request.init, stop, len(engines)), engines)
         finally:
             for engine in engines:
                 engine.close()
 
-    def _run_groups(
-        self, job: JobContext, engines: list[DistanceEngine], shares: list[NonceShare]
-    ) -> None:
+    def _job_context(self, init: PowInitRequest, stop: threading.Event, groups: int) -> JobContext:
+        shares = node_shares(init.node_id, init.node_count, groups)
+        return JobContext(
+            init=init,
+            phase=lambda: self._phase,
+            validations=self._validations,
+            sender=self.sender,
+            stats=self.stats,
+            stop=stop,
+            shares=shares,
+            resume=self._resume_point(init, shares),
+        )
+
+    def _run_groups(self, job: JobContext, engines: list[DistanceEngine]) -> None:
         errors: list[BaseException] = []
 
         def guarded(engine: DistanceEngine, share: NonceShare) -> None:
@@ -160,7 +160,7 @@ class PowService(WorkerService[PowStart]):
 
         threads = [
             threading.Thread(target=guarded, args=(e, s), name=f"pow-group-{i}", daemon=True)
-            for i, (e, s) in enumerate(zip(engines, shares, strict=True))
+            for i, (e, s) in enumerate(zip(engines, job.shares, strict=True))
         ]
         for thread in threads:
             thread.start()
@@ -206,7 +206,7 @@ class PowService(WorkerService[PowStart]):
             block_hash=init.block_hash if init else None,
             block_height=init.block_height if init else None,
             devices=self._devices,
-            batch_size=min(self._batch_sizes) if self._batch_sizes else None,
+            batch_size=min((e.batch_size for e in self._engines), default=None),
             nonces_checked=self.stats.nonces_checked,
             proofs_found=self.stats.proofs_found,
             nonces_per_second=self.stats.rate(),

@@ -37,6 +37,7 @@ class JobContext:
     sender: CallbackSender
     stats: PowStats
     stop: threading.Event
+    shares: list[NonceShare]
     #: Next share index per group; kept across re-inits of the same search, so no nonce repeats.
     resume: dict[int, int]
 
