@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from mlnode.common.settings import ENV_FILE, MLNodeBaseSettings
@@ -40,3 +40,8 @@ class PowSettings(MLNodeBaseSettings):
     validation_queue_size: int = Field(
         1_000, ge=1, description="Received batches waiting for validation; more are refused (503)."
     )
+
+    @field_validator("cpu_threads", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
