@@ -45,9 +45,10 @@ def test_well_formed_batch_passes() -> None:
 
 def test_invalid_mask_counts_recomputed_above_and_claims_not_below() -> None:
     r_target = 1.0
-    claimed = [0.5, 0.5, 1.0, 0.9]
-    recomputed = np.array([0.9, 1.1, 0.9, 1.0])
-    assert invalid_mask(claimed, recomputed, r_target).tolist() == [False, True, True, False]
+    claimed = [0.5, 0.5, 1.0, 0.9, 0.9]
+    recomputed = np.array([0.9, 1.1, 0.9, 1.0, np.nan])
+    mask = invalid_mask(claimed, recomputed, r_target).tolist()
+    assert mask == [False, True, True, False, True]
 
 
 def test_binomial_verdicts() -> None:

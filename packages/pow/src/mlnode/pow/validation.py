@@ -64,9 +64,12 @@ class Verdict:
 
 
 def invalid_mask(claimed: Sequence[float], recomputed: np.ndarray, r_target: float) -> np.ndarray:
-    """Nonces that fail: recomputed above r_target, or claimed at or above it (no proof at all)."""
+    """Nonces that fail: recomputed above r_target (or not a number), or claimed at or above it.
+
+    A claim at or above r_target is no proof at all; the reference asserts on it instead.
+    """
     claimed_arr = np.asarray(claimed, dtype=np.float64)
-    return (recomputed > r_target) | (claimed_arr >= r_target)
+    return ~(recomputed <= r_target) | (claimed_arr >= r_target)
 
 
 def probability_honest(n_invalid: int, n_total: int) -> float:
