@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import psutil
 import torch
 
 from mlnode.pow.compute.devices import fit_batch_size
@@ -55,11 +56,19 @@ class Prepared:
         return Prepared(batch, self.inputs[rows])
 
 
+def free_memory(device: torch.device) -> int:
+    """Bytes free for activations on `device` (host memory for the CPU)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return int(psutil.virtual_memory().available)
+
+
 class DistanceEngine:
     """Computes the distances of nonces for one public key on one `PowModel`."""
 
     def __init__(self, model: PowModel, batch_size: int, input_workers: int | None = None) -> None:
-        """Fit the batch size to the free memory of the model's first device.
+        """Fit the batch size to the free memory of the model's first device (or host).
 
         `input_workers` threads make inputs (numpy releases the GIL while it draws); by default
         one on CPU, where the forward pass needs the cores, and up to four next to a GPU.
@@ -69,10 +78,7 @@ class DistanceEngine:
         self.timings = Timings()
         device = model.input_device
         self.pin = device.type == "cuda"
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            batch_size = fit_batch_size(batch_size, model.params, free)
-        self.batch_size = max(1, batch_size)
+        self.batch_size = fit_batch_size(batch_size, model.params, free_memory(device))
         if input_workers is None:
             input_workers = min(4, os.cpu_count() or 1) if device.type == "cuda" else 1
         self.input_workers = max(1, input_workers)
