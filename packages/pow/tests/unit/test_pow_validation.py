@@ -57,3 +57,17 @@ def test_binomial_verdicts() -> None:
     assert judge(5, 50, 1e-7).fraud_detected
     assert not judge(1, 50, 1e-7).fraud_detected
     assert not judge(0, 50, 0.01).fraud_detected
+
+
+def test_stats_rate_and_reset() -> None:
+    from mlnode.pow.stats import PowStats
+
+    stats = PowStats()
+    stats.computed(64, 3)
+    stats.computed(64, 1)
+    stats.validated(50, fraud=True)
+    assert (stats.nonces_checked, stats.proofs_found, stats.batches_validated) == (128, 4, 1)
+    assert stats.rate() > 0
+    stats.reset_job()
+    assert (stats.nonces_checked, stats.proofs_found, stats.rate()) == (0, 0, 0.0)
+    assert (stats.total_nonces, stats.total_proofs, stats.total_frauds) == (178, 4, 1)
