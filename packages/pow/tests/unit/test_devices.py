@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlnode.pow.compute.devices import (
     Gpu,
     activation_bytes_per_nonce,
+    cpu_matmul_type,
     fit_batch_size,
     group_gpus,
     plan_groups,
@@ -41,3 +42,10 @@ def test_batch_size_is_lowered_to_fit() -> None:
 
 def test_cpu_plan() -> None:
     assert plan_groups("cpu", PARAMS) == [["cpu"]]
+
+
+def test_f32_cpu_weights_only_when_they_fit() -> None:
+    f32_bytes = 4 * PARAMS.total_parameters()
+    assert cpu_matmul_type("f32", PARAMS, 2 * f32_bytes) == "f32"
+    assert cpu_matmul_type("f32", PARAMS, f32_bytes) == "f16"
+    assert cpu_matmul_type("f16", PARAMS, 10 * f32_bytes) == "f16"

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from dataclasses import dataclass
 
+import psutil
 import torch
 from prometheus_client import CollectorRegistry
 
 from mlnode.common.callbacks import CallbackSender
 from mlnode.common.errors import InvalidRequest, NotRunning, Unavailable
 from mlnode.common.lifecycle import Phase, ServiceGate, ServiceKind, WorkerService
-from mlnode.pow.compute.devices import plan_groups
+from mlnode.pow.compute.devices import cpu_matmul_type, plan_groups
 from mlnode.pow.compute.engine import DistanceEngine
 from mlnode.pow.compute.nonces import NonceShare, node_shares
+from mlnode.pow.compute.params import ModelParams
 from mlnode.pow.metrics import PowCollector
 from mlnode.pow.models import ModelCache, ModelKey
 from mlnode.pow.schemas import PowAccepted, PowInitRequest, PowPhase, PowStatus, ProofBatch
@@ -22,6 +25,8 @@ from mlnode.pow.settings import PowSettings
 from mlnode.pow.stats import PowStats
 from mlnode.pow.validation import MalformedBatch, check_batch
 from mlnode.pow.worker import JobContext, run_group
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ class PowService(WorkerService[PowStart]):
             torch.set_num_threads(self.settings.cpu_threads)
         params = request.init.params.to_model_params()
         groups = tuple(tuple(g) for g in plan_groups(self.settings.device, params))
-        key = ModelKey(request.init.block_hash, params, groups, self.settings.cpu_matmul)
+        key = ModelKey(request.init.block_hash, params, groups, self._cpu_matmul(params))
         models = self.models.get(key)
         self._devices = [",".join(g) for g in groups]
         engines = [DistanceEngine(model, request.init.batch_size) for model in models]
@@ -134,6 +139,14 @@ class PowService(WorkerService[PowStart]):
         finally:
             for engine in engines:
                 engine.close()
+
+    def _cpu_matmul(self, params: ModelParams) -> str:
+        chosen = cpu_matmul_type(
+            self.settings.cpu_matmul, params, psutil.virtual_memory().available
+        )
+        if chosen != self.settings.cpu_matmul:
+            log.warning("f32 CPU weights would not fit in memory; using f16 matmuls")
+        return chosen
 
     def _job_context(self, init: PowInitRequest, stop: threading.Event, groups: int) -> JobContext:
         shares = node_shares(init.node_id, init.node_count, groups)

@@ -82,3 +82,10 @@ def plan_groups(device: str, params: ModelParams) -> list[list[str]]:
             f"the model needs {params.parameter_bytes()} bytes; all GPUs together offer {total}"
         )
     return [[f"cuda:{g.index}" for g in group] for group in groups]
+
+
+def cpu_matmul_type(requested: str, params: ModelParams, available_bytes: int) -> str:
+    """The CPU matmul operand type to use: f32 only when its 4-byte weights fit in memory."""
+    if requested == "f32" and 4 * params.total_parameters() > available_bytes * USABLE_FRACTION:
+        return "f16"
+    return requested
