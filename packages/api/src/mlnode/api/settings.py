@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from mlnode.common.settings import NodeSettings
 from mlnode.common.transport.settings import TransportSettings
+from mlnode.pow.settings import PowSettings
 
 
 @dataclass
@@ -14,6 +15,7 @@ class MLNodeSettings:
 
     node: NodeSettings = field(default_factory=NodeSettings)
     transport: TransportSettings = field(default_factory=TransportSettings)
+    pow: PowSettings = field(default_factory=PowSettings)
 
     @classmethod
     def load(cls) -> MLNodeSettings:

@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
+import socket
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,29 +24,66 @@ from urllib.parse import parse_qs, urlsplit
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Below Linux's ephemeral range: a client retrying a down receiver on an ephemeral port can
+#: connect to itself (TCP simultaneous open) and keep the port, so the receiver could not return.
+STABLE_PORTS = range(20_000, 32_000)
+
+
+def stable_port(host: str = "127.0.0.1") -> int:
+    """A free port outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(STABLE_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def _normal_path(path: str) -> str:
+    return "/" + path.strip("/")
 
 
 class _Store:
-    """Received callbacks, shared by the handler threads."""
+    """Received callbacks, shared by the handler threads; waiters are woken on each one."""
 
     def __init__(self, journal: Path | None) -> None:
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._items: list[dict[str, Any]] = []
         self._journal = journal
+        #: Answer every POST with this status; >= 300 records nothing (a failing receiver).
+        self.status_code = HTTPStatus.OK
 
     def add(self, item: dict[str, Any]) -> None:
-        with self._lock:
+        with self._changed:
             self._items.append(item)
             if self._journal is not None:
                 with self._journal.open("a", encoding="utf-8") as out:
                     out.write(json.dumps(item) + "\n")
+            self._changed.notify_all()
 
     def list(self, path: str | None) -> list[dict[str, Any]]:
-        with self._lock:
+        with self._changed:
             return [i for i in self._items if path is None or i["path"] == path]
 
+    def wait(
+        self, path: str, predicate: Callable[[list[Any]], bool], timeout_s: float
+    ) -> list[Any]:
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                bodies = [i["body"] for i in self._items if i["path"] == path]
+                if predicate(bodies):
+                    return bodies
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{path}: got {len(bodies)} bodies")
+                self._changed.wait(left)
+
     def clear(self) -> None:
-        with self._lock:
+        with self._changed:
             self._items.clear()
 
 
@@ -72,8 +112,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._reply(HTTPStatus.BAD_REQUEST, {"error": "body is not JSON"})
             return
+        store = self.server.store
+        if store.status_code >= 300:
+            self._reply(store.status_code, {"error": "receiver told to fail"})
+            return
         path = urlsplit(self.path).path
-        self.server.store.add({"path": path, "body": body, "received_at": time.time()})
+        store.add({"path": path, "body": body, "received_at": time.time()})
         self._reply(HTTPStatus.OK, {"status": "OK"})
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
@@ -103,31 +147,59 @@ class _ReceiverServer(ThreadingHTTPServer):
 
 
 class CallbackReceiver:
-    """The receiver in a background thread; `url` is the callback base to hand an MLNode."""
+    """The receiver in a background thread; it can stop and come back on the same port.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, journal: Path | None = None):
-        self._server = _ReceiverServer((host, port), _Store(journal))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    `url` is the callback base to hand an MLNode. Set `status_code` to make it fail requests.
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, journal: Path | None = None
+    ) -> None:
+        self.host = host
+        self.port = port or stable_port(host)
+        self._store = _Store(journal)
+        self._server: _ReceiverServer | None = None
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. `http://127.0.0.1:40123`."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        """Base URL, e.g. `http://127.0.0.1:24123`."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def status_code(self) -> int:
+        """Status answered to POSTs (200 records them)."""
+        return int(self._store.status_code)
+
+    @status_code.setter
+    def status_code(self, code: int) -> None:
+        self._store.status_code = HTTPStatus(code)
 
     def received(self, path: str | None = None) -> list[dict[str, Any]]:
         """Callbacks so far (`{"path", "body", "received_at"}`), optionally for one path only."""
-        return self._server.store.list(path)
+        return self._store.list(None if path is None else _normal_path(path))
+
+    def bodies(self, path: str) -> list[Any]:
+        """Bodies that arrived on `path` ("generated" or "/generated") so far."""
+        return [item["body"] for item in self.received(path)]
+
+    def wait_for(
+        self, path: str, predicate: Callable[[list[Any]], bool], timeout_s: float
+    ) -> list[Any]:
+        """Wait until `predicate(bodies on path)` holds; TimeoutError says what arrived."""
+        return self._store.wait(_normal_path(path), predicate, timeout_s)
 
     def start(self) -> CallbackReceiver:
         """Serve in the background."""
-        self._thread.start()
+        self._server = _ReceiverServer((self.host, self.port), self._store)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
+        """Stop serving and close the socket; connections are refused until `start()` again."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
     def __enter__(self) -> CallbackReceiver:
         return self.start()
@@ -138,7 +210,7 @@ class CallbackReceiver:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9900)
     parser.add_argument("--journal", type=Path, help="also append each callback as a JSON line")
