@@ -64,7 +64,7 @@ class _Store:
                     out.write(json.dumps(item) + "\n")
             self._changed.notify_all()
 
-    def list(self, path: str | None) -> list[dict[str, Any]]:
+    def select(self, path: str | None) -> list[dict[str, Any]]:
         with self._changed:
             return [i for i in self._items if path is None or i["path"] == path]
 
@@ -126,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.OK, {"status": "ok"})
         elif url.path == "/received":
             path = parse_qs(url.query).get("path", [None])[0]
-            self._reply(HTTPStatus.OK, self.server.store.list(path))
+            self._reply(HTTPStatus.OK, self.server.store.select(path))
         else:
             self._reply(HTTPStatus.NOT_FOUND, {"error": f"no route {url.path}"})
 
@@ -176,7 +176,7 @@ class CallbackReceiver:
 
     def received(self, path: str | None = None) -> list[dict[str, Any]]:
         """Callbacks so far (`{"path", "body", "received_at"}`), optionally for one path only."""
-        return self._store.list(None if path is None else _normal_path(path))
+        return self._store.select(None if path is None else _normal_path(path))
 
     def bodies(self, path: str) -> list[Any]:
         """Bodies that arrived on `path` ("generated" or "/generated") so far."""

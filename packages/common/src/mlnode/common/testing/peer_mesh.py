@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nodes = [MeshNode.parse(spec) for spec in args.nodes]
     except ValueError as exc:
         parser.error(str(exc))
-    token = NodeSettings().api_token  # type: ignore[call-arg]  # defaults come from pydantic
+    token = NodeSettings().api_token
     with client_for(token.get_secret_value() if token else None) as client:
         try:
             wait_live(client, nodes, args.timeout)
