@@ -1,0 +1,21 @@
+"""Settings of mlnode-fuse (`MLNODE_FUSE_*`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from mlnode.common.settings import ENV_FILE, MLNodeBaseSettings
+
+
+class FuseSettings(MLNodeBaseSettings):
+    """How fusion reads ahead."""
+
+    model_config = SettingsConfigDict(env_prefix="MLNODE_FUSE_", env_file=ENV_FILE, extra="ignore")
+
+    prefetch_tensors: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="Tensors read ahead while one merges (each costs one tensor per model).",
+    )
