@@ -46,7 +46,8 @@ def _resolve_mapping(
         if d.name in given:
             out[d.name] = d.coerce(given[d.name], f"{where}.{d.name}")
         elif d.required:
-            raise InvalidFusion(f"{method} needs parameter {d.name}", f"{where}.{d.name}")
+            at = "" if where == "params" else f" in {where}"
+            raise InvalidFusion(f"{method} needs parameter {d.name}{at}", f"{where}.{d.name}")
         else:
             out[d.name] = d.default
     return out
