@@ -1,4 +1,4 @@
-"""Reading checkpoints tensor by tensor and writing sharded ones, against the safetensors library."""
+"""Reading checkpoints tensor by tensor and writing sharded ones, checked with safetensors."""
 
 from __future__ import annotations
 

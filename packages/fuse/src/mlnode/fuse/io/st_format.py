@@ -105,7 +105,7 @@ def _entry(path: Path, name: str, info: dict[str, object], start: int, size: int
 def read_tensor(f: BinaryIO, entry: TensorEntry) -> torch.Tensor:
     """Read one tensor from an open file into fresh memory."""
     buf = torch.empty(entry.nbytes, dtype=torch.uint8)
-    view = memoryview(buf.numpy())
+    view = buf.numpy().data
     done = 0
     while done < entry.nbytes:
         got = os.preadv(f.fileno(), [view[done:]], entry.offset + done)
@@ -135,4 +135,4 @@ def build_header(tensors: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> byt
 def write_tensor(f: BinaryIO, tensor: torch.Tensor) -> None:
     """Append a tensor's raw bytes (little-endian, C order)."""
     data = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
-    f.write(memoryview(data.numpy()))
+    f.write(data.numpy().data)
