@@ -15,6 +15,7 @@ from mlnode.api.app import create_app
 from mlnode.api.settings import MLNodeSettings
 from mlnode.common.context import NodeContext
 from mlnode.common.settings import NodeSettings
+from mlnode.common.transport.settings import TransportSettings
 from mlnode.fuse.service import FuseService
 from mlnode.fuse.settings import FuseSettings
 from mlnode.fuse.testing import random_model, write_checkpoint
@@ -26,7 +27,11 @@ def make_client(tmp_path: Path, transport: Any) -> TestClient:
     def services(settings: MLNodeSettings, ctx: NodeContext) -> None:
         FuseService(settings.fuse, ctx.gate, ctx.metrics, transport=transport)
 
-    settings = MLNodeSettings(node=NodeSettings(state_dir=tmp_path / "state"), fuse=FuseSettings())
+    settings = MLNodeSettings(
+        node=NodeSettings(state_dir=tmp_path / "state"),
+        transport=TransportSettings(host="127.0.0.1", port=0),
+        fuse=FuseSettings(),
+    )
     return TestClient(create_app(settings, services=services))
 
 

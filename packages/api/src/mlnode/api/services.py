@@ -17,4 +17,4 @@ FEATURE_ROUTERS: tuple[APIRouter, ...] = (pow_router, infer_router, train_router
 
 def build_services(settings: MLNodeSettings, ctx: NodeContext) -> None:
     """Create each feature package's service; each registers itself with `ctx.gate`."""
-    FuseService(settings.fuse, ctx.gate, ctx.metrics, transport=getattr(ctx, "transport", None))
+    FuseService(settings.fuse, ctx.gate, ctx.metrics, transport=ctx.transport)
