@@ -75,30 +75,47 @@ class Fusion:
 def load_float(source: TensorSource, name: str) -> torch.Tensor:
     """One tensor as float32; NonFiniteTensor names it when it holds NaN or inf."""
     tensor = source.get(name).to(torch.float32)
-    if not bool(torch.isfinite(tensor).all()):
+    if not is_finite(tensor):
         raise NonFiniteTensor(f"tensor {name} of {source.label} holds NaN or inf")
     return tensor
 
 
-def _load_task(fusion: Fusion, task: TensorTask) -> Loaded:
-    reference = fusion.base if fusion.base is not None else fusion.sources[0]
-    if task.action is Action.COPY:
-        return [], reference.get(task.name)
-    tensors = [load_float(s, task.name) for s in fusion.sources]
-    base = load_float(fusion.base, task.name) if fusion.base is not None else None
-    return tensors, base
+def is_finite(tensor: torch.Tensor) -> bool:
+    """No NaN or inf; min and max propagate both, in one pass and without a mask tensor."""
+    if tensor.numel() == 0:
+        return True
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
-def _loaded(
-    fusion: Fusion, pool: ThreadPoolExecutor
-) -> Iterator[tuple[TensorTask, Future[Loaded]]]:
+class PendingTask:
+    """One task's inputs, each model's tensor loading in the pool."""
+
+    def __init__(self, fusion: Fusion, task: TensorTask, pool: ThreadPoolExecutor) -> None:
+        self.task = task
+        self.base: Future[torch.Tensor] | None = None
+        self.sources: list[Future[torch.Tensor]] = []
+        if task.action is Action.COPY:
+            reference = fusion.base if fusion.base is not None else fusion.sources[0]
+            self.base = pool.submit(reference.get, task.name)
+            return
+        self.sources = [pool.submit(load_float, s, task.name) for s in fusion.sources]
+        if fusion.base is not None:
+            self.base = pool.submit(load_float, fusion.base, task.name)
+
+    def result(self) -> Loaded:
+        """The loaded tensors; re-raises a load's error."""
+        return [f.result() for f in self.sources], self.base.result() if self.base else None
+
+
+def _pending(fusion: Fusion, pool: ThreadPoolExecutor) -> Iterator[PendingTask]:
     """Tasks with their inputs loading up to `prefetch` tensors ahead of the merge."""
-    pending: list[tuple[TensorTask, Future[Loaded]]] = []
+    queue: list[PendingTask] = []
     for task in fusion.plan.tasks:
-        pending.append((task, pool.submit(_load_task, fusion, task)))
-        if len(pending) > fusion.prefetch:
-            yield pending.pop(0)
-    yield from pending
+        queue.append(PendingTask(fusion, task, pool))
+        if len(queue) > fusion.prefetch:
+            yield queue.pop(0)
+    yield from queue
 
 
 def _merge(fusion: Fusion, task: TensorTask, loaded: Loaded) -> torch.Tensor:
@@ -112,21 +129,38 @@ def _merge(fusion: Fusion, task: TensorTask, loaded: Loaded) -> torch.Tensor:
     return merged.to(task.dtype)
 
 
+def _write(
+    writer: ShardedWriter, progress: FusionProgress, task: TensorTask, result: torch.Tensor
+) -> None:
+    writer.write(task.name, result)
+    progress.advance(task.nbytes)
+
+
 def execute(
     fusion: Fusion, writer: ShardedWriter, progress: FusionProgress, stop: threading.Event
 ) -> None:
-    """Merge and write every planned tensor; FusionStopped when `stop` is set."""
+    """Load (one thread per model) -> merge -> write (behind); FusionStopped when `stop` is set.
+
+    The three stages overlap, tensor by tensor; a write finishes before the next one starts.
+    """
     progress.tensors_total = len(fusion.plan.tasks)
     progress.bytes_total = fusion.plan.total_bytes
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fuse-load") as pool:
-        try:
-            for task, future in _loaded(fusion, pool):
-                if stop.is_set():
-                    raise FusionStopped("fusion stopped")
-                result = _merge(fusion, task, future.result())
-                del future
-                writer.write(task.name, result)
-                progress.advance(task.nbytes)
-                del result
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    loaders = len(fusion.sources) + (fusion.base is not None)
+    load_pool = ThreadPoolExecutor(loaders, thread_name_prefix="fuse-load")
+    write_pool = ThreadPoolExecutor(1, thread_name_prefix="fuse-write")
+    writing: Future[None] | None = None
+    try:
+        for pending in _pending(fusion, load_pool):
+            if stop.is_set():
+                raise FusionStopped("fusion stopped")
+            task = pending.task
+            result = _merge(fusion, task, pending.result())
+            del pending
+            if writing is not None:
+                writing.result()
+            writing = write_pool.submit(_write, writer, progress, task, result)
+        if writing is not None:
+            writing.result()
+    finally:
+        load_pool.shutdown(wait=True, cancel_futures=True)
+        write_pool.shutdown(wait=True, cancel_futures=True)
