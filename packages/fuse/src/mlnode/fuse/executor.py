@@ -1,7 +1,8 @@
 """Runs a fusion plan tensor by tensor: load -> merge -> write -> evict.
 
-At any time the process holds one tensor per model in float32, plus the result and the tensors
-read ahead: memory stays at a few tensors whatever the model size.
+At any time the process holds one tensor per model (in its stored dtype; float32 only while a
+method reads it), the result, the result being written and the tensors read ahead: memory stays
+at a few tensors whatever the model size.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import overload
 
 import torch
 
@@ -72,9 +74,9 @@ class Fusion:
     prefetch: int = 1
 
 
-def load_float(source: TensorSource, name: str) -> torch.Tensor:
-    """One tensor as float32; NonFiniteTensor names it when it holds NaN or inf."""
-    tensor = source.get(name).to(torch.float32)
+def load_checked(source: TensorSource, name: str) -> torch.Tensor:
+    """One tensor in its stored dtype; NonFiniteTensor names it when it holds NaN or inf."""
+    tensor = source.get(name)
     if not is_finite(tensor):
         raise NonFiniteTensor(f"tensor {name} of {source.label} holds NaN or inf")
     return tensor
@@ -99,9 +101,9 @@ class PendingTask:
             reference = fusion.base if fusion.base is not None else fusion.sources[0]
             self.base = pool.submit(reference.get, task.name)
             return
-        self.sources = [pool.submit(load_float, s, task.name) for s in fusion.sources]
+        self.sources = [pool.submit(load_checked, s, task.name) for s in fusion.sources]
         if fusion.base is not None:
-            self.base = pool.submit(load_float, fusion.base, task.name)
+            self.base = pool.submit(load_checked, fusion.base, task.name)
 
     def result(self) -> Loaded:
         """The loaded tensors; re-raises a load's error."""
@@ -118,13 +120,41 @@ def _pending(fusion: Fusion, pool: ThreadPoolExecutor) -> Iterator[PendingTask]:
     yield from queue
 
 
+class Float32View(Sequence[torch.Tensor]):
+    """Source tensors that turn float32 when read, so only the ones in use take float32 space.
+
+    Each read converts again: a method reads every item once, or keeps what it read.
+    """
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        self._tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    @overload
+    def __getitem__(self, index: int) -> torch.Tensor: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[torch.Tensor]: ...
+
+    def __getitem__(self, index: int | slice) -> torch.Tensor | Sequence[torch.Tensor]:
+        if isinstance(index, slice):
+            return Float32View(self._tensors[index])
+        return self._tensors[index].to(torch.float32)
+
+
 def _merge(fusion: Fusion, task: TensorTask, loaded: Loaded) -> torch.Tensor:
     tensors, base = loaded
     if task.action is Action.COPY:
         assert base is not None
         return base.to(task.dtype)
     merged = fusion.method.merge(
-        tensors, base, fusion.resolved.params, fusion.resolved.tensor_params, name=task.name
+        Float32View(tensors),
+        base.to(torch.float32) if base is not None else None,
+        fusion.resolved.params,
+        fusion.resolved.tensor_params,
+        name=task.name,
     )
     return merged.to(task.dtype)
 

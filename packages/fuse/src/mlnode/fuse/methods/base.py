@@ -110,7 +110,11 @@ class FusionMethod(ABC):
         *,
         name: str,
     ) -> torch.Tensor:
-        """Merge one tensor; `name` seeds random methods so a fusion is reproducible."""
+        """Merge one tensor; `name` seeds random methods so a fusion is reproducible.
+
+        `tensors` and `base` are float32; read each item of `tensors` once (the executor
+        converts on each read, so that only the tensors in use take float32 space).
+        """
 
 
 MergeFn = Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor]

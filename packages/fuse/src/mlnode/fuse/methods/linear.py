@@ -47,9 +47,9 @@ class Linear(FusionMethod):
     ) -> torch.Tensor:
         """Weighted sum, optionally normalized."""
         weights = [float(p["weight"]) for p in tensor_params]
-        out = torch.zeros_like(tensors[0])
-        for tensor, weight in zip(tensors, weights, strict=True):
-            out.add_(tensor, alpha=weight)
+        out = tensors[0] * weights[0]
+        for i in range(1, len(tensors)):
+            out.add_(tensors[i], alpha=weights[i])
         if self.fedavg or params.get("normalize", True):
             out.div_(sum(weights))
         return out
