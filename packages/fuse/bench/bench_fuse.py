@@ -1,7 +1,7 @@
 """Streaming fusion vs a naive load-everything fusion of 4 generated ~1 GB models.
 
 Each implementation runs in its own subprocess so its peak RSS is its own. Usage:
-    python bench_fuse.py [--workdir DIR] [--layers 8] [--sources 4] [--method linear]
+    python bench_fuse.py [--workdir DIR] [--layers 8] [--sources 4] [--method linear] [--repeats 2]
 Targets (issue 6): streaming peak RSS <= 25% of naive, throughput >= naive.
 """
 
@@ -129,6 +129,21 @@ def child(impl: str, workdir: Path, sources: int, method: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_rss": peak, "rss_after_imports": rss_before}))
 
 
+def best_of(repeats: int, workdir: Path, sources: int, method: str) -> dict[str, dict[str, float]]:
+    """Each implementation `repeats` times, interleaved; the fastest run of each counts.
+
+    Both write the same output path names, so earlier outputs are removed before each run.
+    """
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(repeats):
+        for impl in ("naive", "streaming"):
+            shutil.rmtree(workdir / f"out-{impl}", ignore_errors=True)
+            stats = measure(impl, workdir, sources, method)
+            if impl not in best or stats["seconds"] < best[impl]["seconds"]:
+                best[impl] = stats
+    return best
+
+
 def measure(impl: str, workdir: Path, sources: int, method: str) -> dict[str, float]:
     """One implementation in a fresh interpreter."""
     cmd = [sys.executable, __file__, "--child", impl, "--workdir", str(workdir)]
@@ -161,6 +176,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--method", default="linear")
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--child", choices=["streaming", "naive"])
     args = parser.parse_args()
     if args.child:
@@ -168,12 +184,12 @@ def main() -> None:
         return
     workdir = Path(tempfile.mkdtemp(prefix="fuse-bench-", dir=args.workdir))
     try:
-        report(workdir, args.layers, args.sources, args.method)
+        report(workdir, args.layers, args.sources, args.method, args.repeats)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(workdir: Path, layers: int, sources: int, method: str) -> None:
+def report(workdir: Path, layers: int, sources: int, method: str, repeats: int) -> None:
     """The bench proper, in a scratch directory."""
     t0 = time.perf_counter()
     for i in range(sources):
@@ -181,7 +197,7 @@ def report(workdir: Path, layers: int, sources: int, method: str) -> None:
     model_bytes = sum(f.stat().st_size for f in (workdir / "src0").glob("*.safetensors"))
     print(f"generated {sources} x {model_bytes / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s")
     warm(workdir)
-    stats = {impl: measure(impl, workdir, sources, method) for impl in ("naive", "streaming")}
+    stats = best_of(repeats, workdir, sources, method)
     read = sources * model_bytes
     for impl, s in stats.items():
         print(
