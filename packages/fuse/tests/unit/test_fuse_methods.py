@@ -152,3 +152,12 @@ def test_every_method_is_documented(name: str) -> None:
     method = REGISTRY[name]
     assert method.pretty_name and method.reference_url.startswith("https://")
     assert all(p.description for p in method.parameters())
+
+
+def test_linear_promotes_stored_dtypes_to_float32_exactly() -> None:
+    sources = [torch.randn(64, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    low = [s.to(torch.bfloat16) for s in sources]
+    mixed = merge("linear", list(low), weights=[1.0, 2.0, 3.0])
+    promoted = merge("linear", [t.float() for t in low], weights=[1.0, 2.0, 3.0])
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, promoted)

@@ -149,8 +149,9 @@ def _merge(fusion: Fusion, task: TensorTask, loaded: Loaded) -> torch.Tensor:
     if task.action is Action.COPY:
         assert base is not None
         return base.to(task.dtype)
-    merged = fusion.method.merge(
-        Float32View(tensors),
+    method = fusion.method
+    merged = method.merge(
+        tensors if method.promotes_inputs else Float32View(tensors),
         base.to(torch.float32) if base is not None else None,
         fusion.resolved.params,
         fusion.resolved.tensor_params,

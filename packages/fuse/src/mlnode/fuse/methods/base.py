@@ -86,6 +86,9 @@ class FusionMethod(ABC):
     pretty_name: str
     reference_url: str
     requires_base: bool = False
+    #: True when `merge` reads `tensors` in their stored dtype, promoting them to float32 itself
+    #: (in-place ops on a float32 accumulator), which saves a float32 copy of every source.
+    promotes_inputs: bool = False
     min_sources: int = 1
     max_sources: int | None = None
 
@@ -112,8 +115,9 @@ class FusionMethod(ABC):
     ) -> torch.Tensor:
         """Merge one tensor; `name` seeds random methods so a fusion is reproducible.
 
-        `tensors` and `base` are float32; read each item of `tensors` once (the executor
-        converts on each read, so that only the tensors in use take float32 space).
+        `tensors` and `base` are float32 (`tensors` in their stored dtype when the method
+        `promotes_inputs`); read each item of `tensors` once (the executor converts on each
+        read, so that only the tensors in use take float32 space).
         """
 
 

@@ -18,6 +18,8 @@ from mlnode.fuse.methods.base import FusionMethod, ParamDef
 class Linear(FusionMethod):
     """`sum(w_i * x_i)`, divided by `sum(w_i)` when normalizing (FedAvg always normalizes)."""
 
+    promotes_inputs = True
+
     def __init__(self, name: str, pretty_name: str, reference_url: str, fedavg: bool) -> None:
         self.name = name
         self.pretty_name = pretty_name
@@ -45,9 +47,9 @@ class Linear(FusionMethod):
         *,
         name: str,
     ) -> torch.Tensor:
-        """Weighted sum, optionally normalized."""
+        """Weighted sum in float32 (each source promoted as it is added), optionally normalized."""
         weights = [float(p["weight"]) for p in tensor_params]
-        out = tensors[0] * weights[0]
+        out = tensors[0].to(torch.float32) * weights[0]
         for i in range(1, len(tensors)):
             out.add_(tensors[i], alpha=weights[i])
         if self.fedavg or params.get("normalize", True):
