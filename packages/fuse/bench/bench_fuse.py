@@ -122,11 +122,23 @@ def child(impl: str, workdir: Path, sources: int, method: str) -> None:
     output = workdir / f"out-{impl}"
     req = request(paths, method, output)
     rss_before = proc_status("VmRSS")
+    cpu_before = cpu_seconds()
     start = time.perf_counter()
     (fuse_streaming if impl == "streaming" else fuse_naive)(req)
     seconds = time.perf_counter() - start
-    peak = proc_status("VmHWM")
-    print(json.dumps({"seconds": seconds, "peak_rss": peak, "rss_after_imports": rss_before}))
+    stats = {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds() - cpu_before,
+        "peak_rss": proc_status("VmHWM"),
+        "rss_after_imports": rss_before,
+    }
+    print(json.dumps(stats))
+
+
+def cpu_seconds() -> float:
+    """User and system CPU time of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def best_of(repeats: int, workdir: Path, sources: int, method: str) -> dict[str, dict[str, float]]:
@@ -202,12 +214,17 @@ def report(workdir: Path, layers: int, sources: int, method: str, repeats: int) 
     for impl, s in stats.items():
         print(
             f"{impl:>9}: {s['seconds']:6.2f} s  {read / s['seconds'] / 1e9:5.2f} GB/s read  "
+            f"CPU {s['cpu_seconds']:6.2f} s  "
             f"peak RSS {s['peak_rss'] / 1e9:5.2f} GB "
             f"(after imports {s['rss_after_imports'] / 1e9:.2f})"
         )
     rss = stats["streaming"]["peak_rss"] / stats["naive"]["peak_rss"]
     speed = stats["naive"]["seconds"] / stats["streaming"]["seconds"]
-    print(f"streaming/naive: peak RSS {rss:.1%} (target <= 25%), throughput x{speed:.2f} (>= 1)")
+    cpu = stats["naive"]["cpu_seconds"] / stats["streaming"]["cpu_seconds"]
+    print(
+        f"streaming/naive: peak RSS {rss:.1%} (target <= 25%), throughput x{speed:.2f} (>= 1), "
+        f"CPU work x{cpu:.2f} less"
+    )
     print(f"outputs identical: {same_output(workdir)}")
 
 

@@ -20,6 +20,7 @@ from mlnode.fuse.methods.registry import get_method
 from mlnode.fuse.methods.validate import resolve
 from mlnode.fuse.plan import build_plan
 from mlnode.fuse.schemas import FuseRequest, ModelRef
+from mlnode.fuse.settings import FuseSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,12 @@ class PreparedFusion:
             model.close()
 
 
-def open_model(ref: ModelRef, task_id: str, transport: TensorTransport | None) -> TensorSource:
+def open_model(
+    ref: ModelRef, task_id: str, transport: TensorTransport | None, settings: FuseSettings
+) -> TensorSource:
     """A local checkpoint, or a peer's shared model for the task."""
     if ref.path is not None:
-        return LocalSafetensors(Path(ref.path))
+        return LocalSafetensors(Path(ref.path), mapped=settings.mapped_reads)
     assert ref.peer_id is not None
     if transport is None:
         raise NoTransport(f"peer {ref.peer_id}: this node has no transport")
@@ -60,9 +63,10 @@ def open_model(ref: ModelRef, task_id: str, transport: TensorTransport | None) -
 
 
 def prepare(
-    request: FuseRequest, transport: TensorTransport | None, prefetch: int = 1
+    request: FuseRequest, transport: TensorTransport | None, settings: FuseSettings | None = None
 ) -> PreparedFusion:
     """Validate parameters, open every model and plan; raises before anything is written."""
+    settings = settings or FuseSettings()
     method = get_method(request.method)
     resolved = resolve(
         method, request.params, [s.weight for s in request.sources], request.base is not None
@@ -71,9 +75,11 @@ def prepare(
         raise InvalidFusion(f"output {request.output.path} exists already", "output.path")
     models: list[TensorSource] = []
     try:
-        base = open_model(request.base, request.task_id, transport) if request.base else None
+        base = (
+            open_model(request.base, request.task_id, transport, settings) if request.base else None
+        )
         models += [base] if base is not None else []
-        sources = [open_model(s, request.task_id, transport) for s in request.sources]
+        sources = [open_model(s, request.task_id, transport, settings) for s in request.sources]
         models += sources
         out_dtype = DTYPES[request.output.dtype] if request.output.dtype else None
         plan = build_plan(models, request.keep_base, out_dtype)
@@ -81,7 +87,7 @@ def prepare(
         for model in models:
             model.close()
         raise
-    fusion = Fusion(method, resolved, sources, base, plan, prefetch)
+    fusion = Fusion(method, resolved, sources, base, plan, settings.prefetch_tensors)
     return PreparedFusion(request, fusion, models)
 
 

@@ -57,7 +57,7 @@ class FuseService(WorkerService[FuseRequest]):
 
     def _prepare(self, request: FuseRequest) -> PreparedFusion:
         try:
-            return prepare(request, self.transport, self.settings.prefetch_tensors)
+            return prepare(request, self.transport, self.settings)
         except InvalidFusion as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
         except NoTransport as exc:

@@ -9,13 +9,20 @@ from mlnode.common.settings import ENV_FILE, MLNodeBaseSettings
 
 
 class FuseSettings(MLNodeBaseSettings):
-    """How fusion reads ahead."""
+    """How fusion reads local checkpoints."""
 
     model_config = SettingsConfigDict(env_prefix="MLNODE_FUSE_", env_file=ENV_FILE, extra="ignore")
 
     prefetch_tensors: int = Field(
-        1,
+        default=1,
         ge=0,
         le=8,
         description="Tensors read ahead while one merges (each costs one tensor per model).",
+    )
+    mapped_reads: bool = Field(
+        default=True,
+        description=(
+            "Map local tensors instead of copying them (faster; a checkpoint file must not be "
+            "truncated while a fusion reads it)."
+        ),
     )

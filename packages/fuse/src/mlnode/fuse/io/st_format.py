@@ -9,6 +9,7 @@ streamed tensor by tensor. Layout: 8-byte little-endian header length, JSON head
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -100,6 +101,24 @@ def _entry(path: Path, name: str, info: dict[str, object], start: int, size: int
     if end - begin != nbytes or begin < 0 or start + end > size:
         raise SafetensorsFormatError(f"{path}: offsets of {name!r} do not match its shape")
     return TensorEntry(name, dtype, shape, start + begin, nbytes)
+
+
+def map_tensor(f: BinaryIO, entry: TensorEntry) -> torch.Tensor:
+    """One tensor as a private (copy-on-write) map of its bytes, unmapped when it is freed.
+
+    No copy and no zero-filled pages: the tensor reads the page cache. The file must not shrink
+    while the tensor lives (a truncated map faults the process).
+    """
+    if entry.nbytes == 0:
+        return torch.empty(entry.shape, dtype=entry.dtype)
+    start = entry.offset - entry.offset % mmap.ALLOCATIONGRANULARITY
+    mapped = mmap.mmap(
+        f.fileno(), entry.offset + entry.nbytes - start, offset=start, access=mmap.ACCESS_COPY
+    )
+    buf = torch.frombuffer(
+        mapped, dtype=torch.uint8, offset=entry.offset - start, count=entry.nbytes
+    )
+    return buf.view(entry.dtype).reshape(entry.shape)
 
 
 def read_tensor(f: BinaryIO, entry: TensorEntry) -> torch.Tensor:

@@ -49,9 +49,13 @@ class Linear(FusionMethod):
     ) -> torch.Tensor:
         """Weighted sum in float32 (each source promoted as it is added), optionally normalized."""
         weights = [float(p["weight"]) for p in tensor_params]
-        out = tensors[0].to(torch.float32) * weights[0]
+        out = torch.empty(tensors[0].shape, dtype=torch.float32)
+        out.copy_(tensors[0]).mul_(weights[0])
+        # One float32 scratch for every other source: converting into reused memory is several
+        # times cheaper than a fresh float32 copy per source (page faults dominate).
+        scratch = torch.empty_like(out) if len(tensors) > 1 else out
         for i in range(1, len(tensors)):
-            out.add_(tensors[i], alpha=weights[i])
+            out.add_(scratch.copy_(tensors[i]), alpha=weights[i])
         if self.fedavg or params.get("normalize", True):
             out.div_(sum(weights))
         return out
