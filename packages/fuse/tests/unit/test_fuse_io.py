@@ -24,15 +24,24 @@ MIXED = {
 }
 
 
+@pytest.mark.parametrize("mapped", [False, True])
 @pytest.mark.parametrize("shards", [1, 3])
-def test_local_source_reads_every_dtype_exactly(tmp_path: Path, shards: int) -> None:
-    model = LocalSafetensors(write_checkpoint(tmp_path / "m", MIXED, shards=shards))
+def test_local_source_reads_every_dtype_exactly(tmp_path: Path, shards: int, mapped: bool) -> None:
+    model = LocalSafetensors(write_checkpoint(tmp_path / "m", MIXED, shards=shards), mapped)
     meta = model.describe()
     assert set(meta) == set(MIXED)
     for name, tensor in MIXED.items():
         assert meta[name].dtype == tensor.dtype and meta[name].shape == tuple(tensor.shape)
         assert torch.equal(model.get(name), tensor)
     model.close()
+
+
+def test_mapped_tensors_are_private_copies_on_write(tmp_path: Path) -> None:
+    directory = write_checkpoint(tmp_path / "m", {"a": torch.ones(4096)})
+    model = LocalSafetensors(directory, mapped=True)
+    model.get("a").add_(1)
+    assert torch.equal(model.get("a"), torch.ones(4096))
+    assert torch.equal(LocalSafetensors(directory).get("a"), torch.ones(4096))
 
 
 def test_single_file_path_is_a_source(tmp_path: Path) -> None:

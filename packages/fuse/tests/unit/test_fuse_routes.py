@@ -15,6 +15,7 @@ from mlnode.api.app import create_app
 from mlnode.api.settings import MLNodeSettings
 from mlnode.common.context import NodeContext
 from mlnode.common.settings import NodeSettings
+from mlnode.common.transport.api import TensorMeta
 from mlnode.common.transport.settings import TransportSettings
 from mlnode.fuse.service import FuseService
 from mlnode.fuse.settings import FuseSettings
@@ -166,3 +167,34 @@ def test_unknown_peer_is_403(client: TestClient, tmp_path: Path, models: list[st
     peer = body(tmp_path, models, sources=[{"peer_id": "stranger"}])
     response = client.post("/api/v1/fuse/start", json=peer)
     assert response.status_code == 403
+
+
+class SlowModel:
+    """A shared model whose tensors take a while to arrive."""
+
+    def __init__(self, count: int) -> None:
+        self.names = [f"t{i}" for i in range(count)]
+
+    def describe(self) -> list[TensorMeta]:
+        return [TensorMeta(n, torch.float32, (8,)) for n in self.names]
+
+    def get(self, name: str) -> torch.Tensor:
+        time.sleep(0.05)
+        return torch.ones(8)
+
+
+def test_stop_mid_fusion_leaves_no_output(client: TestClient, network: Any, tmp_path: Path) -> None:
+    slow = network.node("slow")
+    slow.known.add("me")
+    network.nodes["me"].known.add("slow")
+    slow.serve("t", SlowModel(200))
+    request = body(tmp_path, [], sources=[{"peer_id": "slow"}])
+    assert client.post("/api/v1/fuse/start", json=request).status_code == 202
+    deadline = time.monotonic() + 10
+    while client.get("/api/v1/fuse/status").json()["tensors_done"] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    stopped = client.post("/api/v1/fuse/stop").json()
+    assert stopped["phase"] == "STOPPED"
+    assert 2 <= stopped["tensors_done"] < 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
