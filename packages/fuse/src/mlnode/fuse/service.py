@@ -44,7 +44,7 @@ class FuseService(WorkerService[FuseRequest]):
         self._request: FuseRequest | None = None
         self._prepared: PreparedFusion | None = None
         self._progress = FusionProgress()
-        self._shares: dict[str, ShareStatus] = {}
+        self._shares: dict[str, tuple[ShareStatus, LocalSafetensors]] = {}
         self._fusions = Counter(
             "mlnode_fuse_fusions", "Fusions by outcome.", ["outcome"], registry=metrics
         )
@@ -127,20 +127,24 @@ class FuseService(WorkerService[FuseRequest]):
             tensors=len(metas),
             bytes=sum(tensor_nbytes(m.dtype, m.shape) for m in metas),
         )
-        self._shares[request.task_id] = share
+        previous = self._shares.pop(request.task_id, None)
+        self._shares[request.task_id] = (share, model)
+        if previous is not None:
+            previous[1].close()
         return share
 
     async def unshare(self, task_id: str) -> ShareStatus:
         """Stop offering the task's model."""
-        share = self._shares.pop(task_id, None)
-        if share is None:
+        entry = self._shares.pop(task_id, None)
+        if entry is None:
             raise NotFound(f"no model is shared for task {task_id}", param="task_id")
         await asyncio.to_thread(self._transport().unserve, task_id)
-        return share
+        entry[1].close()
+        return entry[0]
 
     def shares(self) -> list[ShareStatus]:
         """Models this node shares, by task."""
-        return list(self._shares.values())
+        return [share for share, _ in self._shares.values()]
 
     async def close(self) -> None:
         """Stop the fusion and every share."""

@@ -49,7 +49,7 @@ class Linear(FusionMethod):
     ) -> torch.Tensor:
         """Weighted sum in float32 (each source promoted as it is added), optionally normalized."""
         weights = [float(p["weight"]) for p in tensor_params]
-        out = torch.empty(tensors[0].shape, dtype=torch.float32)
+        out = torch.empty(tensors[0].shape, dtype=torch.float32, device=tensors[0].device)
         out.copy_(tensors[0]).mul_(weights[0])
         # One float32 scratch for every other source: converting into reused memory is several
         # times cheaper than a fresh float32 copy per source (page faults dominate).
