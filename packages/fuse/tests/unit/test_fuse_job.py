@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mlnode.fuse.executor import FusionProgress, FusionStopped, NonFiniteTensor
+from mlnode.fuse.executor import FusionProgress, FusionStopped, NonFiniteTensor, is_finite
 from mlnode.fuse.io.local import LocalSafetensors
 from mlnode.fuse.io.peer import SharedModel
 from mlnode.fuse.job import prepare, run
@@ -140,3 +140,14 @@ def test_unknown_peer_cannot_pull(
     stranger.known.add("o")
     with pytest.raises(Exception, match="does not know s"):
         prepare(request(tmp_path, [{"peer_id": "o"}]), stranger)
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float8_e4m3fn]
+)
+def test_finite_check_finds_nan_and_inf_in_every_float_dtype(dtype: torch.dtype) -> None:
+    assert is_finite(torch.ones(5).to(dtype))
+    assert is_finite(torch.empty(0, dtype=dtype))
+    assert not is_finite(torch.tensor([1.0, float("nan")]).to(dtype))
+    if dtype != torch.float8_e4m3fn:  # e4m3fn has no inf: it saturates to NaN
+        assert not is_finite(torch.tensor([float("-inf"), 1.0]).to(dtype))

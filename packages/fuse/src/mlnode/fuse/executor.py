@@ -24,6 +24,10 @@ from mlnode.fuse.plan import Action, FusionPlan, TensorTask
 Loaded = tuple[list[torch.Tensor], torch.Tensor | None]
 
 
+#: Dtypes `aminmax` reduces directly; others (float8) are checked in float32.
+REDUCIBLE = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+
+
 class FusionStopped(Exception):
     """The fusion was asked to stop."""
 
@@ -64,7 +68,7 @@ class FusionProgress:
 
 @dataclass
 class Fusion:
-    """Everything one fusion needs: models, method, plan, writer."""
+    """Everything one fusion needs: models, method and its parameters, plan."""
 
     method: FusionMethod
     resolved: ResolvedParams
@@ -86,6 +90,8 @@ def is_finite(tensor: torch.Tensor) -> bool:
     """No NaN or inf; min and max propagate both, in one pass and without a mask tensor."""
     if tensor.numel() == 0:
         return True
+    if tensor.dtype not in REDUCIBLE:
+        tensor = tensor.to(torch.float32)
     low, high = torch.aminmax(tensor)
     return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
