@@ -121,6 +121,13 @@ def test_pulled_fusion_equals_local_fusion_and_strangers_cannot_pull(
     for name in pulled_files:
         assert (pulled / name).read_bytes() == (local / name).read_bytes(), name
 
+    # Only what a holder was told to share, for that task, can be pulled.
+    other_task = {**fuse_body(sources, base, tmp_path / "y"), "task_id": "other-task"}
+    assert api(fuser, "POST", "/fuse/start", json=other_task).status_code in (403, 404)
+    assert api(a, "DELETE", f"/fuse/share/{TASK}").status_code == 200
+    unshared = api(fuser, "POST", "/fuse/start", json=fuse_body(sources, base, tmp_path / "z"))
+    assert unshared.status_code == 404, unshared.text
+
     # holder-b knows holder-a's address, but holder-a does not know holder-b's key.
     know(b, "holder-a", a, address=True)
     refused = api(b, "POST", "/fuse/start", json=fuse_body(sources[:1], base, tmp_path / "x"))
