@@ -45,6 +45,7 @@ class FusionProgress:
     tensors_done: int = 0
     bytes_done: int = 0
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def advance(self, nbytes: int) -> None:
@@ -53,10 +54,16 @@ class FusionProgress:
             self.tensors_done += 1
             self.bytes_done += nbytes
 
+    def end(self) -> None:
+        """The fusion ended: the rate stops changing."""
+        with self._lock:
+            self.ended = time.monotonic()
+
     def snapshot(self) -> dict[str, float | int]:
         """Counters and the output rate so far."""
         with self._lock:
-            elapsed = max(time.monotonic() - self.started, 1e-9)
+            end = self.ended if self.ended is not None else time.monotonic()
+            elapsed = max(end - self.started, 1e-9)
             return {
                 "tensors_done": self.tensors_done,
                 "tensors_total": self.tensors_total,
@@ -199,5 +206,6 @@ def execute(
         if writing is not None:
             writing.result()
     finally:
+        progress.end()
         load_pool.shutdown(wait=True, cancel_futures=True)
         write_pool.shutdown(wait=True, cancel_futures=True)
