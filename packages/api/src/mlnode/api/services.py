@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from mlnode.api.settings import MLNodeSettings
 from mlnode.common.context import NodeContext
 from mlnode.fuse.routes import router as fuse_router
+from mlnode.fuse.service import FuseService
 from mlnode.infer.routes import router as infer_router
 from mlnode.pow.routes import router as pow_router
 from mlnode.pow.service import PowService
@@ -18,3 +19,4 @@ FEATURE_ROUTERS: tuple[APIRouter, ...] = (pow_router, infer_router, train_router
 def build_services(settings: MLNodeSettings, ctx: NodeContext) -> None:
     """Create each feature package's service; each registers itself with `ctx.gate`."""
     PowService(ctx.gate, settings.pow, ctx.metrics)
+    FuseService(settings.fuse, ctx.gate, ctx.metrics, transport=ctx.transport)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from mlnode.common.settings import NodeSettings
 from mlnode.common.transport.settings import TransportSettings
+from mlnode.fuse.settings import FuseSettings
 from mlnode.pow.settings import PowSettings
 
 
@@ -16,6 +17,7 @@ class MLNodeSettings:
     node: NodeSettings = field(default_factory=NodeSettings)
     transport: TransportSettings = field(default_factory=TransportSettings)
     pow: PowSettings = field(default_factory=PowSettings)
+    fuse: FuseSettings = field(default_factory=FuseSettings)
 
     @classmethod
     def load(cls) -> MLNodeSettings:

@@ -1,0 +1,1 @@
+"""Reading models tensor by tensor (local files, peers) and writing sharded checkpoints."""

@@ -1,0 +1,1 @@
+"""Fusion methods behind one interface (`FusionMethod`), listed in `registry`."""
