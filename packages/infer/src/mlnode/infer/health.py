@@ -112,8 +112,10 @@ class HealthWatch:
     async def _check_one(self, instance: EngineInstance) -> None:
         if instance.state is not InstanceState.DEAD:
             code = instance.poll()
+            if code is None and await self._probe(instance):
+                return
+            code = instance.poll() if code is None else code
             if code is None:
-                await self._probe(instance)
                 return
             instance.state = InstanceState.DEAD
             self.metrics.deaths.inc()
@@ -126,12 +128,14 @@ class HealthWatch:
         if instance.restarts < self.settings.max_restarts:
             self._restarting[instance.index] = asyncio.create_task(self._restart(instance))
 
-    async def _probe(self, instance: EngineInstance) -> None:
+    async def _probe(self, instance: EngineInstance) -> bool:
+        """Health check; an instance that fails it (and still runs) is UNHEALTHY."""
         ok = await instance.check_health(self.client, self.settings.health_timeout_s)
         state = InstanceState.HEALTHY if ok else InstanceState.UNHEALTHY
-        if state is not instance.state:
+        if state is not instance.state and (ok or instance.poll() is None):
             log.warning("engine %d is %s", instance.index, state)
-        instance.state = state
+            instance.state = state
+        return ok
 
     async def _restart(self, instance: EngineInstance) -> None:
         log.warning("restarting engine %d (restart %d)", instance.index, instance.restarts + 1)

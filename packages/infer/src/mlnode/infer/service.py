@@ -69,6 +69,8 @@ class InferService(Service[InferenceUpRequest]):
 
     async def open(self) -> None:
         """Open the upstream clients and the inference port."""
+        # httpx logs every request at INFO: one line per proxied request and health check.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         await self.proxy.open()
         self._client = httpx.AsyncClient()
         try:
