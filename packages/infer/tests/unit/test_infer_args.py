@@ -14,6 +14,7 @@ from mlnode.infer.args import parse_additional_args
         ["-tp=2"],
         ["--tensor-parallel-size 2"],
         ["--max-model-len", "512", "-tp", "2", "--enforce-eager"],
+        ["--tensor-parallel", "2"],
     ],
 )
 def test_tensor_parallel_size_in_every_spelling(args: list[str]) -> None:
@@ -46,6 +47,8 @@ def test_defaults_and_args_kept_in_order() -> None:
         ["--port", "9000"],
         ["--model", "other"],
         ["--enforce-eager", "--host 0.0.0.0"],
+        ["--hos=0.0.0.0"],
+        ["--por", "1"],
     ],
 )
 def test_node_owned_flags_are_refused(args: list[str]) -> None:

@@ -3,7 +3,8 @@
 The node owns where an engine listens and which model it serves, so those flags are refused; the
 tensor- and pipeline-parallel sizes are read in every spelling vLLM's parser accepts
 (`--tensor-parallel-size 2`, `--tensor-parallel-size=2`, `--tensor_parallel_size 2`, `-tp 2`,
-`-tp=2`) because they decide how many GPUs each engine instance gets.
+`-tp=2`, and unambiguous abbreviations such as `--tensor-parallel 2`, which argparse accepts)
+because they decide how many GPUs each engine instance gets.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def _canonical(flag: str) -> str:
     return flag
 
 
+def _matches(name: str, flag: str) -> bool:
+    """`name` is `flag` or an argparse abbreviation of it."""
+    return name == flag or (name.startswith("--") and len(name) > 3 and flag.startswith(name))
+
+
 def split_args(raw: Sequence[str]) -> list[str]:
     """Flatten items such as `"--max-model-len 512"` into separate tokens, as a shell would."""
     tokens: list[str] = []
@@ -83,12 +89,12 @@ def parse_additional_args(raw: Sequence[str]) -> EngineArgs:
             continue
         flag, has_eq, inline = token.partition("=")
         name = _canonical(flag)
-        if name in NODE_OWNED_FLAGS:
+        if any(_matches(name, owned) for owned in NODE_OWNED_FLAGS):
             raise InvalidRequest(
                 f"{flag} is set by the MLNode and may not appear in additional_args",
                 param="additional_args",
             )
-        field = _SIZE_FLAGS.get(name)
+        field = next((f for known, f in _SIZE_FLAGS.items() if _matches(name, known)), None)
         if field is None:
             continue
         value = inline if has_eq else (tokens[i + 1] if i + 1 < len(tokens) else None)
