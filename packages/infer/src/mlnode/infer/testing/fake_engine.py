@@ -4,7 +4,8 @@ It takes vLLM's command line (`--model`, `--host`, `--port`, ... ; unknown flags
 plus flags that script failures: `--fail-at-start`, `--start-delay`, `--crash-after-chunks`,
 `--chunks`, `--chunk-delay`. `POST /control/health` with `{"ok": false}` makes `/health` fail
 (health flaps), `GET /control/stats` counts requests and streams cut by their client, and a
-request body may carry `"hold_s"` to keep the request in flight that long.
+request body may carry `"hold_s"` to keep the request in flight that long, or `"die_mid_body"`
+to exit after part of a JSON answer.
 Run it with `python -m mlnode.infer.testing.fake_engine --model m --port 8000`.
 """
 
@@ -85,6 +86,8 @@ class FakeEngine:
         try:
             if request.get("hold_s"):
                 await asyncio.sleep(float(request["hold_s"]))
+            if request.get("die_mid_body"):
+                await _die_mid_body(send)
             if request.get("stream"):
                 await self._stream(receive, send)
             else:
@@ -114,6 +117,14 @@ class FakeEngine:
             await send({"type": "http.response.body", "body": done, "more_body": False})
         finally:
             disconnected.cancel()
+
+
+async def _die_mid_body(send: Any) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b'{"partial": ', "more_body": True})
+    await asyncio.sleep(0.2)
+    os._exit(3)
 
 
 async def _json(send: Any, status: int, body: Any) -> None:
