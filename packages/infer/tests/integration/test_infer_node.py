@@ -99,9 +99,10 @@ def test_sigterm_with_open_stream_exits_zero_and_leaves_no_engine(tmp_path: Path
             slow = up_body("--chunks", "1000", "--chunk-delay", "0.05")
             assert rest.post("/inference/up", json=slow).status_code == 200
             pid = rest.get("/inference/status").json()["instances"][0]["pid"]
-        with inference(node) as proxy, proxy.stream(
-            "POST", "/v1/completions", json={"stream": True}
-        ) as stream:
+        with (
+            inference(node) as proxy,
+            proxy.stream("POST", "/v1/completions", json={"stream": True}) as stream,
+        ):
             next(stream.iter_raw())
             started = time.monotonic()
             code = node.terminate(timeout_s=10)

@@ -121,9 +121,7 @@ async def test_client_disconnect_cancels_the_upstream_request(make_service, clie
 async def test_two_instances_balanced_by_requests_in_flight(make_service, client) -> None:
     service = await make_service(gpus=[0, 1])
     await service.up(up_request())
-    held = asyncio.create_task(
-        client.post(f"{base(service)}/v1/completions", json={"hold_s": 2.0})
-    )
+    held = asyncio.create_task(client.post(f"{base(service)}/v1/completions", json={"hold_s": 2.0}))
     await eventually(lambda: service.balancer.total_in_flight() == 1, timeout_s=5)
     busy = [i for i in service.inference_status().instances if i.requests_in_flight == 1]
     assert len(busy) == 1

@@ -60,7 +60,9 @@ def split_args(raw: Sequence[str]) -> list[str]:
             try:
                 tokens.extend(shlex.split(item))
             except ValueError as exc:
-                raise InvalidRequest(f"cannot split {item!r}: {exc}", param="additional_args")
+                raise InvalidRequest(
+                    f"cannot split {item!r}: {exc}", param="additional_args"
+                ) from exc
         else:
             tokens.append(item)
     return tokens

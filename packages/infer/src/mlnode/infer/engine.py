@@ -132,7 +132,9 @@ class EngineInstance:
         self.pid = self.proc.pid
         self.state = InstanceState.STARTING
         self.exit_code = None
-        log.info("engine %d started: pid %d port %d gpus %s", self.index, self.pid, self.port, self.gpus)
+        log.info(
+            "engine %d started: pid %d port %d gpus %s", self.index, self.pid, self.port, self.gpus
+        )
 
     def poll(self) -> int | None:
         """Exit code once the server process has ended (its group is killed then, once)."""

@@ -133,6 +133,7 @@ class EngineProxy:
             self._client = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Forward one HTTP request to the least busy engine."""
         if scope["type"] != "http":
             return
         client = self._client

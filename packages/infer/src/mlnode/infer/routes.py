@@ -40,7 +40,7 @@ async def inference_up_async(
 
 @router.get("/up/status", operation_id="inference_up_status")
 async def inference_up_status(service: InferServiceDep) -> InferenceUpStatus:
-    """starting / running / failed, with the error."""
+    """Start-up phase (starting / running / failed) with the error."""
     return service.up_status()
 
 

@@ -33,7 +33,9 @@ class UpPhase(StrEnum):
 class InferenceUpResponse(BaseModel):
     """Answer of `POST /inference/up`, `/inference/up/async` and `/inference/down`."""
 
-    status: str = Field(description="'OK' when done, 'starting' when accepted to run in the background.")
+    status: str = Field(
+        description="'OK' when done, 'starting' when accepted to run in the background."
+    )
     message: str | None = Field(None, description="What happens next.")
 
 

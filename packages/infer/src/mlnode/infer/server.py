@@ -29,6 +29,7 @@ class InferenceApp:
         self.serving = serving
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Route `/v1/*` to the proxy and answer `/health`."""
         if scope["type"] != "http":
             return
         path: str = scope["path"]

@@ -126,7 +126,7 @@ class InferService(Service[InferenceUpRequest]):
             raise EngineFailed(self.job.last_error or "the engine failed to start")
         if self.job.phase is not Phase.RUNNING:
             raise NotRunning("inference was stopped before the engine served")
-        return InferenceUpResponse(status="OK")
+        return InferenceUpResponse(status="OK", message=None)
 
     async def up_async(self, request: InferenceUpRequest) -> InferenceUpResponse:
         """Start the engines in the background; poll `up_status`."""
@@ -153,7 +153,7 @@ class InferService(Service[InferenceUpRequest]):
     async def down(self) -> InferenceUpResponse:
         """`/inference/down`: stop everything."""
         await self.stop()
-        return InferenceUpResponse(status="OK")
+        return InferenceUpResponse(status="OK", message=None)
 
     def _problem(self) -> str | None:
         if self._listen_error is not None:

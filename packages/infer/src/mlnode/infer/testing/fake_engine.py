@@ -25,7 +25,7 @@ Scope = dict[str, Any]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    """vLLM's flags that matter here, and the fault flags."""
+    """The vLLM flags that matter here, and the fault flags."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True)
     parser.add_argument("--dtype", default="auto")
@@ -51,6 +51,7 @@ class FakeEngine:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Serve one request."""
         if scope["type"] != "http":
             return
         body = b""
@@ -137,11 +138,12 @@ async def _json(send: Any, status: int, body: Any) -> None:
 def main(argv: list[str]) -> None:
     """Serve until SIGTERM."""
     args = parse_args(argv)
-    print(f"fake engine for {args.model} starting on port {args.port}", flush=True)
+    sys.stdout.write(f"fake engine for {args.model} starting on port {args.port}\n")
+    sys.stdout.flush()
     if args.start_delay:
         time.sleep(args.start_delay)
     if args.fail_at_start:
-        print("ValueError: fake engine told to fail at start-up", file=sys.stderr, flush=True)
+        sys.stderr.write("ValueError: fake engine told to fail at start-up\n")
         sys.exit(1)
     uvicorn.run(
         FakeEngine(args), host=args.host, port=args.port, log_level="warning", access_log=False

@@ -31,7 +31,7 @@ def build(out_dir: Path) -> Path:
     vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=core,
         bos_token="<s>",
         eos_token="</s>",
@@ -54,7 +54,7 @@ def build(out_dir: Path) -> Path:
         tie_word_embeddings=False,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = LlamaForCausalLM(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -62,4 +62,4 @@ def build(out_dir: Path) -> Path:
 
 
 if __name__ == "__main__":
-    print(build(Path(sys.argv[1])))
+    sys.stdout.write(f"{build(Path(sys.argv[1]))}\n")
