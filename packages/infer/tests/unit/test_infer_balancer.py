@@ -2,8 +2,8 @@ from collections import Counter
 
 from mlnode.infer.balancer import Backend, LeastConnections
 
-A = Backend("a", "http://127.0.0.1:1")
-B = Backend("b", "http://127.0.0.1:2")
+A = Backend("a", "127.0.0.1", 1)
+B = Backend("b", "127.0.0.1", 2)
 
 
 def test_empty_gives_none() -> None:

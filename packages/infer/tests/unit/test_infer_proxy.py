@@ -77,7 +77,7 @@ async def test_no_engine_answers_503(make_service, client) -> None:
 
 async def test_unreachable_engine_answers_502(make_service, client) -> None:
     service = await make_service()
-    service.balancer.set_backends([Backend("gone", f"http://127.0.0.1:{free_port('127.0.0.1')}")])
+    service.balancer.set_backends([Backend("gone", "127.0.0.1", free_port("127.0.0.1"))])
     response = await client.post(f"{base(service)}/v1/completions", json={})
     assert response.status_code == 502
     assert "engine gone failed" in response.json()["error"]["message"]

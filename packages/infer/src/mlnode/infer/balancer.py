@@ -17,7 +17,13 @@ class Backend:
     """One engine instance as the proxy sees it."""
 
     key: str
-    url: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Base URL of the engine."""
+        return f"http://{self.host}:{self.port}"
 
 
 class LeastConnections:

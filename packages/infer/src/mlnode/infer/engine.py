@@ -105,7 +105,7 @@ class EngineInstance:
         """Start the process on a fresh port; the previous log is kept as `.1`."""
         self.port = free_port(settings.engine_host)
         self.backend = Backend(
-            key=f"{self.index}:{self.port}", url=f"http://{settings.engine_host}:{self.port}"
+            key=f"{self.index}:{self.port}", host=settings.engine_host, port=self.port
         )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.log_path.exists():

@@ -14,10 +14,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from mlnode.common.errors import EngineFailed, MLNodeError, Unavailable
 from mlnode.infer.balancer import Backend, LeastConnections
+from mlnode.infer.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +57,14 @@ def _upstream_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     return [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
 
 
-def _downstream_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
+def _downstream_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in response.headers if k.lower() not in _HOP_BY_HOP]
 
 
-def _target(backend: Backend, scope: Scope) -> str:
+def _target(scope: Scope) -> bytes:
     path: bytes = scope.get("raw_path") or scope["path"].encode()
     query: bytes = scope.get("query_string", b"")
-    url = backend.url + path.decode("latin-1")
-    return url + "?" + query.decode("latin-1") if query else url
+    return path + b"?" + query if query else path
 
 
 async def _rest_of_body(first: bytes, receive: Receive) -> AsyncIterator[bytes]:
@@ -109,41 +107,27 @@ class _DisconnectWatch:
 
 
 class EngineProxy:
-    """ASGI app for `/v1/*`; its httpx client opens and closes with the service."""
+    """ASGI app for `/v1/*`; its upstream connections open and close with the service."""
 
-    def __init__(
-        self,
-        balancer: LeastConnections,
-        timeout: httpx.Timeout,
-        limits: httpx.Limits,
-    ) -> None:
+    def __init__(self, balancer: LeastConnections, pool: UpstreamPool) -> None:
         self.balancer = balancer
-        self._timeout = timeout
-        self._limits = limits
-        self._client: httpx.AsyncClient | None = None
-
-    async def open(self) -> None:
-        """Create the upstream client."""
-        self._client = httpx.AsyncClient(timeout=self._timeout, limits=self._limits)
+        self.pool = pool
 
     async def close(self) -> None:
-        """Close the upstream client and its connections."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close the kept-alive connections to the engines."""
+        await self.pool.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Forward one HTTP request to the least busy engine."""
         if scope["type"] != "http":
             return
-        client = self._client
-        backend = self.balancer.acquire() if client is not None else None
-        if client is None or backend is None:
+        backend = self.balancer.acquire()
+        if backend is None:
             await send_error(send, Unavailable("no inference engine is serving"))
             return
         watch = _DisconnectWatch(receive)
         try:
-            await self._forward(client, backend, scope, receive, send, watch)
+            await self._forward(backend, scope, receive, send, watch)
         except asyncio.CancelledError:
             if not watch.disconnected:
                 raise
@@ -153,29 +137,24 @@ class EngineProxy:
             self.balancer.release(backend)
 
     async def _forward(
-        self,
-        client: httpx.AsyncClient,
-        backend: Backend,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        watch: _DisconnectWatch,
+        self, backend: Backend, scope: Scope, receive: Receive, send: Send, watch: _DisconnectWatch
     ) -> None:
         first = await receive()
         body: bytes = first.get("body", b"")
         streamed = first.get("more_body", False)
-        request = client.build_request(
-            scope["method"],
-            _target(backend, scope),
-            headers=_upstream_headers(scope),
-            content=_rest_of_body(body, receive) if streamed else body,
-        )
         if not streamed:
             watch.start()
         try:
-            response = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            await send_error(send, EngineFailed(f"engine {backend.key} failed: {exc!r}"))
+            response = await self.pool.request(
+                backend.host,
+                backend.port,
+                scope["method"].encode(),
+                _target(scope),
+                _upstream_headers(scope),
+                _rest_of_body(body, receive) if streamed else body,
+            )
+        except UpstreamError as exc:
+            await send_error(send, EngineFailed(f"engine {backend.key} failed: {exc}"))
             return
         if streamed:
             watch.start()
@@ -186,17 +165,18 @@ class EngineProxy:
         watch.finished = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _relay(self, response: httpx.Response, backend: Backend, send: Send) -> None:
+    async def _relay(self, response: UpstreamResponse, backend: Backend, send: Send) -> None:
         headers = _downstream_headers(response)
         await send(
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
         )
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.body():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except httpx.HTTPError as exc:
-            error = EngineFailed(f"engine {backend.key} failed mid-response: {exc!r}")
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        except UpstreamError as exc:
+            error = EngineFailed(f"engine {backend.key} failed mid-response: {exc}")
+            content_type = dict(response.headers).get(b"content-type", b"")
+            if not content_type.startswith(b"text/event-stream"):
                 raise error from exc
             event = b"data: " + json.dumps(error.to_body()).encode() + b"\n\n"
             await send({"type": "http.response.body", "body": event, "more_body": True})

@@ -27,6 +27,7 @@ from mlnode.infer.schemas import (
 )
 from mlnode.infer.server import InferenceApp, InferenceServer
 from mlnode.infer.settings import InferSettings
+from mlnode.infer.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,8 @@ class InferService(Service[InferenceUpRequest]):
         self.balancer = LeastConnections()
         self.proxy = EngineProxy(
             self.balancer,
-            httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s, pool=None),
-            httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
+            UpstreamPool(
+                settings.connect_timeout_s, settings.read_timeout_s, settings.max_idle_connections
             ),
         )
         app = InferenceApp(self.proxy, lambda: bool(self.balancer.backends))
@@ -68,10 +67,9 @@ class InferService(Service[InferenceUpRequest]):
         self._metrics = register_metrics(ctx.metrics, self.balancer)
 
     async def open(self) -> None:
-        """Open the upstream clients and the inference port."""
-        # httpx logs every request at INFO: one line per proxied request and health check.
+        """Open the health-check client and the inference port."""
+        # httpx logs every request at INFO: a line per health check.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        await self.proxy.open()
         self._client = httpx.AsyncClient()
         try:
             await self._server.start()

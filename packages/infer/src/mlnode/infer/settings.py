@@ -76,8 +76,8 @@ class InferSettings(MLNodeBaseSettings):
     read_timeout_s: float | None = Field(
         None, description="Proxy: seconds to wait between bytes from an engine; unset: no limit."
     )
-    max_connections: int = Field(
-        1000, ge=1, description="Proxy: most simultaneous connections to the engines."
+    max_idle_connections: int = Field(
+        256, ge=1, description="Proxy: kept-alive connections per engine between requests."
     )
 
     @field_validator("engine_host")
