@@ -2,12 +2,13 @@
 
 import os
 import signal
+import socket
 
 import httpx
 import psutil
 import pytest
 
-from mlnode.common.errors import EngineFailed, InvalidRequest
+from mlnode.common.errors import EngineFailed, InvalidRequest, Unavailable
 from mlnode.common.lifecycle import AlreadyRunning, Phase
 from mlnode.infer.schemas import InferenceUpRequest, UpPhase
 from mlnode.infer.testing.support import eventually
@@ -96,13 +97,17 @@ async def test_async_up_reports_starting_then_running(make_service) -> None:
     await eventually(lambda: service.up_status().status is UpPhase.RUNNING)
 
 
-async def test_one_instance_per_gpu_group(make_service) -> None:
+async def test_one_instance_per_gpu_group(make_service, client) -> None:
     service = await make_service(gpus=[0, 1, 2, 3])
     await service.up(up_request("--tensor-parallel-size=2"))
     status = service.inference_status()
     assert [i.gpus for i in status.instances] == [[0, 1], [2, 3]]
     assert status.tensor_parallel_size == 2
-    assert len({i.port for i in status.instances}) == 2
+    seen = []
+    for instance in status.instances:
+        stats = await client.get(f"http://127.0.0.1:{instance.port}/control/stats")
+        seen.append(stats.json()["cuda_visible_devices"])
+    assert seen == ["0,1", "2,3"]
 
 
 async def test_health_flap_takes_instance_out_and_back(make_service, client) -> None:
@@ -174,3 +179,22 @@ async def test_close_stops_engines(make_service) -> None:
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient() as c:
             await c.get(f"{port_of(service)}/health")
+
+
+async def test_busy_inference_port_is_reported_and_retried_by_up(make_service) -> None:
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    service = await make_service(port=port)
+    assert service.healthy()
+    assert "cannot be opened" in (service.inference_status().inference_port_error or "")
+    with pytest.raises(Unavailable, match=f"inference port {port}"):
+        await service.up(up_request())
+    assert not service.is_running()
+
+    blocker.close()
+    await service.up(up_request())
+    assert service.inference_status().inference_port_error is None
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{port_of(service)}/health")).status_code == 200

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from mlnode.common.context import NodeContext
-from mlnode.common.errors import EngineFailed, NotRunning
+from mlnode.common.errors import EngineFailed, NotRunning, Unavailable
 from mlnode.common.hardware import discover_gpus
 from mlnode.common.lifecycle import Phase, Service, ServiceKind, ServiceStatus
 from mlnode.infer.args import EngineArgs, parse_additional_args
@@ -71,11 +71,17 @@ class InferService(Service[InferenceUpRequest]):
         # httpx logs every request at INFO: a line per health check.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self._client = httpx.AsyncClient()
+        await self._listen()
+
+    async def _listen(self) -> None:
+        """Open the inference port; a port in use is reported, and retried by the next start."""
         try:
             await self._server.start()
         except OSError as exc:
             self._listen_error = f"inference port {self.settings.port} cannot be opened: {exc}"
             log.error("%s", self._listen_error)
+        else:
+            self._listen_error = None
 
     async def close(self) -> None:
         """Stop the engines, then the inference port and the clients."""
@@ -93,6 +99,10 @@ class InferService(Service[InferenceUpRequest]):
 
     async def _start(self, request: InferenceUpRequest) -> None:
         engine_args = parse_additional_args(request.additional_args)
+        if self._listen_error is not None:
+            await self._listen()
+            if self._listen_error is not None:
+                raise Unavailable(self._listen_error)
         groups = plan_gpu_groups(await self._gpus(), engine_args.devices_per_instance)
         launch = EngineLaunch(model=request.model, dtype=request.dtype, args=engine_args)
         self._request, self._engine_args = request, engine_args
@@ -154,8 +164,6 @@ class InferService(Service[InferenceUpRequest]):
         return InferenceUpResponse(status="OK", message=None)
 
     def _problem(self) -> str | None:
-        if self._listen_error is not None:
-            return self._listen_error
         if self.job.phase is Phase.RUNNING and self._group is not None:
             bad = [i for i in self._group.instances if i.state is not InstanceState.HEALTHY]
             if bad:
@@ -163,7 +171,7 @@ class InferService(Service[InferenceUpRequest]):
         return None
 
     def healthy(self) -> bool:
-        """False when the last start failed, an instance is not serving, or the port is closed."""
+        """False when the last start failed or an instance is not serving."""
         return super().healthy() and self._problem() is None
 
     def status(self) -> ServiceStatus:

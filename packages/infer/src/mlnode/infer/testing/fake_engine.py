@@ -67,7 +67,8 @@ class FakeEngine:
             self.healthy = bool(json.loads(body)["ok"])
             await _json(send, 200, {"ok": self.healthy})
         elif path == "/control/stats":
-            stats = {"requests": self.requests, "cancelled": self.cancelled, "pid": os.getpid()}
+            stats: dict[str, Any] = {"requests": self.requests, "cancelled": self.cancelled}
+            stats["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
             await _json(send, 200, {**stats, "in_flight": self.in_flight})
         elif path == "/v1/models":
             await _json(send, 200, {"object": "list", "data": [{"id": self.args.model}]})
