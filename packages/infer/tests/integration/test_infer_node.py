@@ -1,5 +1,7 @@
 """A real MLNode process driving fake engines: routes, status codes, proxy, SIGTERM."""
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +114,43 @@ def test_sigterm_with_open_stream_exits_zero_and_leaves_no_engine(tmp_path: Path
     assert code == 0, node.log()
     assert elapsed < 5
     assert gone(pid)
+
+
+def test_sigterm_during_engine_start_up_exits_zero(tmp_path: Path) -> None:
+    node = MLNodeProcess(tmp_path / "node", FAKE_ENV).start()
+    try:
+        with api(node) as rest:
+            accepted = rest.post("/inference/up/async", json=up_body("--start-delay", "60"))
+            assert accepted.status_code == 202
+            pid = rest.get("/inference/status").json()["instances"][0]["pid"]
+        started = time.monotonic()
+        code = node.terminate(timeout_s=10)
+        elapsed = time.monotonic() - started
+    finally:
+        node.kill()
+    assert code == 0, node.log()
+    assert elapsed < 5
+    assert gone(pid)
+
+
+def test_engines_left_by_a_killed_node_are_reaped_at_the_next_start(tmp_path: Path) -> None:
+    first = MLNodeProcess(tmp_path / "node", FAKE_ENV).start()
+    try:
+        with api(first) as rest:
+            assert rest.post("/inference/up", json=up_body()).status_code == 200
+            pid = rest.get("/inference/status").json()["instances"][0]["pid"]
+        assert first.proc is not None
+        first.proc.kill()
+        first.proc.wait(10)
+        assert not gone(pid)
+    finally:
+        first.kill()
+    try:
+        with MLNodeProcess(tmp_path / "node", FAKE_ENV):
+            deadline = time.monotonic() + 10
+            while not gone(pid):
+                assert time.monotonic() < deadline, "orphaned engine still runs"
+                time.sleep(0.1)
+    finally:
+        if not gone(pid):
+            os.killpg(pid, signal.SIGKILL)

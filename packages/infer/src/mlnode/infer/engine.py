@@ -24,6 +24,7 @@ import httpx
 from mlnode.common.errors import EngineFailed, InvalidRequest
 from mlnode.infer.args import EngineArgs
 from mlnode.infer.balancer import Backend
+from mlnode.infer.reaper import EngineRecord
 from mlnode.infer.settings import InferSettings, inherited_env
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class EngineInstance:
     index: int
     gpus: tuple[int, ...]
     log_path: Path
+    record: EngineRecord = field(repr=False)
     port: int = 0
     state: InstanceState = InstanceState.STOPPED
     restarts: int = 0
@@ -130,6 +132,7 @@ class EngineInstance:
                 argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.pid = self.proc.pid
+        self.record.add(self.pid)
         self.state = InstanceState.STARTING
         self.exit_code = None
         log.info(
@@ -143,6 +146,7 @@ class EngineInstance:
         code = self.proc.poll()
         if code is not None:
             _kill_group(self.proc.pid, signal.SIGKILL)
+            self.record.remove(self.proc.pid)
             self.exit_code = code
             self.proc = None
         return code
@@ -198,6 +202,7 @@ class EngineInstance:
         _kill_group(proc.pid, signal.SIGKILL)
         if proc.poll() is None:
             await asyncio.to_thread(proc.wait)
+        self.record.remove(proc.pid)
         self.exit_code = proc.returncode
         self.proc = None
         self.state = InstanceState.STOPPED
@@ -219,11 +224,12 @@ class VLLMGroup:
         launch: EngineLaunch,
         gpu_groups: Sequence[tuple[int, ...]],
         log_dir: Path,
+        record: EngineRecord,
     ) -> None:
         self.settings = settings
         self.launch = launch
         self.instances = [
-            EngineInstance(index=i, gpus=gpus, log_path=log_dir / f"engine-{i}.log")
+            EngineInstance(i, gpus, log_dir / f"engine-{i}.log", record)
             for i, gpus in enumerate(gpu_groups)
         ]
 

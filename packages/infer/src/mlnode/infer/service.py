@@ -17,6 +17,7 @@ from mlnode.infer.balancer import LeastConnections
 from mlnode.infer.engine import EngineLaunch, InstanceState, VLLMGroup, plan_gpu_groups
 from mlnode.infer.health import HealthWatch, register_metrics
 from mlnode.infer.proxy import EngineProxy
+from mlnode.infer.reaper import EngineRecord
 from mlnode.infer.schemas import (
     InferenceStatus,
     InferenceUpRequest,
@@ -48,6 +49,7 @@ class InferService(Service[InferenceUpRequest]):
         super().__init__(ctx.gate)
         self.settings = settings
         self.log_dir = settings.log_dir or ctx.settings.state_dir / "infer"
+        self._record = EngineRecord(self.log_dir / "engines.pgid")
         self.balancer = LeastConnections()
         self.proxy = EngineProxy(
             self.balancer,
@@ -71,6 +73,7 @@ class InferService(Service[InferenceUpRequest]):
         # httpx logs every request at INFO: a line per health check.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self._client = httpx.AsyncClient()
+        await asyncio.to_thread(self._record.reap, self.settings.engine_module)
         await self._listen()
 
     async def _listen(self) -> None:
@@ -106,7 +109,7 @@ class InferService(Service[InferenceUpRequest]):
         groups = plan_gpu_groups(await self._gpus(), engine_args.devices_per_instance)
         launch = EngineLaunch(model=request.model, dtype=request.dtype, args=engine_args)
         self._request, self._engine_args = request, engine_args
-        self._group = VLLMGroup(self.settings, launch, groups, self.log_dir)
+        self._group = VLLMGroup(self.settings, launch, groups, self.log_dir, self._record)
         self._startup = asyncio.create_task(self._launch(self._group))
 
     async def _launch(self, group: VLLMGroup) -> None:
