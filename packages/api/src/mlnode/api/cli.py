@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -15,12 +13,6 @@ from mlnode.api.settings import MLNodeSettings
 from mlnode.common.logging import configure_logging
 
 app = typer.Typer(help="MLNode: the GPU worker of a network node.", no_args_is_help=True)
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM after uvicorn's graceful shutdown: a requested stop, so exit status 0."""
-    del frame
-    sys.exit(0 if signum == signal.SIGTERM else 128 + signum)
 
 
 @app.callback()
@@ -40,8 +32,9 @@ def serve(
     if port is not None:
         settings.node.port = port
     configure_logging(settings.node.log_level, settings.node.log_format)
-    # uvicorn re-raises the signal it handled once it has shut down; exit 0 instead of dying by it.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it into the handler it found at
+    # start; a no-op one lets the process end with status 0 after that clean shutdown.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         create_app(settings),
         host=settings.node.host,
