@@ -133,3 +133,19 @@ async def test_two_instances_balanced_by_requests_in_flight(make_service, client
     assert quick_ports == other
     assert (await held).json()["port"] == busy[0].port
     assert service.inference_status().requests_in_flight == 0
+
+
+async def test_client_gone_while_sending_its_body_is_cleaned_up(make_service, client) -> None:
+    service = await make_service()
+    await service.up(up_request())
+
+    async def broken_body():
+        yield b'{"prompt": '
+        await asyncio.sleep(0.2)
+        raise RuntimeError("client gives up")
+
+    with pytest.raises(RuntimeError):
+        await client.post(f"{base(service)}/v1/echo", content=broken_body())
+    await eventually(lambda: service.balancer.total_in_flight() == 0, timeout_s=5)
+    response = await client.post(f"{base(service)}/v1/echo", content=b"{}")
+    assert response.status_code == 200 and response.json()["body"] == "{}"

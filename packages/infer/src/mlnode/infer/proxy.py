@@ -67,17 +67,6 @@ def _target(scope: Scope) -> bytes:
     return path + b"?" + query if query else path
 
 
-async def _rest_of_body(first: bytes, receive: Receive) -> AsyncIterator[bytes]:
-    yield first
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError("client disconnected while sending its body")
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
-
-
 class _DisconnectWatch:
     """Cancels the request's task when the client goes away before the answer is complete."""
 
@@ -104,6 +93,20 @@ class _DisconnectWatch:
         self.finished = True
         if self._task is not None:
             self._task.cancel()
+
+
+async def _rest_of_body(
+    first: bytes, receive: Receive, watch: _DisconnectWatch
+) -> AsyncIterator[bytes]:
+    yield first
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            watch.disconnected = True
+            raise asyncio.CancelledError("client disconnected while sending its body")
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
 class EngineProxy:
@@ -151,7 +154,7 @@ class EngineProxy:
                 scope["method"].encode(),
                 _target(scope),
                 _upstream_headers(scope),
-                _rest_of_body(body, receive) if streamed else body,
+                _rest_of_body(body, receive, watch) if streamed else body,
             )
         except UpstreamError as exc:
             await send_error(send, EngineFailed(f"engine {backend.key} failed: {exc}"))
