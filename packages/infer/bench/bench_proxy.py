@@ -63,11 +63,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--vllm-requests", type=int, default=300)
+    parser.add_argument("--only", choices=["fake", "vllm"], default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         fake_env = {"MLNODE_INFER_ENGINE_MODULE": FAKE_ENGINE, "MLNODE_INFER_GPUS": "[]"}
         fake_up = {"model": "fake", "dtype": "auto", "additional_args": []}
-        with_node(fake_env, fake_up, "fake engine", {"prompt": "hi"}, args, Path(tmp) / "a")
+        if args.only != "vllm":
+            with_node(fake_env, fake_up, "fake engine", {"prompt": "hi"}, args, Path(tmp) / "a")
+        if args.only == "fake":
+            return
         if not (ROOT / ".venv-vllm" / ".installed").exists():
             print("\nvllm-cpu: skipped (no .venv-vllm; `make setup-vllm-env` builds it)")
             return
