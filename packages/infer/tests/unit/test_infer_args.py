@@ -2,6 +2,7 @@ import pytest
 
 from mlnode.common.errors import InvalidRequest
 from mlnode.infer.args import parse_additional_args
+from mlnode.infer.schemas import InferenceUpRequest
 
 
 @pytest.mark.parametrize(
@@ -70,3 +71,12 @@ def test_bad_sizes_are_refused(args: list[str]) -> None:
 def test_value_that_looks_like_a_flag_value_is_not_a_flag() -> None:
     parsed = parse_additional_args(["--served-model-name", "host", "--chat-template", "x y"])
     assert parsed.args[-1] == "x y"
+
+
+def test_up_request_is_lenient_with_null_and_numbers() -> None:
+    assert InferenceUpRequest(model="m", additional_args=None).additional_args == []
+    request = InferenceUpRequest.model_validate(
+        {"model": "m", "additional_args": ["--max-model-len", 512], "extra": 1}
+    )
+    assert request.additional_args == ["--max-model-len", "512"]
+    assert request.dtype == "auto"

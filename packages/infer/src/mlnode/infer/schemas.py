@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class InferenceUpRequest(BaseModel):
@@ -18,6 +19,19 @@ class InferenceUpRequest(BaseModel):
     additional_args: list[str] = Field(
         default_factory=list, description="Extra vLLM arguments, e.g. ['--max-model-len', '4096']."
     )
+
+    @field_validator("additional_args", mode="before")
+    @classmethod
+    def _lenient_args(cls, value: Any) -> Any:
+        """Accept null and bare numbers, as network nodes send them."""
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return [
+                str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                for v in value
+            ]
+        return value
 
 
 class UpPhase(StrEnum):
