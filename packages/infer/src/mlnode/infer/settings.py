@@ -47,8 +47,12 @@ class InferSettings(MLNodeBaseSettings):
         default_factory=lambda: {
             "VLLM_CPU_KVCACHE_SPACE": "1",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+            "OMP_WAIT_POLICY": "PASSIVE",
         },
-        description="Environment variables for an engine that runs on CPU (no GPU), JSON.",
+        description=(
+            "Environment variables for an engine that runs on CPU (no GPU), JSON. PASSIVE OpenMP "
+            "threads leave CPU time to the proxy (spinning ones starve it)."
+        ),
     )
     startup_timeout_s: float = Field(
         1800.0, gt=0, description="Seconds an engine may take to answer /health after its start."
