@@ -87,6 +87,9 @@ class InferenceServer:
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started and not self._task.done():
             await asyncio.sleep(0.01)
+        if self._task.done():
+            task, self._task = self._task, None
+            raise OSError(f"inference server did not start: {task.exception()!r}")
         log.info("inference proxy listening on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:
