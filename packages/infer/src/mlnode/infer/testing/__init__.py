@@ -1,0 +1,1 @@
+"""Test doubles of the engine side, shared by tests and benchmarks."""

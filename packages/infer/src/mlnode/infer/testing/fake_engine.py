@@ -1,0 +1,155 @@
+"""A small OpenAI-compatible server that stands in for vLLM in tests and benchmarks.
+
+It takes vLLM's command line (`--model`, `--host`, `--port`, ... ; unknown flags are ignored)
+plus flags that script failures: `--fail-at-start`, `--start-delay`, `--crash-after-chunks`,
+`--chunks`, `--chunk-delay`. `POST /control/health` with `{"ok": false}` makes `/health` fail
+(health flaps), `GET /control/stats` counts requests and streams cut by their client, and a
+request body may carry `"hold_s"` to keep the request in flight that long, or `"die_mid_body"`
+to exit after part of a JSON answer.
+Run it with `python -m mlnode.infer.testing.fake_engine --model m --port 8000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import uvicorn
+
+Scope = dict[str, Any]
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The vLLM flags that matter here, and the fault flags."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--fail-at-start", action="store_true", help="exit 1 before serving")
+    parser.add_argument("--start-delay", type=float, default=0.0, help="seconds before serving")
+    parser.add_argument("--crash-after-chunks", type=int, default=None, help="die mid-stream")
+    parser.add_argument("--chunks", type=int, default=5, help="chunks of a streamed answer")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    args, _ = parser.parse_known_args(argv)
+    return args
+
+
+class FakeEngine:
+    """The ASGI app."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.healthy = True
+        self.requests = 0
+        self.cancelled = 0
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Serve one request."""
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        path, method = scope["path"], scope["method"]
+        if path == "/health":
+            await _json(send, 200 if self.healthy else 503, {})
+        elif path == "/control/health":
+            self.healthy = bool(json.loads(body)["ok"])
+            await _json(send, 200, {"ok": self.healthy})
+        elif path == "/control/stats":
+            stats: dict[str, Any] = {"requests": self.requests, "cancelled": self.cancelled}
+            stats["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+            await _json(send, 200, {**stats, "in_flight": self.in_flight})
+        elif path == "/v1/models":
+            await _json(send, 200, {"object": "list", "data": [{"id": self.args.model}]})
+        elif path == "/v1/echo":
+            headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+            query = scope["query_string"].decode()
+            echo = {"method": method, "path": path, "query": query, "headers": headers}
+            await _json(send, 200, {**echo, "body": body.decode(), "port": self.args.port})
+        elif path in ("/v1/completions", "/v1/chat/completions") and method == "POST":
+            await self._complete(json.loads(body or b"{}"), receive, send)
+        else:
+            await _json(send, 404, {"error": {"message": f"no route {path}"}})
+
+    async def _complete(self, request: dict[str, Any], receive: Any, send: Any) -> None:
+        self.requests += 1
+        self.in_flight += 1
+        try:
+            if request.get("hold_s"):
+                await asyncio.sleep(float(request["hold_s"]))
+            if request.get("die_mid_body"):
+                await _die_mid_body(send)
+            if request.get("stream"):
+                await self._stream(receive, send)
+            else:
+                answer = {"object": "text_completion", "model": self.args.model}
+                choice = {"index": 0, "text": "ok", "finish_reason": "stop"}
+                await _json(send, 200, {**answer, "port": self.args.port, "choices": [choice]})
+        finally:
+            self.in_flight -= 1
+
+    async def _stream(self, receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        disconnected = asyncio.ensure_future(receive())
+        try:
+            for i in range(self.args.chunks):
+                if self.args.crash_after_chunks is not None and i >= self.args.crash_after_chunks:
+                    os._exit(3)
+                chunk = {"choices": [{"index": 0, "text": f"t{i} "}], "port": self.args.port}
+                event = b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+                if self.args.chunk_delay:
+                    await asyncio.wait([disconnected], timeout=self.args.chunk_delay)
+                if disconnected.done():
+                    self.cancelled += 1
+                    return
+            done = b"data: [DONE]\n\n"
+            await send({"type": "http.response.body", "body": done, "more_body": False})
+        finally:
+            disconnected.cancel()
+
+
+async def _die_mid_body(send: Any) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b'{"partial": ', "more_body": True})
+    await asyncio.sleep(0.2)
+    os._exit(3)
+
+
+async def _json(send: Any, status: int, body: Any) -> None:
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+def main(argv: list[str]) -> None:
+    """Serve until SIGTERM."""
+    args = parse_args(argv)
+    sys.stdout.write(f"fake engine for {args.model} starting on port {args.port}\n")
+    sys.stdout.flush()
+    if args.start_delay:
+        time.sleep(args.start_delay)
+    if args.fail_at_start:
+        sys.stderr.write("ValueError: fake engine told to fail at start-up\n")
+        sys.exit(1)
+    uvicorn.run(
+        FakeEngine(args), host=args.host, port=args.port, log_level="warning", access_log=False
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

