@@ -72,10 +72,10 @@ unit-tests-local: setup-dev-env ## Unit tests of every package, here
 unit-tests-gpu-local: setup-dev-env ## GPU unit tests (skipped with a reason without CUDA)
 	$(PYTEST) $(wildcard $(addsuffix /tests/unit-gpu,$(PKG_DIRS)))
 
-integration-tests: setup-dev-env ## Real MLNode processes on loopback
+integration-tests: setup-dev-env setup-vllm-env ## Real MLNode processes on loopback (builds the vLLM env first)
 	$(PYTEST) $(wildcard $(addsuffix /tests/integration,$(PKG_DIRS)))
 
-tests: setup-dev-env ## Every local tier in one run (the README's test command)
+tests: setup-dev-env setup-vllm-env ## Every local tier in one run (the README's test command)
 	$(PYTEST) $(wildcard $(foreach d,$(PKG_DIRS),$(d)/tests/unit $(d)/tests/unit-gpu $(d)/tests/integration))
 
 lint: setup-dev-env ## ruff check and format check
