@@ -26,7 +26,8 @@ SHAPES = {"a.weight": (16, 4), "b.weight": (4,)}
 
 def make_client(tmp_path: Path, transport: Any) -> TestClient:
     def services(settings: MLNodeSettings, ctx: NodeContext) -> None:
-        FuseService(settings.fuse, ctx.gate, ctx.metrics, transport=transport)
+        ctx.transport = transport
+        FuseService(settings.fuse, ctx)
 
     settings = MLNodeSettings(
         node=NodeSettings(state_dir=tmp_path / "state"),

@@ -14,8 +14,10 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 
+from mlnode.common.context import NodeContext
 from mlnode.common.errors import MLNodeError
 from mlnode.common.lifecycle import ServiceGate
+from mlnode.common.settings import NodeSettings
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.pow.routes import router
 from mlnode.pow.service import PowService
@@ -35,7 +37,8 @@ def app_parts() -> Iterator[tuple[TestClient, PowService, CollectorRegistry]]:
     settings = PowSettings(
         device="cpu", callback_backoff_initial_s=0.05, callback_backoff_max_s=0.2
     )
-    service = PowService(gate, settings, registry)
+    ctx = NodeContext(settings=NodeSettings(), gate=gate, metrics=registry)
+    service = PowService(settings, ctx)
     app = FastAPI()
     app.state.gate = gate
     app.include_router(router, prefix="/api/v1")

@@ -19,6 +19,6 @@ FEATURE_ROUTERS: tuple[APIRouter, ...] = (pow_router, infer_router, train_router
 
 def build_services(settings: MLNodeSettings, ctx: NodeContext) -> None:
     """Create each feature package's service; each registers itself with `ctx.gate`."""
-    PowService(ctx.gate, settings.pow, ctx.metrics)
-    FuseService(settings.fuse, ctx.gate, ctx.metrics, transport=ctx.transport)
+    PowService(settings.pow, ctx)
+    FuseService(settings.fuse, ctx)
     InferService(settings.infer, ctx)

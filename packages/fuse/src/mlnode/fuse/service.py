@@ -7,10 +7,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 
+from mlnode.common.context import NodeContext
 from mlnode.common.errors import InvalidRequest, MLNodeError, NotFound, Unavailable
-from mlnode.common.lifecycle import ServiceGate, ServiceKind, WorkerService
+from mlnode.common.lifecycle import ServiceKind, WorkerService
 from mlnode.common.transport.api import TensorTransport
 from mlnode.fuse.executor import FusionProgress
 from mlnode.fuse.io.local import LocalSafetensors, SourceNotFound
@@ -31,22 +32,16 @@ class FuseService(WorkerService[FuseRequest]):
 
     kind = ServiceKind.FUSE
 
-    def __init__(
-        self,
-        settings: FuseSettings,
-        gate: ServiceGate,
-        metrics: CollectorRegistry | None = None,
-        transport: TensorTransport | None = None,
-    ) -> None:
-        super().__init__(gate)
+    def __init__(self, settings: FuseSettings, ctx: NodeContext) -> None:
+        super().__init__(ctx.gate)
         self.settings = settings
-        self.transport = transport
+        self.transport: TensorTransport | None = ctx.transport
         self._request: FuseRequest | None = None
         self._prepared: PreparedFusion | None = None
         self._progress = FusionProgress()
         self._shares: dict[str, tuple[ShareStatus, LocalSafetensors]] = {}
         self._fusions = Counter(
-            "mlnode_fuse_fusions", "Fusions by outcome.", ["outcome"], registry=metrics
+            "mlnode_fuse_fusions", "Fusions by outcome.", ["outcome"], registry=ctx.metrics
         )
 
     async def _start(self, request: FuseRequest) -> None:

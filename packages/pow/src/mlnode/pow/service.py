@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import psutil
 import torch
-from prometheus_client import CollectorRegistry
 
 from mlnode.common.callbacks import CallbackSender
+from mlnode.common.context import NodeContext
 from mlnode.common.errors import InvalidRequest, NotRunning, Unavailable
-from mlnode.common.lifecycle import Phase, ServiceGate, ServiceKind, WorkerService
+from mlnode.common.lifecycle import Phase, ServiceKind, WorkerService
 from mlnode.pow.compute.devices import cpu_matmul_type, plan_groups
 from mlnode.pow.compute.engine import DistanceEngine
 from mlnode.pow.compute.nonces import NonceShare, node_shares
@@ -43,11 +43,9 @@ class PowService(WorkerService[PowStart]):
     kind = ServiceKind.POW
     restart_while_running = True
 
-    def __init__(
-        self, gate: ServiceGate, settings: PowSettings, metrics: CollectorRegistry | None = None
-    ) -> None:
+    def __init__(self, settings: PowSettings, ctx: NodeContext) -> None:
         """Create the callback sender and register the PoW metrics."""
-        super().__init__(gate)
+        super().__init__(ctx.gate)
         self.settings = settings
         self.sender = CallbackSender(
             max_pending=settings.callback_max_pending,
@@ -66,8 +64,7 @@ class PowService(WorkerService[PowStart]):
         self._search: tuple[object, ...] | None = None
         self._progress: dict[int, int] = {}
         self._validations: queue.Queue[ProofBatch] = queue.Queue(settings.validation_queue_size)
-        if metrics is not None:
-            metrics.register(PowCollector(self))
+        ctx.metrics.register(PowCollector(self))
 
     async def init(self, request: PowInitRequest, phase: PowPhase) -> PowStatus:
         """Load the model for the request's block (reused when unchanged) and enter `phase`."""
