@@ -3,7 +3,7 @@
 A checkpoint is a directory `round-NNNNNN/` holding `model.safetensors` and `config.json` (a
 loadable Hugging Face model), `outer.safetensors` (outer momentum, int8 error-feedback residuals),
 `inner_optimizer.safetensors` (AdamW moments) and `state.json` (round, inner step, loss history,
-weight hash). It is written to a temporary directory and renamed, so a crash never leaves half of one.
+weight hash). It is written to a temporary directory and renamed: a crash leaves no half of one.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class TokenBatches:
 def split_eval(
     tokens: torch.Tensor, fraction: float, seq_len: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, eval) token tensors; eval is the corpus tail, at least one sequence when asked for."""
+    """(train, eval) token tensors; eval is the corpus tail (at least one sequence if asked)."""
     if fraction <= 0:
         return tokens, tokens[:0]
     held = max(int(tokens.numel() * fraction), seq_len + 1)

@@ -1,4 +1,4 @@
-"""Build or load the causal LM to train, and its tokenizer (a byte-level one when the model has none)."""
+"""Build or load the causal LM to train, and its tokenizer (bytes when the model has none)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class ByteTokenizer:
 
 
 def build_model(spec: ModelSpec, seed: int) -> PreTrainedModel:
-    """The model in fp32 on CPU: loaded from a local directory, or built from a config with `seed`."""
+    """The model in fp32 on CPU: loaded from a local directory, or built from a config."""
     if spec.path is not None:
         return _load_local(Path(spec.path))
     kwargs: dict[str, Any] = dict(spec.config or {})

@@ -133,7 +133,7 @@ class TrainRequest(_Strict):
         expected = sorted(set(range(self.world_size)) - {self.rank})
         if ranks != expected:
             raise ValueError(
-                f"peers must name each other rank exactly once: expected ranks {expected}, got {ranks}"
+                f"peers must name every other rank once: expected ranks {expected}, got {ranks}"
             )
         if len({p.peer_id for p in self.peers}) != len(self.peers):
             raise ValueError("peer ids must be unique")

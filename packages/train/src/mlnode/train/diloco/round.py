@@ -66,7 +66,7 @@ class ErrorFeedback:
 
 
 def plan_chunks(tensors: Mapping[str, torch.Tensor], chunk_bytes: int) -> list[list[str]]:
-    """Group tensor names, in name order, into chunks of at most `chunk_bytes` (one tensor at least)."""
+    """Group tensor names, in name order, into chunks of at most `chunk_bytes` (or one tensor)."""
     chunks: list[list[str]] = []
     size = 0
     for name in sorted(tensors):

@@ -130,7 +130,7 @@ def vote(
     timeout_s: float,
     stop: threading.Event | None = None,
 ) -> Vote:
-    """Send this worker's hash to every peer (id -> rank), collect those of `wait_for`, pick a winner.
+    """Send this worker's hash to every peer (id -> rank), collect `wait_for`'s, pick a winner.
 
     Sending to everyone lets a worker that heard from more peers than they heard from learn
     that it is the odd one out.
