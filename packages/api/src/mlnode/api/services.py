@@ -10,10 +10,13 @@ from mlnode.fuse.routes import router as fuse_router
 from mlnode.infer.routes import router as infer_router
 from mlnode.pow.routes import router as pow_router
 from mlnode.train.routes import router as train_router
+from mlnode.train.service import TrainService
 
 FEATURE_ROUTERS: tuple[APIRouter, ...] = (pow_router, infer_router, train_router, fuse_router)
 
 
 def build_services(settings: MLNodeSettings, ctx: NodeContext) -> None:
     """Create each feature package's service; each registers itself with `ctx.gate`."""
-    del settings, ctx  # each feature issue adds its service here
+    TrainService(
+        ctx.gate, settings.train, settings.node.state_dir, getattr(ctx, "transport", None)
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mlnode.common.settings import NodeSettings
+from mlnode.train.settings import TrainSettings
 
 
 @dataclass
@@ -12,6 +13,7 @@ class MLNodeSettings:
     """Every package's settings; each part reads its own `MLNODE_*` prefix from env and `.env`."""
 
     node: NodeSettings = field(default_factory=NodeSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
 
     @classmethod
     def load(cls) -> MLNodeSettings:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field, field_validator
@@ -31,6 +31,11 @@ class TrainSettings(MLNodeBaseSettings):
     vote_timeout_s: float = Field(
         30.0, gt=0, description="How long a worker waits for peers' weight hashes after a round."
     )
+
+    @field_validator("torch_threads", "checkpoint_root", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("device")
     @classmethod
