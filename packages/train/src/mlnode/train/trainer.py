@@ -127,13 +127,13 @@ class DilocoTrainer:
         self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
 
     def _pull_newer(self) -> None:
-        """Rejoin: adopt the newest synced state a peer offers when it is ahead of ours."""
+        """Rejoin: adopt the synced state of the first peer that is not behind us."""
         transport = self.env.transport
         assert transport is not None
         for peer in sorted(self.peers, key=self.peers.__getitem__):
             try:
                 rounds = offered_rounds(transport.list_tensors(peer, self.req.task_id))
-                if not rounds or rounds[0] <= self.round:
+                if not rounds or rounds[0] < self.round:
                     continue
                 snapshot = pull_snapshot(transport, peer, self.req.task_id, rounds[0])
             except Exception as exc:  # noqa: BLE001 - an absent peer just cannot help us rejoin
