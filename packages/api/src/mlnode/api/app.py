@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import version
@@ -16,6 +17,8 @@ from mlnode.api.routes import api_router, probe_router
 from mlnode.api.services import FEATURE_ROUTERS, build_services
 from mlnode.api.settings import MLNodeSettings
 from mlnode.common.context import NodeContext
+from mlnode.common.transport.routes import router as transport_router
+from mlnode.common.transport.transport import GrpcTransport
 
 ServiceFactory = Callable[[MLNodeSettings, NodeContext], None]
 
@@ -25,7 +28,8 @@ def create_app(
 ) -> FastAPI:
     """Build the app; `services` replaces the default service factory (tests)."""
     settings = settings or MLNodeSettings.load()
-    ctx = NodeContext(settings=settings.node)
+    transport = GrpcTransport(settings.transport, settings.node.state_dir)
+    ctx = NodeContext(settings=settings.node, transport=transport)
     (services or build_services)(settings, ctx)
     node = NodeState(ctx.gate, stop_timeout_s=settings.node.shutdown_timeout_s)
     register_node_metrics(ctx.metrics, node)
@@ -33,11 +37,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         settings.node.ensure_state_dir()
-        await node.open()
+        await asyncio.to_thread(transport.start)
         try:
-            yield
+            await node.open()
+            try:
+                yield
+            finally:
+                await node.close()
         finally:
-            await node.close()
+            await asyncio.to_thread(transport.stop)
 
     app = FastAPI(
         title="MLNode",
@@ -51,6 +59,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(probe_router)
+    app.include_router(transport_router, prefix="/api/v1")
     for router in FEATURE_ROUTERS:
         app.include_router(router, prefix="/api/v1")
     app.add_middleware(DefaultJsonContentType)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mlnode.common.settings import NodeSettings
+from mlnode.common.transport.settings import TransportSettings
 from mlnode.train.settings import TrainSettings
 
 
@@ -13,6 +14,7 @@ class MLNodeSettings:
     """Every package's settings; each part reads its own `MLNODE_*` prefix from env and `.env`."""
 
     node: NodeSettings = field(default_factory=NodeSettings)
+    transport: TransportSettings = field(default_factory=TransportSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
 
     @classmethod

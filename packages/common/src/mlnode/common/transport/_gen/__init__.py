@@ -1,0 +1,1 @@
+"""Code generated from proto/tensor.proto by `make proto`; do not edit."""

@@ -1,0 +1,179 @@
+"""`PeerClient`: one known peer, reached over a shared channel, with a fresh handshake per call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+import torch
+
+from mlnode.common.errors import MLNodeError
+from mlnode.common.transport import auth
+from mlnode.common.transport._gen import tensor_pb2 as pb
+from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
+from mlnode.common.transport.api import TensorLike, TensorMeta
+from mlnode.common.transport.codec import CodecError, encode, wire_dtype
+from mlnode.common.transport.errors import (
+    ImpostorPeer,
+    IntegrityError,
+    LimitExceeded,
+    NotAuthenticated,
+    NotOffered,
+    PeerUnreachable,
+    TransportError,
+)
+from mlnode.common.transport.framing import FrameReader, Limits, write_frames
+from mlnode.common.transport.handshake import check_server_hello
+from mlnode.common.transport.interceptors import (
+    FETCH,
+    KEY_MD,
+    LIST,
+    NONCE_MD,
+    PROOF_MD,
+    PUSH,
+    TASK_MD,
+)
+from mlnode.common.transport.peers import Peer
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+_ERRORS: dict[grpc.StatusCode, type[MLNodeError]] = {
+    grpc.StatusCode.UNAUTHENTICATED: NotAuthenticated,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: LimitExceeded,
+    grpc.StatusCode.NOT_FOUND: NotOffered,
+    grpc.StatusCode.UNAVAILABLE: PeerUnreachable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: PeerUnreachable,
+    grpc.StatusCode.DATA_LOSS: IntegrityError,
+    grpc.StatusCode.INVALID_ARGUMENT: IntegrityError,
+}
+
+
+def translate(peer: Peer, error: grpc.RpcError) -> MLNodeError:
+    """A typed error for a failed call, naming the peer and its answer."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    cls = _ERRORS.get(code, TransportError)
+    return cls(f"peer {peer.peer_id} ({peer.address}): {code.name}: {details}")
+
+
+@dataclass(frozen=True)
+class CallTimeouts:
+    """Deadlines of the handshake and of a whole transfer, in seconds."""
+
+    handshake_s: float
+    rpc_s: float
+
+
+class PeerClient:
+    """Sends to, lists and fetches from one peer; blocking and thread-safe."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        identity: auth.Identity,
+        peer: Peer,
+        limits: Limits,
+        chunk_bytes: int,
+        timeouts: CallTimeouts,
+    ) -> None:
+        self._stub = pb_grpc.TransportStub(channel)
+        self.identity = identity
+        self.peer = peer
+        self.limits = limits
+        self.chunk_bytes = chunk_bytes
+        self.timeouts = timeouts
+
+    def _open(self, task: str, method: str) -> tuple[bytes, Metadata]:
+        """Handshake for one call of `method`: (session id, the call's metadata)."""
+        client_nonce = auth.new_nonce()
+        metadata: Metadata = ((KEY_MD, self.identity.public_key), (TASK_MD, task))
+        reply = self._stub.Hello(
+            pb.HelloRequest(client_nonce=client_nonce),
+            metadata=metadata,
+            timeout=self.timeouts.handshake_s,
+        )
+        check_server_hello(
+            self.peer,
+            self.identity.public_key,
+            task,
+            client_nonce,
+            reply.server_key,
+            reply.server_nonce,
+            reply.signature,
+        )
+        proof = self.identity.sign(
+            auth.client_proof_message(
+                self.identity.public_key,
+                self.peer.public_key,
+                task,
+                client_nonce,
+                reply.server_nonce,
+                method,
+            )
+        )
+        session = auth.session_id(client_nonce, reply.server_nonce)
+        return session, (*metadata, (NONCE_MD, reply.server_nonce), (PROOF_MD, proof))
+
+    def send(self, tensors: Mapping[str, TensorLike], task: str, tag: str) -> int:
+        """Push tensors into the peer's inbox under (task, tag); the count it accepted."""
+        try:
+            encoded = [encode(name, tensor) for name, tensor in tensors.items()]
+        except CodecError as exc:
+            raise LimitExceeded(str(exc)) from None
+        try:
+            session, metadata = self._open(task, PUSH)
+            frames = write_frames(
+                encoded,
+                session=session,
+                signer=self.identity,
+                task=task,
+                tag=tag,
+                chunk_bytes=self.chunk_bytes,
+            )
+            reply = self._stub.Push(frames, metadata=metadata, timeout=self.timeouts.rpc_s)
+        except grpc.RpcError as exc:
+            raise translate(self.peer, exc) from None
+        return int(reply.accepted)
+
+    def list_tensors(self, task: str) -> list[TensorMeta]:
+        """What the peer offers for `task`, checked against its signature."""
+        try:
+            session, metadata = self._open(task, LIST)
+            reply = self._stub.List(
+                pb.ListRequest(), metadata=metadata, timeout=self.timeouts.rpc_s
+            )
+        except grpc.RpcError as exc:
+            raise translate(self.peer, exc) from None
+        message = auth.listing_message(session, reply.listing)
+        if not auth.verify(self.peer.public_key, message, reply.signature):
+            raise ImpostorPeer(f"peer {self.peer.peer_id}'s tensor list is not signed by it")
+        try:
+            listing = pb.TensorList.FromString(reply.listing)
+            return [
+                TensorMeta(t.name, wire_dtype(t.dtype).torch_dtype, tuple(t.shape))
+                for t in listing.tensors
+            ]
+        except (CodecError, ValueError) as exc:
+            raise IntegrityError(f"peer {self.peer.peer_id} sent a bad list: {exc}") from None
+
+    def fetch(self, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pull named tensors; returns only once every one arrived and verified."""
+        reader = FrameReader(
+            session=b"", signer_key=self.peer.public_key, task=task, limits=self.limits
+        )
+        try:
+            reader.session, metadata = self._open(task, FETCH)
+            frames = self._stub.Fetch(
+                pb.FetchRequest(names=list(names)), metadata=metadata, timeout=self.timeouts.rpc_s
+            )
+            try:
+                _, tensors = reader.read(frames)
+            finally:
+                frames.cancel()  # a no-op after a complete stream; stops the peer after a bad one
+        except grpc.RpcError as exc:
+            raise translate(self.peer, exc) from None
+        if list(tensors) != list(names):
+            got = list(tensors)
+            raise IntegrityError(f"peer {self.peer.peer_id} sent {got}, not {list(names)}")
+        return tensors

@@ -1,0 +1,124 @@
+"""Server interceptor: every call is authenticated before its handler reads a request message.
+
+`Hello` needs a key registered for the named task; every other call needs a session proof
+(`handshake.ServerHandshake.open_session`). A refused call gets UNAUTHENTICATED from a handler
+that neither reads nor parses the request stream. An admitted call's handler gets its
+`Session` (or `HelloGrant`) as `context.auth`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from mlnode.common.transport.errors import NotAuthenticated
+from mlnode.common.transport.handshake import ServerHandshake, Session
+
+SERVICE = "/mlnode.transport.v1.Transport/"
+HELLO = SERVICE + "Hello"
+PUSH = SERVICE + "Push"
+LIST = SERVICE + "List"
+FETCH = SERVICE + "Fetch"
+KEY_MD = "mlnode-key-bin"
+TASK_MD = "mlnode-task"
+NONCE_MD = "mlnode-nonce-bin"
+PROOF_MD = "mlnode-proof-bin"
+
+
+@dataclass(frozen=True)
+class HelloGrant:
+    """An admitted Hello: the client's key and the task it named."""
+
+    client_key: bytes
+    task: str
+
+
+class AuthContext:
+    """The call's servicer context plus what the interceptor established (`auth`)."""
+
+    __slots__ = ("_context", "auth")
+
+    def __init__(self, context: grpc.ServicerContext, auth: HelloGrant | Session) -> None:
+        self._context = context
+        self.auth = auth
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+def _metadata(details: grpc.HandlerCallDetails) -> dict[str, Any]:
+    return {item.key: item.value for item in details.invocation_metadata or ()}
+
+
+def _bytes(md: dict[str, Any], key: str) -> bytes:
+    value = md.get(key)
+    if not isinstance(value, bytes):
+        raise NotAuthenticated(f"missing {key} metadata")
+    return value
+
+
+def _handler(kind: grpc.RpcMethodHandler, behavior: Callable[..., Any], parse: bool) -> Any:
+    deserializer = kind.request_deserializer if parse else None
+    serializer = kind.response_serializer
+    if kind.request_streaming and kind.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(behavior, deserializer, serializer)
+    if kind.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(behavior, deserializer, serializer)
+    if kind.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(behavior, deserializer, serializer)
+    return grpc.unary_unary_rpc_method_handler(behavior, deserializer, serializer)
+
+
+def _refuse(kind: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> Any:
+    def refuse(_: object, context: grpc.ServicerContext) -> None:
+        context.abort(code, message)
+
+    return _handler(kind, refuse, parse=False)
+
+
+def _bind(kind: grpc.RpcMethodHandler, auth: HelloGrant | Session) -> Any:
+    behavior = kind.stream_stream or kind.stream_unary or kind.unary_stream or kind.unary_unary
+
+    def bound(request: object, context: grpc.ServicerContext) -> Any:
+        return behavior(request, AuthContext(context, auth))
+
+    return _handler(kind, bound, parse=True)
+
+
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Admits Hello by key and task, and every other call by its session proof."""
+
+    def __init__(self, handshake: ServerHandshake) -> None:
+        self.handshake = handshake
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """The call's handler bound to its authentication, or one that refuses it."""
+        kind = continuation(handler_call_details)
+        method = handler_call_details.method
+        if kind is None:
+            unknown = grpc.unary_unary_rpc_method_handler(lambda r, c: None)
+            return _refuse(unknown, grpc.StatusCode.UNIMPLEMENTED, f"no method {method}")
+        try:
+            auth = self._authenticate(method, _metadata(handler_call_details))
+        except NotAuthenticated as exc:
+            return _refuse(kind, grpc.StatusCode.UNAUTHENTICATED, exc.message)
+        return _bind(kind, auth)
+
+    def _authenticate(self, method: str, md: dict[str, Any]) -> HelloGrant | Session:
+        client_key = _bytes(md, KEY_MD)
+        task = md.get(TASK_MD)
+        if not isinstance(task, str):
+            raise NotAuthenticated(f"missing {TASK_MD} metadata")
+        if method == HELLO:
+            self.handshake.admit(client_key, task)
+            return HelloGrant(client_key, task)
+        return self.handshake.open_session(
+            client_key, task, _bytes(md, NONCE_MD), _bytes(md, PROOF_MD), method
+        )

@@ -1,0 +1,172 @@
+"""`GrpcTransport`: the node's `TensorTransport` over signed gRPC streams.
+
+It owns the node's identity and known peers (loaded from the state dir on `start`), the gRPC
+server on the transport port, one channel per peer address, the inbox of pushed tensors and the
+providers served to pulling peers. Every method blocks and is thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import torch
+
+from mlnode.common.errors import PeerUnknown
+from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
+from mlnode.common.transport.api import ReceivedTensors, TensorLike, TensorMeta, TensorProvider
+from mlnode.common.transport.auth import Identity
+from mlnode.common.transport.client import CallTimeouts, PeerClient
+from mlnode.common.transport.errors import PeerUnreachable, TransportClosed
+from mlnode.common.transport.framing import MAX_CHUNK_BYTES, Limits
+from mlnode.common.transport.handlers import Providers, ServerHandlers
+from mlnode.common.transport.handshake import ServerHandshake
+from mlnode.common.transport.identity import KEY_FILE, load_or_create_identity
+from mlnode.common.transport.inbox import Inbox
+from mlnode.common.transport.interceptors import AuthInterceptor
+from mlnode.common.transport.peers import PEERS_FILE, KnownPeers
+from mlnode.common.transport.servicer import TransportServicer
+from mlnode.common.transport.settings import TransportSettings
+
+log = logging.getLogger(__name__)
+
+
+def channel_options(settings: TransportSettings) -> list[tuple[str, int]]:
+    """Options of both gRPC ends: messages fit a full chunk or the largest header."""
+    largest = max(MAX_CHUNK_BYTES, settings.max_header_bytes) + 64 * 1024
+    return [
+        ("grpc.max_receive_message_length", largest),
+        ("grpc.max_send_message_length", largest),
+    ]
+
+
+class GrpcTransport:
+    """Push, receive and pull named tensors between known peers."""
+
+    def __init__(
+        self,
+        settings: TransportSettings,
+        state_dir: Path | None = None,
+        *,
+        identity: Identity | None = None,
+        peers: KnownPeers | None = None,
+    ) -> None:
+        self.settings = settings
+        self.state_dir = state_dir
+        self._identity = identity
+        self._peers = peers
+        self.inbox = Inbox()
+        self.providers = Providers()
+        self.limits = Limits(
+            settings.max_tensor_bytes, settings.max_tensors, settings.max_header_bytes
+        )
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+        self._server: grpc.Server | None = None
+        self.port: int | None = None
+
+    @property
+    def identity(self) -> Identity:
+        """This node's key pair (loaded by `start`)."""
+        if self._identity is None:
+            raise TransportClosed("the transport is not started")
+        return self._identity
+
+    @property
+    def peers(self) -> KnownPeers:
+        """The known peers (loaded by `start`)."""
+        if self._peers is None:
+            raise TransportClosed("the transport is not started")
+        return self._peers
+
+    @property
+    def running(self) -> bool:
+        """True while the server listens."""
+        return self._server is not None
+
+    def start(self) -> None:
+        """Load identity and peers (from the state dir unless injected) and start serving."""
+        if self._identity is None or self._peers is None:
+            if self.state_dir is None:
+                raise ValueError("a state dir, or both identity and peers, are needed")
+            self._identity = self._identity or load_or_create_identity(self.state_dir / KEY_FILE)
+            self._peers = self._peers or KnownPeers(self.state_dir / PEERS_FILE)
+        handshake = ServerHandshake(self.identity, self.peers, self.settings.challenge_ttl_s)
+        handlers = ServerHandlers(
+            self.identity,
+            self.peers,
+            self.inbox,
+            self.providers,
+            self.limits,
+            self.settings.chunk_bytes,
+        )
+        server = grpc.server(
+            ThreadPoolExecutor(self.settings.workers, thread_name_prefix="transport"),
+            interceptors=[AuthInterceptor(handshake)],
+            options=[*channel_options(self.settings), ("grpc.so_reuseport", 0)],
+        )
+        pb_grpc.add_TransportServicer_to_server(TransportServicer(handshake, handlers), server)
+        address = f"{self.settings.host}:{self.settings.port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise RuntimeError(f"cannot listen on {address} (MLNODE_GRPC_PORT): {exc}") from exc
+        server.start()
+        self._server = server
+        log.info("tensor transport on port %d as %s", self.port, self.identity.fingerprint)
+
+    def stop(self) -> None:
+        """Stop serving (open calls get the grace period) and close every channel."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(self.settings.shutdown_grace_s).wait(self.settings.shutdown_grace_s + 1)
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
+
+    def _client(self, peer_id: str) -> PeerClient:
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            raise PeerUnknown(f"peer {peer_id!r} is not a known peer")
+        if peer.address is None:
+            raise PeerUnreachable(f"peer {peer_id!r} has no address")
+        with self._lock:
+            channel = self._channels.get(peer.address)
+            if channel is None:
+                channel = grpc.insecure_channel(peer.address, channel_options(self.settings))
+                self._channels[peer.address] = channel
+        timeouts = CallTimeouts(self.settings.handshake_timeout_s, self.settings.rpc_timeout_s)
+        return PeerClient(
+            channel, self.identity, peer, self.limits, self.settings.chunk_bytes, timeouts
+        )
+
+    def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
+        """Deliver tensors to a peer's inbox under (task, tag); raises on refusal or failure."""
+        self._client(peer_id).send(tensors, task, tag)
+
+    def receive(
+        self, task: str, tag: str, from_peers: Collection[str], timeout: float
+    ) -> ReceivedTensors:
+        """What `from_peers` pushed under (task, tag) by `timeout`; late peers are absent."""
+        return self.inbox.take(task, tag, from_peers, timeout)
+
+    def serve(self, task: str, provider: TensorProvider) -> None:
+        """Offer a provider's tensors to known peers of `task`."""
+        self.providers.set(task, provider)
+
+    def unserve(self, task: str) -> None:
+        """Stop offering tensors for `task`."""
+        self.providers.remove(task)
+
+    def list_tensors(self, peer_id: str, task: str) -> list[TensorMeta]:
+        """What a peer offers for `task`."""
+        return self._client(peer_id).list_tensors(task)
+
+    def fetch(self, peer_id: str, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pull named tensors from a peer's provider for `task`."""
+        return self._client(peer_id).fetch(task, names)
