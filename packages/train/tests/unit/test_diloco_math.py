@@ -48,7 +48,12 @@ def test_nesterov_outer_step_by_hand() -> None:
 
 def test_outer_step_without_nesterov_uses_the_buffer() -> None:
     new_param, _ = nesterov_outer_step(
-        torch.tensor([1.0]), torch.tensor([0.5]), torch.tensor([0.2]), lr=1.0, mu=0.9, nesterov=False
+        torch.tensor([1.0]),
+        torch.tensor([0.5]),
+        torch.tensor([0.2]),
+        lr=1.0,
+        mu=0.9,
+        nesterov=False,
     )
 
     assert torch.allclose(new_param, torch.tensor([1.0 - 0.68]))

@@ -59,7 +59,7 @@ def test_three_workers_get_the_same_mean() -> None:
         assert torch.equal(result.average["b"], results[0].average["b"])
         assert result.failures == {}
         assert sorted(result.results) == [0, 1, 2]
-        assert result.bytes_sent == 2 * (4 + 6) * 4 + 2 * 8  # two peers, fp32, plus the weight
+        assert result.bytes_sent == 2 * (4 + 6 + 1) * 4  # two peers, fp32, plus the weight
         assert result.bytes_received == result.bytes_sent
 
 

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from mlnode.api.app import create_app
 from mlnode.api.settings import MLNodeSettings
 from mlnode.common.settings import NodeSettings
+from mlnode.common.transport.settings import TransportSettings
 from mlnode.train.settings import TrainSettings
 
 
@@ -18,7 +19,8 @@ from mlnode.train.settings import TrainSettings
 def client(tmp_path: Path) -> Iterator[TestClient]:
     settings = MLNodeSettings(
         node=NodeSettings(state_dir=tmp_path / "state"),
-        train=TrainSettings(device="cpu", torch_threads=1),
+        transport=TransportSettings(host="127.0.0.1", port=0),
+        train=TrainSettings(device="cpu", torch_threads=1, join_timeout_s=0.5),
     )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
@@ -62,8 +64,10 @@ def test_stop_ends_the_job(client, make_request) -> None:
 def test_the_legacy_body_is_mapped(client, make_request) -> None:
     typed = make_request()
     config = {k: v for k, v in typed.items() if k not in {"rank", "world_size", "peers", "task_id"}}
-    legacy = {"train_config": config, "train_env": {"RANK": "0", "WORLD_SIZE": "1",
-                                                    "MASTER_ADDR": "10.0.0.1", "TASK_ID": "t9"}}
+    legacy = {
+        "train_config": config,
+        "train_env": {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "10.0.0.1", "TASK_ID": "t9"},
+    }
 
     response = client.post("/api/v1/train/start", json=legacy)
 
@@ -111,8 +115,13 @@ def test_a_missing_dataset_is_a_422_and_the_service_stays_healthy(client, make_r
     assert status["healthy"] is True and status["running"] is False
 
 
-def test_a_world_without_transport_is_unavailable(client, make_request) -> None:
-    response = client.post("/api/v1/train/start", json=make_request(0, 2))
+def test_an_unknown_peer_is_left_out_and_the_worker_trains_on(client, make_request) -> None:
+    body = make_request(0, 2, peers=[{"peer_id": "ghost", "rank": 1}])
 
-    assert response.status_code == 503
-    assert "transport" in response.json()["error"]["message"]
+    assert client.post("/api/v1/train/start", json=body).status_code == 200
+    status = wait_phase(client, {"FINISHED", "FAILED"})
+
+    assert status["phase"] == "FINISHED", status["last_error"]
+    assert "ghost" in status["progress"]["round_failures"]
+    assert "send failed" in status["progress"]["round_failures"]["ghost"]
+    assert status["progress"]["peers_alive"] == []

@@ -37,13 +37,15 @@ def make_trainer(
 ) -> tuple[DilocoTrainer, TrainProgress]:
     request = TrainRequest.model_validate(make_request(rank, world, **overrides))
     progress = TrainProgress(request.task_id, rank, world)
-    env = TrainerEnv(transport, torch.device("cpu"), ckpt, vote_timeout_s=5.0)
+    env = TrainerEnv(transport, torch.device("cpu"), ckpt, vote_timeout_s=5.0, join_timeout_s=5.0)
     return DilocoTrainer(request, env, progress), progress
 
 
 def run_all(trainers: list[DilocoTrainer], stops: list[threading.Event] | None = None) -> None:
     stops = stops or [threading.Event() for _ in trainers]
-    threads = [threading.Thread(target=t.run, args=(s,)) for t, s in zip(trainers, stops)]
+    threads = [
+        threading.Thread(target=t.run, args=(s,)) for t, s in zip(trainers, stops, strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -93,7 +95,13 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
     hub = MemoryHub()
     pairs = [
         make_trainer(
-            make_request, hub.transport(f"w{r}"), r, 3, tmp_path / f"c{r}", optim=optim(40)
+            make_request,
+            hub.transport(f"w{r}"),
+            r,
+            3,
+            tmp_path / f"c{r}",
+            optim=optim(40),
+            diloco=diloco(5.0),
         )
         for r in range(3)
     ]
@@ -110,7 +118,13 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
     pairs[2][0].run(stops[2])
     hub.revive("w2")
     reborn, reborn_progress = make_trainer(
-        make_request, hub.transport("w2"), 2, 3, tmp_path / "c2", optim=optim(40)
+        make_request,
+        hub.transport("w2"),
+        2,
+        3,
+        tmp_path / "c2",
+        optim=optim(40),
+        diloco=diloco(5.0),
     )
     reborn.run(threading.Event())
     survivors.join(120)
@@ -120,8 +134,6 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
     assert reborn_progress.snapshot()["resumed_from"] == 1
     assert reborn_progress.snapshot()["pulled_from"] in {"w0", "w1"}
     assert hashes(reborn_progress)[8] == first[8]
-    failures = [h for h in pairs[0][1].snapshot()["loss_history"]]
-    assert failures  # every round of the survivors was recorded
 
 
 def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None:
@@ -160,6 +172,10 @@ def test_stop_then_start_resumes_bit_identically(make_request, tmp_path) -> None
 
     assert resumed.snapshot()["resumed_from"] in (2, 3)
     assert hashes(resumed)[4] == hashes(straight_progress)[4]
+
+
+def diloco(timeout_s: float) -> dict[str, Any]:
+    return {"inner_steps": 5, "round_timeout_s": timeout_s, "chunk_timeout_s": timeout_s}
 
 
 def optim(total_steps: int) -> dict[str, Any]:

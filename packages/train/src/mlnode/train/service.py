@@ -37,6 +37,7 @@ class TrainService(WorkerService[TrainRequest]):
         self.transport = transport
         self._progress: TrainProgress | None = None
         self._trainer: DilocoTrainer | None = None
+        self._serving: DilocoTrainer | None = None
 
     async def start_body(self, body: TrainRequest | LegacyTrainBody) -> ServiceStatus:
         """Start from either body form (the legacy one is mapped or refused with 422)."""
@@ -59,16 +60,19 @@ class TrainService(WorkerService[TrainRequest]):
             device=self.settings.torch_device(),
             checkpoint_dir=self.checkpoint_dir(request),
             vote_timeout_s=self.settings.vote_timeout_s,
+            join_timeout_s=self.settings.join_timeout_s,
         )
         if env.device.type == "cuda" and not torch.cuda.is_available():
             raise InvalidRequest("MLNODE_TRAIN_DEVICE asks for CUDA but no GPU is visible")
         progress = TrainProgress(request.task_id, request.rank, request.world_size)
-        self._trainer = await asyncio.to_thread(DilocoTrainer, request, env, progress)
+        trainer = await asyncio.to_thread(DilocoTrainer, request, env, progress)
+        self._stop_serving()
+        self._trainer = self._serving = trainer
         self._progress = progress
         await super()._start(request)
 
     def run(self, request: TrainRequest, stop: threading.Event) -> None:
-        """Train (in the worker thread)."""
+        """Train (in the worker thread); a finished worker keeps serving its last state."""
         trainer = self._trainer
         if trainer is None:
             raise RuntimeError("no trainer was built for this job")
@@ -76,6 +80,16 @@ class TrainService(WorkerService[TrainRequest]):
             trainer.run(stop)
         finally:
             self._trainer = None
+
+    async def stop(self) -> None:
+        """Stop training and stop serving this worker's state to peers."""
+        await super().stop()
+        self._stop_serving()
+
+    def _stop_serving(self) -> None:
+        if self._serving is not None:
+            self._serving.unserve()
+            self._serving = None
 
     def progress(self) -> dict[str, Any]:
         """Figures of the current or last job."""

@@ -31,6 +31,11 @@ class TrainSettings(MLNodeBaseSettings):
     vote_timeout_s: float = Field(
         30.0, gt=0, description="How long a worker waits for peers' weight hashes after a round."
     )
+    join_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        description="At start, how long a worker waits for its peers to serve their state.",
+    )
 
     @field_validator("torch_threads", "checkpoint_root", mode="before")
     @classmethod

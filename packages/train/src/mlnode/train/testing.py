@@ -17,6 +17,20 @@ import torch
 from mlnode.common.transport import ReceivedTensors, TensorMeta, TensorProvider
 from mlnode.common.transport.api import TensorLike
 
+#: What the signed transport carries (it refuses other dtypes, so the hub does too).
+WIRE_DTYPES = frozenset(
+    {
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.int8,
+        torch.uint8,
+        torch.int32,
+        torch.int64,
+        torch.bool,
+    }
+)
+
 
 class PeerDown(ConnectionError):
     """The peer is not reachable."""
@@ -62,6 +76,14 @@ class MemoryTransport:
 
     def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
         """Copy tensors into the peer's inbox."""
+        for name, value in tensors.items():
+            dtype = (
+                torch.from_numpy(np.asarray(value)).dtype
+                if isinstance(value, np.ndarray)
+                else value.dtype
+            )
+            if dtype not in WIRE_DTYPES:
+                raise ValueError(f"dtype {dtype} of {name} cannot be sent")
         copies = {
             k: (torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray) else v.detach().clone())
             for k, v in tensors.items()

@@ -39,6 +39,7 @@ class TrainerEnv:
     device: torch.device
     checkpoint_dir: Path
     vote_timeout_s: float = 30.0
+    join_timeout_s: float = 60.0
 
 
 class DilocoTrainer:
@@ -84,21 +85,26 @@ class DilocoTrainer:
         return bool(self.peers) and self.env.transport is not None
 
     def run(self, stop: threading.Event) -> None:
-        """Train until done or `stop` is set; a stop mid-round keeps the last checkpoint."""
-        self._resume()
-        self._publish()
-        try:
-            while self.round < self.total_rounds and not stop.is_set():
-                started = time.monotonic()
-                loss = self._inner_round(stop)
-                if loss is None or not self._outer_step(loss, stop):
-                    break
-                elapsed = time.monotonic() - started
-                self.progress.set(tokens_per_s=round(self.tokens_per_round / elapsed, 1))
-        finally:
-            if self.networked:
-                assert self.env.transport is not None
-                self.env.transport.unserve(self.req.task_id)
+        """Train until done or `stop` is set; a stop mid-round keeps the last checkpoint.
+
+        The last synced state stays served afterwards, so a late peer can still pull it; the
+        owner calls `unserve` when the job is stopped or replaced.
+        """
+        self._resume(stop)
+        self.progress.set(weights_sha256=self._publish().digest())
+        while self.round < self.total_rounds and not stop.is_set():
+            started = time.monotonic()
+            loss = self._inner_round(stop)
+            if loss is None or not self._outer_step(loss, stop):
+                break
+            elapsed = time.monotonic() - started
+            self.progress.set(tokens_per_s=round(self.tokens_per_round / elapsed, 1))
+
+    def unserve(self) -> None:
+        """Stop offering this worker's state to peers."""
+        if self.networked:
+            assert self.env.transport is not None
+            self.env.transport.unserve(self.req.task_id)
 
     def _adopt(self, round_index: int, params: Tensors, momentum: Tensors) -> None:
         missing = set(self.synced) ^ set(params)
@@ -114,7 +120,7 @@ class DilocoTrainer:
         self.round = round_index
         self.inner.step = round_index * self.h
 
-    def _resume(self) -> None:
+    def _resume(self, stop: threading.Event) -> None:
         checkpoint = load_latest(self.env.checkpoint_dir)
         if checkpoint is not None:
             self._adopt(checkpoint.round, checkpoint.params, checkpoint.momentum)
@@ -123,26 +129,51 @@ class DilocoTrainer:
             self.progress.set(resumed_from=checkpoint.round)
             log.info("resumed task %s at round %d", self.req.task_id, checkpoint.round)
         if self.networked:
-            self._pull_newer()
+            # Serve our own state first, so peers resuming at the same time see it too.
+            self._publish()
+            offers = self._offers(list(self.peers), self.env.join_timeout_s, stop)
+            self._pull_newer(offers, strictly=False)
         self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
 
-    def _pull_newer(self) -> None:
-        """Rejoin: adopt the synced state of the first peer that is not behind us."""
+    def _offers(self, peers: list[str], wait_s: float, stop: threading.Event) -> dict[str, int]:
+        """Newest round each peer serves; waits up to `wait_s` for peers that serve nothing yet."""
         transport = self.env.transport
         assert transport is not None
-        for peer in sorted(self.peers, key=self.peers.__getitem__):
-            try:
-                rounds = offered_rounds(transport.list_tensors(peer, self.req.task_id))
-                if not rounds or rounds[0] < self.round:
+        offers: dict[str, int] = {}
+        deadline = time.monotonic() + wait_s
+        while True:
+            for peer in [p for p in peers if p not in offers]:
+                try:
+                    rounds = offered_rounds(transport.list_tensors(peer, self.req.task_id))
+                except Exception as exc:  # noqa: BLE001 - not up (yet): ask again or give up
+                    log.debug("no offer from %s: %s", peer, exc)
                     continue
-                snapshot = pull_snapshot(transport, peer, self.req.task_id, rounds[0])
-            except Exception as exc:  # noqa: BLE001 - an absent peer just cannot help us rejoin
-                log.info("no state from %s: %s", peer, exc)
+                if rounds:
+                    offers[peer] = rounds[0]
+            if len(offers) == len(peers) or time.monotonic() >= deadline or stop.is_set():
+                return offers
+            time.sleep(0.2)
+
+    def _pull_newer(self, offers: dict[str, int], strictly: bool) -> bool:
+        """Adopt the state of the peer furthest ahead (or level with us, unless `strictly`)."""
+        transport = self.env.transport
+        assert transport is not None
+        ahead = [
+            (-r, self.peers[p], p)
+            for p, r in offers.items()
+            if r > self.round or (r == self.round and not strictly)
+        ]
+        for _, _, peer in sorted(ahead):
+            try:
+                snapshot = pull_snapshot(transport, peer, self.req.task_id)
+            except Exception as exc:  # noqa: BLE001 - try the next peer
+                log.warning("pull from %s failed: %s", peer, exc)
                 continue
             self._adopt(snapshot.round, snapshot.params, snapshot.momentum)
             self.progress.set(pulled_from=peer)
-            log.info("rejoined task %s at round %d from %s", self.req.task_id, self.round, peer)
-            return
+            log.info("task %s: took round %d from %s", self.req.task_id, self.round, peer)
+            return True
+        return False
 
     def _publish(self) -> Snapshot:
         snapshot = Snapshot(
@@ -210,6 +241,10 @@ class DilocoTrainer:
         self.inner.load_weights(self.synced)
         self.round += 1
         digest = self._agree(self._publish().digest(), result, stop)
+        late = [p for p, why in result.failures.items() if "deadline" in why]
+        if late and self._pull_newer(self._offers(late, 0.0, stop), strictly=True):
+            digest = self._publish().digest()
+            self.progress.set(weights_sha256=digest)
         self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
         self.progress.record_round(self.round, loss, self.inner.evaluate(self.eval_set), digest)
         every = self.req.checkpoint.every_outer_steps

@@ -193,7 +193,7 @@ def run_round(
     for index, names in enumerate(plan_chunks(grads, config.chunk_bytes)):
         wire = _encode_chunk(grads, names, config.compression, feedback)
         if index == 0:
-            wire[WEIGHT_KEY] = torch.tensor(weight, dtype=torch.float64)
+            wire[WEIGHT_KEY] = torch.tensor(weight, dtype=torch.float32)
         tag = f"outer-{round_index}/chunk-{index}"
         exchange.broadcast(wire, tag)
         received = exchange.gather(tag, config.timeout_s if index == 0 else config.chunk_timeout_s)
