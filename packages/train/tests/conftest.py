@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-SUBJECTS = ["the cat", "a dog", "my friend", "the bird", "our teacher", "a child"]
-VERBS = ["sees", "likes", "finds", "eats", "draws", "brings"]
-OBJECTS = ["the ball.", "a red apple.", "the green book.", "some bread.", "a small box."]
+from mlnode.train.testing import write_tiny_corpus
 
 TINY_LLAMA: dict[str, Any] = {
     "model_type": "llama",
@@ -25,20 +22,9 @@ TINY_LLAMA: dict[str, Any] = {
 }
 
 
-def write_corpus(path: Path, sentences: int = 600, seed: int = 0) -> Path:
-    """A small learnable text: random sentences from a tiny grammar."""
-    rng = random.Random(seed)
-    lines = [
-        f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}"
-        for _ in range(sentences)
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    return write_corpus(tmp_path / "corpus.txt")
+    return write_tiny_corpus(tmp_path / "corpus.txt")
 
 
 @pytest.fixture

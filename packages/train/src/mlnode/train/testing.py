@@ -7,9 +7,11 @@ its inbox and provider vanish) to drive fault-tolerance tests.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -140,3 +142,19 @@ class MemoryTransport:
         """Copies of named tensors from a peer's provider."""
         provider = self._provider(peer_id, task)
         return {name: provider.get(name).detach().clone() for name in names}
+
+
+SUBJECTS = ("the cat", "a dog", "my friend", "the bird", "our teacher", "a child")
+VERBS = ("sees", "likes", "finds", "eats", "draws", "brings")
+OBJECTS = ("the ball.", "a red apple.", "the green book.", "some bread.", "a small box.")
+
+
+def write_tiny_corpus(path: Path, sentences: int = 600, seed: int = 0) -> Path:
+    """A small learnable text made locally: random sentences from a tiny grammar."""
+    rng = random.Random(seed)
+    lines = [
+        f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}"
+        for _ in range(sentences)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
