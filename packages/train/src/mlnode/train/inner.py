@@ -52,7 +52,7 @@ class InnerLoop:
 
     def _micro_batches(self, batch: torch.Tensor) -> Iterator[torch.Tensor]:
         size = self.config.micro_batch_size or self.config.batch_size
-        yield from batch.split(size)
+        yield from torch.split(batch, size)
 
     def train_step(self, batch: torch.Tensor) -> float:
         """One AdamW step over `batch` ([batch, seq_len + 1] token ids); returns the mean loss."""
@@ -66,7 +66,7 @@ class InnerLoop:
         for chunk in micro:
             with self._autocast():
                 loss = self._loss(self.forward_model, chunk) / len(micro)
-            loss.backward()
+            torch.autograd.backward(loss)
             total += float(loss.detach())
         if self.config.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.config.max_grad_norm)
@@ -90,10 +90,10 @@ class InnerLoop:
         self.model.eval()
         size = self.config.micro_batch_size or self.config.batch_size
         losses = []
-        for chunk in windows.to(self.device).split(size):
+        for chunk in torch.split(windows.to(self.device), size):
             with self._autocast():
                 losses.append(float(self._loss(self.model, chunk)) * chunk.shape[0])
-        return sum(losses) / windows.shape[0]
+        return float(sum(losses) / windows.shape[0])
 
     def weights(self) -> Tensors:
         """Current parameters (detached views)."""

@@ -39,7 +39,9 @@ def build_model(spec: ModelSpec, seed: int) -> PreTrainedModel:
         raise InvalidRequest(f"model.config is not usable: {exc}", param="model.config") from exc
     torch.manual_seed(seed)
     try:
-        model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model: PreTrainedModel = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+            config, dtype=torch.float32
+        )
     except (ValueError, KeyError) as exc:
         raise InvalidRequest(f"no causal LM for model.config: {exc}", param="model.config") from exc
     return model

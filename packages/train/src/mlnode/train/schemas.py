@@ -115,10 +115,15 @@ class TrainRequest(_Strict):
     rank: int = Field(0, ge=0, description="This worker's rank.")
     world_size: int = Field(1, ge=1, description="Number of workers.")
     peers: list[TrainPeer] = Field(default_factory=list, description="The other workers.")
-    diloco: DilocoConfig = Field(default_factory=DilocoConfig, description="Outer loop settings.")
-    optim: OptimConfig = Field(default_factory=OptimConfig, description="Inner optimizer.")
+    diloco: DilocoConfig = Field(
+        default_factory=lambda: DilocoConfig.model_validate({}), description="Outer loop settings."
+    )
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig.model_validate({}), description="Inner optimizer."
+    )
     checkpoint: CheckpointConfig = Field(
-        default_factory=CheckpointConfig, description="Checkpoint settings."
+        default_factory=lambda: CheckpointConfig.model_validate({}),
+        description="Checkpoint settings.",
     )
     seed: int = Field(0, description="Seed of initialisation and data order.")
     master_addr: str | None = Field(
