@@ -51,6 +51,8 @@ def test_a_single_worker_trains_to_the_end(client, make_request) -> None:
     assert progress["loss_history"][-1]["loss"] < progress["loss_history"][0]["loss"]
     assert progress["weights_sha256"] and progress["weights_agree"] is True
     assert Path(progress["last_checkpoint"], "model.safetensors").is_file()
+    metrics = client.get("/metrics").text
+    assert "mlnode_train_outer_round 4.0" in metrics and "mlnode_train_loss" in metrics
 
 
 def test_stop_ends_the_job(client, make_request) -> None:

@@ -17,4 +17,4 @@ FEATURE_ROUTERS: tuple[APIRouter, ...] = (pow_router, infer_router, train_router
 
 def build_services(settings: MLNodeSettings, ctx: NodeContext) -> None:
     """Create each feature package's service; each registers itself with `ctx.gate`."""
-    TrainService(ctx.gate, settings.train, settings.node.state_dir, ctx.transport)
+    TrainService(ctx.gate, settings.train, settings.node.state_dir, ctx.transport, ctx.metrics)

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from prometheus_client import CollectorRegistry
 
 from mlnode.common.errors import InvalidRequest, Unavailable
 from mlnode.common.lifecycle import ServiceGate, ServiceKind, ServiceStatus, WorkerService
 from mlnode.common.transport import TensorTransport
 from mlnode.train.legacy import LegacyTrainBody, to_train_request
+from mlnode.train.metrics import register_train_metrics
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
 from mlnode.train.settings import TrainSettings
@@ -30,6 +32,7 @@ class TrainService(WorkerService[TrainRequest]):
         settings: TrainSettings,
         state_dir: Path,
         transport: TensorTransport | None,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         super().__init__(gate)
         self.settings = settings
@@ -38,6 +41,8 @@ class TrainService(WorkerService[TrainRequest]):
         self._progress: TrainProgress | None = None
         self._trainer: DilocoTrainer | None = None
         self._serving: DilocoTrainer | None = None
+        if metrics is not None:
+            register_train_metrics(metrics, self.progress)
 
     async def start_body(self, body: TrainRequest | LegacyTrainBody) -> ServiceStatus:
         """Start from either body form (the legacy one is mapped or refused with 422)."""
