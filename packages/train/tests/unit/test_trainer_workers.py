@@ -131,9 +131,11 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
 
     first, second = hashes(pairs[0][1]), hashes(pairs[1][1])
     assert first == second and len(first) == 8
-    assert reborn_progress.snapshot()["resumed_from"] == 1
-    assert reborn_progress.snapshot()["pulled_from"] in {"w0", "w1"}
-    assert hashes(reborn_progress)[8] == first[8]
+    reborn_status = reborn_progress.snapshot()
+    assert reborn_status["resumed_from"] >= 1
+    assert reborn_status["pulled_from"] in {"w0", "w1"}
+    assert reborn_status["outer_round"] == 8
+    assert reborn_status["weights_sha256"] == first[8]
 
 
 def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None:
@@ -145,7 +147,7 @@ def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None
             r,
             3,
             tmp_path / f"c{r}",
-            diloco={"inner_steps": 5, "round_timeout_s": 1.0, "chunk_timeout_s": 1.0},
+            diloco=diloco(3.0),
         )
         for r in range(3)
     ]
@@ -159,19 +161,22 @@ def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None
 
 
 def test_stop_then_start_resumes_bit_identically(make_request, tmp_path) -> None:
-    straight, straight_progress = make_trainer(make_request, None, 0, 1, tmp_path / "a")
+    straight, straight_progress = make_trainer(
+        make_request, None, 0, 1, tmp_path / "a", optim=optim(40)
+    )
     straight.run(threading.Event())
 
-    first, progress = make_trainer(make_request, None, 0, 1, tmp_path / "b")
+    first, progress = make_trainer(make_request, None, 0, 1, tmp_path / "b", optim=optim(40))
     stop = threading.Event()
     when(lambda: progress.snapshot()["outer_round"] >= 2, stop.set)
     first.run(stop)
-    assert progress.snapshot()["outer_round"] in (2, 3)
-    second, resumed = make_trainer(make_request, None, 0, 1, tmp_path / "b")
+    stopped_at = progress.snapshot()["outer_round"]
+    assert 2 <= stopped_at < 8
+    second, resumed = make_trainer(make_request, None, 0, 1, tmp_path / "b", optim=optim(40))
     second.run(threading.Event())
 
-    assert resumed.snapshot()["resumed_from"] in (2, 3)
-    assert hashes(resumed)[4] == hashes(straight_progress)[4]
+    assert resumed.snapshot()["resumed_from"] == stopped_at
+    assert hashes(resumed)[8] == hashes(straight_progress)[8]
 
 
 def diloco(timeout_s: float) -> dict[str, Any]:
