@@ -22,7 +22,7 @@ from mlnode.train.checkpoint import Checkpoint, load_latest, save_checkpoint
 from mlnode.train.data import TokenBatches, eval_windows, read_tokens, split_eval
 from mlnode.train.diloco.math import Tensors, nesterov_outer_step, pseudo_gradient
 from mlnode.train.diloco.round import ErrorFeedback, RoundConfig, RoundResult, run_round
-from mlnode.train.diloco.sync import Snapshot, SnapshotProvider, offered_rounds, pull_snapshot, vote
+from mlnode.train.diloco.sync import Snapshot, SnapshotProvider, peer_offers, pull_snapshot, vote
 from mlnode.train.inner import InnerLoop
 from mlnode.train.model import build_model, load_tokenizer
 from mlnode.train.progress import TrainProgress
@@ -131,28 +131,13 @@ class DilocoTrainer:
         if self.networked:
             # Serve our own state first, so peers resuming at the same time see it too.
             self._publish()
-            offers = self._offers(list(self.peers), self.env.join_timeout_s, stop)
+            offers = self._offers_of(list(self.peers), self.env.join_timeout_s, stop)
             self._pull_newer(offers, strictly=False)
         self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
 
-    def _offers(self, peers: list[str], wait_s: float, stop: threading.Event) -> dict[str, int]:
-        """Newest round each peer serves; waits up to `wait_s` for peers that serve nothing yet."""
-        transport = self.env.transport
-        assert transport is not None
-        offers: dict[str, int] = {}
-        deadline = time.monotonic() + wait_s
-        while True:
-            for peer in [p for p in peers if p not in offers]:
-                try:
-                    rounds = offered_rounds(transport.list_tensors(peer, self.req.task_id))
-                except Exception as exc:  # noqa: BLE001 - not up (yet): ask again or give up
-                    log.debug("no offer from %s: %s", peer, exc)
-                    continue
-                if rounds:
-                    offers[peer] = rounds[0]
-            if len(offers) == len(peers) or time.monotonic() >= deadline or stop.is_set():
-                return offers
-            time.sleep(0.2)
+    def _offers_of(self, peers: list[str], wait_s: float, stop: threading.Event) -> dict[str, int]:
+        assert self.env.transport is not None
+        return peer_offers(self.env.transport, peers, self.req.task_id, wait_s, stop)
 
     def _pull_newer(self, offers: dict[str, int], strictly: bool) -> bool:
         """Adopt the state of the peer furthest ahead (or level with us, unless `strictly`)."""
@@ -242,7 +227,7 @@ class DilocoTrainer:
         self.round += 1
         digest = self._agree(self._publish().digest(), result, stop)
         late = [p for p, why in result.failures.items() if "deadline" in why]
-        if late and self._pull_newer(self._offers(late, 0.0, stop), strictly=True):
+        if late and self._pull_newer(self._offers_of(late, 0.0, stop), strictly=True):
             digest = self._publish().digest()
             self.progress.set(weights_sha256=digest)
         self.progress.set(outer_round=self.round, inner_step=self.round * self.h)

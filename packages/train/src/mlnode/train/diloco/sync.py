@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -82,6 +83,31 @@ def offered_rounds(metas: list[TensorMeta]) -> list[int]:
     """Rounds a peer offers, newest first."""
     rounds = {int(m.name.split("/", 1)[0][1:]) for m in metas if m.name.startswith("r")}
     return sorted(rounds, reverse=True)
+
+
+def peer_offers(
+    transport: TensorTransport,
+    peers: list[str],
+    task: str,
+    wait_s: float,
+    stop: threading.Event | None = None,
+) -> dict[str, int]:
+    """Newest round each peer serves; waits up to `wait_s` for peers that serve nothing yet."""
+    offers: dict[str, int] = {}
+    deadline = time.monotonic() + wait_s
+    while True:
+        for peer in [p for p in peers if p not in offers]:
+            try:
+                rounds = offered_rounds(transport.list_tensors(peer, task))
+            except Exception as exc:  # noqa: BLE001 - not up (yet): ask again or give up
+                log.debug("no offer from %s: %s", peer, exc)
+                continue
+            if rounds:
+                offers[peer] = rounds[0]
+        done = len(offers) == len(peers) or (stop is not None and stop.is_set())
+        if done or time.monotonic() >= deadline:
+            return offers
+        time.sleep(0.2)
 
 
 def pull_snapshot(
