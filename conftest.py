@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import psutil
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Apps built in tests listen for tensors on a free port, never on the fixed default."""
+    os.environ.setdefault("MLNODE_GRPC_PORT", "0")
 
 
 @pytest.fixture(autouse=True, scope="session")

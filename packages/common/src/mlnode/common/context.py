@@ -15,7 +15,7 @@ from mlnode.common.transport.transport import GrpcTransport
 
 def _unstarted_transport() -> TensorTransport:
     """A transport that refuses every call until started (tests that never serve it)."""
-    return GrpcTransport(TransportSettings())
+    return GrpcTransport(TransportSettings())  # type: ignore[call-arg]  # values come from env
 
 
 @dataclass

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
 import torch
 
 from mlnode.common.errors import MLNodeError
-from mlnode.common.transport import auth
+from mlnode.common.transport import auth, wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.api import TensorLike, TensorMeta
-from mlnode.common.transport.codec import CodecError, encode, wire_dtype
+from mlnode.common.transport.codec import CodecError, check_sendable, encode, wire_dtype
 from mlnode.common.transport.errors import (
     ImpostorPeer,
     IntegrityError,
@@ -76,15 +76,25 @@ class PeerClient:
         limits: Limits,
         chunk_bytes: int,
         timeouts: CallTimeouts,
+        alive: Callable[[], None] = lambda: None,
     ) -> None:
-        self._stub = pb_grpc.TransportStub(channel)
+        self._stub = pb_grpc.TransportStub(channel)  # type: ignore[no-untyped-call]
+        self._push = channel.stream_unary(
+            PUSH, request_serializer=wire.serialize, response_deserializer=pb.PushReply.FromString
+        )
+        self._fetch = channel.unary_stream(
+            FETCH,
+            request_serializer=pb.FetchRequest.SerializeToString,
+            response_deserializer=wire.parse,
+        )
         self.identity = identity
         self.peer = peer
         self.limits = limits
         self.chunk_bytes = chunk_bytes
         self.timeouts = timeouts
+        self.alive = alive
 
-    def _open(self, task: str, method: str) -> tuple[bytes, Metadata]:
+    def handshake(self, task: str, method: str) -> tuple[bytes, Metadata]:
         """Handshake for one call of `method`: (session id, the call's metadata)."""
         client_nonce = auth.new_nonce()
         metadata: Metadata = ((KEY_MD, self.identity.public_key), (TASK_MD, task))
@@ -118,11 +128,14 @@ class PeerClient:
     def send(self, tensors: Mapping[str, TensorLike], task: str, tag: str) -> int:
         """Push tensors into the peer's inbox under (task, tag); the count it accepted."""
         try:
-            encoded = [encode(name, tensor) for name, tensor in tensors.items()]
+            for name, tensor in tensors.items():
+                check_sendable(name, tensor)
         except CodecError as exc:
             raise LimitExceeded(str(exc)) from None
+        # encoded one at a time while streaming: CUDA tensors are staged to host one by one
+        encoded = (encode(name, tensor) for name, tensor in tensors.items())
         try:
-            session, metadata = self._open(task, PUSH)
+            session, metadata = self.handshake(task, PUSH)
             frames = write_frames(
                 encoded,
                 session=session,
@@ -130,16 +143,18 @@ class PeerClient:
                 task=task,
                 tag=tag,
                 chunk_bytes=self.chunk_bytes,
+                alive=self.alive,
             )
-            reply = self._stub.Push(frames, metadata=metadata, timeout=self.timeouts.rpc_s)
+            reply = self._push(frames, metadata=metadata, timeout=self.timeouts.rpc_s)
         except grpc.RpcError as exc:
+            self.alive()  # a peer removed here mid-send cancels the call: say so
             raise translate(self.peer, exc) from None
         return int(reply.accepted)
 
     def list_tensors(self, task: str) -> list[TensorMeta]:
         """What the peer offers for `task`, checked against its signature."""
         try:
-            session, metadata = self._open(task, LIST)
+            session, metadata = self.handshake(task, LIST)
             reply = self._stub.List(
                 pb.ListRequest(), metadata=metadata, timeout=self.timeouts.rpc_s
             )
@@ -160,11 +175,15 @@ class PeerClient:
     def fetch(self, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
         """Pull named tensors; returns only once every one arrived and verified."""
         reader = FrameReader(
-            session=b"", signer_key=self.peer.public_key, task=task, limits=self.limits
+            session=b"",
+            signer_key=self.peer.public_key,
+            task=task,
+            limits=self.limits,
+            alive=self.alive,
         )
         try:
-            reader.session, metadata = self._open(task, FETCH)
-            frames = self._stub.Fetch(
+            reader.session, metadata = self.handshake(task, FETCH)
+            frames = self._fetch(
                 pb.FetchRequest(names=list(names)), metadata=metadata, timeout=self.timeouts.rpc_s
             )
             try:

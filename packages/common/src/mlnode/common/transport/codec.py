@@ -109,7 +109,7 @@ def _torch_bytes(tensor: torch.Tensor) -> tuple[WireDType, tuple[int, ...], memo
         host = host.to("cpu")
     host = host.contiguous().reshape(-1)
     flat = host.view(torch.uint8) if host.numel() else torch.empty(0, dtype=torch.uint8)
-    return dtype, tuple(tensor.shape), memoryview(flat.numpy()).cast("B")
+    return dtype, tuple(tensor.shape), flat.numpy().data.cast("B")
 
 
 def _numpy_bytes(array: np.ndarray) -> tuple[WireDType, tuple[int, ...], memoryview]:
@@ -118,7 +118,21 @@ def _numpy_bytes(array: np.ndarray) -> tuple[WireDType, tuple[int, ...], memoryv
     if dtype is None:
         raise CodecError(f"dtype {array.dtype} cannot be sent; use one of {sorted(DTYPES)}")
     host = np.ascontiguousarray(array, dtype=dtype.numpy_dtype).reshape(-1)
-    return dtype, tuple(array.shape), memoryview(host.view(np.uint8))
+    return dtype, tuple(array.shape), host.view(np.uint8).data
+
+
+def check_sendable(name: str, tensor: TensorLike) -> None:
+    """CodecError unless `encode` can carry this tensor; copies nothing (no device transfer)."""
+    if isinstance(tensor, torch.Tensor):
+        wire_dtype_of_torch(tensor.dtype)
+    elif isinstance(tensor, np.ndarray):
+        native = tensor.dtype.newbyteorder("=") if tensor.dtype.byteorder == ">" else tensor.dtype
+        if np.dtype(native) not in _BY_NUMPY:
+            raise CodecError(f"dtype {tensor.dtype} cannot be sent; use one of {sorted(DTYPES)}")
+    else:
+        raise CodecError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(tensor)}")
+    if tensor.ndim > MAX_RANK:
+        raise CodecError(f"{name}: rank {tensor.ndim} is over {MAX_RANK}")
 
 
 def encode(name: str, tensor: TensorLike) -> EncodedTensor:
@@ -166,9 +180,9 @@ class TensorBuffer:
         """Bytes written so far."""
         return self._filled
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         """Append a chunk; CodecError when it would overflow the announced length."""
-        end = self._filled + len(chunk)
+        end = self._filled + memoryview(chunk).nbytes
         if end > self._view.nbytes:
             raise CodecError(f"payload longer than the announced {self._view.nbytes} bytes")
         self._view[self._filled : end] = np.frombuffer(chunk, dtype=np.uint8)

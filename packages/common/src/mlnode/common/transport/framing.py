@@ -1,19 +1,20 @@
 """Signed frame streams: tensors to frames, and frames back to tensors only once verified.
 
 A stream is, per tensor, a header (its serialized `TensorHeader`), raw chunks and a trailer
-signed over (session, sequence, header bytes, SHA-256 of the payload); then one `End` frame
+signed over (session, sequence, header bytes, BLAKE3 of the payload); then one `End` frame
 signed over (session, count, tag). The reader gives nothing back unless the whole stream checks
 out, so tampered, truncated, reordered, duplicated or oversized data never reaches a caller.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
+from blake3 import blake3
 from google.protobuf.message import DecodeError
 
 from mlnode.common.transport import auth
@@ -27,6 +28,7 @@ from mlnode.common.transport.codec import (
     wire_dtype,
 )
 from mlnode.common.transport.errors import IntegrityError, LimitExceeded
+from mlnode.common.transport.wire import ChunkFrame, FrameLike, WireFrame, chunk_frame
 
 #: Largest chunk any reader accepts, whatever the sender's configuration.
 MAX_CHUNK_BYTES = 4 << 20
@@ -46,6 +48,10 @@ def _never_revoked() -> None:
     return None
 
 
+def _reserve_nothing(nbytes: int) -> None:
+    return None
+
+
 def write_frames(
     tensors: Iterable[EncodedTensor],
     *,
@@ -55,8 +61,8 @@ def write_frames(
     tag: str,
     chunk_bytes: int,
     alive: Callable[[], None] = _never_revoked,
-) -> Iterator[pb.Frame]:
-    """Frames of a signed stream; `alive` raises to stop between chunks."""
+) -> Iterator[WireFrame]:
+    """Frames of a signed stream (chunks already serialized); `alive` raises to stop early."""
     count = 0
     for sequence, tensor in enumerate(tensors):
         header = pb.TensorHeader(
@@ -69,11 +75,11 @@ def write_frames(
             sequence=sequence,
         ).SerializeToString()
         yield pb.Frame(header=header)
-        hasher = hashlib.sha256()
+        hasher = blake3()
         for piece in iter_chunks(tensor.payload, chunk_bytes):
             alive()
             hasher.update(piece)
-            yield pb.Frame(chunk=piece.tobytes())
+            yield chunk_frame(piece)
         digest = hasher.digest()
         signature = signer.sign(auth.trailer_message(session, sequence, header, digest))
         yield pb.Frame(trailer=pb.Trailer(digest=digest, signature=signature))
@@ -93,15 +99,17 @@ class FrameReader:
         task: str,
         limits: Limits,
         alive: Callable[[], None] = _never_revoked,
+        reserve: Callable[[int], None] = _reserve_nothing,
     ) -> None:
         self.session = session
         self.signer_key = signer_key
         self.task = task
         self.limits = limits
         self.alive = alive
+        self.reserve = reserve
         self._tag: str | None = None
 
-    def read(self, frames: Iterable[pb.Frame]) -> tuple[str, dict[str, torch.Tensor]]:
+    def read(self, frames: Iterable[FrameLike]) -> tuple[str, dict[str, torch.Tensor]]:
         """(tag, tensors) of a complete, verified stream; IntegrityError or LimitExceeded else."""
         stream = iter(frames)
         tensors: dict[str, torch.Tensor] = {}
@@ -109,12 +117,13 @@ class FrameReader:
             self.alive()
             kind = frame.WhichOneof("kind")
             if kind == "header":
-                name, tensor = self._read_tensor(frame.header, len(tensors), stream)
+                header = cast(pb.Frame, frame).header
+                name, tensor = self._read_tensor(header, len(tensors), stream)
                 if name in tensors:
                     raise IntegrityError(f"tensor {name!r} sent twice")
                 tensors[name] = tensor
             elif kind == "end":
-                tag = self._check_end(frame.end, len(tensors))
+                tag = self._check_end(cast(pb.Frame, frame).end, len(tensors))
                 if next(stream, None) is not None:
                     raise IntegrityError("frames after the end frame")
                 return tag, tensors
@@ -141,8 +150,9 @@ class FrameReader:
                 f"more than {self.limits.max_tensors} tensors in one stream "
                 "(MLNODE_GRPC_MAX_TENSORS)"
             )
+        header = pb.TensorHeader()
         try:
-            header = pb.TensorHeader.FromString(raw)
+            header.ParseFromString(raw)
         except DecodeError:
             raise IntegrityError("tensor header does not parse") from None
         if header.sequence != sequence or header.task != self.task:
@@ -164,29 +174,33 @@ class FrameReader:
             shape = tuple(header.shape)
             if expected_nbytes(dtype, shape) != header.nbytes:
                 raise CodecError(f"shape {shape} of {dtype.name} is not {header.nbytes} bytes")
+            self.reserve(header.nbytes)
             return TensorBuffer(dtype, shape, header.nbytes)
         except CodecError as exc:
             raise IntegrityError(f"tensor {header.name!r}: {exc}") from None
 
     def _read_tensor(
-        self, raw_header: bytes, sequence: int, stream: Iterator[pb.Frame]
+        self, raw_header: bytes, sequence: int, stream: Iterator[FrameLike]
     ) -> tuple[str, torch.Tensor]:
         header = self._parse_header(raw_header, sequence)
         buffer = self._open_buffer(header)
-        hasher = hashlib.sha256()
+        hasher = blake3()
         for frame in stream:
             self.alive()
             kind = frame.WhichOneof("kind")
             if kind == "trailer":
-                self._check_trailer(frame.trailer, raw_header, sequence, hasher.digest())
+                trailer = cast(pb.Frame, frame).trailer
+                self._check_trailer(trailer, raw_header, sequence, hasher.digest())
                 try:
                     return header.name, buffer.finish()
                 except CodecError as exc:
                     raise IntegrityError(f"tensor {header.name!r}: {exc}") from None
-            chunk = frame.chunk
-            if kind != "chunk" or len(chunk) > MAX_CHUNK_BYTES:
+            if kind != "chunk":
                 what = kind or "empty"
                 raise IntegrityError(f"unexpected {what} frame in tensor {header.name!r}")
+            chunk = cast(pb.Frame | ChunkFrame, frame).chunk
+            if len(chunk) > MAX_CHUNK_BYTES:
+                raise IntegrityError(f"chunk of {len(chunk)} bytes in tensor {header.name!r}")
             try:
                 buffer.write(chunk)
             except CodecError as exc:

@@ -14,6 +14,7 @@ from mlnode.common.transport.framing import FrameReader, Limits, write_frames
 from mlnode.common.transport.handshake import Session
 from mlnode.common.transport.inbox import Inbox
 from mlnode.common.transport.peers import KnownPeers
+from mlnode.common.transport.wire import FrameLike, WireFrame
 
 
 class Providers:
@@ -48,7 +49,7 @@ def encode_listing(metas: Iterable[TensorMeta]) -> bytes:
         pb.TensorInfo(name=m.name, dtype=wire_dtype_of_torch(m.dtype).name, shape=m.shape)
         for m in metas
     ]
-    return pb.TensorList(tensors=infos).SerializeToString()
+    return bytes(pb.TensorList(tensors=infos).SerializeToString())
 
 
 class ServerHandlers:
@@ -70,17 +71,27 @@ class ServerHandlers:
         self.limits = limits
         self.chunk_bytes = chunk_bytes
 
-    def push(self, session: Session, frames: Iterable[pb.Frame]) -> int:
+    def push(self, session: Session, frames: Iterable[FrameLike]) -> int:
         """Read a pushed stream; deliver it only when complete, verified and still authorized."""
+        reserved: list[int] = []
+
+        def reserve(nbytes: int) -> None:
+            self.inbox.reserve(nbytes)
+            reserved.append(nbytes)
+
         reader = FrameReader(
             session=session.id,
             signer_key=session.peer.public_key,
             task=session.task,
             limits=self.limits,
             alive=lambda: session.check(self.peers),
+            reserve=reserve,
         )
-        tag, tensors = reader.read(frames)
-        session.check(self.peers)
+        try:
+            tag, tensors = reader.read(frames)
+            session.check(self.peers)
+        finally:
+            self.inbox.release(sum(reserved))
         self.inbox.put(session.task, tag, session.peer.peer_id, tensors)
         return len(tensors)
 
@@ -89,7 +100,7 @@ class ServerHandlers:
         listing = encode_listing(self.providers.get(session.task).describe())
         return listing, self.identity.sign(auth.listing_message(session.id, listing))
 
-    def fetch(self, session: Session, names: Sequence[str]) -> Iterator[pb.Frame]:
+    def fetch(self, session: Session, names: Sequence[str]) -> Iterator[WireFrame]:
         """Signed frames of the named tensors; checks every name before the first frame."""
         provider = self.providers.get(session.task)
         if len(names) > self.limits.max_tensors:

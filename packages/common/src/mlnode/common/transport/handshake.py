@@ -12,10 +12,12 @@ Pure: no grpc.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from mlnode.common.transport import auth
@@ -133,3 +135,41 @@ def check_server_hello(
     message = auth.server_hello_message(client_key, server_key, task, client_nonce, server_nonce)
     if not auth.verify(server_key, message, signature):
         raise ImpostorPeer(f"peer {peer.peer_id}'s handshake signature does not verify")
+
+
+class OpenSessions:
+    """Calls in progress, so that a peer's removal or change ends them at once."""
+
+    def __init__(self, peers: KnownPeers) -> None:
+        self.peers = peers
+        self._lock = threading.Lock()
+        self._ids = itertools.count()
+        self._open: dict[int, tuple[Session, Callable[[], object]]] = {}
+        peers.add_listener(self.end_stale)
+
+    @contextmanager
+    def track(self, session: Session, cancel: Callable[[], object]) -> Iterator[None]:
+        """Within the block, `cancel` is called if the session's peer is removed or changed."""
+        key = next(self._ids)
+        with self._lock:
+            self._open[key] = (session, cancel)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._open.pop(key, None)
+
+    def end_stale(self) -> None:
+        """Cancel every call whose peer entry is no longer current."""
+        with self._lock:
+            stale = [
+                cancel
+                for session, cancel in self._open.values()
+                if not self.peers.is_current(session.peer.peer_id, session.epoch)
+            ]
+        for cancel in stale:
+            cancel()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._open)

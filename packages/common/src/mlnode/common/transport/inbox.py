@@ -9,19 +9,53 @@ from collections.abc import Collection
 import torch
 
 from mlnode.common.transport.api import ReceivedTensors
+from mlnode.common.transport.errors import LimitExceeded
+
+
+def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 class Inbox:
-    """Thread-safe mailboxes keyed by (task, tag), each holding one delivery per peer."""
+    """Thread-safe mailboxes keyed by (task, tag), each holding one delivery per peer.
 
-    def __init__(self) -> None:
+    `max_bytes` (0: no limit) bounds what waiting deliveries and transfers in progress hold.
+    """
+
+    def __init__(self, max_bytes: int = 0) -> None:
+        self.max_bytes = max_bytes
         self._cond = threading.Condition()
         self._boxes: dict[tuple[str, str], dict[str, dict[str, torch.Tensor]]] = {}
+        self._held = 0
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of waiting deliveries and reservations of transfers in progress."""
+        with self._cond:
+            return self._held
+
+    def reserve(self, nbytes: int) -> None:
+        """Count `nbytes` of an incoming transfer; LimitExceeded when over the budget."""
+        with self._cond:
+            if self.max_bytes and self._held + nbytes > self.max_bytes:
+                raise LimitExceeded(
+                    f"inbox holds {self._held} bytes; {nbytes} more would pass its limit of "
+                    f"{self.max_bytes} (MLNODE_GRPC_MAX_INBOX_BYTES)"
+                )
+            self._held += nbytes
+
+    def release(self, nbytes: int) -> None:
+        """Give back a reservation."""
+        with self._cond:
+            self._held -= nbytes
 
     def put(self, task: str, tag: str, peer_id: str, tensors: dict[str, torch.Tensor]) -> None:
         """Deliver a peer's verified tensors; a later delivery under the same key replaces it."""
         with self._cond:
-            self._boxes.setdefault((task, tag), {})[peer_id] = tensors
+            box = self._boxes.setdefault((task, tag), {})
+            replaced = box.get(peer_id)
+            self._held += _nbytes(tensors) - (_nbytes(replaced) if replaced else 0)
+            box[peer_id] = tensors
             self._cond.notify_all()
 
     def take(
@@ -38,6 +72,7 @@ class Inbox:
                     break
                 self._cond.wait(remaining)
             taken = {peer: box.pop(peer) for peer in wanted & box.keys()}
+            self._held -= sum(_nbytes(t) for t in taken.values())
             if not box:
                 self._boxes.pop((task, tag), None)
             return taken
@@ -46,9 +81,13 @@ class Inbox:
         """Drop every undelivered tensor of a task (its job ended)."""
         with self._cond:
             for key in [k for k in self._boxes if k[0] == task]:
-                del self._boxes[key]
+                self._held -= sum(_nbytes(t) for t in self._boxes.pop(key).values())
 
-    def pending(self) -> dict[tuple[str, str], list[str]]:
-        """Which peers have deliveries waiting, per (task, tag)."""
+    def pending(self) -> list[tuple[str, str, str, dict[str, torch.Tensor]]]:
+        """(task, tag, peer id, tensors) of every delivery still waiting, without taking it."""
         with self._cond:
-            return {key: sorted(box) for key, box in self._boxes.items()}
+            return [
+                (task, tag, peer, dict(tensors))
+                for (task, tag), box in sorted(self._boxes.items())
+                for peer, tensors in sorted(box.items())
+            ]

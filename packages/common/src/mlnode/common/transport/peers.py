@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,10 @@ from mlnode.common.transport.auth import decode_public_key, encode_key
 PEERS_FILE = "peers.json"
 PEER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 _ADDRESS_PATTERN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$")
+
+
+class PeersFileError(RuntimeError):
+    """The peers file exists but cannot be read; the node refuses to start with it."""
 
 
 def check_peer_id(peer_id: str) -> str:
@@ -83,9 +87,13 @@ class KnownPeers:
         self._peers: dict[str, Peer] = {}
         self._epochs: dict[str, int] = {}
         self._next_epoch = 1
+        self._listeners: list[Callable[[], None]] = []
         if path is not None and path.exists():
-            data = json.loads(path.read_text())
-            self._install([Peer.from_json(p) for p in data.get("peers", [])])
+            try:
+                data = json.loads(path.read_text())
+                self._install([Peer.from_json(p) for p in data["peers"]])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise PeersFileError(f"{path} is not a valid peers file: {exc!r}") from exc
 
     def all(self) -> list[Peer]:
         """Every peer, by id."""
@@ -110,11 +118,23 @@ class KnownPeers:
         with self._lock:
             return self._epochs.get(peer_id) == epoch
 
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every change (it runs in the changing thread)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
     def put(self, peer: Peer) -> None:
         """Add or replace one peer; ValueError when another peer holds the same key."""
         with self._lock:
             peers = {**self._peers, peer.peer_id: peer}
             self._commit(peers)
+        self._notify()
 
     def replace(self, peers: Iterable[Peer]) -> None:
         """Replace the whole set at once; ValueError on duplicate ids or keys."""
@@ -125,6 +145,7 @@ class KnownPeers:
             new[peer.peer_id] = peer
         with self._lock:
             self._commit(new)
+        self._notify()
 
     def remove(self, peer_id: str) -> bool:
         """Forget a peer (its open sessions end); False when it was not known."""
@@ -132,7 +153,8 @@ class KnownPeers:
             if peer_id not in self._peers:
                 return False
             self._commit({k: v for k, v in self._peers.items() if k != peer_id})
-            return True
+        self._notify()
+        return True
 
     def _install(self, peers: list[Peer]) -> None:
         self._check_unique_keys(peers)

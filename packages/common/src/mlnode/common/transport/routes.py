@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Path, Response
@@ -11,8 +12,17 @@ from fastapi import APIRouter, Path, Response
 from mlnode.common.errors import InvalidRequest, NotFound
 from mlnode.common.transport.auth import encode_key
 from mlnode.common.transport.deps import TransportDep
+from mlnode.common.transport.diagnostics import describe_inbox, probe_peer
 from mlnode.common.transport.peers import PEER_ID_PATTERN
-from mlnode.common.transport.schemas import IdentityResponse, PeerModel, PeerSet, PeerUpdate
+from mlnode.common.transport.schemas import (
+    IdentityResponse,
+    InboxResponse,
+    PeerModel,
+    PeerSet,
+    PeerUpdate,
+    ProbeRequest,
+    ProbeResponse,
+)
 
 router = APIRouter(tags=["transport"])
 T = TypeVar("T")
@@ -74,3 +84,19 @@ async def delete_peer(peer_id: str, transport: TransportDep) -> Response:
     if not await _change(transport.peers.remove, peer_id):
         raise NotFound(f"peer {peer_id!r} is not known", param="peer_id")
     return Response(status_code=204)
+
+
+@router.post("/peers/{peer_id}/probe", operation_id="probe_peer")
+async def probe(peer_id: str, body: ProbeRequest, transport: TransportDep) -> ProbeResponse:
+    """Send random bytes to a peer over the signed transport: checks address, keys and task."""
+    report = await asyncio.to_thread(
+        probe_peer, transport, peer_id, body.task, body.tag, body.nbytes
+    )
+    return ProbeResponse(peer_id=peer_id, task=body.task, tag=body.tag, **vars(report))
+
+
+@router.get("/transport/inbox", operation_id="get_inbox")
+async def get_inbox(transport: TransportDep) -> InboxResponse:
+    """Verified deliveries that no service has taken yet, with their digests."""
+    deliveries = await asyncio.to_thread(describe_inbox, transport.inbox)
+    return InboxResponse.model_validate({"deliveries": [asdict(d) for d in deliveries]})

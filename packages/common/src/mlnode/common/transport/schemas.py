@@ -84,3 +84,48 @@ class PeerSet(BaseModel):
     """The whole set of known peers (GET and PUT /peers)."""
 
     peers: list[PeerModel] = Field(description="Every known peer.")
+
+
+class ProbeRequest(BaseModel):
+    """Body of POST /peers/{peer_id}/probe."""
+
+    task: str = Field(min_length=1, max_length=256, description="Task to send the probe under.")
+    tag: str = Field("probe", max_length=256, description="Tag to send the probe under.")
+    nbytes: int = Field(
+        1024, ge=0, le=256 * 1024 * 1024, description="Random bytes to send (at most 256 MiB)."
+    )
+
+
+class ProbeResponse(BaseModel):
+    """What a probe sent, as the peer's inbox will show it."""
+
+    peer_id: str = Field(description="The probed peer.")
+    task: str = Field(description="Task the probe was sent under.")
+    tag: str = Field(description="Tag the probe was sent under.")
+    nbytes: int = Field(description="Bytes sent.")
+    digest: str = Field(description="BLAKE3 hex digest of the probe tensor's bytes.")
+    seconds: float = Field(description="Duration of the signed send, handshake included.")
+
+
+class TensorSummaryModel(BaseModel):
+    """One tensor waiting in the inbox."""
+
+    name: str = Field(description="Tensor name.")
+    dtype: str = Field(description="torch dtype name.")
+    shape: list[int] = Field(description="Shape.")
+    digest: str = Field(description="BLAKE3 hex digest of its bytes.")
+
+
+class DeliveryModel(BaseModel):
+    """One peer's verified delivery not yet taken by a service."""
+
+    task: str = Field(description="Task it was sent under.")
+    tag: str = Field(description="Tag it was sent under.")
+    peer_id: str = Field(description="The sending peer.")
+    tensors: list[TensorSummaryModel] = Field(description="The delivered tensors.")
+
+
+class InboxResponse(BaseModel):
+    """Deliveries waiting in the inbox."""
+
+    deliveries: list[DeliveryModel] = Field(description="Every waiting delivery.")

@@ -9,10 +9,11 @@ from typing import Any, NoReturn, cast
 import grpc
 
 from mlnode.common.errors import MLNodeError
+from mlnode.common.transport import wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.handlers import ServerHandlers
-from mlnode.common.transport.handshake import ServerHandshake, Session
+from mlnode.common.transport.handshake import OpenSessions, ServerHandshake, Session
 from mlnode.common.transport.interceptors import AuthContext, HelloGrant
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,13 @@ def _session(context: Any) -> Session:
     return cast(Session, cast(AuthContext, context).auth)
 
 
-class TransportServicer(pb_grpc.TransportServicer):  # type: ignore[misc]
+class TransportServicer(pb_grpc.TransportServicer):
     """Hello, Push, List and Fetch over the handshake and the handlers."""
 
     def __init__(self, handshake: ServerHandshake, handlers: ServerHandlers) -> None:
         self.handshake = handshake
         self.handlers = handlers
+        self.sessions = OpenSessions(handshake.peers)
 
     def Hello(self, request: pb.HelloRequest, context: Any) -> pb.HelloReply:  # noqa: N802
         """Answer the client's challenge with ours, signed."""
@@ -51,12 +53,17 @@ class TransportServicer(pb_grpc.TransportServicer):  # type: ignore[misc]
             server_key=self.handshake.identity.public_key, server_nonce=nonce, signature=signature
         )
 
-    def Push(self, request_iterator: Iterator[pb.Frame], context: Any) -> pb.PushReply:  # noqa: N802
+    def Push(self, request_iterator: Iterator[wire.FrameLike], context: Any) -> pb.PushReply:  # noqa: N802
         """Receive a pushed stream into the inbox."""
+        session = _session(context)
         try:
-            return pb.PushReply(accepted=self.handlers.push(_session(context), request_iterator))
+            with self.sessions.track(session, context.cancel):
+                return pb.PushReply(accepted=self.handlers.push(session, request_iterator))
         except MLNodeError as exc:
             _abort(context, exc)
+        except grpc.RpcError:  # the client cancelled or vanished mid-stream: nothing delivered
+            context.abort(grpc.StatusCode.CANCELLED, "the stream was cancelled by the peer")
+            raise
 
     def List(self, request: pb.ListRequest, context: Any) -> pb.ListReply:  # noqa: N802
         """The signed list of tensors offered for the session's task."""
@@ -66,9 +73,31 @@ class TransportServicer(pb_grpc.TransportServicer):  # type: ignore[misc]
             _abort(context, exc)
         return pb.ListReply(listing=listing, signature=signature)
 
-    def Fetch(self, request: pb.FetchRequest, context: Any) -> Iterator[pb.Frame]:  # noqa: N802
+    def Fetch(self, request: pb.FetchRequest, context: Any) -> Iterator[wire.WireFrame]:  # noqa: N802
         """Stream the named tensors, signed."""
+        session = _session(context)
         try:
-            yield from self.handlers.fetch(_session(context), list(request.names))
+            with self.sessions.track(session, context.cancel):
+                yield from self.handlers.fetch(session, list(request.names))
         except MLNodeError as exc:
             _abort(context, exc)
+
+
+def add_servicer(servicer: TransportServicer, server: grpc.Server) -> None:
+    """Register the servicer; tensor frames use `wire`'s zero-copy chunk (de)serializers."""
+    handlers = {
+        "Hello": grpc.unary_unary_rpc_method_handler(
+            servicer.Hello, pb.HelloRequest.FromString, pb.HelloReply.SerializeToString
+        ),
+        "Push": grpc.stream_unary_rpc_method_handler(
+            servicer.Push, wire.parse, pb.PushReply.SerializeToString
+        ),
+        "List": grpc.unary_unary_rpc_method_handler(
+            servicer.List, pb.ListRequest.FromString, pb.ListReply.SerializeToString
+        ),
+        "Fetch": grpc.unary_stream_rpc_method_handler(
+            servicer.Fetch, pb.FetchRequest.FromString, wire.serialize
+        ),
+    }
+    generic = grpc.method_handlers_generic_handler("mlnode.transport.v1.Transport", handlers)
+    server.add_generic_rpc_handlers((generic,))

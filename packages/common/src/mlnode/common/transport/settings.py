@@ -29,6 +29,11 @@ class TransportSettings(MLNodeBaseSettings):
     max_tensors: int = Field(
         100_000, ge=1, description="Most tensors accepted in one send or fetch."
     )
+    max_inbox_bytes: int = Field(
+        0,
+        ge=0,
+        description="Bytes pushed tensors may hold while no service took them (0: no limit).",
+    )
     max_header_bytes: int = Field(
         64 * 1024, ge=256, le=MIB, description="Largest tensor header frame accepted, in bytes."
     )

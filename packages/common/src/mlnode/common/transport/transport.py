@@ -17,11 +17,10 @@ import grpc
 import torch
 
 from mlnode.common.errors import PeerUnknown
-from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.api import ReceivedTensors, TensorLike, TensorMeta, TensorProvider
 from mlnode.common.transport.auth import Identity
 from mlnode.common.transport.client import CallTimeouts, PeerClient
-from mlnode.common.transport.errors import PeerUnreachable, TransportClosed
+from mlnode.common.transport.errors import PeerUnreachable, SessionRevoked, TransportClosed
 from mlnode.common.transport.framing import MAX_CHUNK_BYTES, Limits
 from mlnode.common.transport.handlers import Providers, ServerHandlers
 from mlnode.common.transport.handshake import ServerHandshake
@@ -29,7 +28,7 @@ from mlnode.common.transport.identity import KEY_FILE, load_or_create_identity
 from mlnode.common.transport.inbox import Inbox
 from mlnode.common.transport.interceptors import AuthInterceptor
 from mlnode.common.transport.peers import PEERS_FILE, KnownPeers
-from mlnode.common.transport.servicer import TransportServicer
+from mlnode.common.transport.servicer import TransportServicer, add_servicer
 from mlnode.common.transport.settings import TransportSettings
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ class GrpcTransport:
         self.state_dir = state_dir
         self._identity = identity
         self._peers = peers
-        self.inbox = Inbox()
+        self.inbox = Inbox(settings.max_inbox_bytes)
         self.providers = Providers()
         self.limits = Limits(
             settings.max_tensor_bytes, settings.max_tensors, settings.max_header_bytes
@@ -67,6 +66,7 @@ class GrpcTransport:
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._server: grpc.Server | None = None
+        self.handlers: ServerHandlers | None = None
         self.port: int | None = None
 
     @property
@@ -90,13 +90,15 @@ class GrpcTransport:
 
     def start(self) -> None:
         """Load identity and peers (from the state dir unless injected) and start serving."""
+        if self._server is not None:
+            return
         if self._identity is None or self._peers is None:
             if self.state_dir is None:
                 raise ValueError("a state dir, or both identity and peers, are needed")
             self._identity = self._identity or load_or_create_identity(self.state_dir / KEY_FILE)
             self._peers = self._peers or KnownPeers(self.state_dir / PEERS_FILE)
         handshake = ServerHandshake(self.identity, self.peers, self.settings.challenge_ttl_s)
-        handlers = ServerHandlers(
+        self.handlers = ServerHandlers(
             self.identity,
             self.peers,
             self.inbox,
@@ -109,7 +111,7 @@ class GrpcTransport:
             interceptors=[AuthInterceptor(handshake)],
             options=[*channel_options(self.settings), ("grpc.so_reuseport", 0)],
         )
-        pb_grpc.add_TransportServicer_to_server(TransportServicer(handshake, handlers), server)
+        add_servicer(TransportServicer(handshake, self.handlers), server)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = server.add_insecure_port(address)
@@ -141,8 +143,13 @@ class GrpcTransport:
                 channel = grpc.insecure_channel(peer.address, channel_options(self.settings))
                 self._channels[peer.address] = channel
         timeouts = CallTimeouts(self.settings.handshake_timeout_s, self.settings.rpc_timeout_s)
+
+        def alive() -> None:
+            if self.peers.get(peer_id) != peer:
+                raise SessionRevoked(f"peer {peer_id} was removed or changed during the call")
+
         return PeerClient(
-            channel, self.identity, peer, self.limits, self.settings.chunk_bytes, timeouts
+            channel, self.identity, peer, self.limits, self.settings.chunk_bytes, timeouts, alive
         )
 
     def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
@@ -154,6 +161,10 @@ class GrpcTransport:
     ) -> ReceivedTensors:
         """What `from_peers` pushed under (task, tag) by `timeout`; late peers are absent."""
         return self.inbox.take(task, tag, from_peers, timeout)
+
+    def discard(self, task: str) -> None:
+        """Drop every delivery of `task` nobody took (its job ended); not part of the protocol."""
+        self.inbox.discard(task)
 
     def serve(self, task: str, provider: TensorProvider) -> None:
         """Offer a provider's tensors to known peers of `task`."""

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from mlnode.common.errors import PeerUnknown
+from mlnode.common.testing import TransportHub
+from mlnode.common.transport.api import TensorMeta, TensorTransport
+from mlnode.common.transport.errors import LimitExceeded, NotOffered, PeerUnreachable
+
+
+class Provider:
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def describe(self) -> list[TensorMeta]:
+        return [TensorMeta(n, t.dtype, tuple(t.shape)) for n, t in self.tensors.items()]
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+
+def test_fake_nodes_push_receive_and_fetch() -> None:
+    hub = TransportHub()
+    a, b = hub.node("a"), hub.node("b")
+    transport: TensorTransport = a  # satisfies the protocol
+    source = torch.ones(3)
+    transport.send("b", {"x": source}, "t", "r")
+    source += 1  # the receiver got a copy
+    assert torch.equal(b.receive("t", "r", ["a", "c"], timeout=0.01)["a"]["x"], torch.ones(3))
+    b.serve("t", Provider({"w": torch.arange(4)}))
+    assert a.list_tensors("b", "t") == [TensorMeta("w", torch.int64, (4,))]
+    assert torch.equal(a.fetch("b", "t", ["w"])["w"], torch.arange(4))
+    with pytest.raises(NotOffered):
+        a.fetch("b", "t", ["nope"])
+
+
+def test_fake_failures() -> None:
+    hub = TransportHub()
+    a = hub.node("a")
+    hub.node("b")
+    with pytest.raises(PeerUnknown):
+        a.send("c", {"x": torch.ones(1)}, "t", "r")
+    hub.set_offline("b")
+    with pytest.raises(PeerUnreachable):
+        a.send("b", {"x": torch.ones(1)}, "t", "r")
+    hub.set_offline("b", False)
+    with pytest.raises(LimitExceeded, match="cannot be sent"):
+        a.send("b", {"x": torch.ones(1, dtype=torch.float64)}, "t", "r")

@@ -1,0 +1,44 @@
+"""Two real in-process transports on loopback: `alice` sends, `bob` receives (task "t")."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from mlnode.common.transport.auth import Identity
+from mlnode.common.transport.peers import KnownPeers, Peer
+from mlnode.common.transport.settings import TransportSettings
+from mlnode.common.transport.transport import GrpcTransport
+
+
+@dataclass
+class Pair:
+    alice: GrpcTransport
+    bob: GrpcTransport
+
+    def bob_peer(self) -> Peer:
+        peer = self.alice.peers.get("bob")
+        assert peer is not None
+        return peer
+
+
+def make_transport(**overrides: object) -> GrpcTransport:
+    options = {"host": "127.0.0.1", "port": 0, "chunk_bytes": 64 * 1024, **overrides}
+    transport = GrpcTransport(
+        TransportSettings(**options), identity=Identity.generate(), peers=KnownPeers()
+    )
+    transport.start()
+    return transport
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    alice = make_transport()
+    bob = make_transport(max_tensor_bytes=32 << 20, max_tensors=64, max_header_bytes=4096)
+    alice.peers.put(Peer("bob", bob.identity.public_key, f"127.0.0.1:{bob.port}"))
+    bob.peers.put(
+        Peer("alice", alice.identity.public_key, f"127.0.0.1:{alice.port}", frozenset({"t"}))
+    )
+    yield Pair(alice, bob)
+    alice.stop()
+    bob.stop()
