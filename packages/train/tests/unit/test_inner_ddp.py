@@ -45,7 +45,8 @@ def test_two_local_processes_step_like_one_on_the_whole_batch(tmp_path: Path) ->
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
 
-    mp.start_processes(ddp_worker, args=(port, str(tmp_path)), nprocs=2, start_method="fork")
+    # spawn, not fork: the parent may already hold OpenMP and gRPC threads.
+    mp.start_processes(ddp_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
 
     single = InnerLoop(
         build_model(ModelSpec(config=TINY), 0),
