@@ -101,7 +101,7 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
             3,
             tmp_path / f"c{r}",
             optim=optim(40),
-            diloco=diloco(5.0),
+            diloco=diloco(10.0),
         )
         for r in range(3)
     ]
@@ -124,7 +124,7 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
         3,
         tmp_path / "c2",
         optim=optim(40),
-        diloco=diloco(5.0),
+        diloco=diloco(10.0),
     )
     reborn.run(threading.Event())
     survivors.join(120)
@@ -147,7 +147,7 @@ def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None
             r,
             3,
             tmp_path / f"c{r}",
-            diloco=diloco(3.0),
+            diloco=diloco(5.0),
         )
         for r in range(3)
     ]
@@ -156,7 +156,7 @@ def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None
 
     per_round = [hashes(p) for _, p in pairs]
     assert per_round[0] == per_round[1] == per_round[2]
-    assert pairs[2][1].snapshot()["pulled_from"] == "w0"
+    assert pairs[2][1].snapshot()["pulled_from"] in {"w0", "w1"}
     assert pairs[0][1].snapshot()["round_failures"] == {}  # later rounds had everyone
 
 

@@ -29,7 +29,9 @@ class TrainSettings(MLNodeBaseSettings):
         None, description="Default parent of checkpoint dirs; unset means <state_dir>/train."
     )
     vote_timeout_s: float = Field(
-        30.0, gt=0, description="How long a worker waits for peers' weight hashes after a round."
+        30.0,
+        gt=0,
+        description="Wait for peers' weight hashes after a round, beyond the round deadline.",
     )
     join_timeout_s: float = Field(
         60.0,

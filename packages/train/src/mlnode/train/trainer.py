@@ -255,7 +255,8 @@ class DilocoTrainer:
             round_index=self.round,
             my_rank=self.req.rank,
             digest=digest,
-            timeout_s=self.env.vote_timeout_s,
+            # Peers that heard from a late worker may still be waiting out the round deadline.
+            timeout_s=self.req.diloco.round_timeout_s + self.env.vote_timeout_s,
             stop=stop,
         )
         agree = outcome.agrees(digest)
