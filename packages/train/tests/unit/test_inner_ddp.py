@@ -1,6 +1,5 @@
 """The inner loop under torch.distributed: two CPU processes (gloo) stand in for two local GPUs."""
 
-import socket
 from pathlib import Path
 
 import torch
@@ -28,9 +27,11 @@ def batch() -> torch.Tensor:
     return torch.randint(0, 64, (8, 17), generator=torch.Generator().manual_seed(3))
 
 
-def ddp_worker(rank: int, port: int, out: str) -> None:
+def ddp_worker(rank: int, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    # A file store: no port that another test could take between choosing and binding it.
+    store = dist.FileStore(f"{out}/store", 2)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
     try:
         loop = InnerLoop(build_model(ModelSpec(config=TINY), 0), OPTIM, torch.device("cpu"))
         assert isinstance(loop.forward_model, DistributedDataParallel)
@@ -41,12 +42,8 @@ def ddp_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_two_local_processes_step_like_one_on_the_whole_batch(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-
     # spawn, not fork: the parent may already hold OpenMP and gRPC threads.
-    mp.start_processes(ddp_worker, args=(port, str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(ddp_worker, args=(str(tmp_path),), nprocs=2, start_method="spawn")
 
     single = InnerLoop(
         build_model(ModelSpec(config=TINY), 0),

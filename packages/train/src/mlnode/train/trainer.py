@@ -66,6 +66,7 @@ class DilocoTrainer:
         self.synced: Tensors = {n: t.clone() for n, t in self.inner.weights().items()}
         self.momentum: Tensors = {n: torch.zeros_like(t) for n, t in self.synced.items()}
         self.feedback = ErrorFeedback()
+        self.base_digest = ""
         self.provider = SnapshotProvider()
         d = request.diloco
         self.round_config = RoundConfig(
@@ -91,7 +92,7 @@ class DilocoTrainer:
         owner calls `unserve` when the job is stopped or replaced.
         """
         self._resume(stop)
-        self.progress.set(weights_sha256=self._publish().digest())
+        self.progress.set(weights_sha256=self._publish())
         while self.round < self.total_rounds and not stop.is_set():
             started = time.monotonic()
             loss = self._inner_round(stop)
@@ -160,7 +161,8 @@ class DilocoTrainer:
             return True
         return False
 
-    def _publish(self) -> Snapshot:
+    def _publish(self) -> str:
+        """Serve the synced state; returns its weight hash, which also names the next round."""
         snapshot = Snapshot(
             round=self.round,
             params={n: t.detach().cpu() for n, t in self.synced.items()},
@@ -170,7 +172,8 @@ class DilocoTrainer:
         if self.networked:
             assert self.env.transport is not None
             self.env.transport.serve(self.req.task_id, self.provider)
-        return snapshot
+        self.base_digest = snapshot.digest()
+        return self.base_digest
 
     def _inner_round(self, stop: threading.Event) -> float | None:
         losses = []
@@ -197,6 +200,7 @@ class DilocoTrainer:
             float(self.tokens_per_round),
             self.feedback,
             stop,
+            base=self.base_digest,
         )
         self.progress.add_bytes(result.bytes_sent, result.bytes_received)
         self.progress.set(
@@ -225,10 +229,11 @@ class DilocoTrainer:
         self.synced, self.momentum = synced, momentum
         self.inner.load_weights(self.synced)
         self.round += 1
-        digest = self._agree(self._publish().digest(), result, stop)
+        digest = self._agree(self._publish(), result, stop)
         late = [p for p, why in result.failures.items() if "deadline" in why]
-        if late and self._pull_newer(self._offers_of(late, 0.0, stop), strictly=True):
-            digest = self._publish().digest()
+        alone = len(result.results) == 1  # heard from nobody: defer to a peer that is level
+        if late and self._pull_newer(self._offers_of(late, 0.0, stop), strictly=not alone):
+            digest = self._publish()
             self.progress.set(weights_sha256=digest)
         self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
         self.progress.record_round(self.round, loss, self.inner.evaluate(self.eval_set), digest)
@@ -267,7 +272,7 @@ class DilocoTrainer:
                 log.warning("pull from %s failed: %s", holder, exc)
                 continue
             self._adopt(snapshot.round, snapshot.params, snapshot.momentum)
-            digest, agree = self._publish().digest(), True
+            digest, agree = self._publish(), True
             self.progress.set(pulled_from=holder)
             log.warning(
                 "weights differed from the majority; pulled round %d from %s", self.round, holder

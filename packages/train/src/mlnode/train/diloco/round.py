@@ -181,8 +181,13 @@ def run_round(
     weight: float,
     feedback: ErrorFeedback,
     stop: threading.Event | None = None,
+    base: str = "",
 ) -> RoundResult:
     """Exchange `grads` with `peers` (peer id -> rank) and average what arrived, weighted.
+
+    `base` (the hash of the weights the round starts from) goes into every tag, so only workers
+    that start from the same weights average together, and a message left in an inbox by an
+    earlier run of the task is never taken for this one.
 
     A peer that fails to send or misses a deadline is left out from then on and listed in
     `failures`; the average is over this worker and the peers in `results`.
@@ -194,7 +199,7 @@ def run_round(
         wire = _encode_chunk(grads, names, config.compression, feedback)
         if index == 0:
             wire[WEIGHT_KEY] = torch.tensor(weight, dtype=torch.float32)
-        tag = f"outer-{round_index}/chunk-{index}"
+        tag = f"outer-{round_index}-{base[:16]}/chunk-{index}"
         exchange.broadcast(wire, tag)
         received = exchange.gather(tag, config.timeout_s if index == 0 else config.chunk_timeout_s)
         if index == 0:
