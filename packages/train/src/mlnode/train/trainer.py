@@ -140,6 +140,10 @@ class DilocoTrainer:
         assert self.env.transport is not None
         return peer_offers(self.env.transport, peers, self.req.task_id, wait_s, stop)
 
+    def _defers_to(self, peer: str) -> bool:
+        """Between level workers the lower rank's state wins, so two never swap states."""
+        return self.peers[peer] < self.req.rank
+
     def _pull_newer(self, offers: dict[str, int], strictly: bool) -> bool:
         """Adopt the state of the peer furthest ahead (or level with us, unless `strictly`)."""
         transport = self.env.transport
@@ -147,7 +151,7 @@ class DilocoTrainer:
         ahead = [
             (-r, self.peers[p], p)
             for p, r in offers.items()
-            if r > self.round or (r == self.round and not strictly)
+            if r > self.round or (r == self.round and not strictly and self._defers_to(p))
         ]
         for _, _, peer in sorted(ahead):
             try:
