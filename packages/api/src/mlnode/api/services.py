@@ -13,6 +13,7 @@ from mlnode.infer.service import InferService
 from mlnode.pow.routes import router as pow_router
 from mlnode.pow.service import PowService
 from mlnode.train.routes import router as train_router
+from mlnode.train.service import TrainService
 
 FEATURE_ROUTERS: tuple[APIRouter, ...] = (pow_router, infer_router, train_router, fuse_router)
 
@@ -22,3 +23,4 @@ def build_services(settings: MLNodeSettings, ctx: NodeContext) -> None:
     PowService(settings.pow, ctx)
     FuseService(settings.fuse, ctx)
     InferService(settings.infer, ctx)
+    TrainService(settings.train, ctx)

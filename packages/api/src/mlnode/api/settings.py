@@ -9,6 +9,7 @@ from mlnode.common.transport.settings import TransportSettings
 from mlnode.fuse.settings import FuseSettings
 from mlnode.infer.settings import InferSettings
 from mlnode.pow.settings import PowSettings
+from mlnode.train.settings import TrainSettings
 
 
 @dataclass
@@ -20,6 +21,7 @@ class MLNodeSettings:
     pow: PowSettings = field(default_factory=PowSettings)
     fuse: FuseSettings = field(default_factory=FuseSettings)
     infer: InferSettings = field(default_factory=InferSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
 
     @classmethod
     def load(cls) -> MLNodeSettings:

@@ -1,0 +1,1 @@
+"""DiLoCo maths and round orchestration; imports neither FastAPI nor grpc."""

@@ -1,0 +1,224 @@
+"""One DiLoCo outer round over a `TensorTransport`: exchange pseudo-gradients, average survivors.
+
+DiLoCo: Douillard et al., arXiv:2311.08105. Fault tolerance follows Flower's strategy shape
+(Beutel et al., arXiv:2007.14390): the aggregation gets the `results` that arrived *and* the
+`failures`, so the workers that answered proceed without the ones that did not.
+
+Every worker sends its encoded pseudo-gradient to every other worker (a direct all-to-all
+exchange, so a dead worker costs nobody a relay), one chunk of whole tensors at a time, and
+averages each chunk before the next is sent: memory stays bounded by about
+`world_size x chunk_bytes` beyond the model. Contributions are summed in rank order, so workers
+that heard from the same set get bit-identical averages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from mlnode.common.transport import TensorTransport
+from mlnode.train.diloco.math import (
+    Compression,
+    Tensors,
+    compress,
+    decompress,
+    weighted_mean,
+    wire_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+WEIGHT_KEY = "__weight__"
+
+
+@dataclass
+class RoundResult:
+    """Outcome of one round: the average and who took part."""
+
+    average: Tensors
+    #: rank -> peer id (this worker as "self") whose whole pseudo-gradient went into the average.
+    results: dict[int, str]
+    #: peer id -> why it was left out of this round.
+    failures: dict[str, str]
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    #: True when a peer dropped part-way, so some chunks were averaged over more workers.
+    partial: bool = False
+
+
+@dataclass
+class ErrorFeedback:
+    """Residuals of int8 compression, carried from round to round (per tensor name)."""
+
+    residuals: Tensors = field(default_factory=dict)
+
+    def encode(self, name: str, tensor: torch.Tensor, mode: Compression) -> Tensors:
+        """Encode one tensor, updating its residual."""
+        parts, residual = compress(tensor, mode, self.residuals.get(name))
+        if residual is not None:
+            self.residuals[name] = residual
+        return parts
+
+
+def plan_chunks(tensors: Mapping[str, torch.Tensor], chunk_bytes: int) -> list[list[str]]:
+    """Group tensor names, in name order, into chunks of at most `chunk_bytes` (or one tensor)."""
+    chunks: list[list[str]] = []
+    size = 0
+    for name in sorted(tensors):
+        nbytes = tensors[name].numel() * tensors[name].element_size()
+        if not chunks or size + nbytes > chunk_bytes:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(name)
+        size += nbytes
+    return chunks
+
+
+def _encode_chunk(
+    grads: Mapping[str, torch.Tensor], names: list[str], mode: Compression, feedback: ErrorFeedback
+) -> Tensors:
+    wire: Tensors = {}
+    for name in names:
+        for part, tensor in feedback.encode(name, grads[name], mode).items():
+            wire[f"{name}/{part}"] = tensor
+    return wire
+
+
+def _decode(wire: Mapping[str, torch.Tensor], name: str, mode: Compression) -> torch.Tensor:
+    prefix = f"{name}/"
+    parts = {key[len(prefix) :]: t for key, t in wire.items() if key.startswith(prefix)}
+    return decompress(parts, mode)
+
+
+class _Exchange:
+    """Per-round bookkeeping: who is still in, bytes moved, why peers left."""
+
+    def __init__(
+        self,
+        transport: TensorTransport,
+        peers: Mapping[str, int],
+        task: str,
+        stop: threading.Event | None,
+    ) -> None:
+        self.transport = transport
+        self.alive = dict(peers)
+        self.task = task
+        self.stop = stop
+        self.failures: dict[str, str] = {}
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def drop(self, peer: str, reason: str) -> None:
+        self.alive.pop(peer, None)
+        self.failures.setdefault(peer, reason)
+        log.warning("peer %s left out of the round: %s", peer, reason)
+
+    def broadcast(self, wire: Tensors, tag: str) -> None:
+        for peer in sorted(self.alive, key=self.alive.__getitem__):
+            try:
+                self.transport.send(peer, wire, self.task, tag)
+                self.bytes_sent += wire_bytes(wire)
+            except Exception as exc:  # noqa: BLE001 - any send failure only removes that peer
+                self.drop(peer, f"send failed: {type(exc).__name__}: {exc}")
+
+    def gather(self, tag: str, timeout: float) -> dict[str, Tensors]:
+        got = receive_until(self.transport, self.task, tag, list(self.alive), timeout, self.stop)
+        for peer in list(self.alive):
+            if peer not in got:
+                self.drop(peer, f"missed the deadline ({tag})")
+        for wire in got.values():
+            self.bytes_received += wire_bytes(wire)
+        return {peer: got[peer] for peer in self.alive}
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """What stays the same from round to round."""
+
+    task: str
+    my_rank: int
+    compression: Compression
+    #: How long the first chunk waits for peers (they may still be in their inner steps).
+    timeout_s: float
+    #: How long each later chunk waits.
+    chunk_timeout_s: float
+    chunk_bytes: int = 16 * 2**20
+
+
+def receive_until(
+    transport: TensorTransport,
+    task: str,
+    tag: str,
+    peers: list[str],
+    timeout: float,
+    stop: threading.Event | None = None,
+    poll_s: float = 0.5,
+) -> dict[str, Tensors]:
+    """`transport.receive` in short slices, so a stop request ends the wait within `poll_s`."""
+    deadline = time.monotonic() + max(timeout, 0.0)
+    got: dict[str, Tensors] = {}
+    pending = list(peers)
+    while pending:
+        left = max(deadline - time.monotonic(), 0.0)
+        got |= transport.receive(task, tag, pending, min(left, poll_s))
+        pending = [p for p in pending if p not in got]
+        if left <= 0 or (stop is not None and stop.is_set()):
+            break
+    return got
+
+
+def run_round(
+    transport: TensorTransport,
+    peers: Mapping[str, int],
+    config: RoundConfig,
+    round_index: int,
+    grads: Mapping[str, torch.Tensor],
+    weight: float,
+    feedback: ErrorFeedback,
+    stop: threading.Event | None = None,
+    base: str = "",
+) -> RoundResult:
+    """Exchange `grads` with `peers` (peer id -> rank) and average what arrived, weighted.
+
+    `base` (the hash of the weights the round starts from) goes into every tag, so only workers
+    that start from the same weights average together, and a message left in an inbox by an
+    earlier run of the task is never taken for this one.
+
+    A peer that fails to send or misses a deadline is left out from then on and listed in
+    `failures`; the average is over this worker and the peers in `results`.
+    """
+    exchange = _Exchange(transport, peers, config.task, stop)
+    average: Tensors = {}
+    weights: dict[str, float] = {}
+    for index, names in enumerate(plan_chunks(grads, config.chunk_bytes)):
+        wire = _encode_chunk(grads, names, config.compression, feedback)
+        if index == 0:
+            wire[WEIGHT_KEY] = torch.tensor(weight, dtype=torch.float32)
+        tag = f"outer-{round_index}-{base[:16]}/chunk-{index}"
+        exchange.broadcast(wire, tag)
+        received = exchange.gather(tag, config.timeout_s if index == 0 else config.chunk_timeout_s)
+        if index == 0:
+            weights = {p: float(w[WEIGHT_KEY]) for p, w in received.items() if WEIGHT_KEY in w}
+        received = {p: w for p, w in received.items() if p in weights}
+        ranked = [(config.my_rank, wire, weight)] + [
+            (peers[p], w, weights[p]) for p, w in received.items()
+        ]
+        ranked.sort(key=lambda item: item[0])
+        for name in names:
+            average[name] = weighted_mean(
+                [_decode(w, name, config.compression) for _, w, _ in ranked],
+                [factor for _, _, factor in ranked],
+            )
+    return RoundResult(
+        average=average,
+        results={config.my_rank: "self"} | {peers[p]: p for p in exchange.alive if p in weights},
+        failures=exchange.failures,
+        bytes_sent=exchange.bytes_sent,
+        bytes_received=exchange.bytes_received,
+        partial=any(p in weights for p in exchange.failures),
+    )

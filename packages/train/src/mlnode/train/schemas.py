@@ -1,0 +1,158 @@
+"""Request and status bodies of /api/v1/train."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mlnode.common.lifecycle import ServiceStatus
+from mlnode.train.diloco.math import Compression
+
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """The model to train: a local Hugging Face directory, or a config to build one from scratch."""
+
+    path: str | None = Field(None, description="Local Hugging Face model directory (safetensors).")
+    config: dict[str, Any] | None = Field(
+        None,
+        description="transformers config kwargs with `model_type` (default llama), e.g. "
+        '{"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 256}.',
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.path is None) == (self.config is None):
+            raise ValueError("model needs exactly one of 'path' (a local directory) or 'config'")
+        return self
+
+
+class DatasetSpec(_Strict):
+    """Local training data."""
+
+    path: str = Field(
+        description="A .txt file, a .jsonl file, or a token file (.npy, .safetensors)."
+    )
+    text_field: str = Field("text", description="Field holding the text in each .jsonl line.")
+    seq_len: int = Field(128, ge=8, le=65536, description="Tokens per training sequence.")
+    eval_fraction: float = Field(
+        0.05, ge=0.0, lt=0.5, description="Tail of the corpus held out to report eval loss."
+    )
+
+
+class TrainPeer(_Strict):
+    """Another worker of the task, registered through /api/v1/peers."""
+
+    peer_id: str = Field(description="The id under which /api/v1/peers knows this worker.")
+    rank: int = Field(ge=0, description="Its rank in the task (0 .. world_size - 1).")
+    address: str | None = Field(
+        None, description="host:port of its transport, informative (registration carries it)."
+    )
+
+
+class DilocoConfig(_Strict):
+    """Outer loop settings (DiLoCo)."""
+
+    inner_steps: int = Field(50, ge=1, description="H: inner optimizer steps between syncs.")
+    outer_lr: float = Field(0.7, gt=0, description="Outer SGD learning rate.")
+    outer_momentum: float = Field(0.9, ge=0, lt=1, description="Outer SGD momentum.")
+    nesterov: bool = Field(True, description="Nesterov momentum for the outer SGD.")
+    compression: Compression = Field(
+        Compression.NONE, description="Pseudo-gradient encoding: none, fp16, int8 (error feedback)."
+    )
+    round_timeout_s: float = Field(
+        300.0, gt=0, description="How long a worker waits for peers' pseudo-gradients each round."
+    )
+    chunk_timeout_s: float = Field(60.0, gt=0, description="Wait for each later chunk of a round.")
+    chunk_mb: float = Field(16.0, gt=0, description="Pseudo-gradient bytes per exchanged chunk.")
+
+
+class OptimConfig(_Strict):
+    """Inner AdamW settings."""
+
+    lr: float = Field(4e-4, gt=0, description="Peak inner learning rate.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps of the inner lr.")
+    total_steps: int = Field(
+        1000, ge=1, description="Inner steps of the whole job (cosine to 10%)."
+    )
+    batch_size: int = Field(8, ge=1, description="Sequences per inner step.")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Sequences per forward pass (gradient accumulation); default all."
+    )
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping; null for none.")
+
+    @model_validator(mode="after")
+    def _micro_divides(self) -> Self:
+        micro = self.micro_batch_size or self.batch_size
+        if self.batch_size % micro:
+            raise ValueError("optim.micro_batch_size must divide optim.batch_size")
+        return self
+
+
+class CheckpointConfig(_Strict):
+    """Where and how often to checkpoint."""
+
+    dir: str | None = Field(
+        None, description="Checkpoint directory; default <state_dir>/train/<task_id>."
+    )
+    every_outer_steps: int = Field(1, ge=1, description="Checkpoint every N outer steps.")
+    keep: int = Field(2, ge=1, description="How many checkpoints to keep.")
+
+
+class TrainRequest(_Strict):
+    """Body of POST /api/v1/train/start."""
+
+    task_id: str = Field(pattern=TASK_ID_PATTERN, description="Task id; scopes peers and tags.")
+    model: ModelSpec = Field(description="Model to train.")
+    dataset: DatasetSpec = Field(description="Training data.")
+    rank: int = Field(0, ge=0, description="This worker's rank.")
+    world_size: int = Field(1, ge=1, description="Number of workers.")
+    peers: list[TrainPeer] = Field(default_factory=list, description="The other workers.")
+    diloco: DilocoConfig = Field(
+        default_factory=lambda: DilocoConfig.model_validate({}), description="Outer loop settings."
+    )
+    optim: OptimConfig = Field(
+        default_factory=lambda: OptimConfig.model_validate({}), description="Inner optimizer."
+    )
+    checkpoint: CheckpointConfig = Field(
+        default_factory=lambda: CheckpointConfig.model_validate({}),
+        description="Checkpoint settings.",
+    )
+    seed: int = Field(0, description="Seed of initialisation and data order.")
+    master_addr: str | None = Field(
+        None, description="Rank 0's address, from a legacy body (informative)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent_world(self) -> Self:
+        if self.rank >= self.world_size:
+            raise ValueError(f"rank {self.rank} is outside world_size {self.world_size}")
+        ranks = sorted(p.rank for p in self.peers)
+        expected = sorted(set(range(self.world_size)) - {self.rank})
+        if ranks != expected:
+            raise ValueError(
+                f"peers must name every other rank once: expected ranks {expected}, got {ranks}"
+            )
+        if len({p.peer_id for p in self.peers}) != len(self.peers):
+            raise ValueError("peer ids must be unique")
+        return self
+
+    def peer_ranks(self) -> dict[str, int]:
+        """Peer id -> rank."""
+        return {p.peer_id: p.rank for p in self.peers}
+
+
+class TrainStatus(ServiceStatus):
+    """GET /api/v1/train/status: the service status; figures are in `progress`.
+
+    `progress` holds task_id, rank, world_size, inner_step, outer_round, loss_history
+    ([{outer_round, loss, eval_loss}]), tokens_per_s, bytes_sent, bytes_received, peers_alive,
+    round_failures, weights_sha256 and weights_agree.
+    """

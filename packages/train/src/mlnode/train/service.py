@@ -1,0 +1,93 @@
+"""`TrainService`: runs one DiLoCo worker in a thread; the node's TRAIN state."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlnode.common.context import NodeContext
+from mlnode.common.errors import InvalidRequest, Unavailable
+from mlnode.common.lifecycle import ServiceKind, ServiceStatus, WorkerService
+from mlnode.common.transport import TensorTransport
+from mlnode.train.legacy import LegacyTrainBody, to_train_request
+from mlnode.train.metrics import register_train_metrics
+from mlnode.train.progress import TrainProgress
+from mlnode.train.schemas import TrainRequest
+from mlnode.train.settings import TrainSettings
+from mlnode.train.trainer import DilocoTrainer, TrainerEnv
+
+
+class TrainService(WorkerService[TrainRequest]):
+    """POST /train/start builds the worker (bad input is a 422 here), then trains in a thread."""
+
+    kind = ServiceKind.TRAIN
+
+    def __init__(self, settings: TrainSettings, ctx: NodeContext) -> None:
+        super().__init__(ctx.gate)
+        self.settings = settings
+        self.state_dir = ctx.settings.state_dir
+        self.transport: TensorTransport | None = ctx.transport
+        self._progress: TrainProgress | None = None
+        self._trainer: DilocoTrainer | None = None
+        self._serving: DilocoTrainer | None = None
+        register_train_metrics(ctx.metrics, self.progress)
+
+    async def start_body(self, body: TrainRequest | LegacyTrainBody) -> ServiceStatus:
+        """Start from either body form (the legacy one is mapped or refused with 422)."""
+        return await self.start(to_train_request(body))
+
+    def checkpoint_dir(self, request: TrainRequest) -> Path:
+        """Where this task's checkpoints live."""
+        if request.checkpoint.dir is not None:
+            return Path(request.checkpoint.dir)
+        root = self.settings.checkpoint_root or self.state_dir / "train"
+        return root / request.task_id
+
+    async def _start(self, request: TrainRequest) -> None:
+        if request.world_size > 1 and self.transport is None:
+            raise Unavailable("this MLNode has no tensor transport, so it can only train alone")
+        if self.settings.torch_threads is not None:
+            torch.set_num_threads(self.settings.torch_threads)
+        env = TrainerEnv(
+            transport=self.transport,
+            device=self.settings.torch_device(),
+            checkpoint_dir=self.checkpoint_dir(request),
+            vote_timeout_s=self.settings.vote_timeout_s,
+            join_timeout_s=self.settings.join_timeout_s,
+        )
+        if env.device.type == "cuda" and not torch.cuda.is_available():
+            raise InvalidRequest("MLNODE_TRAIN_DEVICE asks for CUDA but no GPU is visible")
+        progress = TrainProgress(request.task_id, request.rank, request.world_size)
+        trainer = await asyncio.to_thread(DilocoTrainer, request, env, progress)
+        self._stop_serving()
+        self._trainer = self._serving = trainer
+        self._progress = progress
+        await super()._start(request)
+
+    def run(self, request: TrainRequest, stop: threading.Event) -> None:
+        """Train (in the worker thread); a finished worker keeps serving its last state."""
+        trainer = self._trainer
+        if trainer is None:
+            raise RuntimeError("no trainer was built for this job")
+        try:
+            trainer.run(stop)
+        finally:
+            self._trainer = None
+
+    async def stop(self) -> None:
+        """Stop training and stop serving this worker's state to peers."""
+        await super().stop()
+        self._stop_serving()
+
+    def _stop_serving(self) -> None:
+        if self._serving is not None:
+            self._serving.unserve()
+            self._serving = None
+
+    def progress(self) -> dict[str, Any]:
+        """Figures of the current or last job."""
+        return self._progress.snapshot() if self._progress is not None else {}

@@ -1,0 +1,301 @@
+"""One DiLoCo worker: inner AdamW steps, outer rounds over the transport, votes, checkpoints.
+
+DiLoCo: Douillard et al., arXiv:2311.08105. The worker keeps the last synced weights and the outer
+momentum; after H inner steps it exchanges its pseudo-gradient (`diloco.round`), applies the outer
+Nesterov step, publishes the result for pulling peers and checks by hash vote that it holds the
+same bits as the others (`diloco.sync`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mlnode.common.transport import TensorTransport
+from mlnode.train.checkpoint import Checkpoint, load_latest, save_checkpoint
+from mlnode.train.data import TokenBatches, eval_windows, read_tokens, split_eval
+from mlnode.train.diloco.math import Tensors, nesterov_outer_step, pseudo_gradient
+from mlnode.train.diloco.round import ErrorFeedback, RoundConfig, RoundResult, run_round
+from mlnode.train.diloco.sync import Snapshot, SnapshotProvider, peer_offers, pull_snapshot, vote
+from mlnode.train.inner import InnerLoop
+from mlnode.train.model import build_model, load_tokenizer
+from mlnode.train.progress import TrainProgress
+from mlnode.train.schemas import TrainRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainerEnv:
+    """What the node gives a trainer."""
+
+    transport: TensorTransport | None
+    device: torch.device
+    checkpoint_dir: Path
+    vote_timeout_s: float = 30.0
+    join_timeout_s: float = 60.0
+
+
+class DilocoTrainer:
+    """Runs one worker of a DiLoCo task until its total steps are done or it is stopped."""
+
+    def __init__(self, request: TrainRequest, env: TrainerEnv, progress: TrainProgress) -> None:
+        self.req = request
+        self.env = env
+        self.progress = progress
+        self.peers = request.peer_ranks()
+        model = build_model(request.model, request.seed)
+        self.model_config = model.config.to_dict()
+        tokens = read_tokens(request.dataset, load_tokenizer(request.model, model))
+        seq_len = request.dataset.seq_len
+        train_tokens, eval_tokens = split_eval(tokens, request.dataset.eval_fraction, seq_len)
+        self.batches = TokenBatches(
+            train_tokens, seq_len, request.rank, request.world_size, request.seed
+        )
+        self.eval_set = eval_windows(eval_tokens, seq_len)
+        self.inner = InnerLoop(model, request.optim, env.device)
+        self.h = request.diloco.inner_steps
+        self.total_rounds = math.ceil(request.optim.total_steps / self.h)
+        self.round = 0
+        self.synced: Tensors = {n: t.clone() for n, t in self.inner.weights().items()}
+        self.momentum: Tensors = {n: torch.zeros_like(t) for n, t in self.synced.items()}
+        self.feedback = ErrorFeedback()
+        self.base_digest = ""
+        self.provider = SnapshotProvider()
+        d = request.diloco
+        self.round_config = RoundConfig(
+            task=request.task_id,
+            my_rank=request.rank,
+            compression=d.compression,
+            timeout_s=d.round_timeout_s,
+            chunk_timeout_s=d.chunk_timeout_s,
+            chunk_bytes=max(1, int(d.chunk_mb * 2**20)),
+        )
+        self.tokens_per_round = self.h * request.optim.batch_size * seq_len
+        progress.set(total_rounds=self.total_rounds)
+
+    @property
+    def networked(self) -> bool:
+        """Whether this worker has peers to sync with."""
+        return bool(self.peers) and self.env.transport is not None
+
+    def run(self, stop: threading.Event) -> None:
+        """Train until done or `stop` is set; a stop mid-round keeps the last checkpoint.
+
+        The last synced state stays served afterwards, so a late peer can still pull it; the
+        owner calls `unserve` when the job is stopped or replaced.
+        """
+        self._resume(stop)
+        self.progress.set(weights_sha256=self._publish())
+        while self.round < self.total_rounds and not stop.is_set():
+            started = time.monotonic()
+            loss = self._inner_round(stop)
+            if loss is None or not self._outer_step(loss, stop):
+                break
+            elapsed = time.monotonic() - started
+            self.progress.set(tokens_per_s=round(self.tokens_per_round / elapsed, 1))
+
+    def unserve(self) -> None:
+        """Stop offering this worker's state to peers."""
+        if self.networked:
+            assert self.env.transport is not None
+            self.env.transport.unserve(self.req.task_id)
+
+    def _adopt(self, round_index: int, params: Tensors, momentum: Tensors) -> None:
+        missing = set(self.synced) ^ set(params)
+        if missing:
+            raise ValueError(f"weights do not match the model: {sorted(missing)[:5]}")
+        device = self.env.device
+        self.synced = {n: params[n].to(device, torch.float32) for n in self.synced}
+        self.momentum = {
+            n: momentum[n].to(device, torch.float32) if n in momentum else torch.zeros_like(t)
+            for n, t in self.synced.items()
+        }
+        self.inner.load_weights(self.synced)
+        self.round = round_index
+        self.inner.step = round_index * self.h
+
+    def _resume(self, stop: threading.Event) -> None:
+        checkpoint = load_latest(self.env.checkpoint_dir)
+        if checkpoint is not None:
+            self._adopt(checkpoint.round, checkpoint.params, checkpoint.momentum)
+            self.feedback.residuals = dict(checkpoint.residuals)
+            self.inner.load_optimizer_state(checkpoint.optimizer, checkpoint.inner_step)
+            self.progress.set(resumed_from=checkpoint.round)
+            log.info("resumed task %s at round %d", self.req.task_id, checkpoint.round)
+        if self.networked:
+            # Serve our own state first, so peers resuming at the same time see it too.
+            self._publish()
+            offers = self._offers_of(list(self.peers), self.env.join_timeout_s, stop)
+            self._pull_newer(offers, strictly=False)
+        self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
+
+    def _offers_of(self, peers: list[str], wait_s: float, stop: threading.Event) -> dict[str, int]:
+        assert self.env.transport is not None
+        return peer_offers(self.env.transport, peers, self.req.task_id, wait_s, stop)
+
+    def _defers_to(self, peer: str) -> bool:
+        """Between level workers the lower rank's state wins, so two never swap states."""
+        return self.peers[peer] < self.req.rank
+
+    def _pull_newer(self, offers: dict[str, int], strictly: bool) -> bool:
+        """Adopt the state of the peer furthest ahead (or level with us, unless `strictly`)."""
+        transport = self.env.transport
+        assert transport is not None
+        ahead = [
+            (-r, self.peers[p], p)
+            for p, r in offers.items()
+            if r > self.round or (r == self.round and not strictly and self._defers_to(p))
+        ]
+        for _, _, peer in sorted(ahead):
+            try:
+                snapshot = pull_snapshot(transport, peer, self.req.task_id)
+            except Exception as exc:  # noqa: BLE001 - try the next peer
+                log.warning("pull from %s failed: %s", peer, exc)
+                continue
+            self._adopt(snapshot.round, snapshot.params, snapshot.momentum)
+            self.progress.set(pulled_from=peer)
+            log.info("task %s: took round %d from %s", self.req.task_id, self.round, peer)
+            return True
+        return False
+
+    def _publish(self) -> str:
+        """Serve the synced state; returns its weight hash, which also names the next round."""
+        snapshot = Snapshot(
+            round=self.round,
+            params={n: t.detach().cpu() for n, t in self.synced.items()},
+            momentum={n: t.detach().cpu() for n, t in self.momentum.items()},
+        )
+        self.provider.publish(snapshot)
+        if self.networked:
+            assert self.env.transport is not None
+            self.env.transport.serve(self.req.task_id, self.provider)
+        self.base_digest = snapshot.digest()
+        return self.base_digest
+
+    def _inner_round(self, stop: threading.Event) -> float | None:
+        losses = []
+        first = self.round * self.h
+        for step in range(first, first + self.h):
+            if stop.is_set():
+                return None
+            losses.append(
+                self.inner.train_step(self.batches.batch(step, self.req.optim.batch_size))
+            )
+            self.progress.set(inner_step=step + 1)
+        return sum(losses) / len(losses)
+
+    def _exchange(self, grads: Tensors, stop: threading.Event) -> RoundResult:
+        if not self.networked:
+            return RoundResult(average=grads, results={self.req.rank: "self"}, failures={})
+        assert self.env.transport is not None
+        result = run_round(
+            self.env.transport,
+            self.peers,
+            self.round_config,
+            self.round,
+            {n: g.cpu() for n, g in grads.items()},
+            float(self.tokens_per_round),
+            self.feedback,
+            stop,
+            base=self.base_digest,
+        )
+        self.progress.add_bytes(result.bytes_sent, result.bytes_received)
+        self.progress.set(
+            peers_alive=sorted(p for p in result.results.values() if p != "self"),
+            round_failures=result.failures,
+        )
+        return result
+
+    def _outer_step(self, loss: float, stop: threading.Event) -> bool:
+        """Sync and apply one outer step; False when a stop cut the round short."""
+        result = self._exchange(pseudo_gradient(self.synced, self.inner.weights()), stop)
+        if stop.is_set():
+            return False
+        d = self.req.diloco
+        synced: Tensors = {}
+        momentum: Tensors = {}
+        for name, param in self.synced.items():
+            synced[name], momentum[name] = nesterov_outer_step(
+                param,
+                result.average[name].to(param.device),
+                self.momentum[name],
+                lr=d.outer_lr,
+                mu=d.outer_momentum,
+                nesterov=d.nesterov,
+            )
+        self.synced, self.momentum = synced, momentum
+        self.inner.load_weights(self.synced)
+        self.round += 1
+        digest = self._agree(self._publish(), result, stop)
+        late = [p for p, why in result.failures.items() if "deadline" in why]
+        alone = len(result.results) == 1  # heard from nobody: defer to a peer that is level
+        if late and self._pull_newer(self._offers_of(late, 0.0, stop), strictly=not alone):
+            digest = self._publish()
+            self.progress.set(weights_sha256=digest)
+        self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
+        self.progress.record_round(self.round, loss, self.inner.evaluate(self.eval_set), digest)
+        every = self.req.checkpoint.every_outer_steps
+        if self.round % every == 0 or self.round == self.total_rounds:
+            self._checkpoint()
+        return True
+
+    def _agree(self, digest: str, result: RoundResult, stop: threading.Event) -> str:
+        """Hash vote; a worker outside the winning group pulls the winners' snapshot."""
+        if not self.networked:
+            self.progress.set(weights_sha256=digest, weights_agree=True)
+            return digest
+        transport = self.env.transport
+        assert transport is not None
+        reachable = {
+            p: r for p, r in self.peers.items() if not result.failures.get(p, "").startswith("send")
+        }
+        outcome = vote(
+            transport,
+            reachable,
+            [p for p in result.results.values() if p != "self"],
+            task=self.req.task_id,
+            round_index=self.round,
+            my_rank=self.req.rank,
+            digest=digest,
+            # Peers that heard from a late worker may still be waiting out the round deadline.
+            timeout_s=self.req.diloco.round_timeout_s + self.env.vote_timeout_s,
+            stop=stop,
+        )
+        agree = outcome.agrees(digest)
+        for holder in [] if agree else outcome.holders:
+            try:
+                snapshot = pull_snapshot(transport, holder, self.req.task_id, self.round)
+            except Exception as exc:  # noqa: BLE001 - try the next holder of the winning hash
+                log.warning("pull from %s failed: %s", holder, exc)
+                continue
+            self._adopt(snapshot.round, snapshot.params, snapshot.momentum)
+            digest, agree = self._publish(), True
+            self.progress.set(pulled_from=holder)
+            log.warning(
+                "weights differed from the majority; pulled round %d from %s", self.round, holder
+            )
+            break
+        self.progress.set(weights_sha256=digest, weights_agree=agree)
+        return digest
+
+    def _checkpoint(self) -> None:
+        checkpoint = Checkpoint(
+            round=self.round,
+            inner_step=self.round * self.h,
+            params=self.synced,
+            momentum=self.momentum,
+            residuals=self.feedback.residuals,
+            optimizer=self.inner.optimizer_state(),
+            meta={"task_id": self.req.task_id, "rank": self.req.rank},
+        )
+        path = save_checkpoint(
+            self.env.checkpoint_dir, checkpoint, self.model_config, self.req.checkpoint.keep
+        )
+        self.progress.set(last_checkpoint=str(path))

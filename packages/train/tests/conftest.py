@@ -1,0 +1,56 @@
+"""Fixtures shared by mlnode-train's test tiers: a tiny corpus and tiny training requests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlnode.train.testing import write_tiny_corpus
+
+TINY_LLAMA: dict[str, Any] = {
+    "model_type": "llama",
+    "vocab_size": 256,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_tiny_corpus(tmp_path / "corpus.txt")
+
+
+@pytest.fixture
+def make_request(corpus: Path, tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """A JSON body for POST /train/start; keyword arguments override top-level fields."""
+
+    def make(rank: int = 0, world_size: int = 1, **overrides: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "task_id": "task-1",
+            "model": {"config": dict(TINY_LLAMA)},
+            "dataset": {"path": str(corpus), "seq_len": 32, "eval_fraction": 0.1},
+            "rank": rank,
+            "world_size": world_size,
+            "peers": [{"peer_id": f"w{r}", "rank": r} for r in range(world_size) if r != rank],
+            "diloco": {"inner_steps": 5, "round_timeout_s": 20, "chunk_timeout_s": 10},
+            "optim": {
+                "lr": 3e-3,
+                "total_steps": 20,
+                "batch_size": 8,
+                "micro_batch_size": 4,
+                "weight_decay": 0.0,
+            },
+            "checkpoint": {"dir": str(tmp_path / f"ckpt-{rank}"), "every_outer_steps": 1},
+            "seed": 7,
+        }
+        body.update(overrides)
+        return body
+
+    return make

@@ -1,0 +1,135 @@
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from mlnode.train.diloco.math import Compression, Tensors
+from mlnode.train.diloco.round import (
+    ErrorFeedback,
+    RoundConfig,
+    RoundResult,
+    plan_chunks,
+    run_round,
+)
+from mlnode.train.testing import MemoryHub
+
+NAMES = ["w0", "w1", "w2"]
+
+
+def grads_of(rank: int) -> Tensors:
+    return {
+        "a": torch.full((4,), float(rank + 1)),
+        "b": torch.arange(6, dtype=torch.float32).reshape(2, 3) * (rank + 1),
+    }
+
+
+def run_workers(
+    hub: MemoryHub,
+    ranks: list[int],
+    compression: Compression = Compression.NONE,
+    timeout_s: float = 5.0,
+    chunk_bytes: int = 1 << 20,
+    grads: Callable[[int], Tensors] = grads_of,
+) -> dict[int, RoundResult]:
+    results: dict[int, RoundResult] = {}
+
+    def work(rank: int) -> None:
+        peers = {n: r for r, n in enumerate(NAMES) if r != rank}
+        config = RoundConfig("task", rank, compression, timeout_s, timeout_s, chunk_bytes)
+        results[rank] = run_round(
+            hub.transport(NAMES[rank]), peers, config, 0, grads(rank), 1.0, ErrorFeedback()
+        )
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in ranks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_three_workers_get_the_same_mean() -> None:
+    results = run_workers(MemoryHub(), [0, 1, 2])
+
+    expected = torch.full((4,), 2.0)
+    for result in results.values():
+        assert torch.equal(result.average["a"], expected)
+        assert torch.equal(result.average["b"], results[0].average["b"])
+        assert result.failures == {}
+        assert sorted(result.results) == [0, 1, 2]
+        assert result.bytes_sent == 2 * (4 + 6 + 1) * 4  # two peers, fp32, plus the weight
+        assert result.bytes_received == result.bytes_sent
+
+
+def test_a_silent_peer_is_left_out_and_survivors_agree() -> None:
+    started = time.monotonic()
+    results = run_workers(MemoryHub(), [0, 1], timeout_s=1.0)
+
+    assert time.monotonic() - started < 10
+    assert torch.equal(results[0].average["a"], torch.full((4,), 1.5))
+    for rank in (0, 1):
+        assert "w2" in results[rank].failures
+        assert "deadline" in results[rank].failures["w2"]
+        assert sorted(results[rank].results) == [0, 1]
+        assert torch.equal(results[rank].average["b"], results[0].average["b"])
+
+
+def test_a_dead_peer_fails_fast() -> None:
+    hub = MemoryHub()
+    hub.kill("w2")
+    started = time.monotonic()
+
+    results = run_workers(hub, [0, 1], timeout_s=20.0)
+
+    assert time.monotonic() - started < 5
+    assert "send failed" in results[0].failures["w2"]
+    assert torch.equal(results[0].average["a"], results[1].average["a"])
+
+
+@pytest.mark.parametrize("mode", [Compression.FP16, Compression.INT8])
+def test_compressed_rounds_are_bit_identical_across_workers(mode: Compression) -> None:
+    torch.manual_seed(0)
+    noise = {r: {"a": torch.randn(64), "b": torch.randn(8, 8)} for r in range(3)}
+
+    results = run_workers(MemoryHub(), [0, 1, 2], compression=mode, grads=noise.__getitem__)
+
+    true_mean = torch.stack([noise[r]["b"] for r in range(3)]).mean(0)
+    for result in results.values():
+        assert torch.equal(result.average["b"], results[0].average["b"])
+        assert torch.allclose(result.average["b"], true_mean, atol=0.05)
+    raw = 2 * (64 + 64) * 4
+    assert results[0].bytes_sent < raw / (1.9 if mode is Compression.FP16 else 3.5)
+
+
+def test_small_chunks_give_the_same_average() -> None:
+    whole = run_workers(MemoryHub(), [0, 1, 2])
+    chunked = run_workers(MemoryHub(), [0, 1, 2], chunk_bytes=8)
+
+    assert len(plan_chunks(grads_of(0), 8)) == 2
+    for rank in range(3):
+        for name in ("a", "b"):
+            assert torch.equal(whole[rank].average[name], chunked[rank].average[name])
+
+
+def test_plan_chunks_groups_whole_tensors() -> None:
+    tensors = {"a": torch.zeros(10), "b": torch.zeros(10), "c": torch.zeros(100)}
+
+    assert plan_chunks(tensors, 80) == [["a", "b"], ["c"]]
+    assert plan_chunks(tensors, 1) == [["a"], ["b"], ["c"]]
+
+
+def test_stop_ends_the_wait() -> None:
+    stop = threading.Event()
+    config = RoundConfig("task", 0, Compression.NONE, 60.0, 60.0)
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    started = time.monotonic()
+
+    result = run_round(
+        MemoryHub().transport("w0"), {"w1": 1}, config, 0, grads_of(0), 1.0, ErrorFeedback(), stop
+    )
+
+    assert time.monotonic() - started < 5
+    assert "w1" in result.failures

@@ -1,0 +1,187 @@
+"""Several DiLoCo workers in threads over an in-memory hub, with faults."""
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlnode.common.transport.api import TensorLike
+from mlnode.train.progress import TrainProgress
+from mlnode.train.schemas import TrainRequest
+from mlnode.train.testing import MemoryHub, MemoryTransport
+from mlnode.train.trainer import DilocoTrainer, TrainerEnv
+
+
+class DroppingTransport(MemoryTransport):
+    """Loses the pseudo-gradient chunks of rounds whose tag starts with `drop_prefix`."""
+
+    def __init__(self, hub: MemoryHub, name: str, drop_prefix: str) -> None:
+        super().__init__(hub, name)
+        self.drop_prefix = drop_prefix
+
+    def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
+        if not (tag.startswith(self.drop_prefix) and "/chunk-" in tag):
+            super().send(peer_id, tensors, task, tag)
+
+
+def make_trainer(
+    make_request: Callable[..., dict[str, Any]],
+    transport: MemoryTransport | None,
+    rank: int,
+    world: int,
+    ckpt: Path,
+    **overrides: Any,
+) -> tuple[DilocoTrainer, TrainProgress]:
+    request = TrainRequest.model_validate(make_request(rank, world, **overrides))
+    progress = TrainProgress(request.task_id, rank, world)
+    env = TrainerEnv(transport, torch.device("cpu"), ckpt, vote_timeout_s=5.0, join_timeout_s=5.0)
+    return DilocoTrainer(request, env, progress), progress
+
+
+def run_all(trainers: list[DilocoTrainer], stops: list[threading.Event] | None = None) -> None:
+    stops = stops or [threading.Event() for _ in trainers]
+    threads = [
+        threading.Thread(target=t.run, args=(s,)) for t, s in zip(trainers, stops, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+
+def hashes(progress: TrainProgress) -> dict[int, str]:
+    return {h["outer_round"]: h["sha256"] for h in progress.snapshot()["weights_history"]}
+
+
+def when(condition: Callable[[], bool], action: Callable[[], None]) -> threading.Thread:
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        action()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_three_workers_learn_and_stay_identical(make_request, tmp_path) -> None:
+    hub = MemoryHub()
+    pairs = [
+        make_trainer(make_request, hub.transport(f"w{r}"), r, 3, tmp_path / f"c{r}")
+        for r in range(3)
+    ]
+
+    run_all([t for t, _ in pairs])
+
+    history = [p.snapshot()["loss_history"] for _, p in pairs]
+    assert len(history[0]) == 4
+    assert history[0][-1]["eval_loss"] < history[0][0]["eval_loss"] - 0.5
+    assert history[0][-1]["loss"] < history[0][0]["loss"]
+    per_round = [hashes(p) for _, p in pairs]
+    assert per_round[0] == per_round[1] == per_round[2]
+    assert len(set(per_round[0].values())) == 4
+    status = pairs[1][1].snapshot()
+    assert status["peers_alive"] == ["w0", "w2"] and status["weights_agree"] is True
+    assert status["bytes_sent"] > 0 and status["tokens_per_s"] > 0
+
+
+def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
+    make_request, tmp_path
+) -> None:
+    hub = MemoryHub()
+    pairs = [
+        make_trainer(
+            make_request,
+            hub.transport(f"w{r}"),
+            r,
+            3,
+            tmp_path / f"c{r}",
+            optim=optim(40),
+            diloco=diloco(10.0),
+        )
+        for r in range(3)
+    ]
+    stops = [threading.Event() for _ in range(3)]
+    victim = pairs[2][1]
+
+    def kill() -> None:
+        hub.kill("w2")
+        stops[2].set()
+
+    when(lambda: victim.snapshot()["inner_step"] >= 7, kill)
+    survivors = threading.Thread(target=run_all, args=([pairs[0][0], pairs[1][0]], stops[:2]))
+    survivors.start()
+    pairs[2][0].run(stops[2])
+    hub.revive("w2")
+    reborn, reborn_progress = make_trainer(
+        make_request,
+        hub.transport("w2"),
+        2,
+        3,
+        tmp_path / "c2",
+        optim=optim(40),
+        diloco=diloco(10.0),
+    )
+    reborn.run(threading.Event())
+    survivors.join(120)
+
+    first, second = hashes(pairs[0][1]), hashes(pairs[1][1])
+    assert first == second and len(first) == 8
+    reborn_status = reborn_progress.snapshot()
+    assert reborn_status["resumed_from"] >= 1
+    assert reborn_status["pulled_from"] in {"w0", "w1"}
+    assert reborn_status["outer_round"] == 8
+    assert reborn_status["weights_sha256"] == first[8]
+
+
+def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None:
+    hub = MemoryHub()
+    pairs = [
+        make_trainer(
+            make_request,
+            DroppingTransport(hub, f"w{r}", "outer-1-") if r == 2 else hub.transport(f"w{r}"),
+            r,
+            3,
+            tmp_path / f"c{r}",
+            diloco=diloco(5.0),
+        )
+        for r in range(3)
+    ]
+
+    run_all([t for t, _ in pairs])
+
+    per_round = [hashes(p) for _, p in pairs]
+    assert per_round[0] == per_round[1] == per_round[2]
+    assert pairs[2][1].snapshot()["pulled_from"] in {"w0", "w1"}
+    assert pairs[0][1].snapshot()["round_failures"] == {}  # later rounds had everyone
+
+
+def test_stop_then_start_resumes_bit_identically(make_request, tmp_path) -> None:
+    straight, straight_progress = make_trainer(
+        make_request, None, 0, 1, tmp_path / "a", optim=optim(40)
+    )
+    straight.run(threading.Event())
+
+    first, progress = make_trainer(make_request, None, 0, 1, tmp_path / "b", optim=optim(40))
+    stop = threading.Event()
+    when(lambda: progress.snapshot()["outer_round"] >= 2, stop.set)
+    first.run(stop)
+    stopped_at = progress.snapshot()["outer_round"]
+    assert 2 <= stopped_at < 8
+    second, resumed = make_trainer(make_request, None, 0, 1, tmp_path / "b", optim=optim(40))
+    second.run(threading.Event())
+
+    assert resumed.snapshot()["resumed_from"] == stopped_at
+    assert hashes(resumed)[8] == hashes(straight_progress)[8]
+
+
+def diloco(timeout_s: float) -> dict[str, Any]:
+    return {"inner_steps": 5, "round_timeout_s": timeout_s, "chunk_timeout_s": timeout_s}
+
+
+def optim(total_steps: int) -> dict[str, Any]:
+    return {"lr": 3e-3, "total_steps": total_steps, "batch_size": 8, "weight_decay": 0.0}
