@@ -34,6 +34,18 @@ def test_post_without_content_type_is_read_as_json(client: TestClient) -> None:
     assert client.get("/api/v1/state").json()["state"] == "POW"
 
 
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/octet-stream"]
+)
+def test_json_body_under_a_generic_content_type_is_read_as_json(
+    client: TestClient, content_type: str
+) -> None:
+    answer = client.post(
+        "/api/v1/test/pow/start", content=b'{"seconds": 30}', headers={"content-type": content_type}
+    )
+    assert answer.status_code == 200
+
+
 def test_capabilities_describe_the_machine(client: TestClient) -> None:
     body = client.get("/api/v1/capabilities").json()
     assert body["cpu_cores"] >= 1 and body["ram_total_bytes"] > 0 and body["disk_free_bytes"] > 0

@@ -11,6 +11,9 @@ from mlnode.common.errors import Unauthorized
 
 OPEN_PATHS = frozenset({"/livez"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+GENERIC_TYPES = frozenset(
+    {b"", b"text/plain", b"application/x-www-form-urlencoded", b"application/octet-stream"}
+)
 
 
 class BearerTokenMiddleware:
@@ -44,15 +47,21 @@ class BearerTokenMiddleware:
 
 
 class DefaultJsonContentType:
-    """Treat a body sent without Content-Type as JSON (the network node's Go client sends none)."""
+    """Read bodies as JSON whatever generic type they claim.
+
+    The network node's Go client sends none and curl's `-d` says form-urlencoded; no route of the
+    node takes form or binary bodies.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Add `content-type: application/json` where a body request has none."""
+        """Set `content-type: application/json` where a body request has none or a generic one."""
         if scope["type"] == "http" and scope["method"] in BODY_METHODS:
             headers = scope["headers"]
-            if not any(name == b"content-type" for name, _ in headers):
-                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+            given = next((value for name, value in headers if name == b"content-type"), b"")
+            if given.split(b";")[0].strip().lower() in GENERIC_TYPES:
+                kept = [(name, value) for name, value in headers if name != b"content-type"]
+                scope = {**scope, "headers": [*kept, (b"content-type", b"application/json")]}
         await self.app(scope, receive, send)
