@@ -39,6 +39,13 @@ class InvalidRequest(MLNodeError):
     code = "invalid_request"
 
 
+class BadRequest(MLNodeError):
+    """The request is not valid HTTP (or uses what this listener does not speak)."""
+
+    status_code = 400
+    code = "bad_request"
+
+
 class ServiceConflict(MLNodeError):
     """Another service holds the GPU."""
 

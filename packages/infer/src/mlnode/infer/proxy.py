@@ -1,9 +1,14 @@
-"""`EngineProxy`: an ASGI app that forwards `/v1/*` to the least busy healthy engine.
+"""The inference port's HTTP/1.1 server: `/v1/*` forwarded to the least busy healthy engine.
 
-Method, path, query, headers and body go upstream as they came; the answer streams back chunk by
-chunk (server-sent events reach the client token by token). No healthy engine: 503. The engine
-cannot be reached or fails before answering: 502. A client that disconnects cancels the upstream
-request, which closes the connection to the engine, and vLLM aborts the generation.
+Method, path, query, headers and body go upstream as they come; the answer streams back piece by
+piece (server-sent events reach the client token by token). No healthy engine: 503. The engine
+cannot be reached or fails before answering: 502. A client that disconnects drops the
+connection to the engine, and vLLM aborts the generation. `GET /health` is answered here.
+
+Each client connection is an asyncio protocol parsing with httptools; an exchange writes to the
+engine's connection directly, so a request costs no task, no queue and no copy of its body.
+Flow control runs both ways: a full client socket pauses reading from the engine, a full engine
+socket pauses reading from the client.
 """
 
 from __future__ import annotations
@@ -11,19 +16,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections import deque
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import cast
 
-from mlnode.common.errors import EngineFailed, MLNodeError, Unavailable
+import httptools
+
+from mlnode.common.errors import BadRequest, EngineFailed, MLNodeError, NotFound, Unavailable
 from mlnode.infer.balancer import Backend, LeastConnections
-from mlnode.infer.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from mlnode.infer.corked import CorkedWriter
+from mlnode.infer.upstream import EngineConnection, Headers, UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Any
-Send = Any
 
 _HOP_BY_HOP = frozenset(
     {
@@ -36,150 +41,472 @@ _HOP_BY_HOP = frozenset(
         b"transfer-encoding",
         b"upgrade",
         b"host",
+        b"expect",
     }
 )
+_REPLAY_LIMIT = 1 << 20
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-async def send_error(send: Send, error: MLNodeError) -> None:
-    """Answer with MLNode's error body and the error's status code."""
-    await send_json(send, error.status_code, error.to_body())
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-async def send_json(send: Send, status: int, body: Any) -> None:
-    """A complete JSON response."""
+def _header_lines(headers: Headers) -> bytes:
+    return b"".join(b"%b: %b\r\n" % (k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP)
+
+
+def _phrase(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+def error_response(error: MLNodeError, keep_alive: bool = True) -> bytes:
+    """A complete JSON answer with MLNode's error body."""
+    return json_response(error.status_code, error.to_body(), keep_alive)
+
+
+def json_response(status: int, body: object, keep_alive: bool = True) -> bytes:
+    """A complete JSON answer."""
     payload = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload, "more_body": False})
+    phrase = _phrase(status)
+    connection = b"" if keep_alive else b"connection: close\r\n"
+    return b"HTTP/1.1 %d %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%b\r\n%b" % (
+        status,
+        phrase,
+        len(payload),
+        connection,
+        payload,
+    )
 
 
-def _upstream_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+class Relay:
+    """What every client connection shares: the balancer, the engine connections, the openers."""
 
-
-def _downstream_headers(response: UpstreamResponse) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in response.headers if k.lower() not in _HOP_BY_HOP]
-
-
-def _target(scope: Scope) -> bytes:
-    path: bytes = scope.get("raw_path") or scope["path"].encode()
-    query: bytes = scope.get("query_string", b"")
-    return path + b"?" + query if query else path
-
-
-class _DisconnectWatch:
-    """Cancels the request's task when the client goes away before the answer is complete."""
-
-    def __init__(self, receive: Receive) -> None:
-        self.receive = receive
-        self.disconnected = False
-        self.finished = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        owner = asyncio.current_task()
-        self._task = asyncio.create_task(self._watch(owner))
-
-    async def _watch(self, owner: asyncio.Task[Any] | None) -> None:
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                break
-        if not self.finished and owner is not None:
-            self.disconnected = True
-            owner.cancel()
-
-    def stop(self) -> None:
-        self.finished = True
-        if self._task is not None:
-            self._task.cancel()
-
-
-async def _rest_of_body(
-    first: bytes, receive: Receive, watch: _DisconnectWatch
-) -> AsyncIterator[bytes]:
-    yield first
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            watch.disconnected = True
-            raise asyncio.CancelledError("client disconnected while sending its body")
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
-
-
-class EngineProxy:
-    """ASGI app for `/v1/*`; its upstream connections open and close with the service."""
-
-    def __init__(self, balancer: LeastConnections, pool: UpstreamPool) -> None:
+    def __init__(
+        self, balancer: LeastConnections, pool: UpstreamPool, serving: Callable[[], bool]
+    ) -> None:
         self.balancer = balancer
         self.pool = pool
+        self.serving = serving
+        self.connections: set[ClientConnection] = set()
 
-    async def close(self) -> None:
+    def protocol(self) -> ClientConnection:
+        """Protocol factory for `loop.create_server`."""
+        return ClientConnection(self)
+
+    def close(self) -> None:
         """Close the kept-alive connections to the engines."""
-        await self.pool.aclose()
+        self.pool.close()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Forward one HTTP request to the least busy engine."""
-        if scope["type"] != "http":
-            return
-        backend = self.balancer.acquire()
-        if backend is None:
-            await send_error(send, Unavailable("no inference engine is serving"))
-            return
-        watch = _DisconnectWatch(receive)
-        try:
-            await self._forward(backend, scope, receive, send, watch)
-        except asyncio.CancelledError:
-            if not watch.disconnected:
-                raise
-            log.debug("client went away; request to %s cancelled", backend.key)
-        finally:
-            watch.stop()
-            self.balancer.release(backend)
 
-    async def _forward(
-        self, backend: Backend, scope: Scope, receive: Receive, send: Send, watch: _DisconnectWatch
-    ) -> None:
-        first = await receive()
-        body: bytes = first.get("body", b"")
-        streamed = first.get("more_body", False)
-        if not streamed:
-            watch.start()
-        try:
-            response = await self.pool.request(
-                backend.host,
-                backend.port,
-                scope["method"].encode(),
-                _target(scope),
-                _upstream_headers(scope),
-                _rest_of_body(body, receive, watch) if streamed else body,
-            )
-        except UpstreamError as exc:
-            await send_error(send, EngineFailed(f"engine {backend.key} failed: {exc}"))
-            return
-        if streamed:
-            watch.start()
-        try:
-            await self._relay(response, backend, send)
-        finally:
-            await response.aclose()
-        watch.finished = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+class Exchange:
+    """One request and its answer; forwards the body to the engine as it arrives."""
 
-    async def _relay(self, response: UpstreamResponse, backend: Backend, send: Send) -> None:
-        headers = _downstream_headers(response)
-        await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+    def __init__(self, client: ClientConnection, method: bytes, url: bytes, headers: Headers):
+        self.client = client
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.keep_alive = True
+        self.http10 = False
+        self.chunked_in = False
+        self.expects_continue = False
+        self.request_done = False
+        self.response_done = False
+        self.started = False
+        self.backend: Backend | None = None
+        self.conn: EngineConnection | None = None
+        self.local: bytes | None = None
+        self.pending: list[bytes] = []
+        self.replay: list[bytes] | None = None
+        self.replay_size = 0
+        self.chunked_out = False
+        self.close_delimited = False
+        self.event_stream = False
+        self.finished = False
+
+    # The request side, driven by the client's parser.
+    def headers_complete(self, keep_alive: bool, http10: bool) -> None:
+        """Route the request; `/v1/*` goes to an engine as soon as this exchange is active."""
+        self.keep_alive = keep_alive
+        self.http10 = http10
+        names = {k.lower() for k, _ in self.headers}
+        self.chunked_in = b"transfer-encoding" in names
+        self.expects_continue = any(
+            k.lower() == b"expect" and v.lower() == b"100-continue" for k, v in self.headers
         )
+        path = self.url.split(b"?", 1)[0]
+        relay = self.client.relay
+        if not path.startswith(b"/v1/"):
+            if path == b"/health" and relay.serving():
+                self.local = json_response(200, {"status": "ok"})
+            elif path == b"/health":
+                self.local = error_response(Unavailable("no inference engine is serving"))
+            else:
+                self.local = error_response(
+                    NotFound(f"{path.decode(errors='replace')} is not served on the inference port")
+                )
+
+    def body(self, data: bytes) -> None:
+        """A piece of the request body."""
+        if self.local is not None or self.response_done:
+            return
+        piece = _chunk(data) if self.chunked_in else data
+        if self.conn is None:
+            self.pending.append(piece)
+            return
+        self._send(piece)
+
+    def request_complete(self) -> None:
+        """The client sent all of the request."""
+        self.request_done = True
+        if self.chunked_in and self.local is None and not self.response_done:
+            if self.conn is None:
+                self.pending.append(b"0\r\n\r\n")
+            else:
+                self._send(b"0\r\n\r\n")
+        if self.started and self.local is not None:
+            self._answer_locally()
+
+    def _send(self, data: bytes) -> None:
+        assert self.conn is not None
+        self.conn.write(data)
+        if self.replay is not None:
+            self.replay_size += len(data)
+            self.replay = self.replay + [data] if self.replay_size <= _REPLAY_LIMIT else None
+
+    # Activation: the connection's oldest exchange runs; pipelined ones wait their turn.
+    def start(self) -> None:
+        """Become the active exchange of the client connection."""
+        self.started = True
+        if self.expects_continue and not self.request_done:
+            self.client.write(_CONTINUE)
+        if self.local is not None:
+            if self.request_done:
+                self._answer_locally()
+            return
+        backend = self.client.relay.balancer.acquire()
+        if backend is None:
+            self.local = error_response(Unavailable("no inference engine is serving"))
+            if self.request_done:
+                self._answer_locally()
+            return
+        self.backend = backend
+        conn = self.client.relay.pool.take_idle(f"{backend.host}:{backend.port}")
+        if conn is not None:
+            self._attach(conn)
+        else:
+            task = asyncio.get_running_loop().create_task(self._connect(backend))
+            self.client.tasks.add(task)
+            task.add_done_callback(self.client.tasks.discard)
+
+    async def _connect(self, backend: Backend) -> None:
         try:
-            async for chunk in response.body():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            conn = await self.client.relay.pool.connect(backend.host, backend.port)
         except UpstreamError as exc:
-            error = EngineFailed(f"engine {backend.key} failed mid-response: {exc}")
-            content_type = dict(response.headers).get(b"content-type", b"")
-            if not content_type.startswith(b"text/event-stream"):
-                raise error from exc
+            self._fail_before_answer(f"engine {backend.key} failed: {exc}")
+            return
+        if self.finished:
+            conn.abort()
+            return
+        self._attach(conn)
+
+    def _attach(self, conn: EngineConnection) -> None:
+        assert self.backend is not None
+        self.conn = conn
+        framing: Headers = []
+        if self.chunked_in:
+            framing.append((b"transfer-encoding", b"chunked"))
+        head = b"%b %b HTTP/1.1\r\nhost: %b:%d\r\n%b%b\r\n" % (
+            self.method,
+            self.url,
+            self.backend.host.encode(),
+            self.backend.port,
+            _header_lines(self.headers),
+            b"".join(b"%b: %b\r\n" % kv for kv in framing),
+        )
+        pending, self.pending = self.pending, []
+        self.replay = [head, *pending] if conn.reused else None
+        self.replay_size = sum(map(len, pending))
+        conn.start(self, head + b"".join(pending))
+        if self.client.write_paused:
+            conn.pause_reading(True)
+
+    # The answer, driven by the engine connection (`ResponseHandler`).
+    def on_response_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        """Write the status line and headers to the client."""
+        self.replay = None
+        names = {k.lower(): v for k, v in headers}
+        self.event_stream = names.get(b"content-type", b"").startswith(b"text/event-stream")
+        bodyless = self.method == b"HEAD" or status in (204, 304)
+        framing = b""
+        if not bodyless and b"content-length" not in names:
+            if self.http10:
+                self.close_delimited = True
+                self.keep_alive = False
+            else:
+                self.chunked_out = True
+                framing = b"transfer-encoding: chunked\r\n"
+        if not self.keep_alive:
+            framing += b"connection: close\r\n"
+        self.client.write(
+            b"HTTP/1.1 %d %b\r\n%b%b\r\n"
+            % (status, reason or _phrase(status), _header_lines(headers), framing)
+        )
+        if self.method == b"HEAD":
+            # httptools cannot be told the request was HEAD; do not wait for a body that won't come.
+            self._response_complete(reused=False)
+
+    def on_response_body(self, data: bytes) -> None:
+        """Pass a piece of the body on to the client."""
+        if data:
+            self.client.write(_chunk(data) if self.chunked_out else data)
+
+    def on_response_end(self) -> None:
+        """Finish the client's answer; the engine connection goes back to the pool."""
+        if self.chunked_out:
+            self.client.write(b"0\r\n\r\n")
+        self._response_complete(reused=self.request_done)
+
+    def on_upstream_lost(self, why: str) -> None:
+        """Retry a stale kept-alive connection, else answer 502 or end the answer with an error."""
+        conn, self.conn = self.conn, None
+        if conn is not None and self.replay is not None and self.backend is not None:
+            replay = self.replay
+            log.debug("kept-alive connection to %s was closed; retrying", conn.key)
+            task = asyncio.get_running_loop().create_task(self._retry(self.backend, replay))
+            self.client.tasks.add(task)
+            task.add_done_callback(self.client.tasks.discard)
+            return
+        key = self.backend.key if self.backend is not None else "?"
+        if conn is None or not conn.responded:
+            self._fail_before_answer(f"engine {key} failed: {why}")
+            return
+        error = EngineFailed(f"engine {key} failed mid-response: {why}")
+        if self.event_stream and self.chunked_out:
             event = b"data: " + json.dumps(error.to_body()).encode() + b"\n\n"
-            await send({"type": "http.response.body", "body": event, "more_body": True})
+            self.client.write(_chunk(event) + b"0\r\n\r\n")
+            self._response_complete(reused=False)
+            return
+        log.warning("%s", error.message)
+        self.client.abort()
+
+    async def _retry(self, backend: Backend, replay: list[bytes]) -> None:
+        try:
+            conn = await self.client.relay.pool.connect(backend.host, backend.port)
+        except UpstreamError as exc:
+            self._fail_before_answer(f"engine {backend.key} failed: {exc}")
+            return
+        if self.finished:
+            conn.abort()
+            return
+        self.conn = conn
+        self.replay = None
+        pending, self.pending = self.pending, []
+        conn.start(self, b"".join(replay + pending))
+        if self.client.write_paused:
+            conn.pause_reading(True)
+
+    def on_upstream_pause(self, paused: bool) -> None:
+        """The engine reads our body slower than the client sends it."""
+        self.client.pause_reading(paused)
+
+    # Endings.
+    def _fail_before_answer(self, why: str) -> None:
+        self.conn = None
+        self.local = error_response(EngineFailed(why))
+        self._release()
+        if self.request_done:
+            self._answer_locally()
+
+    def _answer_locally(self) -> None:
+        assert self.local is not None
+        self._release()
+        self.client.write(self.local)
+        self.response_done = True
+        self._done()
+
+    def _response_complete(self, reused: bool) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            if reused:
+                self.client.relay.pool.give_back(conn)
+            else:
+                conn.abort()
+        self._release()
+        self.response_done = True
+        if self.close_delimited:
+            self.keep_alive = False
+        if self.request_done:
+            self._done()
+
+    def _release(self) -> None:
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            self.client.relay.balancer.release(backend)
+
+    def _done(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.client.exchange_done(self)
+
+    def abandon(self) -> None:
+        """The client went away: drop the engine connection, which cancels the generation."""
+        self.finished = True
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        self._release()
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection of the inference port; its exchanges run one after another."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: asyncio.Transport | None = None
+        self.out: CorkedWriter | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.exchanges: deque[Exchange] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._parsing: Exchange | None = None
+        self._url = b""
+        self._headers: Headers = []
+        self._paused_by: set[str] = set()
+        self.write_paused = False
+
+    @property
+    def idle(self) -> bool:
+        """No exchange in progress."""
+        return not self.exchanges
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register with the relay."""
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.out = CorkedWriter(self.transport)
+        self.relay.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Abandon every exchange of this connection."""
+        self.relay.connections.discard(self)
+        for exchange in self.exchanges:
+            exchange.abandon()
+        self.exchanges.clear()
+        for task in self.tasks:
+            task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        """Parse; malformed requests are answered 400 and the connection closed."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(BadRequest("protocol upgrades are not supported"))
+        except httptools.HttpParserCallbackError:
+            log.exception("inference proxy failed on a request")
+            self._refuse(BadRequest("the proxy could not handle this request"))
+        except httptools.HttpParserError as exc:
+            self._refuse(BadRequest(f"malformed HTTP request: {exc}"))
+
+    def _refuse(self, error: MLNodeError) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not self.exchanges:
+            self.write(error_response(error, keep_alive=False))
+        self.close()
+
+    def write(self, data: bytes) -> None:
+        """Write to the client (sent at the end of the loop turn)."""
+        if self.out is not None:
+            self.out.write(data)
+
+    def close(self) -> None:
+        """Close after what was written."""
+        if self.out is not None:
+            self.out.close()
+
+    def abort(self) -> None:
+        """Cut the client's connection (an answer broke off where no error can be added)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_reading(self, paused: bool, why: str = "engine") -> None:
+        """Stop reading the client while any reason holds."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        was = bool(self._paused_by)
+        if paused:
+            self._paused_by.add(why)
+        else:
+            self._paused_by.discard(why)
+        if was and not self._paused_by:
+            self.transport.resume_reading()
+        elif not was and self._paused_by:
+            self.transport.pause_reading()
+
+    def pause_writing(self) -> None:
+        """The client reads slower than the engine answers: hold the engine back."""
+        self.write_paused = True
+        if self.exchanges and self.exchanges[0].conn is not None:
+            self.exchanges[0].conn.pause_reading(True)
+
+    def resume_writing(self) -> None:
+        """The client caught up."""
+        self.write_paused = False
+        if self.exchanges and self.exchanges[0].conn is not None:
+            self.exchanges[0].conn.pause_reading(False)
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """Start the next pipelined exchange, or close when the client asked for it."""
+        if self.exchanges and self.exchanges[0] is exchange:
+            self.exchanges.popleft()
+        if not exchange.keep_alive:
+            self.close()
+            return
+        self.pause_reading(len(self.exchanges) > 1, "pipelined")
+        if self.exchanges:
+            self.exchanges[0].start()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        """A request starts."""
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        """Target (may come in pieces)."""
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One header line."""
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        """Queue the exchange; it starts now unless an earlier one is still answering."""
+        exchange = Exchange(self, self.parser.get_method(), self._url, self._headers)
+        exchange.headers_complete(
+            self.parser.should_keep_alive(), self.parser.get_http_version() == "1.0"
+        )
+        self._parsing = exchange
+        self.exchanges.append(exchange)
+        if len(self.exchanges) == 1:
+            exchange.start()
+        else:
+            self.pause_reading(True, "pipelined")
+
+    def on_body(self, body: bytes) -> None:
+        """A piece of the current request's body."""
+        if self._parsing is not None:
+            self._parsing.body(body)
+
+    def on_message_complete(self) -> None:
+        """The current request is complete."""
+        exchange, self._parsing = self._parsing, None
+        if exchange is None:
+            return
+        exchange.request_complete()
+        if exchange.response_done:
+            exchange._done()

@@ -16,7 +16,7 @@ from mlnode.infer.args import EngineArgs, parse_additional_args
 from mlnode.infer.balancer import LeastConnections
 from mlnode.infer.engine import EngineLaunch, InstanceState, VLLMGroup, plan_gpu_groups
 from mlnode.infer.health import HealthWatch, register_metrics
-from mlnode.infer.proxy import EngineProxy
+from mlnode.infer.proxy import Relay
 from mlnode.infer.reaper import EngineRecord
 from mlnode.infer.schemas import (
     InferenceStatus,
@@ -26,7 +26,7 @@ from mlnode.infer.schemas import (
     InstanceStatus,
     UpPhase,
 )
-from mlnode.infer.server import InferenceApp, InferenceServer
+from mlnode.infer.server import InferenceServer
 from mlnode.infer.settings import InferSettings
 from mlnode.infer.upstream import UpstreamPool
 
@@ -51,14 +51,11 @@ class InferService(Service[InferenceUpRequest]):
         self.log_dir = settings.log_dir or ctx.settings.state_dir / "infer"
         self._record = EngineRecord(self.log_dir / "engines.pgid")
         self.balancer = LeastConnections()
-        self.proxy = EngineProxy(
-            self.balancer,
-            UpstreamPool(
-                settings.connect_timeout_s, settings.read_timeout_s, settings.max_idle_connections
-            ),
+        pool = UpstreamPool(
+            settings.connect_timeout_s, settings.read_timeout_s, settings.max_idle_connections
         )
-        app = InferenceApp(self.proxy, lambda: bool(self.balancer.backends))
-        self._server = InferenceServer(app, settings.host, settings.port)
+        self.relay = Relay(self.balancer, pool, lambda: bool(self.balancer.backends))
+        self._server = InferenceServer(self.relay, settings.host, settings.port)
         self._listen_error: str | None = None
         self._client: httpx.AsyncClient | None = None
         self._request: InferenceUpRequest | None = None
@@ -90,7 +87,7 @@ class InferService(Service[InferenceUpRequest]):
         """Stop the engines, then the inference port and the clients."""
         await self.stop()
         await self._server.stop()
-        await self.proxy.close()
+        self.relay.close()
         if self._client is not None:
             await self._client.aclose()
 

@@ -1,88 +1,211 @@
-"""A lean HTTP/1.1 client for the proxy's hop to the engines, on asyncio streams and h11.
+"""The proxy's connections to the engines: asyncio protocols parsing answers with httptools.
 
-httpx costs the proxy most of its CPU per request (its connection pool polls every idle socket
-and re-checks expiry on each request; profiled at about 2/3 of the proxy's time), which on a
-small CPU machine comes straight out of the engine's share. The hop to a loopback engine needs
-far less: keep-alive connections per engine, one write per request with a complete body,
-streaming both ways, and a retry on a fresh connection when a kept-alive one turns out closed.
+The hop to a loopback engine is the proxy's whole cost, so it is built on transports rather than
+streams or an HTTP client library: a request is written as it comes (no task per request, no
+copy of the body), the answer is handed to the exchange callback by callback, and a connection
+whose answer ended cleanly goes back to a per-engine idle list for the next request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from typing import Protocol, cast
 
-import h11
+import httptools
 
-_READ_SIZE = 64 * 1024
+from mlnode.infer.corked import CorkedWriter
 
 Headers = list[tuple[bytes, bytes]]
 
 
 class UpstreamError(Exception):
-    """The engine could not be reached, or broke the connection."""
+    """The engine could not be reached."""
 
 
-@dataclass
-class _Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    h11: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
+class ResponseHandler(Protocol):
+    """What an `EngineConnection` reports to the exchange it carries."""
 
-    def close(self) -> None:
-        self.writer.close()
+    def on_response_head(self, status: int, reason: bytes, headers: Headers) -> None:
+        """Status line and headers arrived."""
+
+    def on_response_body(self, data: bytes) -> None:
+        """A piece of the body arrived (already de-chunked)."""
+
+    def on_response_end(self) -> None:
+        """The answer is complete."""
+
+    def on_upstream_lost(self, why: str) -> None:
+        """The connection broke before the answer was complete."""
+
+    def on_upstream_pause(self, paused: bool) -> None:
+        """The engine reads the request body slower than it comes (or caught up again)."""
 
 
-class UpstreamResponse:
-    """Status and headers of an engine's answer; iterate `body()` once, then `aclose()`."""
+class EngineConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection to an engine, carrying one exchange at a time."""
 
-    def __init__(
-        self, pool: UpstreamPool, key: str, conn: _Connection, response: h11.Response
-    ) -> None:
-        self.status_code = response.status_code
-        self.headers: Headers = list(response.headers)
-        self._pool, self._key, self._conn = pool, key, conn
-        self._done = False
+    def __init__(self, pool: UpstreamPool, key: str) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.out: CorkedWriter | None = None
+        self.handler: ResponseHandler | None = None
+        self.reused = False
+        self.responded = False
+        self.keep_alive = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._reason = b""
+        self._headers: Headers = []
+        self._informational = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._close_delimited = False
 
-    async def body(self) -> AsyncIterator[bytes]:
-        """The body as it arrives; `UpstreamError` when the engine breaks off."""
-        conn = self._conn
-        while True:
-            event = await _next_event(conn, self._pool.read_timeout_s)
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                self._done = True
-                return
+    @property
+    def usable(self) -> bool:
+        """Open and not closing."""
+        return self.transport is not None and not self.transport.is_closing()
 
-    async def aclose(self) -> None:
-        """Give the connection back when the answer was read to its end, else close it."""
-        conn = self._conn
-        if self._done and conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-            conn.h11.start_next_cycle()
-            self._pool.give_back(self._key, conn)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self.out = CorkedWriter(self.transport)
+
+    def start(self, handler: ResponseHandler, head: bytes) -> None:
+        """Begin an exchange: write the request head; the body follows through `write`."""
+        self.handler = handler
+        self.responded = False
+        self.pause_reading(False)
+        self._arm_timer()
+        self.write(head)
+
+    def write(self, data: bytes) -> None:
+        """Write part of the request (sent at the end of the loop turn)."""
+        if self.out is not None:
+            self.out.write(data)
+
+    def pause_reading(self, paused: bool) -> None:
+        """Hold back the answer while the client cannot take more."""
+        if self.transport is None or self.transport.is_closing() or paused is self._paused:
+            return
+        self._paused = paused
+        if paused:
+            self.transport.pause_reading()
         else:
-            conn.close()
+            self.transport.resume_reading()
 
+    def abort(self) -> None:
+        """Drop the connection; the engine sees the client go away and stops generating."""
+        self.handler = None
+        if self.transport is not None:
+            self.transport.abort()
 
-async def _next_event(conn: _Connection, timeout_s: float | None) -> object:
-    while True:
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; bytes nobody asked for close the connection."""
+        if self.handler is None:
+            self.abort()
+            return
+        self._arm_timer()
         try:
-            event = conn.h11.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise UpstreamError(f"engine broke the connection: {exc}") from exc
-        if event is not h11.NEED_DATA:
-            return event
-        try:
-            data = await asyncio.wait_for(conn.reader.read(_READ_SIZE), timeout_s)
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"reading from the engine failed: {exc!r}") from exc
-        conn.h11.receive_data(data)
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._lost(f"engine sent malformed HTTP: {exc}")
+
+    def eof_received(self) -> bool:
+        """The engine closed its side: an answer delimited by close ends here."""
+        if self.handler is not None and self.responded and self._close_delimited:
+            self.keep_alive = False
+            self._finish()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Leave the idle list; an exchange in progress hears why."""
+        self._cancel_timer()
+        self.pool.forget(self)
+        if self.handler is not None:
+            self._lost(f"engine closed the connection ({exc!r})" if exc else "engine hung up")
+
+    def pause_writing(self) -> None:
+        """The engine's socket is full: stop reading the client's body."""
+        if self.handler is not None:
+            self.handler.on_upstream_pause(True)
+
+    def resume_writing(self) -> None:
+        """The engine caught up."""
+        if self.handler is not None:
+            self.handler.on_upstream_pause(False)
+
+    # httptools callbacks
+    def on_status(self, reason: bytes) -> None:
+        """Reason phrase (may come in pieces)."""
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One header line."""
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        """Hand status and headers on; 1xx answers are skipped."""
+        status = self._parser.get_status_code()
+        reason, headers = self._reason, self._headers
+        self._reason, self._headers = b"", []
+        if status < 200:
+            self._informational = True
+            return
+        self.responded = True
+        framed = {b"content-length", b"transfer-encoding"}
+        self._close_delimited = status not in (204, 304) and not any(
+            name.lower() in framed for name, _ in headers
+        )
+        if self.handler is not None:
+            self.handler.on_response_head(status, reason, headers)
+
+    def on_body(self, body: bytes) -> None:
+        """Pass a piece of the body on."""
+        if self.handler is not None:
+            self.handler.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        """The answer ended; the connection may carry the next request."""
+        if self._informational:
+            self._informational = False
+            return
+        self.keep_alive = self._parser.should_keep_alive()
+        self._finish()
+
+    def _finish(self) -> None:
+        handler, self.handler = self.handler, None
+        self._cancel_timer()
+        if handler is not None:
+            handler.on_response_end()
+
+    def _lost(self, why: str) -> None:
+        handler, self.handler = self.handler, None
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.abort()
+        if handler is not None:
+            handler.on_upstream_lost(why)
+
+    def _arm_timer(self) -> None:
+        timeout = self.pool.read_timeout_s
+        if timeout is None:
+            return
+        self._cancel_timer()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(
+            timeout, self._lost, f"no bytes from the engine in {timeout}s"
+        )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class UpstreamPool:
-    """Keep-alive connections to each engine, keyed by `host:port`."""
+    """Kept-alive connections to each engine, keyed by `host:port`."""
 
     def __init__(
         self, connect_timeout_s: float, read_timeout_s: float | None, max_idle: int
@@ -90,120 +213,52 @@ class UpstreamPool:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.max_idle = max_idle
-        self._idle: dict[str, list[_Connection]] = {}
+        self._idle: dict[str, list[EngineConnection]] = {}
 
-    def give_back(self, key: str, conn: _Connection) -> None:
-        """Keep a finished connection for the next request."""
-        idle = self._idle.setdefault(key, [])
-        if len(idle) < self.max_idle and not conn.writer.is_closing():
-            idle.append(conn)
-        else:
-            conn.close()
-
-    async def _connect(self, host: str, port: int) -> _Connection:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=_READ_SIZE), self.connect_timeout_s
-            )
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot connect to {host}:{port}: {exc!r}") from exc
-        return _Connection(reader, writer)
-
-    async def request(
-        self,
-        host: str,
-        port: int,
-        method: bytes,
-        target: bytes,
-        headers: Iterable[tuple[bytes, bytes]],
-        body: bytes | AsyncIterator[bytes],
-    ) -> UpstreamResponse:
-        """Send one request and return once the answer's status and headers arrived."""
-        key = f"{host}:{port}"
-        all_headers = [(b"host", key.encode()), *headers]
+    def take_idle(self, key: str) -> EngineConnection | None:
+        """A kept-alive connection to `key`, or None."""
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
-            if conn.writer.is_closing() or conn.reader.at_eof():
-                conn.close()
-                continue
-            try:
-                return await self._exchange(key, conn, method, target, all_headers, body)
-            except _StaleConnection:
-                conn.close()
-        conn = await self._connect(host, port)
+            if conn.usable:
+                conn.reused = True
+                return conn
+        return None
+
+    async def connect(self, host: str, port: int) -> EngineConnection:
+        """A fresh connection; `UpstreamError` when the engine cannot be reached in time."""
+        key = f"{host}:{port}"
+        loop = asyncio.get_running_loop()
         try:
-            return await self._exchange(key, conn, method, target, all_headers, body)
-        except _StaleConnection as exc:
-            conn.close()
-            raise UpstreamError(f"engine {key} closed the connection") from exc
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: EngineConnection(self, key), host, port),
+                self.connect_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamError(f"cannot connect to {key}: {exc!r}") from exc
+        return conn
 
-    async def _exchange(
-        self,
-        key: str,
-        conn: _Connection,
-        method: bytes,
-        target: bytes,
-        headers: Headers,
-        body: bytes | AsyncIterator[bytes],
-    ) -> UpstreamResponse:
-        replayable = isinstance(body, bytes)
-        try:
-            await self._send(conn, method, target, headers, body)
-            event = await _next_event(conn, self.read_timeout_s)
-            while isinstance(event, h11.InformationalResponse):
-                event = await _next_event(conn, self.read_timeout_s)
-        except (UpstreamError, OSError) as exc:
-            conn.close()
-            if replayable and conn.h11.their_state is h11.SEND_RESPONSE:
-                raise _StaleConnection from exc
-            raise UpstreamError(f"engine {key} failed: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        if not isinstance(event, h11.Response):
-            conn.close()
-            if replayable and isinstance(event, h11.ConnectionClosed):
-                raise _StaleConnection
-            raise UpstreamError(f"engine {key} sent {type(event).__name__} instead of a response")
-        return UpstreamResponse(self, key, conn, event)
+    def give_back(self, conn: EngineConnection) -> None:
+        """Keep a connection whose answer ended cleanly, up to `max_idle` per engine."""
+        idle = self._idle.setdefault(conn.key, [])
+        if conn.keep_alive and conn.usable and len(idle) < self.max_idle:
+            idle.append(conn)
+        else:
+            conn.abort()
 
-    async def _send(
-        self,
-        conn: _Connection,
-        method: bytes,
-        target: bytes,
-        headers: Headers,
-        body: bytes | AsyncIterator[bytes],
-    ) -> None:
-        if isinstance(body, bytes):
-            if not any(k.lower() == b"content-length" for k, _ in headers):
-                headers = [*headers, (b"content-length", str(len(body)).encode())]
-            request = h11.Request(method=method, target=target, headers=headers)
-            payload = conn.h11.send(request) or b""
-            if body:
-                payload += conn.h11.send(h11.Data(data=body)) or b""
-            conn.writer.write(payload + (conn.h11.send(h11.EndOfMessage()) or b""))
-            await conn.writer.drain()
-            return
-        if not any(k.lower() == b"content-length" for k, _ in headers):
-            headers = [*headers, (b"transfer-encoding", b"chunked")]
-        request = h11.Request(method=method, target=target, headers=headers)
-        conn.writer.write(conn.h11.send(request) or b"")
-        async for chunk in body:
-            if chunk:
-                conn.writer.write(conn.h11.send(h11.Data(data=chunk)) or b"")
-                await conn.writer.drain()
-        conn.writer.write(conn.h11.send(h11.EndOfMessage()) or b"")
-        await conn.writer.drain()
+    def forget(self, conn: EngineConnection) -> None:
+        """Drop a closed connection from the idle list."""
+        idle = self._idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
 
-    async def aclose(self) -> None:
+    def idle_count(self, key: str) -> int:
+        """Kept-alive connections to `key`."""
+        return len(self._idle.get(key, ()))
+
+    def close(self) -> None:
         """Close every idle connection."""
-        for idle in self._idle.values():
-            for conn in idle:
-                conn.close()
+        for idle in list(self._idle.values()):
+            for conn in list(idle):
+                conn.abort()
         self._idle.clear()
-
-
-class _StaleConnection(Exception):
-    """A kept-alive connection was closed by the engine before it answered; try a fresh one."""
