@@ -63,7 +63,9 @@ def request(
     )
 
 
-def run(corpus: Path, root: Path, h: int, steps: int, compression: str = "none") -> dict[str, Any]:
+def run(
+    corpus: Path, root: Path, h: int, steps: int, compression: str = "none", device: str = "cpu"
+) -> dict[str, Any]:
     """Train 3 workers to `steps` inner steps each; return eval loss, bytes, tokens/s."""
     outer = (
         {"outer_lr": 1.0, "outer_momentum": 0.0, "nesterov": False}
@@ -76,7 +78,7 @@ def run(corpus: Path, root: Path, h: int, steps: int, compression: str = "none")
         req = request(corpus, rank, h, steps, outer, compression)
         env = TrainerEnv(
             hub.transport(f"w{rank}"),
-            torch.device("cpu"),
+            torch.device(device),
             root / f"h{h}-{compression}-{rank}",
             join_timeout_s=5.0,
         )
@@ -106,21 +108,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inner-steps", type=int, default=20, help="H of the DiLoCo run")
     parser.add_argument("--steps", type=int, default=300, help="inner steps per worker")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: the 3 workers share it")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         corpus = write_tiny_corpus(root / "corpus.txt", sentences=4000)
         rows = {
-            "H=1 (average every step)": run(corpus, root, 1, args.steps),
-            f"DiLoCo H={args.inner_steps}": run(corpus, root, args.inner_steps, args.steps),
+            "H=1 (average every step)": run(corpus, root, 1, args.steps, device=args.device),
+            f"DiLoCo H={args.inner_steps}": run(
+                corpus, root, args.inner_steps, args.steps, device=args.device
+            ),
             f"DiLoCo H={args.inner_steps} int8": run(
-                corpus, root, args.inner_steps, args.steps, "int8"
+                corpus, root, args.inner_steps, args.steps, "int8", args.device
             ),
         }
     print(
         f"{WORKERS} workers in one process, in-memory transport, {args.steps} inner steps each,"
-        f" batch 8 x 64 tokens, llama 2x64 byte-level; torch threads 1"
+        f" batch 8 x 64 tokens, llama 2x64 byte-level; torch threads 1; device {args.device}"
     )
     print(
         f"{'run':<28}{'eval loss':>10}{'bytes sent/worker':>19}{'tokens/s/worker':>17}"

@@ -48,6 +48,10 @@ class LeastConnections:
     def acquire(self) -> Backend | None:
         """The least busy backend, counted as one more request in flight; None when empty."""
         backends = self._backends
+        if len(backends) == 1:
+            chosen = backends[0]
+            self._in_flight[chosen] = self._in_flight.get(chosen, 0) + 1
+            return chosen
         if not backends:
             return None
         self._turn = (self._turn + 1) % len(backends)

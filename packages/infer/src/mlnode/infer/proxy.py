@@ -26,34 +26,17 @@ import httptools
 from mlnode.common.errors import BadRequest, EngineFailed, MLNodeError, NotFound, Unavailable
 from mlnode.infer.balancer import Backend, LeastConnections
 from mlnode.infer.corked import CorkedWriter
-from mlnode.infer.upstream import EngineConnection, Headers, UpstreamError, UpstreamPool
+from mlnode.infer.headers import HeadFields
+from mlnode.infer.upstream import EngineConnection, UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
 
-_HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"expect",
-    }
-)
 _REPLAY_LIMIT = 1 << 20
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-def _header_lines(headers: Headers) -> bytes:
-    return b"".join(b"%b: %b\r\n" % (k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP)
 
 
 def _phrase(status: int) -> bytes:
@@ -105,15 +88,39 @@ class Relay:
 class Exchange:
     """One request and its answer; forwards the body to the engine as it arrives."""
 
-    def __init__(self, client: ClientConnection, method: bytes, url: bytes, headers: Headers):
+    __slots__ = (
+        "backend",
+        "chunked_in",
+        "chunked_out",
+        "client",
+        "close_delimited",
+        "conn",
+        "event_stream",
+        "expects_continue",
+        "fields",
+        "finished",
+        "http10",
+        "keep_alive",
+        "local",
+        "method",
+        "pending",
+        "replay",
+        "replay_size",
+        "request_done",
+        "response_done",
+        "started",
+        "url",
+    )
+
+    def __init__(self, client: ClientConnection, method: bytes, url: bytes, fields: HeadFields):
         self.client = client
         self.method = method
         self.url = url
-        self.headers = headers
+        self.fields = fields
         self.keep_alive = True
         self.http10 = False
-        self.chunked_in = False
-        self.expects_continue = False
+        self.chunked_in = fields.chunked
+        self.expects_continue = fields.expect_continue
         self.request_done = False
         self.response_done = False
         self.started = False
@@ -133,11 +140,6 @@ class Exchange:
         """Route the request; `/v1/*` goes to an engine as soon as this exchange is active."""
         self.keep_alive = keep_alive
         self.http10 = http10
-        names = {k.lower() for k, _ in self.headers}
-        self.chunked_in = b"transfer-encoding" in names
-        self.expects_continue = any(
-            k.lower() == b"expect" and v.lower() == b"100-continue" for k, v in self.headers
-        )
         path = self.url.split(b"?", 1)[0]
         relay = self.client.relay
         if not path.startswith(b"/v1/"):
@@ -217,16 +219,13 @@ class Exchange:
     def _attach(self, conn: EngineConnection) -> None:
         assert self.backend is not None
         self.conn = conn
-        framing: Headers = []
-        if self.chunked_in:
-            framing.append((b"transfer-encoding", b"chunked"))
         head = b"%b %b HTTP/1.1\r\nhost: %b:%d\r\n%b%b\r\n" % (
             self.method,
             self.url,
             self.backend.host.encode(),
             self.backend.port,
-            _header_lines(self.headers),
-            b"".join(b"%b: %b\r\n" % kv for kv in framing),
+            self.fields.block(),
+            b"transfer-encoding: chunked\r\n" if self.chunked_in else b"",
         )
         pending, self.pending = self.pending, []
         self.replay = [head, *pending] if conn.reused else None
@@ -236,14 +235,13 @@ class Exchange:
             conn.pause_reading(True)
 
     # The answer, driven by the engine connection (`ResponseHandler`).
-    def on_response_head(self, status: int, reason: bytes, headers: Headers) -> None:
+    def on_response_head(self, status: int, reason: bytes, fields: HeadFields) -> None:
         """Write the status line and headers to the client."""
         self.replay = None
-        names = {k.lower(): v for k, v in headers}
-        self.event_stream = names.get(b"content-type", b"").startswith(b"text/event-stream")
+        self.event_stream = fields.event_stream
         bodyless = self.method == b"HEAD" or status in (204, 304)
         framing = b""
-        if not bodyless and b"content-length" not in names:
+        if not bodyless and not fields.has_length:
             if self.http10:
                 self.close_delimited = True
                 self.keep_alive = False
@@ -254,7 +252,7 @@ class Exchange:
             framing += b"connection: close\r\n"
         self.client.write(
             b"HTTP/1.1 %d %b\r\n%b%b\r\n"
-            % (status, reason or _phrase(status), _header_lines(headers), framing)
+            % (status, reason or _phrase(status), fields.block(), framing)
         )
         if self.method == b"HEAD":
             # httptools cannot be told the request was HEAD; do not wait for a body that won't come.
@@ -374,7 +372,7 @@ class ClientConnection(asyncio.Protocol):
         self.tasks: set[asyncio.Task[None]] = set()
         self._parsing: Exchange | None = None
         self._url = b""
-        self._headers: Headers = []
+        self._fields = HeadFields()
         self._paused_by: set[str] = set()
         self.write_paused = False
 
@@ -474,7 +472,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         """A request starts."""
         self._url = b""
-        self._headers = []
+        self._fields = HeadFields()
 
     def on_url(self, url: bytes) -> None:
         """Target (may come in pieces)."""
@@ -482,11 +480,11 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One header line."""
-        self._headers.append((name, value))
+        self._fields.add(name, value)
 
     def on_headers_complete(self) -> None:
         """Queue the exchange; it starts now unless an earlier one is still answering."""
-        exchange = Exchange(self, self.parser.get_method(), self._url, self._headers)
+        exchange = Exchange(self, self.parser.get_method(), self._url, self._fields)
         exchange.headers_complete(
             self.parser.should_keep_alive(), self.parser.get_http_version() == "1.0"
         )

@@ -14,8 +14,7 @@ from typing import Protocol, cast
 import httptools
 
 from mlnode.infer.corked import CorkedWriter
-
-Headers = list[tuple[bytes, bytes]]
+from mlnode.infer.headers import HeadFields
 
 
 class UpstreamError(Exception):
@@ -25,7 +24,7 @@ class UpstreamError(Exception):
 class ResponseHandler(Protocol):
     """What an `EngineConnection` reports to the exchange it carries."""
 
-    def on_response_head(self, status: int, reason: bytes, headers: Headers) -> None:
+    def on_response_head(self, status: int, reason: bytes, fields: HeadFields) -> None:
         """Status line and headers arrived."""
 
     def on_response_body(self, data: bytes) -> None:
@@ -55,7 +54,7 @@ class EngineConnection(asyncio.Protocol):
         self.keep_alive = False
         self._parser = httptools.HttpResponseParser(self)
         self._reason = b""
-        self._headers: Headers = []
+        self._fields = HeadFields()
         self._informational = False
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
@@ -143,23 +142,21 @@ class EngineConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One header line."""
-        self._headers.append((name, value))
+        self._fields.add(name, value)
 
     def on_headers_complete(self) -> None:
         """Hand status and headers on; 1xx answers are skipped."""
         status = self._parser.get_status_code()
-        reason, headers = self._reason, self._headers
-        self._reason, self._headers = b"", []
+        reason, fields = self._reason, self._fields
+        self._reason, self._fields = b"", HeadFields()
         if status < 200:
             self._informational = True
             return
         self.responded = True
-        framed = {b"content-length", b"transfer-encoding"}
-        self._close_delimited = status not in (204, 304) and not any(
-            name.lower() in framed for name, _ in headers
-        )
+        framed = fields.has_length or fields.chunked
+        self._close_delimited = not framed and status not in (204, 304)
         if self.handler is not None:
-            self.handler.on_response_head(status, reason, headers)
+            self.handler.on_response_head(status, reason, fields)
 
     def on_body(self, body: bytes) -> None:
         """Pass a piece of the body on."""
