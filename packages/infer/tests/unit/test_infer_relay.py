@@ -224,3 +224,28 @@ async def test_engine_answer_before_the_body_ends_is_relayed(proxy_to) -> None:
     port, _ = await proxy_to(early_refusal)
     head, body = await post(port, b"x" * 2_000_000)
     assert head.startswith(b"HTTP/1.1 413") and body == b'{"error": "too large"}'
+
+
+async def test_large_answer_to_a_slow_client_arrives_whole(proxy_to) -> None:
+    blob = bytes(range(256)) * (32 * 1024)  # 8 MiB
+
+    async def large(reader, writer) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(blob))
+            for i in range(0, len(blob), 1 << 20):
+                writer.write(blob[i : i + (1 << 20)])
+                await writer.drain()
+
+    port, engine = await proxy_to(large)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 16)
+    for _ in range(2):
+        writer.write(b"GET /v1/blob HTTP/1.1\r\nhost: a\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        received = bytearray()
+        while len(received) < len(blob):
+            received += await reader.read(1 << 16)
+            await asyncio.sleep(0.001)
+        assert head.startswith(b"HTTP/1.1 200") and bytes(received) == blob
+    writer.close()
+    assert engine.connections == 1
