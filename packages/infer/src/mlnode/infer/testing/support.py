@@ -30,7 +30,7 @@ def fake_settings(log_dir: Path, **overrides: Any) -> InferSettings:
         "log_dir": log_dir,
     }
     values.update(overrides)
-    return InferSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    return InferSettings(_env_file=None, **values)
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
