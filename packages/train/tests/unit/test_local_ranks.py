@@ -160,6 +160,21 @@ def test_stop_kills_the_follower(client, make_request) -> None:
     assert not psutil.pid_exists(pid) and follower_pids() == []
 
 
+def test_a_stop_while_the_follower_starts_kills_it_at_once(client, make_request) -> None:
+    client.post("/api/v1/train/start", json=make_request(optim={"total_steps": 100000}))
+    deadline = time.monotonic() + 10
+    while not follower_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (pid,) = follower_pids()
+    started = time.monotonic()
+
+    body = client.post("/api/v1/train/stop").json()
+
+    assert body["phase"] == "STOPPED" and time.monotonic() - started < 5
+    assert body["progress"]["local_ranks"] == []  # it never joined
+    assert not psutil.pid_exists(pid) and follower_pids() == []
+
+
 def test_a_killed_follower_fails_the_job_and_a_new_job_starts(client, make_request) -> None:
     client.post("/api/v1/train/start", json=make_request(optim={"total_steps": 100000}))
     pid = running_follower(client)

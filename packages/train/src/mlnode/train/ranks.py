@@ -106,6 +106,7 @@ class LocalRanks:
         self.followers: list[Follower] = []
         self._store: TCPStore | None = None
         self._seq = 0
+        self._joined = False
         self._closing = threading.Event()
         self._lock = threading.Lock()
 
@@ -130,6 +131,7 @@ class LocalRanks:
             return False
         with self._guard():
             join_group(store, 0, self.devices, self.timeout_s)
+            self._joined = True
             inner.distribute()
         threading.Thread(target=self._watch, name="train-local-ranks", daemon=True).start()
         return True
@@ -254,7 +256,7 @@ class LocalRanks:
     def close(self) -> None:
         """Stop the followers (killed after a grace period) and destroy the process group."""
         self._closing.set()
-        graceful = self._store is not None and not self._dead()
+        graceful = self._joined and not self._dead()
         if graceful:
             with contextlib.suppress(Exception):
                 self._post(Command(cmd="stop"))
