@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from transformers import PreTrainedModel
 
 from mlnode.common.errors import InvalidRequest
-from mlnode.train.model import Tokenize
-from mlnode.train.schemas import DatasetSpec
+from mlnode.train.model import Tokenize, load_tokenizer
+from mlnode.train.schemas import DatasetSpec, TrainRequest
 
 TOKEN_SUFFIXES = (".npy", ".safetensors")
 
@@ -85,6 +86,15 @@ class TokenBatches:
             picks.append(self.mine[order[offset]])
         assert self.windows is not None
         return self.windows[torch.stack(picks)]
+
+
+def worker_data(request: TrainRequest, model: PreTrainedModel) -> tuple[TokenBatches, torch.Tensor]:
+    """This worker's training batches and the eval sequences, as every local rank builds them."""
+    tokens = read_tokens(request.dataset, load_tokenizer(request.model, model))
+    seq_len = request.dataset.seq_len
+    train_tokens, eval_tokens = split_eval(tokens, request.dataset.eval_fraction, seq_len)
+    batches = TokenBatches(train_tokens, seq_len, request.rank, request.world_size, request.seed)
+    return batches, eval_windows(eval_tokens, seq_len)
 
 
 def split_eval(

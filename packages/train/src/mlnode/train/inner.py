@@ -1,7 +1,8 @@
 """The inner loop: AdamW with gradient accumulation; bf16 autocast on GPU, fp32 on CPU.
 
-When a torch.distributed process group is up (several GPUs of one node started by torchrun),
-the model is wrapped in DistributedDataParallel so the local GPUs average gradients every step.
+When a torch.distributed process group is up (several devices of one node: `mlnode.train.local`
+starts one process per device, or torchrun does), the model is wrapped in DistributedDataParallel
+so the local ranks average gradients every step.
 """
 
 from __future__ import annotations
@@ -42,8 +43,19 @@ class InnerLoop:
             self.params.values(), lr=config.lr, betas=BETAS, weight_decay=config.weight_decay
         )
         self.step = 0
-        ddp = dist.is_available() and dist.is_initialized()
-        self.forward_model: torch.nn.Module = DistributedDataParallel(model) if ddp else model
+        self.forward_model: torch.nn.Module = model
+        if dist.is_available() and dist.is_initialized():
+            self.distribute()
+
+    def distribute(self) -> None:
+        """Average gradients over the default process group (a collective: every rank calls it)."""
+        index = self.device.index
+        ids = [index] if self.device.type == "cuda" and index is not None else None
+        self.forward_model = DistributedDataParallel(self.model, device_ids=ids)
+
+    def undistribute(self) -> None:
+        """Train alone again (after the process group is gone)."""
+        self.forward_model = self.model
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.device.type == "cuda":

@@ -31,6 +31,8 @@ class TrainProgress:
             "resumed_from": None,
             "pulled_from": None,
             "last_checkpoint": None,
+            "local_ranks": [],
+            "local_weights_agree": None,
         }
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._hashes: deque[dict[str, Any]] = deque(maxlen=HISTORY)

@@ -154,5 +154,6 @@ class TrainStatus(ServiceStatus):
 
     `progress` holds task_id, rank, world_size, inner_step, outer_round, loss_history
     ([{outer_round, loss, eval_loss}]), tokens_per_s, bytes_sent, bytes_received, peers_alive,
-    round_failures, weights_sha256 and weights_agree.
+    round_failures, weights_sha256, weights_agree, and with several local devices local_ranks
+    (device, pid, log) and local_weights_agree.
     """

@@ -1,4 +1,7 @@
-"""`TrainService`: runs one DiLoCo worker in a thread; the node's TRAIN state."""
+"""`TrainService`: runs one DiLoCo worker in a thread; the node's TRAIN state.
+
+With several local devices the thread is local rank 0 and starts the other ranks (`ranks`).
+"""
 
 from __future__ import annotations
 
@@ -52,15 +55,19 @@ class TrainService(WorkerService[TrainRequest]):
             raise Unavailable("this MLNode has no tensor transport, so it can only train alone")
         if self.settings.torch_threads is not None:
             torch.set_num_threads(self.settings.torch_threads)
+        if self.settings.torch_device().type == "cuda" and not torch.cuda.is_available():
+            raise InvalidRequest("MLNODE_TRAIN_DEVICE asks for CUDA but no GPU is visible")
+        devices = self.settings.local_device_list()
         env = TrainerEnv(
             transport=self.transport,
-            device=self.settings.torch_device(),
+            device=devices[0],
             checkpoint_dir=self.checkpoint_dir(request),
             vote_timeout_s=self.settings.vote_timeout_s,
             join_timeout_s=self.settings.join_timeout_s,
+            local_devices=tuple(devices),
+            local_timeout_s=self.settings.local_timeout_s,
+            torch_threads=self.settings.torch_threads,
         )
-        if env.device.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidRequest("MLNODE_TRAIN_DEVICE asks for CUDA but no GPU is visible")
         progress = TrainProgress(request.task_id, request.rank, request.world_size)
         trainer = await asyncio.to_thread(DilocoTrainer, request, env, progress)
         self._stop_serving()

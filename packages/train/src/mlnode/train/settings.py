@@ -9,6 +9,7 @@ import torch
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from mlnode.common.errors import InvalidRequest
 from mlnode.common.settings import ENV_FILE, MLNodeBaseSettings
 
 
@@ -21,6 +22,17 @@ class TrainSettings(MLNodeBaseSettings):
 
     device: str = Field(
         "auto", description="auto (first GPU if any, else CPU), cpu, cuda or cuda:N."
+    )
+    local_devices: str = Field(
+        "auto",
+        description="Local ranks of one node (one process per device, DDP): auto (every visible "
+        "GPU when training on cuda, one process on CPU), N (N ranks: the first N GPUs from "
+        "DEVICE's index, or N CPU processes over gloo), or CUDA indices like 0,2,3.",
+    )
+    local_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Timeout of collectives among the local ranks, and of their start.",
     )
     torch_threads: int | None = Field(
         None, ge=1, description="CPU threads torch may use; unset keeps torch's default."
@@ -51,8 +63,45 @@ class TrainSettings(MLNodeBaseSettings):
             raise ValueError(f"unknown device {value!r}: use auto, cpu, cuda or cuda:N")
         return value
 
+    @field_validator("local_devices")
+    @classmethod
+    def _known_local_devices(cls, value: str) -> str:
+        value = value.replace(" ", "")
+        parts = value.split(",")
+        if value == "auto" or (value.isdigit() and int(value) >= 1):
+            return value
+        if len(parts) > 1 and all(p.isdigit() for p in parts) and len(set(parts)) == len(parts):
+            return value
+        raise ValueError(
+            f"local_devices {value!r}: use auto, a count N >= 1, or two or more CUDA indices 0,1"
+        )
+
     def torch_device(self) -> torch.device:
         """The device to train on."""
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+    def local_device_list(self) -> list[torch.device]:
+        """One device per local rank; the first is the node process's own."""
+        first = self.torch_device()
+        spec = self.local_devices
+        if first.type != "cuda":
+            if spec == "auto":
+                return [first]
+            if not spec.isdigit():
+                raise InvalidRequest("MLNODE_TRAIN_LOCAL_DEVICES lists GPUs but training is on CPU")
+            return [first] * int(spec)
+        count = torch.cuda.device_count()
+        start = first.index or 0
+        if spec == "auto":
+            indices = [start] if first.index is not None else list(range(count))
+        elif spec.isdigit():
+            indices = list(range(start, start + int(spec)))
+        else:
+            indices = [int(i) for i in spec.split(",")]
+        if not indices or max(indices) >= count:
+            raise InvalidRequest(
+                f"MLNODE_TRAIN_LOCAL_DEVICES asks for GPUs {indices} but {count} are visible"
+            )
+        return [torch.device("cuda", i) for i in indices]

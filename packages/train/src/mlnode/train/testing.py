@@ -8,6 +8,7 @@ its inbox and provider vanish) to drive fault-tolerance tests.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -158,3 +159,14 @@ def write_tiny_corpus(path: Path, sentences: int = 600, seed: int = 0) -> Path:
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def follower_hashes(log_dir: Path) -> dict[int, str]:
+    """The last weight hash each follower logged under `log_dir` (local rank -> sha256)."""
+    found: dict[int, str] = {}
+    for path in sorted(log_dir.glob("local-rank-*.log")):
+        rank = int(path.stem.rsplit("-", 1)[1])
+        hashes = re.findall(r"weights sha256 ([0-9a-f]{64})", path.read_text())
+        if hashes:
+            found[rank] = hashes[-1]
+    return found

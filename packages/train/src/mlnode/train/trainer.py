@@ -3,7 +3,8 @@
 DiLoCo: Douillard et al., arXiv:2311.08105. The worker keeps the last synced weights and the outer
 momentum; after H inner steps it exchanges its pseudo-gradient (`diloco.round`), applies the outer
 Nesterov step, publishes the result for pulling peers and checks by hash vote that it holds the
-same bits as the others (`diloco.sync`).
+same bits as the others (`diloco.sync`). With several local devices this worker is local rank 0
+and drives the other local ranks (`ranks.LocalRanks`) step by step.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import torch
 
 from mlnode.common.transport import TensorTransport
 from mlnode.train.checkpoint import Checkpoint, load_latest, save_checkpoint
-from mlnode.train.data import TokenBatches, eval_windows, read_tokens, split_eval
+from mlnode.train.data import worker_data
 from mlnode.train.diloco.math import Tensors, nesterov_outer_step, pseudo_gradient
 from mlnode.train.diloco.round import ErrorFeedback, RoundConfig, RoundResult, run_round
 from mlnode.train.diloco.sync import Snapshot, SnapshotProvider, peer_offers, pull_snapshot, vote
 from mlnode.train.inner import InnerLoop
-from mlnode.train.model import build_model, load_tokenizer
+from mlnode.train.local import local_optim
+from mlnode.train.model import build_model
 from mlnode.train.progress import TrainProgress
+from mlnode.train.ranks import LocalRanks
 from mlnode.train.schemas import TrainRequest
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,10 @@ class TrainerEnv:
     checkpoint_dir: Path
     vote_timeout_s: float = 30.0
     join_timeout_s: float = 60.0
+    #: One device per local rank (`device` first); more than one starts follower processes.
+    local_devices: tuple[torch.device, ...] = ()
+    local_timeout_s: float = 600.0
+    torch_threads: int | None = None
 
 
 class DilocoTrainer:
@@ -52,14 +59,14 @@ class DilocoTrainer:
         self.peers = request.peer_ranks()
         model = build_model(request.model, request.seed)
         self.model_config = model.config.to_dict()
-        tokens = read_tokens(request.dataset, load_tokenizer(request.model, model))
-        seq_len = request.dataset.seq_len
-        train_tokens, eval_tokens = split_eval(tokens, request.dataset.eval_fraction, seq_len)
-        self.batches = TokenBatches(
-            train_tokens, seq_len, request.rank, request.world_size, request.seed
-        )
-        self.eval_set = eval_windows(eval_tokens, seq_len)
-        self.inner = InnerLoop(model, request.optim, env.device)
+        self.batches, self.eval_set = worker_data(request, model)
+        self.local: LocalRanks | None = None
+        if len(env.local_devices) > 1:
+            self.local = LocalRanks(
+                env.local_devices, env.checkpoint_dir, env.local_timeout_s, env.torch_threads
+            )
+        local_world = self.local.world if self.local is not None else 1
+        self.inner = InnerLoop(model, local_optim(request.optim, local_world), env.device)
         self.h = request.diloco.inner_steps
         self.total_rounds = math.ceil(request.optim.total_steps / self.h)
         self.round = 0
@@ -77,7 +84,7 @@ class DilocoTrainer:
             chunk_timeout_s=d.chunk_timeout_s,
             chunk_bytes=max(1, int(d.chunk_mb * 2**20)),
         )
-        self.tokens_per_round = self.h * request.optim.batch_size * seq_len
+        self.tokens_per_round = self.h * request.optim.batch_size * request.dataset.seq_len
         progress.set(total_rounds=self.total_rounds)
 
     @property
@@ -91,7 +98,21 @@ class DilocoTrainer:
         The last synced state stays served afterwards, so a late peer can still pull it; the
         owner calls `unserve` when the job is stopped or replaced.
         """
+        if self.local is None:
+            self._train(stop)
+            return
+        try:
+            if self.local.start(self.req, self.inner, stop):
+                self.progress.set(local_ranks=self.local.describe())
+                self._train(stop)
+        finally:
+            self.local.close()
+            self.inner.undistribute()
+
+    def _train(self, stop: threading.Event) -> None:
         self._resume(stop)
+        if self.local is not None:
+            self.local.sync(self.inner, optimizer=True)
         self.progress.set(weights_sha256=self._publish())
         while self.round < self.total_rounds and not stop.is_set():
             started = time.monotonic()
@@ -185,9 +206,11 @@ class DilocoTrainer:
         for step in range(first, first + self.h):
             if stop.is_set():
                 return None
-            losses.append(
-                self.inner.train_step(self.batches.batch(step, self.req.optim.batch_size))
-            )
+            batch = self.batches.batch(step, self.req.optim.batch_size)
+            if self.local is None:
+                losses.append(self.inner.train_step(batch))
+            else:
+                losses.append(self.local.step(self.inner, batch, step))
             self.progress.set(inner_step=step + 1)
         return sum(losses) / len(losses)
 
@@ -215,6 +238,8 @@ class DilocoTrainer:
 
     def _outer_step(self, loss: float, stop: threading.Event) -> bool:
         """Sync and apply one outer step; False when a stop cut the round short."""
+        if self.local is not None:
+            self.progress.set(local_weights_agree=self.local.weights_agree(self.inner))
         result = self._exchange(pseudo_gradient(self.synced, self.inner.weights()), stop)
         if stop.is_set():
             return False
@@ -239,6 +264,8 @@ class DilocoTrainer:
         if late and self._pull_newer(self._offers_of(late, 0.0, stop), strictly=not alone):
             digest = self._publish()
             self.progress.set(weights_sha256=digest)
+        if self.local is not None:
+            self.local.sync(self.inner)
         self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
         self.progress.record_round(self.round, loss, self.inner.evaluate(self.eval_set), digest)
         every = self.req.checkpoint.every_outer_steps
