@@ -16,14 +16,19 @@ from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
 
 class DroppingTransport(MemoryTransport):
-    """Loses the pseudo-gradient chunks of rounds whose tag starts with `drop_prefix`."""
+    """Loses the pseudo-gradient chunks of rounds whose tag starts with `drop_prefix`
+    (sent to `drop_to` only, when given)."""
 
-    def __init__(self, hub: MemoryHub, name: str, drop_prefix: str) -> None:
+    def __init__(
+        self, hub: MemoryHub, name: str, drop_prefix: str, drop_to: str | None = None
+    ) -> None:
         super().__init__(hub, name)
         self.drop_prefix = drop_prefix
+        self.drop_to = drop_to
 
     def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
-        if not (tag.startswith(self.drop_prefix) and "/chunk-" in tag):
+        dropped = tag.startswith(self.drop_prefix) and "/chunk-" in tag
+        if not (dropped and self.drop_to in (None, peer_id)):
             super().send(peer_id, tensors, task, tag)
 
 
@@ -158,6 +163,34 @@ def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None
     assert per_round[0] == per_round[1] == per_round[2]
     assert pairs[2][1].snapshot()["pulled_from"] in {"w0", "w1"}
     assert pairs[0][1].snapshot()["round_failures"] == {}  # later rounds had everyone
+
+
+def test_a_worker_that_missed_one_live_peer_learns_it_is_the_odd_one_out(
+    make_request, tmp_path
+) -> None:
+    hub = MemoryHub()
+    pairs = [
+        make_trainer(
+            make_request,
+            DroppingTransport(hub, "w0", "outer-1-", drop_to="w1")
+            if r == 0
+            else hub.transport(f"w{r}"),
+            r,
+            3,
+            tmp_path / f"c{r}",
+            diloco=diloco(3.0),
+        )
+        for r in range(3)
+    ]
+
+    run_all([t for t, _ in pairs])
+
+    recorded: dict[int, set[str]] = {}
+    for _, progress in pairs:
+        for entry in progress.snapshot()["weights_history"]:
+            recorded.setdefault(entry["outer_round"], set()).add(entry["sha256"])
+    assert all(len(digests) == 1 for digests in recorded.values()), recorded
+    assert pairs[1][1].snapshot()["pulled_from"] in {"w0", "w2"}
 
 
 def test_stop_then_start_resumes_bit_identically(make_request, tmp_path) -> None:

@@ -295,10 +295,12 @@ class DilocoTrainer:
         reachable = {
             p: r for p, r in self.peers.items() if not result.failures.get(p, "").startswith("send")
         }
+        # Every reachable peer, not only those heard from this round: a worker that missed a
+        # live peer's pseudo-gradient learns from that peer's hash that it is the odd one out.
         outcome = vote(
             transport,
             reachable,
-            [p for p in result.results.values() if p != "self"],
+            list(reachable),
             task=self.req.task_id,
             round_index=self.round,
             my_rank=self.req.rank,

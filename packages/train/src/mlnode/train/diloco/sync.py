@@ -163,12 +163,14 @@ def vote(
     """
     tag = f"outer-{round_index}/hash"
     payload = {HASH_KEY: torch.frombuffer(bytearray.fromhex(digest), dtype=torch.uint8)}
+    waiting = set(wait_for)
     for peer in peers:
         try:
             transport.send(peer, payload, task, tag)
         except Exception as exc:  # noqa: BLE001 - a peer that cannot hear us just has no vote
             log.warning("hash to %s not sent: %s", peer, exc)
-    got = receive_until(transport, task, tag, list(wait_for), timeout_s, stop)
+            waiting.discard(peer)
+    got = receive_until(transport, task, tag, sorted(waiting), timeout_s, stop)
     by_rank = {my_rank: digest} | {
         peers[p]: bytes(w[HASH_KEY].to(torch.uint8).tolist()).hex()
         for p, w in got.items()
