@@ -1,8 +1,8 @@
 """Keeping workers bit-identical: weight-hash votes, snapshots served to peers, state pulls.
 
 After each outer step (DiLoCo, Douillard et al., arXiv:2311.08105) every worker publishes its
-synced weights and outer momentum, then sends the sha256 of its weights to the round's
-participants. The largest group of equal hashes wins (ties: the group holding the lowest rank);
+synced weights and outer momentum, then sends the sha256 of its weights to every peer and waits
+for those it can reach. The largest group of equal hashes wins (ties: the group holding the lowest rank);
 a worker outside it pulls the winners' snapshot, so one worker that heard from a different set of
 peers (a late rejoiner, a peer that dropped part-way) cannot fork the run. A restarted worker
 pulls the same snapshot to rejoin at the current round.
@@ -159,7 +159,7 @@ def vote(
     """Send this worker's hash to every peer (id -> rank), collect `wait_for`'s, pick a winner.
 
     Sending to everyone lets a worker that heard from more peers than they heard from learn
-    that it is the odd one out.
+    that it is the odd one out; peers the hash cannot be sent to are not waited for.
     """
     tag = f"outer-{round_index}/hash"
     payload = {HASH_KEY: torch.frombuffer(bytearray.fromhex(digest), dtype=torch.uint8)}
