@@ -4,8 +4,8 @@ After each outer step (DiLoCo, Douillard et al., arXiv:2311.08105) every worker 
 synced weights and outer momentum, then sends the sha256 of its weights to every peer and waits
 for those it can reach. The largest group of equal hashes wins (ties: the group holding the
 lowest rank); a worker outside it pulls the winners' snapshot, so one worker that heard from a
-different set of peers (a late rejoiner, a peer that dropped part-way) cannot fork the run. A restarted worker
-pulls the same snapshot to rejoin at the current round.
+different set of peers (a late rejoiner, a peer that dropped part-way) cannot fork the run. A
+restarted worker pulls the same snapshot to rejoin at the current round.
 """
 
 from __future__ import annotations
