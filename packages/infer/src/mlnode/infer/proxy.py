@@ -90,13 +90,11 @@ class Exchange:
 
     __slots__ = (
         "backend",
-        "chunked_in",
         "chunked_out",
         "client",
         "close_delimited",
         "conn",
         "event_stream",
-        "expects_continue",
         "fields",
         "finished",
         "http10",
@@ -119,8 +117,6 @@ class Exchange:
         self.fields = fields
         self.keep_alive = True
         self.http10 = False
-        self.chunked_in = fields.chunked
-        self.expects_continue = fields.expect_continue
         self.request_done = False
         self.response_done = False
         self.started = False
@@ -156,7 +152,7 @@ class Exchange:
         """A piece of the request body."""
         if self.local is not None or self.response_done:
             return
-        piece = _chunk(data) if self.chunked_in else data
+        piece = _chunk(data) if self.fields.chunked else data
         if self.conn is None:
             self.pending.append(piece)
             return
@@ -165,7 +161,7 @@ class Exchange:
     def request_complete(self) -> None:
         """The client sent all of the request."""
         self.request_done = True
-        if self.chunked_in and self.local is None and not self.response_done:
+        if self.fields.chunked and self.local is None and not self.response_done:
             if self.conn is None:
                 self.pending.append(b"0\r\n\r\n")
             else:
@@ -178,13 +174,16 @@ class Exchange:
         self.conn.write(data)
         if self.replay is not None:
             self.replay_size += len(data)
-            self.replay = self.replay + [data] if self.replay_size <= _REPLAY_LIMIT else None
+            if self.replay_size <= _REPLAY_LIMIT:
+                self.replay.append(data)
+            else:
+                self.replay = None
 
     # Activation: the connection's oldest exchange runs; pipelined ones wait their turn.
     def start(self) -> None:
         """Become the active exchange of the client connection."""
         self.started = True
-        if self.expects_continue and not self.request_done:
+        if self.fields.expect_continue and not self.request_done:
             self.client.write(_CONTINUE)
         if self.local is not None:
             if self.request_done:
@@ -225,7 +224,7 @@ class Exchange:
             self.backend.host.encode(),
             self.backend.port,
             self.fields.block(),
-            b"transfer-encoding: chunked\r\n" if self.chunked_in else b"",
+            b"transfer-encoding: chunked\r\n" if self.fields.chunked else b"",
         )
         pending, self.pending = self.pending, []
         self.replay = [head, *pending] if conn.reused else None

@@ -249,10 +249,6 @@ class UpstreamPool:
         if idle and conn in idle:
             idle.remove(conn)
 
-    def idle_count(self, key: str) -> int:
-        """Kept-alive connections to `key`."""
-        return len(self._idle.get(key, ()))
-
     def close(self) -> None:
         """Close every idle connection."""
         for idle in list(self._idle.values()):
