@@ -165,26 +165,15 @@ class DilocoTrainer:
         """Between level workers the lower rank's state wins, so two never swap states."""
         return self.peers[peer] < self.req.rank
 
-    def _pull_newer(self, offers: dict[str, int], strictly: bool, lagging_ok: bool = False) -> bool:
-        """Adopt the state of the peer furthest ahead (or level with us, unless `strictly`).
-
-        With `lagging_ok`, a lower-ranked peer one round behind counts too: two workers that
-        split onto different weights each finish their rounds alone, one deadline apart, so
-        each looks one round ahead of the other whenever it checks, and neither would move.
-        """
+    def _pull_newer(self, offers: dict[str, int], strictly: bool) -> bool:
+        """Adopt the state of the peer furthest ahead (or level with us, unless `strictly`)."""
         transport = self.env.transport
         assert transport is not None
-
-        def wanted(peer: str, offered: int) -> bool:
-            if offered > self.round:
-                return True
-            if not self._defers_to(peer):
-                return False
-            return (offered == self.round and not strictly) or (
-                lagging_ok and offered == self.round - 1
-            )
-
-        ahead = [(-r, self.peers[p], p) for p, r in offers.items() if wanted(p, r)]
+        ahead = [
+            (-r, self.peers[p], p)
+            for p, r in offers.items()
+            if r > self.round or (r == self.round and not strictly and self._defers_to(p))
+        ]
         for _, _, peer in sorted(ahead):
             try:
                 snapshot = pull_snapshot(transport, peer, self.req.task_id)
@@ -271,9 +260,8 @@ class DilocoTrainer:
         self.round += 1
         digest = self._agree(self._publish(), result, stop)
         late = [p for p, why in result.failures.items() if "deadline" in why]
-        alone = len(result.results) == 1  # heard from nobody: defer to a lower-ranked peer
-        offers = self._offers_of(late, 0.0, stop) if late else {}
-        if offers and self._pull_newer(offers, strictly=not alone, lagging_ok=alone):
+        alone = len(result.results) == 1  # heard from nobody: defer to a peer that is level
+        if late and self._pull_newer(self._offers_of(late, 0.0, stop), strictly=not alone):
             digest = self._publish()
             self.progress.set(weights_sha256=digest)
         if self.local is not None:
