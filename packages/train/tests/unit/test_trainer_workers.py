@@ -135,7 +135,10 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
     survivors.join(120)
 
     first, second = hashes(pairs[0][1]), hashes(pairs[1][1])
-    assert first == second and len(first) == 8
+    # A survivor that fell a whole round behind while the others waited out the dead worker
+    # takes the newer state from a peer, so it records no hash for the round it skipped.
+    assert all(first[r] == second[r] for r in first.keys() & second.keys())
+    assert 8 in first and 8 in second and len(first.keys() | second.keys()) == 8
     reborn_status = reborn_progress.snapshot()
     assert reborn_status["resumed_from"] >= 1
     assert reborn_status["pulled_from"] in {"w0", "w1"}
