@@ -61,6 +61,16 @@ def wait_for(
     raise AssertionError(f"timed out waiting for {what}\n{logs}")
 
 
+def train_logs(nodes: dict[int, MLNodeProcess]) -> str:
+    """The trainers' warnings of every node (who was left out, who pulled from whom), without
+    the repeats about a node that is down."""
+    lines = {
+        r: [x for x in n.log().splitlines() if "mlnode.train" in x and "Unreachable" not in x]
+        for r, n in nodes.items()
+    }
+    return "\n".join(f"--- n{r}\n" + "\n".join(found[-40:]) for r, found in lines.items())
+
+
 def hashes(body: dict[str, Any]) -> dict[int, str]:
     return {h["outer_round"]: h["sha256"] for h in body["progress"]["weights_history"]}
 
@@ -122,7 +132,7 @@ def test_three_nodes_train_survive_a_kill_and_resume(
         rounds(rank)
     history = status(nodes[0])["progress"]["loss_history"]
     assert history[-1]["eval_loss"] < history[0]["eval_loss"]
-    assert_identical(seen)
+    assert_identical(seen, nodes)
 
     # 2. Stop then start resumes from the checkpoint.
     checkpoints = [status(nodes[r])["progress"]["outer_round"] for r in range(NODES)]
@@ -168,17 +178,17 @@ def test_three_nodes_train_survive_a_kill_and_resume(
     )
     for rank in range(NODES):
         assert rounds(rank) == TOTAL_ROUNDS
-    assert_identical(seen)
+    assert_identical(seen, nodes)
     finals = {status(nodes[r])["progress"]["weights_sha256"] for r in range(NODES)}
     assert finals == {seen[0][TOTAL_ROUNDS]}
     final = status(nodes[0])["progress"]["loss_history"]
     assert final[-1]["eval_loss"] < history[0]["eval_loss"] - 0.5
 
 
-def assert_identical(seen: dict[int, dict[int, str]]) -> None:
+def assert_identical(seen: dict[int, dict[int, str]], nodes: dict[int, MLNodeProcess]) -> None:
     """Every outer round that two nodes both recorded has one weight hash."""
     rounds = set().union(*seen.values())
     assert rounds
     for outer_round in sorted(rounds):
         values = {r: seen[r][outer_round][:12] for r in seen if outer_round in seen[r]}
-        assert len(set(values.values())) == 1, f"round {outer_round}: {values}"
+        assert len(set(values.values())) == 1, f"round {outer_round}: {values}\n{train_logs(nodes)}"

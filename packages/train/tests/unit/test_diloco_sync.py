@@ -6,6 +6,7 @@ from mlnode.train.diloco.math import weights_hash
 from mlnode.train.diloco.sync import (
     Snapshot,
     SnapshotProvider,
+    announce,
     offered_rounds,
     peer_offers,
     pull_snapshot,
@@ -98,6 +99,32 @@ def test_vote_tie_goes_to_the_lowest_rank() -> None:
 
     assert outcomes[0].winner == outcomes[1].winner == "cc" * 32
     assert outcomes[1].holders == ["w0"]
+
+
+def test_a_hash_announced_after_a_pull_counts_in_the_vote_of_a_waiting_peer() -> None:
+    hub = MemoryHub()
+    peers = {"w1": 1, "w2": 2}
+    # w2 took w1's state without voting; a later, corrected hash replaces an earlier one.
+    announce(hub.transport("w2"), ["w0", "w1"], "t", 4, "ee" * 32)
+    announce(hub.transport("w2"), ["w0", "w1"], "t", 4, "dd" * 32)
+    announce(hub.transport("w1"), ["w0"], "t", 4, "dd" * 32)
+
+    outcome = vote(
+        hub.transport("w0"),
+        peers,
+        list(peers),
+        task="t",
+        round_index=4,
+        my_rank=0,
+        digest="cc" * 32,
+        timeout_s=5,
+    )
+
+    # Without w2's hash the tie between w0 and w1 would go to w0, forking the run.
+    assert outcome.winner == "dd" * 32 and outcome.holders == ["w1", "w2"]
+    assert outcome.hashes == {0: "cc" * 32, 1: "dd" * 32, 2: "dd" * 32}
+    hub.kill("w1")
+    assert announce(hub.transport("w2"), ["w0", "w1"], "t", 5, "dd" * 32) == {"w1"}
 
 
 def test_a_worker_alone_wins_its_own_vote() -> None:

@@ -23,7 +23,14 @@ from mlnode.train.checkpoint import Checkpoint, load_latest, save_checkpoint
 from mlnode.train.data import worker_data
 from mlnode.train.diloco.math import Tensors, nesterov_outer_step, pseudo_gradient
 from mlnode.train.diloco.round import ErrorFeedback, RoundConfig, RoundResult, run_round
-from mlnode.train.diloco.sync import Snapshot, SnapshotProvider, peer_offers, pull_snapshot, vote
+from mlnode.train.diloco.sync import (
+    Snapshot,
+    SnapshotProvider,
+    announce,
+    peer_offers,
+    pull_snapshot,
+    vote,
+)
 from mlnode.train.inner import InnerLoop
 from mlnode.train.local import local_optim
 from mlnode.train.model import build_model
@@ -181,10 +188,16 @@ class DilocoTrainer:
                 log.warning("pull from %s failed: %s", peer, exc)
                 continue
             self._adopt(snapshot.round, snapshot.params, snapshot.momentum)
+            self._announce(self._publish())
             self.progress.set(pulled_from=peer)
             log.info("task %s: took round %d from %s", self.req.task_id, self.round, peer)
             return True
         return False
+
+    def _announce(self, digest: str) -> None:
+        """Count for the state just taken in the votes of peers still waiting on this round."""
+        assert self.env.transport is not None
+        announce(self.env.transport, self.peers, self.req.task_id, self.round, digest)
 
     def _publish(self) -> str:
         """Serve the synced state; returns its weight hash, which also names the next round."""
@@ -262,7 +275,7 @@ class DilocoTrainer:
         late = [p for p, why in result.failures.items() if "deadline" in why]
         alone = len(result.results) == 1  # heard from nobody: defer to a peer that is level
         if late and self._pull_newer(self._offers_of(late, 0.0, stop), strictly=not alone):
-            digest = self._publish()
+            digest = self.base_digest
             self.progress.set(weights_sha256=digest)
         if self.local is not None:
             self.local.sync(self.inner)
@@ -306,6 +319,7 @@ class DilocoTrainer:
                 continue
             self._adopt(snapshot.round, snapshot.params, snapshot.momentum)
             digest, agree = self._publish(), True
+            self._announce(digest)
             self.progress.set(pulled_from=holder)
             log.warning(
                 "weights differed from the majority; pulled round %d from %s", self.round, holder

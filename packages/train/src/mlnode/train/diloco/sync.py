@@ -5,7 +5,8 @@ synced weights and outer momentum, then sends the sha256 of its weights to every
 for those it can reach. The largest group of equal hashes wins (ties: the group holding the
 lowest rank); a worker outside it pulls the winners' snapshot, so one worker that heard from a
 different set of peers (a late rejoiner, a peer that dropped part-way) cannot fork the run. A
-restarted worker pulls the same snapshot to rejoin at the current round.
+restarted worker pulls the same snapshot to rejoin at the current round. A worker that took a
+peer's state announces its new hash for that round, so peers still voting count it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -144,6 +145,30 @@ class Vote:
         return digest == self.winner
 
 
+def _hash_tag(round_index: int) -> str:
+    return f"outer-{round_index}/hash"
+
+
+def announce(
+    transport: TensorTransport, peers: Iterable[str], task: str, round_index: int, digest: str
+) -> set[str]:
+    """Send this worker's weight hash of round `round_index` to `peers`; returns the unreachable.
+
+    A later hash for the same round replaces one a peer has not counted yet, so a worker that
+    took the winners' state after voting, or pulled a round it never voted on, still counts
+    for that state in the votes of peers that wait for it.
+    """
+    payload = {HASH_KEY: torch.frombuffer(bytearray.fromhex(digest), dtype=torch.uint8)}
+    unreachable: set[str] = set()
+    for peer in peers:
+        try:
+            transport.send(peer, payload, task, _hash_tag(round_index))
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot hear us just has no vote
+            log.warning("hash to %s not sent: %s", peer, exc)
+            unreachable.add(peer)
+    return unreachable
+
+
 def vote(
     transport: TensorTransport,
     peers: Mapping[str, int],
@@ -161,16 +186,9 @@ def vote(
     Sending to everyone lets a worker that heard from more peers than they heard from learn
     that it is the odd one out; peers the hash cannot be sent to are not waited for.
     """
-    tag = f"outer-{round_index}/hash"
-    payload = {HASH_KEY: torch.frombuffer(bytearray.fromhex(digest), dtype=torch.uint8)}
-    waiting = set(wait_for)
-    for peer in peers:
-        try:
-            transport.send(peer, payload, task, tag)
-        except Exception as exc:  # noqa: BLE001 - a peer that cannot hear us just has no vote
-            log.warning("hash to %s not sent: %s", peer, exc)
-            waiting.discard(peer)
-    got = receive_until(transport, task, tag, sorted(waiting), timeout_s, stop)
+    unreachable = announce(transport, peers, task, round_index, digest)
+    waiting = set(wait_for) - unreachable
+    got = receive_until(transport, task, _hash_tag(round_index), sorted(waiting), timeout_s, stop)
     by_rank = {my_rank: digest} | {
         peers[p]: bytes(w[HASH_KEY].to(torch.uint8).tolist()).hex()
         for p, w in got.items()
