@@ -186,8 +186,9 @@ def run_round(
     """Exchange `grads` with `peers` (peer id -> rank) and average what arrived, weighted.
 
     `base` (the hash of the weights the round starts from) goes into every tag, so only workers
-    that start from the same weights average together, and a message left in an inbox by an
-    earlier run of the task is never taken for this one.
+    that start from the same weights average together; a message left in an inbox by an earlier
+    run of the task is taken only if that run started the round from the same weights, and any
+    difference that leaves is settled by the hash vote after the round.
 
     A peer that fails to send or misses a deadline is left out from then on and listed in
     `failures`; the average is over this worker and the peers in `results`.
