@@ -1,0 +1,81 @@
+"""Engine-side PoC settings, read from `MLNODE_POC_*` in the engine's environment.
+
+`infer` starts every engine with the MLNode's environment, so these are set where the MLNode's
+other settings are (`.env`, the container's environment).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PocEngineSettings(BaseSettings):
+    """Limits, pins, callback policy and the decode codebook of the engine's PoC routes."""
+
+    model_config = SettingsConfigDict(env_prefix="MLNODE_POC_", extra="ignore")
+
+    codebook_path: Path | None = Field(
+        None, description="Decode-scheme codebook (safetensors tensor `codebook`, or raw float32)."
+    )
+    codebook_sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="sha256 of the codebook's float32 values; required with codebook_path.",
+    )
+    pin_seq_len: int | None = Field(None, ge=1, description="Refuse (409) any other seq_len.")
+    pin_k_dim: int | None = Field(None, ge=1, description="Refuse (409) any other k_dim.")
+    pin_max_tokens: int | None = Field(
+        None, ge=1, description="Refuse (409) any other decode max_tokens."
+    )
+    max_seq_len: int = Field(
+        4096, ge=1, description="Longest seq_len accepted (also capped by the model's length)."
+    )
+    max_chunk_tokens: int = Field(
+        32768,
+        ge=1,
+        description="Rows (nonces x seq_len) of one forward; larger batches are split.",
+    )
+    max_queued_nonces: int = Field(
+        100_000, ge=1, description="Nonces waiting in /generate jobs before 429."
+    )
+    result_ttl_s: float = Field(300.0, gt=0, description="Seconds a finished job stays readable.")
+    max_results: int = Field(1000, ge=1, description="Finished jobs kept at most (oldest go).")
+    chat_yield: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description=(
+            "While chat requests are in flight, pause this many times a chunk's duration after "
+            "each PoC chunk (1.0: PoC takes at most half of the engine's time)."
+        ),
+    )
+    callback_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between deliveries of mined artifacts."
+    )
+    callback_attempts: int = Field(10, ge=1, description="Tries per callback before dropping it.")
+    callback_backoff_s: float = Field(1.0, gt=0, description="First retry delay (doubles).")
+    callback_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay.")
+    callback_timeout_s: float = Field(30.0, gt=0, description="Seconds one callback POST may take.")
+    callback_concurrency: int = Field(10, ge=1, description="Callbacks in flight at once.")
+    callback_queue: int = Field(
+        10_000, ge=1, description="Callbacks waiting to be sent (oldest dropped beyond)."
+    )
+    mining_buffer: int = Field(
+        1_000_000, ge=1, description="Mined artifacts awaiting delivery (oldest dropped beyond)."
+    )
+    engine_retries: int = Field(
+        3, ge=0, description="Retries of a failed chunk (same nonces) before the job fails."
+    )
+    validation_inference: bool = Field(
+        False, description="Reported as poc_validation_inference by /versions."
+    )
+
+    @model_validator(mode="after")
+    def _codebook_pair(self) -> Self:
+        if (self.codebook_path is None) != (self.codebook_sha256 is None):
+            raise ValueError("MLNODE_POC_CODEBOOK_PATH and MLNODE_POC_CODEBOOK_SHA256 go together")
+        return self
