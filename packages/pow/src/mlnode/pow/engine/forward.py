@@ -92,12 +92,16 @@ def _head_shape(module: nn.Module, architecture: str, name: str) -> HeadShape:
             raise UnsupportedModel(f"{architecture}: layer {name} uses {what}, not supported")
     if str(getattr(module, "attn_type", "decoder")).lower().split(".")[-1] != "decoder":
         raise UnsupportedModel(f"{architecture}: layer {name} is not causal decoder attention")
+    layer: Any = module  # vLLM's Attention: its head sizes are plain attributes
+    scale = getattr(impl, "scale", None)
+    if scale is None:
+        raise UnsupportedModel(f"{architecture}: layer {name} has no attention scale")
     return HeadShape(
-        num_heads=int(module.num_heads),
-        num_kv_heads=int(module.num_kv_heads),
-        head_size=int(module.head_size),
-        head_size_v=int(getattr(module, "head_size_v", module.head_size)),
-        scale=float(impl.scale),
+        num_heads=int(layer.num_heads),
+        num_kv_heads=int(layer.num_kv_heads),
+        head_size=int(layer.head_size),
+        head_size_v=int(getattr(layer, "head_size_v", layer.head_size)),
+        scale=float(scale),
     )
 
 
