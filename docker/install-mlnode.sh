@@ -40,6 +40,13 @@ grep -v -E '^torch==' "$repo/constraints.txt" > "$prefix/constraints-image.txt"
     "$repo/packages/common" "$repo/packages/pow" "$repo/packages/train" \
     "$repo/packages/infer" "$repo/packages/fuse" "$repo/packages/api"
 
+# The engines load the project's vLLM plugins (PoC v2 routes and worker extension, forced replay)
+# from their own interpreter: the same packages go there too, without dependencies, as
+# `make setup-vllm-env` does (the plugin modules import only what vLLM already brings).
+"$engine_python" -m pip install --no-cache-dir --disable-pip-version-check --no-deps \
+    "$repo/packages/pow" "$repo/packages/infer"
+"$engine_python" -c 'import mlnode.pow.engine.plugin, mlnode.pow.engine.worker'
+
 printf '#!/bin/sh\nexec %s "$@"\n' "$engine_python" > "$prefix/bin/engine-python"
 chmod 0755 "$prefix/bin/engine-python"
 "$prefix/venv/bin/python" -c 'import mlnode.api, torch; print("mlnode over torch", torch.__version__)'

@@ -10,8 +10,9 @@ because they decide how many GPUs each engine instance gets.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 
 from mlnode.common.errors import InvalidRequest
 
@@ -102,3 +103,39 @@ def parse_additional_args(raw: Sequence[str]) -> EngineArgs:
         value = inline if has_eq else (tokens[i + 1] if i + 1 < len(tokens) else None)
         sizes[field] = _positive_int(flag, value)
     return EngineArgs(args=tuple(tokens), **sizes)
+
+
+#: The worker half of mlnode-pow's PoC v2 plugin (its routes attach only when this is set).
+POC_WORKER_EXTENSION = "mlnode.pow.engine.worker.PocWorkerExtension"
+_PLUGIN_GROUPS = ("vllm.general_plugins", "vllm.endpoint_plugins")
+
+
+def with_plugin_args(args: Sequence[str]) -> tuple[str, ...]:
+    """`args` plus `--worker-extension-cls` for the PoC plugin, unless they set one already."""
+    if any(_matches(_canonical(t.partition("=")[0]), "--worker-extension-cls") for t in args):
+        return tuple(args)
+    return (*args, "--worker-extension-cls", POC_WORKER_EXTENSION)
+
+
+def project_plugin_names() -> tuple[str, ...]:
+    """Names of the vLLM plugins the project's packages (`mlnode-*`) register, sorted."""
+    found = {
+        ep.name
+        for group in _PLUGIN_GROUPS
+        for ep in entry_points(group=group)
+        if ep.dist is not None and ep.dist.name.startswith("mlnode-")
+    }
+    return tuple(sorted(found))
+
+
+def plugin_env(env: Mapping[str, str]) -> dict[str, str]:
+    """`VLLM_PLUGINS` for an engine: names already in `env` plus the project's plugins.
+
+    vLLM loads endpoint plugins (the PoC routes) only when named there, and once the variable
+    is set it loads only the general plugins it names, so every project plugin is listed. Without
+    project plugins the variable is left as it is (an empty list would disable every plugin).
+    """
+    current = env.get("VLLM_PLUGINS")
+    names = [n.strip() for n in (current or "").split(",") if n.strip()]
+    ours = [n for n in project_plugin_names() if n not in names]
+    return {"VLLM_PLUGINS": ",".join(names + ours)} if ours else {}

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from mlnode.common.errors import EngineFailed, InvalidRequest
-from mlnode.infer.args import EngineArgs
+from mlnode.infer.args import EngineArgs, plugin_env, with_plugin_args
 from mlnode.infer.balancer import Backend
 from mlnode.infer.reaper import EngineRecord
 from mlnode.infer.settings import InferSettings, inherited_env
@@ -118,13 +118,14 @@ class EngineInstance:
             *("--model", launch.model, "--dtype", launch.dtype),
             *("--host", settings.engine_host, "--port", str(self.port)),
             *("--shutdown-timeout", str(settings.engine_shutdown_timeout_s)),
-            *launch.args.args,
+            *with_plugin_args(launch.args.args),
         ]
         env = {**inherited_env(), **settings.engine_env}
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
         else:
             env.update(settings.cpu_engine_env)
+        env.update(plugin_env(env))
         with self.log_path.open("wb") as out:
             out.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
             out.flush()
