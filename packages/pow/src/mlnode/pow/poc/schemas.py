@@ -11,11 +11,11 @@ from typing import Annotated, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlnode.pow.poc.artifacts import MAX_VECTOR_B64_CHARS
+from mlnode.pow.poc.artifacts import MAX_VECTOR_B64_CHARS, MAX_VECTOR_VALUES
 from mlnode.pow.poc.validation import StatTest
 
 MAX_SEQ_LEN = 32_768
-MAX_K_DIM = 1024
+MAX_K_DIM = MAX_VECTOR_VALUES
 MAX_DECODE_STEPS = 4096
 MAX_BATCH_SIZE = 4096
 #: Nonces one `/generate` may carry (gonka's queue cap, `POC_MAX_QUEUED_NONCES`).
