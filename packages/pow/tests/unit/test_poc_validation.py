@@ -161,6 +161,9 @@ def test_trajectory_large_margin_or_bad_claim_fails() -> None:
     assert out_of_range.mismatch and out_of_range.max_margin == OUT_OF_RANGE_MARGIN
     assert check_trajectory(own, [0, -1], 3.0, 2).mismatch is False
     assert check_trajectory(own, [0], 0.025, 2).mismatch is True
+    assert check_trajectory(own, None, 0.025, 2).mismatch is True
+    with pytest.raises(ValueError, match="computed 2 steps"):
+        check_trajectory(own, [0, 0, 0], 0.025, 3)
 
 
 def test_non_finite_steps_are_excluded() -> None:

@@ -150,15 +150,17 @@ class TrajectoryCheck:
 
 
 def check_trajectory(
-    own_scores: torch.Tensor, claimed: Sequence[int], tau: float, expected_steps: int
+    own_scores: torch.Tensor, claimed: Sequence[int] | None, tau: float, expected_steps: int
 ) -> TrajectoryCheck:
     """Compare the validator's per-step codebook scores `[T, P]` with the prover's indices.
 
     A step disagrees when the validator's own argmax (finite scores only) differs from the claim;
     its margin is `max(s) - s[claimed]` (2.0 for a claim outside 0..P-1). The nonce mismatches when
-    a disagreement's margin exceeds `tau`, or when the trajectory has the wrong length.
+    a disagreement's margin exceeds `tau`, or when the trajectory is missing or of another length.
     """
-    if len(claimed) != expected_steps or own_scores.shape[0] != expected_steps:
+    if own_scores.shape[0] != expected_steps:
+        raise ValueError(f"computed {own_scores.shape[0]} steps, expected {expected_steps}")
+    if claimed is None or len(claimed) != expected_steps:
         return TrajectoryCheck(True, 0, OUT_OF_RANGE_MARGIN)
     n_points = own_scores.shape[1]
     n_disagree, n_nan, max_margin, mismatch = 0, 0, 0.0, False
@@ -179,7 +181,7 @@ def check_trajectory(
 
 def validate_trajectories(
     own_scores: Mapping[int, torch.Tensor],
-    received: Mapping[int, Sequence[int]],
+    received: Mapping[int, Sequence[int] | None],
     stat: StatTest,
     n_total: int,
     max_tokens: int,
