@@ -14,8 +14,10 @@ from mlnode.pow.poc.rng import batched_normal, murmur3_32, seed_from_string
 
 NORM_EPS = 1e-8
 HAAR_EPS = 1e-30
-#: Longest base64 text `decode_vector` reads: 4096 halves; artifacts are 12 (up to a few hundred).
-MAX_VECTOR_B64_CHARS = 4 * (2 * 4096 + 2) // 3
+#: Most values a vector artifact may have (k_dim; the network uses 12).
+MAX_VECTOR_VALUES = 1024
+#: Longest base64 text `decode_vector` reads (MAX_VECTOR_VALUES halves, padded).
+MAX_VECTOR_B64_CHARS = 4 * -(-2 * MAX_VECTOR_VALUES // 3)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
@@ -21,8 +22,10 @@ _F2 = 0xC2B2AE35
 _TWO_PI = 2.0 * math.pi
 _U_SCALE = 4294967296.0
 _U1_FLOOR = 1e-10
-#: Elements per chunk of a batched stream: bounds the int64 temporaries (~8 of them) to ~0.5 GiB.
+#: Elements per chunk of a batched stream: bounds the temporaries (a few per element) to ~0.5 GiB.
 _CHUNK = 1 << 23
+#: Longest key range whose seed-independent murmur half is cached (64 MiB as int32).
+_CACHE_MAX = 1 << 24
 
 
 def seed_from_string(s: str) -> int:
@@ -46,7 +49,7 @@ def _mix_key(keys: torch.Tensor) -> torch.Tensor:
     return _mul32(_rotl(_mul32(k, _C1), 15), _C2)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
 def _mixed_counters(n: int, device: torch.device) -> torch.Tensor:
     """The seed-independent half of murmur for keys 0..n-1 (shared by every seed).
 
@@ -104,7 +107,7 @@ def _wraps_exactly(device: torch.device) -> bool:
 
     Checked once per device over keys that reach the non-vectorised tails of the kernels.
     """
-    keys = _mix_key(torch.arange(70_001, dtype=torch.int64, device=device) * 61_331)
+    keys = _mix_key(torch.arange(4_099, dtype=torch.int64, device=device) * 1_048_573)
     seeds = torch.tensor([[0], [1], [0x7FFFFFFF], [0x80000000], [MASK32]], device=device)
     try:
         return bool(torch.equal(_finish32(keys, seeds), _finish64(keys, seeds)))
@@ -136,7 +139,10 @@ def _counter_hashes(seeds: torch.Tensor, start: int, stop: int, total: int) -> t
 
     `total` is the stream's whole key range, so chunks of one stream share one cached table.
     """
-    mixed = _mixed_counters(total, seeds.device)[start:stop]
+    if total <= _CACHE_MAX:
+        mixed = _mixed_counters(total, seeds.device)[start:stop]
+    else:
+        mixed = _mix_key(torch.arange(start, stop, dtype=torch.int64, device=seeds.device))
     return _finish(mixed, seeds.view(-1, 1))
 
 
@@ -150,28 +156,24 @@ def uniform(seed: int, n: int, device: torch.device | str | None = None) -> torc
     return _uniform_from_hashes(_counter_hashes(seeds, 0, n, n))[0]
 
 
-def _box_muller_into(out: torch.Tensor, seeds: torch.Tensor, n: int, begin: int, end: int) -> None:
-    """Write positions [begin, end) of normal(seed, n) for each seed into `out` `[B, end-begin]`."""
+def _box_muller_pairs(out: torch.Tensor, seeds: torch.Tensor, n: int, begin: int, end: int) -> None:
+    """Fill the outputs of Box-Muller pairs [begin, end) of normal(seed, n) for each seed.
+
+    Pair i turns u[i] and u[P + i] into output i (cosine) and output P + i (sine, if < n).
+    """
     half = (n + 1) // 2
-    cos_end = min(end, half)
-    if begin < cos_end:
-        u1 = _uniform_from_hashes(_counter_hashes(seeds, begin, cos_end, 2 * half))
-        u2 = _uniform_from_hashes(_counter_hashes(seeds, half + begin, half + cos_end, 2 * half))
-        out[:, : cos_end - begin] = _radius(u1) * torch.cos(u2 * _TWO_PI)
-    sin_begin = max(begin, half)
-    if sin_begin < end:
-        lo, hi = sin_begin - half, end - half
-        u1 = _uniform_from_hashes(_counter_hashes(seeds, lo, hi, 2 * half))
-        u2 = _uniform_from_hashes(_counter_hashes(seeds, half + lo, half + hi, 2 * half))
-        out[:, sin_begin - begin :] = _radius(u1) * torch.sin(u2 * _TWO_PI)
-
-
-def _radius(u1: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(-2.0 * torch.log(torch.clamp(u1, min=_U1_FLOOR)))
+    u1 = _uniform_from_hashes(_counter_hashes(seeds, begin, end, 2 * half))
+    u2 = _uniform_from_hashes(_counter_hashes(seeds, half + begin, half + end, 2 * half))
+    r = torch.sqrt(-2.0 * torch.log(torch.clamp(u1, min=_U1_FLOOR)))
+    theta = u2 * _TWO_PI
+    out[:, begin:end] = r * torch.cos(theta)
+    sin_end = min(n, half + end) - half
+    if sin_end > begin:
+        out[:, half + begin : half + sin_end] = (r * torch.sin(theta))[:, : sin_end - begin]
 
 
 def batched_normal(
-    seeds: torch.Tensor | list[int],
+    seeds: torch.Tensor | Sequence[int],
     n: int,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
@@ -183,17 +185,13 @@ def batched_normal(
     """
     seed_t = torch.as_tensor(seeds, dtype=torch.int64, device=device).view(-1)
     out = torch.empty((seed_t.numel(), n), dtype=dtype, device=seed_t.device)
+    half = (n + 1) // 2
     rows = max(1, _CHUNK // max(1, n))
     for r0 in range(0, seed_t.numel(), rows):
         row_seeds = seed_t[r0 : r0 + rows]
-        cols = max(1, _CHUNK // row_seeds.numel())
-        for c0 in range(0, n, cols):
-            c1 = min(n, c0 + cols)
-            block = torch.empty(
-                (row_seeds.numel(), c1 - c0), dtype=torch.float32, device=out.device
-            )
-            _box_muller_into(block, row_seeds, n, c0, c1)
-            out[r0 : r0 + rows, c0:c1] = block
+        pairs = max(1, _CHUNK // (2 * row_seeds.numel()))
+        for p0 in range(0, half, pairs):
+            _box_muller_pairs(out[r0 : r0 + rows], row_seeds, n, p0, min(half, p0 + pairs))
     return out
 
 

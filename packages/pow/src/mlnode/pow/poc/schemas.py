@@ -11,16 +11,20 @@ from typing import Annotated, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlnode.pow.poc.artifacts import MAX_VECTOR_B64_CHARS
+from mlnode.pow.poc.artifacts import MAX_VECTOR_VALUES
 from mlnode.pow.poc.validation import StatTest
 
 MAX_SEQ_LEN = 32_768
-MAX_K_DIM = 1024
+MAX_K_DIM = MAX_VECTOR_VALUES
 MAX_DECODE_STEPS = 4096
 MAX_BATCH_SIZE = 4096
 #: Nonces one `/generate` may carry (gonka's queue cap, `POC_MAX_QUEUED_NONCES`).
 MAX_NONCES = 100_000
 MAX_NONCE = 2**63 - 1
+#: Caps on one received artifact's fields. They are far above any legitimate artifact, so that a
+#: malformed one inside them counts as a mismatch in the verdict instead of voiding the request.
+MAX_ARTIFACT_TEXT = 8192
+MAX_ARTIFACT_STEPS = 8192
 MAX_TEXT = 1024
 MAX_URL = 2048
 SCHEME_PREFILL: Final = "prefill"
@@ -110,10 +114,10 @@ class PocArtifact(_Contract):
 
     nonce: int = Field(ge=0, le=MAX_NONCE, description="The nonce.")
     vector_b64: str = Field(
-        "", max_length=MAX_VECTOR_B64_CHARS, description="fp16 little-endian vector, base64."
+        "", max_length=MAX_ARTIFACT_TEXT, description="fp16 little-endian vector, base64."
     )
-    k_points_steps: list[int] | None = Field(
-        None, max_length=MAX_DECODE_STEPS + 1, description="Codebook index of each decode step."
+    k_points_steps: list[Annotated[int, Field(ge=-MAX_NONCE, le=MAX_NONCE)]] | None = Field(
+        None, max_length=MAX_ARTIFACT_STEPS, description="Codebook index of each decode step."
     )
 
 

@@ -146,24 +146,28 @@ class TrajectoryCheck:
     mismatch: bool
     n_disagree: int
     max_margin: float
+    n_nan_steps: int = 0
 
 
 def check_trajectory(
-    own_scores: torch.Tensor, claimed: Sequence[int], tau: float, expected_steps: int
+    own_scores: torch.Tensor, claimed: Sequence[int] | None, tau: float, expected_steps: int
 ) -> TrajectoryCheck:
     """Compare the validator's per-step codebook scores `[T, P]` with the prover's indices.
 
     A step disagrees when the validator's own argmax (finite scores only) differs from the claim;
     its margin is `max(s) - s[claimed]` (2.0 for a claim outside 0..P-1). The nonce mismatches when
-    a disagreement's margin exceeds `tau`, or when the trajectory has the wrong length.
+    a disagreement's margin exceeds `tau`, or when the trajectory is missing or of another length.
     """
-    if len(claimed) != expected_steps or own_scores.shape[0] != expected_steps:
+    if own_scores.shape[0] != expected_steps:
+        raise ValueError(f"computed {own_scores.shape[0]} steps, expected {expected_steps}")
+    if claimed is None or len(claimed) != expected_steps:
         return TrajectoryCheck(True, 0, OUT_OF_RANGE_MARGIN)
     n_points = own_scores.shape[1]
-    n_disagree, max_margin, mismatch = 0, 0.0, False
+    n_disagree, n_nan, max_margin, mismatch = 0, 0, 0.0, False
     for step, k_ref in enumerate(claimed):
         scores = own_scores[step]
         if not bool(torch.isfinite(scores).all()):
+            n_nan += 1
             continue
         if int(torch.argmax(scores)) == k_ref:
             continue
@@ -172,23 +176,24 @@ def check_trajectory(
         margin = float(scores.max() - scores[k_ref]) if valid else OUT_OF_RANGE_MARGIN
         max_margin = max(max_margin, margin)
         mismatch = mismatch or margin > tau
-    return TrajectoryCheck(mismatch, n_disagree, max_margin)
+    return TrajectoryCheck(mismatch, n_disagree, max_margin, n_nan)
 
 
 def validate_trajectories(
     own_scores: Mapping[int, torch.Tensor],
-    received: Mapping[int, Sequence[int]],
+    received: Mapping[int, Sequence[int] | None],
     stat: StatTest,
     n_total: int,
     max_tokens: int,
 ) -> ValidationOutcome:
     """Judge received `k_points_steps` from teacher-forced scores (`dist_threshold` is tau)."""
-    mismatches = [
-        nonce
-        for nonce in sorted(own_scores.keys() & received.keys())
-        if check_trajectory(
+    mismatches, n_nan = [], 0
+    for nonce in sorted(own_scores.keys() & received.keys()):
+        check = check_trajectory(
             own_scores[nonce], received[nonce], stat.dist_threshold, max_tokens + 1
-        ).mismatch
-    ]
+        )
+        n_nan += check.n_nan_steps
+        if check.mismatch:
+            mismatches.append(nonce)
     p_value, fraud = verdict(len(mismatches), n_total, stat)
-    return ValidationOutcome(n_total, len(mismatches), mismatches, p_value, fraud)
+    return ValidationOutcome(n_total, len(mismatches), mismatches, p_value, fraud, n_nan)
