@@ -76,8 +76,10 @@ class PocRunner:
         settings: PocEngineSettings,
         sender: CallbackSender,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._rpc = rpc
+        self._sleep = sleep
         self._facts = facts
         self._settings = settings
         self._sender = sender
@@ -232,7 +234,7 @@ class PocRunner:
                 self._idle.set()
             self._maybe_flush()
             if self._settings.chat_yield > 0 and self._rpc.chat_in_flight() > 0:
-                await asyncio.sleep((self._clock() - started) * self._settings.chat_yield)
+                await self._sleep((self._clock() - started) * self._settings.chat_yield)
 
     async def _step(self, work: Work) -> None:
         nonces = work.next_nonces()
@@ -243,6 +245,7 @@ class PocRunner:
             raise
         except Exception as exc:  # the engine's errors arrive as plain exceptions
             self._chunk_failed(work, f"{type(exc).__name__}: {exc}")
+            await self._sleep(self._settings.engine_retry_delay_s)
             return
         work.failures = 0
         work.done(nonces, output)

@@ -70,6 +70,9 @@ class PocEngineSettings(BaseSettings):
     engine_retries: int = Field(
         3, ge=0, description="Retries of a failed chunk (same nonces) before the job fails."
     )
+    engine_retry_delay_s: float = Field(
+        1.0, ge=0, description="Pause after a failed chunk before the next one."
+    )
     validation_inference: bool = Field(
         False, description="Reported as poc_validation_inference by /versions."
     )
