@@ -71,14 +71,16 @@ def causal_attention(
     if cache is not None:
         past = cache.keys[layer].shape[2] if layer in cache.keys else 0
         k, v = cache.extend(layer, k, v)
-    if shape.num_kv_heads != shape.num_heads:
-        group = shape.num_heads // shape.num_kv_heads
-        k = k.repeat_interleave(group, dim=1)
-        v = v.repeat_interleave(group, dim=1)
     mask = None
     if past and seq > 1:
         mask = torch.ones(seq, past + seq, dtype=torch.bool, device=q.device).tril(past)
     out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=past == 0 and seq > 1, scale=shape.scale
+        q,
+        k,
+        v,
+        attn_mask=mask,
+        is_causal=past == 0 and seq > 1,
+        scale=shape.scale,
+        enable_gqa=shape.num_kv_heads != shape.num_heads,
     )
     return out.transpose(1, 2).reshape(rows, shape.num_heads * shape.head_size_v)
