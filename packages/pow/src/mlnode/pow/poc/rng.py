@@ -1,8 +1,10 @@
 """PoC v2 random streams (SPEC §2.1–2.3): sha256 seeds, a one-block murmur3 and Box-Muller normals.
 
 Every stream is a pure function of a seed and a counter, so it is computed for many counters (and
-many seeds) at once in int64 tensors: 32-bit products are split into 16-bit halves so that no
-intermediate leaves int64, which keeps the arithmetic exact on every device.
+many seeds) at once. The exact path works on int64 with 32-bit products split into 16-bit halves,
+so nothing overflows on any device. The fast path (~8x) runs the seed-dependent half of murmur on
+int32 bit patterns whose products and shifts wrap mod 2^32; it is used only on devices where a
+check against the exact path agrees bit for bit, since signed wrap-around is not a C++ guarantee.
 """
 
 from __future__ import annotations
