@@ -7,8 +7,13 @@ from typing import Any
 import pytest
 import torch
 
-from mlnode.pow.poc.inputs import layer_reflection_vectors, nonce_inputs, reflect
-from mlnode.pow.poc.rng import batched_stronger_normal, normal, seed_from_string
+from mlnode.pow.poc.inputs import (
+    layer_reflection_vectors,
+    nonce_inputs,
+    pseudo_input_ids,
+    reflect,
+)
+from mlnode.pow.poc.rng import batched_stronger_normal, murmur3_32, normal, seed_from_string
 
 SEQ_LEN, HIDDEN = 128, 256
 
@@ -92,3 +97,11 @@ def test_reflect_stays_in_the_activation_dtype() -> None:
     assert y.dtype == torch.bfloat16
     vb = v.to(torch.bfloat16)
     assert torch.equal(y, x - 2 * (x * vb).sum(-1, keepdim=True) * vb)
+
+
+def test_pseudo_input_ids_for_deepseek_v4() -> None:
+    ids = pseudo_input_ids("bh", "pk", [4, 5], 6, 1000)
+    assert ids.shape == (2, 6)
+    seed = seed_from_string("bh_pk_nonce5_input_ids")
+    assert ids[1].tolist() == (murmur3_32(torch.arange(6), seed) % 1000).tolist()
+    assert int(ids.max()) < 1000

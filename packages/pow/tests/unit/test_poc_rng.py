@@ -155,3 +155,21 @@ def test_stronger_segments_may_be_fewer_than_eight() -> None:
     assert rng.stronger_segments(10) == [(0, 2), (2, 2), (4, 2), (6, 2), (8, 2)]
     assert rng.stronger_segments(16) == [(2 * j, 2) for j in range(8)]
     assert rng.stronger_segments(17)[-1] == (15, 2)
+
+
+def test_streams_are_the_same_on_the_exact_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    seeds = [7, 0x80000001]
+    fast = rng.batched_normal(seeds, 513)
+    rng._mixed_counters.cache_clear()
+    monkeypatch.setattr(rng, "_wraps_exactly", lambda _device: False)
+    try:
+        assert torch.equal(rng.batched_normal(seeds, 513), fast)
+    finally:
+        rng._mixed_counters.cache_clear()
+
+
+def test_streams_longer_than_the_cached_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = rng.batched_normal([3, 4], 777)
+    monkeypatch.setattr(rng, "_CACHE_MAX", 100)
+    monkeypatch.setattr(rng, "_CHUNK", 64)
+    assert torch.equal(rng.batched_normal([3, 4], 777), whole)

@@ -137,6 +137,12 @@ def test_malformed_received_text_is_a_mismatch_and_missing_is_skipped() -> None:
     assert out.mismatch_nonces == [2] and out.n_total == 3
 
 
+def test_a_nonce_the_validator_could_not_compute_is_no_mismatch_but_counts() -> None:
+    v = encode_vector(torch.ones(12) / math.sqrt(12))
+    out = validate_vectors({1: v}, {1: v, 2: "%%%"}, 12, StatTest(), n_total=2)
+    assert (out.n_total, out.n_mismatch, out.mismatch_nonces) == (2, 0, [])
+
+
 def test_an_invalid_computed_vector_is_a_bug_not_a_verdict() -> None:
     with pytest.raises(ValueError, match="nonce 1"):
         validate_vectors({1: "%%%"}, {1: "AAAA"}, 12, StatTest(), n_total=1)

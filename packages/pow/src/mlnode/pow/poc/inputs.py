@@ -6,7 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
-from mlnode.pow.poc.rng import batched_normal, batched_stronger_normal, seed_from_string
+from mlnode.pow.poc.rng import (
+    batched_normal,
+    batched_stronger_normal,
+    murmur3_32,
+    seed_from_string,
+)
 
 
 def embedding_seed_string(block_hash: str, public_key: str, nonce: int) -> str:
@@ -44,6 +49,27 @@ def nonce_inputs(
         seeds = [seed_from_string(s) for s in strings]
         flat = batched_normal(seeds, n, dtype=dtype, device=device)
     return flat.view(len(strings), seq_len, hidden)
+
+
+def pseudo_input_ids(
+    block_hash: str,
+    public_key: str,
+    nonces: Sequence[int],
+    seq_len: int,
+    vocab_size: int,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Token ids `[B, seq_len]` that DeepSeek-V4 needs beside `inputs_embeds` (SPEC §2.3).
+
+    `murmur(t, seed("{bh}_{pk}_nonce{n}_input_ids")) mod vocab_size`; other models take none.
+    """
+    seeds = [
+        seed_from_string(f"{embedding_seed_string(block_hash, public_key, n)}_input_ids")
+        for n in nonces
+    ]
+    seed_t = torch.tensor(seeds, dtype=torch.int64, device=device).view(-1, 1)
+    positions = torch.arange(seq_len, dtype=torch.int64, device=seed_t.device)
+    return murmur3_32(positions, seed_t) % vocab_size
 
 
 def layer_reflection_vectors(
