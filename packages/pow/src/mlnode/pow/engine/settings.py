@@ -1,7 +1,7 @@
-"""Engine-side PoC settings, read from `MLNODE_POC_*` in the engine's environment.
+"""Engine-side PoC settings, read from `MLNODE_POC_*` in the engine's environment and `.env`.
 
-`infer` starts every engine with the MLNode's environment, so these are set where the MLNode's
-other settings are (`.env`, the container's environment).
+`infer` starts every engine with the MLNode's environment and working directory, so these are set
+where the MLNode's other settings are (`.env`, the container's environment; environment wins).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class PocEngineSettings(BaseSettings):
     """Limits, pins, callback policy and the decode codebook of the engine's PoC routes."""
 
-    model_config = SettingsConfigDict(env_prefix="MLNODE_POC_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="MLNODE_POC_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     codebook_path: Path | None = Field(
         None, description="Decode-scheme codebook (safetensors tensor `codebook`, or raw float32)."
