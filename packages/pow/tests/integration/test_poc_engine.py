@@ -104,7 +104,9 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, 
         for engine in pair:
             down = httpx.post(f"{engine.node.url}/api/v1/inference/down", timeout=120)
             assert down.status_code == 200, down.text
-        left = [p for t in trees for p in t if p.is_running() and p.status() != "zombie"]
+        # /inference/down has signalled the groups; give the kernel a moment to reap them.
+        _, alive = psutil.wait_procs([p for t in trees for p in t], timeout=15)
+        left = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not left, f"engine processes left after /inference/down: {left}"
     finally:
         for node in nodes:
