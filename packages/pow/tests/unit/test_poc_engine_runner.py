@@ -250,6 +250,9 @@ async def test_stop_drops_queued_jobs_and_stored_results() -> None:
     assert GenerateStatus.FAILED in {o.status for o in outcomes}
     assert runner.job_status(done.request_id) is None
     assert runner.status().queue.jobs == 0
+    after = await asyncio.wait_for((await runner.submit(generate([7]))).future, 10)
+    assert after.status is GenerateStatus.COMPLETED, "the runner must survive a stop"
+    assert runner.status().last_error is None
     await runner.shutdown()
 
 

@@ -25,6 +25,7 @@ from mlnode.pow.engine.rpc import EngineRpc
 from mlnode.pow.engine.settings import PocEngineSettings
 from mlnode.pow.engine.status import EngineStatus, QueueStats
 from mlnode.pow.poc.schemas import (
+    GenerateStatus,
     MiningPhase,
     PocArtifactOut,
     PocGenerateRequest,
@@ -230,6 +231,11 @@ class PocRunner:
             started = self._clock()
             try:
                 await self._step(work)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug here must not end PoC for the engine's lifetime
+                log.exception("PoC runner step failed")
+                self._last_error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._idle.set()
             self._maybe_flush()
@@ -247,6 +253,8 @@ class PocRunner:
             self._chunk_failed(work, f"{type(exc).__name__}: {exc}")
             await self._sleep(self._settings.engine_retry_delay_s)
             return
+        if isinstance(work, GenerateJob) and work.status is GenerateStatus.FAILED:
+            return  # stopped while this chunk ran
         work.failures = 0
         work.done(nonces, output)
         if isinstance(work, GenerateJob) and work.finished:
