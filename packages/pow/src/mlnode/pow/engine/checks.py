@@ -22,6 +22,7 @@ class EngineFacts:
     architecture: str
     hidden: int
     max_model_len: int
+    max_batched_tokens: int = 8192
     unsupported: str | None = None
     codebook: Codebook | None = None
     codebook_error: str | None = None
@@ -125,7 +126,8 @@ def proof_shape(
     sha = _check_decode(params, facts)
     steps = (params.max_tokens or 0) if params.is_decode else 0
     wanted = batch_size or n_nonces or 1
-    rows_cap = max(1, settings.max_chunk_tokens // (params.seq_len + steps))
+    rows = settings.max_chunk_tokens or facts.max_batched_tokens
+    rows_cap = max(1, rows // (params.seq_len + steps))
     return ProofShape(
         block_hash=block_hash,
         public_key=public_key,

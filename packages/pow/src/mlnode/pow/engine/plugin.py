@@ -47,12 +47,13 @@ class EngineFactsProvider:
     def __init__(
         self,
         rpc: EngineRpc,
-        model_config: Any,
+        vllm_config: Any,
         served: tuple[str, ...],
         settings: PocEngineSettings,
     ) -> None:
         self._rpc = rpc
-        self._model_config = model_config
+        self._model_config = vllm_config.model_config
+        self._max_batched = int(vllm_config.scheduler_config.max_num_batched_tokens)
         self._served = served
         self._info: ModelInfo | None = None
         self._codebook: Codebook | None = None
@@ -76,6 +77,7 @@ class EngineFactsProvider:
             architecture=self._info.architecture,
             hidden=self._info.hidden,
             max_model_len=int(self._model_config.max_model_len),
+            max_batched_tokens=self._max_batched,
             unsupported=self._info.unsupported,
             codebook=self._codebook,
             codebook_error=self._codebook_error,
@@ -135,7 +137,7 @@ class PocEndpointPlugin:
         settings = PocEngineSettings()
         rpc = VllmRpc(engine_client)
         served = tuple(args.served_model_name or [args.model])
-        facts = EngineFactsProvider(rpc, engine_client.vllm_config.model_config, served, settings)
+        facts = EngineFactsProvider(rpc, engine_client.vllm_config, served, settings)
         sender = CallbackSender(settings)
         runner = PocRunner(rpc, facts, settings, sender)
         sender.start()

@@ -36,10 +36,13 @@ class PocEngineSettings(BaseSettings):
     max_seq_len: int = Field(
         4096, ge=1, description="Longest seq_len accepted (also capped by the model's length)."
     )
-    max_chunk_tokens: int = Field(
-        32768,
+    max_chunk_tokens: int | None = Field(
+        None,
         ge=1,
-        description="Rows (nonces x seq_len) of one forward; larger batches are split.",
+        description=(
+            "Rows (nonces x seq_len) of one forward; larger batches are split. Unset: the "
+            "engine's max_num_batched_tokens, the activation size vLLM reserved memory for."
+        ),
     )
     max_queued_nonces: int = Field(
         100_000, ge=1, description="Nonces waiting in /generate jobs before 429."
