@@ -1,0 +1,155 @@
+"""The engine's PoC routes on a FastAPI app as vLLM builds it, over the real runner.
+
+The runner's engine is a stand-in whose chunks go through the real artifact maths (see
+test_poc_engine_runner.py); the plugin, routes, body parsing and error shapes are the real ones.
+"""
+
+import asyncio
+from argparse import Namespace
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import torch
+from fastapi import FastAPI
+
+from mlnode.pow.engine.callbacks import CallbackSender
+from mlnode.pow.engine.checks import EngineFacts
+from mlnode.pow.engine.plugin import PocEndpointPlugin
+from mlnode.pow.engine.protocol import ChunkSpec
+from mlnode.pow.engine.routes import MAX_BODY_BYTES, STATE_KEY
+from mlnode.pow.engine.runner import PocRunner
+from mlnode.pow.engine.settings import PocEngineSettings
+from mlnode.pow.engine.worker import WORKER_EXTENSION
+from mlnode.pow.poc.artifacts import artifacts_from_hidden
+
+ROUTES = {
+    ("POST", "/api/v1/pow/init/generate"),
+    ("POST", "/api/v1/pow/generate"),
+    ("GET", "/api/v1/pow/generate/{request_id}"),
+    ("GET", "/api/v1/pow/status"),
+    ("POST", "/api/v1/pow/stop"),
+    ("GET", "/api/v1/pow/versions"),
+}
+
+
+class StandInEngine:
+    async def call(self, method: str, payload: dict[str, Any] | None = None) -> Any:
+        assert payload is not None
+        spec = ChunkSpec.from_wire(payload)
+        await asyncio.sleep(0.01)
+        hidden = torch.stack(
+            [torch.randn(64, generator=torch.Generator().manual_seed(n)) for n in spec.nonces]
+        )
+        found = artifacts_from_hidden(hidden, "bh", "pk", spec.nonces, spec.k_dim)
+        return [[a.nonce, a.vector_b64] for a in found]
+
+    def chat_in_flight(self) -> int:
+        return 0
+
+
+async def facts() -> EngineFacts:
+    return EngineFacts(("m",), "Qwen3ForCausalLM", hidden=64, max_model_len=2048)
+
+
+def pow_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """(METHOD, path) of the PoC routes, as the app's OpenAPI document lists them."""
+    paths = app.openapi()["paths"]
+    return {
+        (method.upper(), path)
+        for path, methods in paths.items()
+        if path.startswith("/api/v1/pow")
+        for method in methods
+    }
+
+
+def app_with(extension: str) -> FastAPI:
+    app = FastAPI()
+    app.state.args = Namespace(worker_extension_cls=extension, served_model_name=None, model="m")
+    PocEndpointPlugin().attach_router(app)
+    return app
+
+
+def test_no_route_exists_without_the_worker_extension() -> None:
+    assert pow_routes(app_with("")) == set()
+    assert pow_routes(app_with("some.other.Extension")) == set()
+    assert pow_routes(app_with(WORKER_EXTENSION)) == ROUTES
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    app = app_with(WORKER_EXTENSION)
+    settings = PocEngineSettings(_env_file=None)
+    runner = PocRunner(StandInEngine(), facts, settings, CallbackSender(settings))
+    runner.start()
+    setattr(app.state, STATE_KEY, runner)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://engine") as c:
+        yield c
+    await runner.shutdown()
+
+
+BLOCK = {"block_hash": "bh", "block_height": 2, "public_key": "pk", "node_id": 0, "node_count": 1}
+PARAMS = {"model": "m", "seq_len": 8}
+
+
+async def test_generate_without_content_type_answers_artifacts(client: httpx.AsyncClient) -> None:
+    body = httpx.Request(
+        "POST", "/", json={**BLOCK, "nonces": [4, 2], "params": PARAMS, "wait": True}
+    )
+    answer = await client.post("/api/v1/pow/generate", content=body.content)
+    assert answer.status_code == 200, answer.text
+    got = answer.json()
+    assert got["status"] == "completed" and [a["nonce"] for a in got["artifacts"]] == [4, 2]
+    assert got["encoding"] == {"dtype": "f16", "k_dim": 12, "endian": "le"}
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "param"),
+    [
+        (b"{not json", 400, None),
+        (b'{"nonces": [1]}', 422, "block_hash"),
+        (b'{"block_hash": "bh", "block_height": 1, "public_key": "pk", "node_id": 0, '
+         b'"nonces": [1], "params": {"model": "m", "seq_len": 0}}', 422, "params.seq_len"),
+        (b'{"block_hash": "bh", "block_height": 1, "public_key": "pk", "node_id": 0, '
+         b'"nonces": [1], "params": {"model": "x", "seq_len": 8}}', 409, "params.model"),
+    ],
+)  # fmt: skip
+async def test_refusals_have_the_error_shape(
+    client: httpx.AsyncClient, content: bytes, status: int, param: str | None
+) -> None:
+    answer = await client.post("/api/v1/pow/generate", content=content)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == status and error["param"] == param and error["message"]
+
+
+async def test_an_oversized_body_is_refused_before_parsing(client: httpx.AsyncClient) -> None:
+    answer = await client.post("/api/v1/pow/generate", content=b" " * (MAX_BODY_BYTES + 1))
+    assert answer.status_code == 413
+
+
+async def test_queued_job_then_status_then_stop(client: httpx.AsyncClient) -> None:
+    queued = await client.post(
+        "/api/v1/pow/generate", json={**BLOCK, "nonces": [1, 2, 3], "params": PARAMS}
+    )
+    request_id = queued.json()["request_id"]
+    assert queued.json()["queued_count"] == 3
+    for _ in range(200):
+        state = (await client.get(f"/api/v1/pow/generate/{request_id}")).json()
+        if state["status"] == "completed":
+            break
+        await asyncio.sleep(0.02)
+    assert [a["nonce"] for a in state["artifacts"]] == [1, 2, 3]
+    assert (await client.get("/api/v1/pow/generate/unknown")).status_code == 404
+
+    mining = {**BLOCK, "params": PARAMS, "batch_size": 4}
+    started = await client.post("/api/v1/pow/init/generate", json=mining)
+    assert started.json() == {"status": "OK", "pow_status": {"status": "GENERATING"}}
+    status = (await client.get("/api/v1/pow/status")).json()
+    assert status["status"] == "GENERATING" and status["config"]["seq_len"] == 8
+    stopped = await client.post("/api/v1/pow/stop", content=b"{}")
+    assert stopped.json() == {"status": "OK", "pow_status": {"status": "STOPPED"}}
+    assert (await client.get("/api/v1/pow/status")).json()["status"] == "IDLE"
+    assert (await client.get(f"/api/v1/pow/generate/{request_id}")).status_code == 404
