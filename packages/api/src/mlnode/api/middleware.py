@@ -79,7 +79,7 @@ class StripVersionPrefix:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Rewrite `path` and `raw_path` when the first segment is a version."""
         if scope["type"] == "http":
-            path = self.prefix.strip(scope["path"])
+            path = self.prefix.strip_path(scope["path"])
             if path != scope["path"]:
                 scope = {**scope, "path": path, "raw_path": path.encode()}
         await self.app(scope, receive, send)

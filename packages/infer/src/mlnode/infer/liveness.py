@@ -66,14 +66,16 @@ class ProgressJudge:
         self.stall_s = stall_s
         self.cold_start_s = cold_start_s
         self._iterations: float | None = None
+        self._busy = False
         self._still_since = started_at
 
     def observe(self, now: float, sample: ProgressSample) -> Verdict:
         """Feed one sample taken at `now` (monotonic seconds)."""
         busy = sample.waiting + sample.running > 0
-        if not busy or sample.iterations != self._iterations:
+        # The window opens at the first busy sample: requests may have come just before it.
+        if not busy or not self._busy or sample.iterations != self._iterations:
             self._still_since = now
-        self._iterations = sample.iterations
+        self._iterations, self._busy = sample.iterations, busy
         still = now - self._still_since
         warm = sample.iterations > 0 or now - self.started_at >= self.cold_start_s
         if busy and warm and still >= self.stall_s:
