@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httptools
+from starlette.types import Receive, Scope, Send
 
 from mlnode.infer.proxy import ClientConnection, Relay
 
-Scope = dict[str, Any]
 Message = dict[str, Any]
 _DROPPED = frozenset({b"connection", b"transfer-encoding", b"keep-alive"})
 _HIGH_WATER = 1 << 20
@@ -128,7 +128,7 @@ class EngineAsgi:
         """True for a path of the engine's API (what the REST port hands to this app)."""
         return self.relay.routes.relays(path.encode())
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request."""
         conn = self.relay.protocol()
         answer = _Answer(conn)
@@ -157,7 +157,7 @@ class EngineAsgi:
             transport.close()
 
     async def _feed(
-        self, conn: ClientConnection, transport: _MemoryTransport, receive: Any, sized: bool
+        self, conn: ClientConnection, transport: _MemoryTransport, receive: Receive, sized: bool
     ) -> None:
         more = True
         while more:

@@ -47,7 +47,7 @@ class AllBackendsFailed(EngineFailed):
         super().__init__(f"{what} failed on every engine instance")
         self.errors = errors
 
-    def to_body(self) -> dict[str, Any]:  # type: ignore[override]
+    def to_body(self) -> dict[str, Any]:
         """The error shape plus `errors`, one per instance."""
         return {**super().to_body(), "errors": [e.model_dump() for e in self.errors]}
 
