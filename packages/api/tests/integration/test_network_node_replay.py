@@ -239,7 +239,7 @@ def test_2025_08_client(node: MLNodeProcess, prefix: str) -> None:
     # M4 NodeState, M5 GetPowStatus (v1).
     assert ok_json(rest.get("/api/v1/state"))["state"] == "STOPPED"
     pow_status = ok_json(rest.get("/api/v1/pow/status"), below=300)
-    assert isinstance(pow_status["status"], str) and pow_status["is_model_initialized"] is False
+    assert pow_status["status"] == "NOT_LOADED" and pow_status["is_model_initialized"] is False
     # M9 InferenceUp with a nil additional_args, M10 health, M11 chat, M12 tokenize.
     up = rest.post(
         "/api/v1/inference/up", b'{"model":"tiny","dtype":"float16","additional_args":null}'
@@ -257,7 +257,7 @@ def test_2025_08_client(node: MLNodeProcess, prefix: str) -> None:
         b'"optim":{"sched_type":"cosine","batch_size":8,"warmup_steps":1,"total_steps":10,'
         b'"adam_betas1":0.9,"adam_betas2":0.95,"weight_decay":0.1,"lr":0.0004},'
         b'"diloco":{"inner_steps":5},"ckpt":{"interval":1,"topk":2,"path":"ckpt"}},'
-        b'"train_env":{"TASK_ID":"7","NODE_ID":"n","STORE_API_URL":"http://127.0.0.1:1",'
+        b'"train_env":{"TASK_ID":7,"NODE_ID":"n","STORE_API_URL":"http://127.0.0.1:1",'
         b'"GLOBAL_ADDR":"127.0.0.1","GLOBAL_PORT":"29500","GLOBAL_RANK":"0",'
         b'"GLOBAL_UNIQUE_ID":"u","GLOBAL_WORLD_SIZE":"1","BASE_PORT":"10000"}}'
     )
