@@ -226,6 +226,10 @@ def test_newest_client(node: MLNodeProcess, receiver: CallbackReceiver, prefix: 
     assert rest.get("/readyz").status == 200
     assert ok_json(rest.get("/v1/models"))["data"][0]["id"] == MODEL
     assert rest.post("/v1/chat/completions", chat).status == 200
+    streamed = rest.post("/v1/completions", marshal(("prompt", "hi"), ("stream", True)))
+    assert streamed.status == 200 and streamed.headers["content-type"] == "text/event-stream"
+    assert streamed.body.count(b"data: ") == 6 and streamed.body.endswith(b"data: [DONE]\n\n")
+    assert ok_json(rest.post("/tokenize", marshal(("prompt", "a b"))))["count"] == 2
 
     # N2 Stop.
     assert 200 <= rest.post("/api/v1/stop").status < 300

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from mlnode.common.errors import BadRequest, EngineFailed, NotFound, Unavailable
 from mlnode.infer.balancer import Backend
@@ -226,7 +227,10 @@ def _backend_status(backend: Backend, answer: httpx.Response | BaseException) ->
     body = _json_body(answer)
     if answer.status_code != 200 or body is None or not isinstance(body.get("status"), str):
         return PocBackendStatus(port=backend.port, status=UNREACHABLE, error=_describe(answer))
-    return PocBackendStatus.model_validate({**body, "port": backend.port})
+    try:
+        return PocBackendStatus.model_validate({**body, "port": backend.port})
+    except ValidationError as exc:
+        return PocBackendStatus(port=backend.port, status=UNREACHABLE, error=f"bad status: {exc}")
 
 
 def _tagged(backend: Backend, response: httpx.Response) -> JsonAnswer:
