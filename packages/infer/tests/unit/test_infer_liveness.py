@@ -8,6 +8,7 @@ import httpx
 
 from mlnode.infer.liveness import ProgressJudge, ProgressSample, parse_progress
 from mlnode.infer.schemas import InferenceUpRequest
+from mlnode.infer.settings import InferSettings
 from mlnode.infer.testing.support import eventually
 
 #: The shape of vLLM 0.32's /metrics (v1/metrics/loggers.py), two engines' label sets.
@@ -87,3 +88,24 @@ async def test_hung_engine_is_unhealthy_while_health_answers(make_service, clien
         stuck.cancel()
         await asyncio.gather(stuck, return_exceptions=True)
     assert isinstance(client, httpx.AsyncClient)
+
+
+def first_stalled_read(judge: ProgressJudge, reads: list[tuple[float, ProgressSample]]) -> float:
+    for now, sample in reads:
+        if judge.observe(now, sample).stalled:
+            return now
+    raise AssertionError("never judged stalled")
+
+
+def test_default_settings_report_a_hang_within_two_minutes() -> None:
+    settings = InferSettings(_env_file=None)  # type: ignore[call-arg]
+    step = settings.liveness_interval_s
+    reads = [step * i for i in range(1, 40)]
+    # Busy and stepping, then the scheduler hangs just after the read at t=100.
+    judge = ProgressJudge(0, settings.liveness_stall_s, settings.liveness_cold_start_s)
+    samples = [(t, busy(min(t, 100.0))) for t in reads]
+    assert first_stalled_read(judge, samples) - 100 + step < 120
+    # Idle, then requests arrive just after the read at t=50 and the engine never steps.
+    judge = ProgressJudge(0, settings.liveness_stall_s, settings.liveness_cold_start_s)
+    samples = [(t, ProgressSample(9, 0, 0) if t <= 50 else busy(9)) for t in reads]
+    assert first_stalled_read(judge, samples) - 50 < 120
