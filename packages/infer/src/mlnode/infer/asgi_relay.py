@@ -19,7 +19,8 @@ from starlette.types import Receive, Scope, Send
 from mlnode.infer.proxy import ClientConnection, Relay
 
 Message = dict[str, Any]
-_DROPPED = frozenset({b"connection", b"transfer-encoding", b"keep-alive"})
+# The ASGI server has framed the body and answered any `Expect: 100-continue` already.
+_DROPPED = frozenset({b"connection", b"transfer-encoding", b"keep-alive", b"expect"})
 _HIGH_WATER = 1 << 20
 
 
