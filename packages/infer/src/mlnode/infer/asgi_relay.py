@@ -153,9 +153,8 @@ class EngineAsgi:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             feeding.cancel()
-            if not answer.complete:
-                conn.connection_lost(None)
-            transport.close()
+            if not transport.is_closing() or not answer.complete:
+                _disconnect(conn, transport)
 
     async def _feed(
         self, conn: ClientConnection, transport: _MemoryTransport, receive: Receive, sized: bool
@@ -165,7 +164,7 @@ class EngineAsgi:
             await transport.reading.wait()
             message = await receive()
             if message["type"] == "http.disconnect":
-                conn.connection_lost(None)
+                _disconnect(conn, transport)
                 return
             body = message.get("body", b"")
             more = message.get("more_body", False)
@@ -178,4 +177,10 @@ class EngineAsgi:
                 if not more:
                     conn.data_received(b"0\r\n\r\n")
         if (await receive())["type"] == "http.disconnect":
-            conn.connection_lost(None)
+            _disconnect(conn, transport)
+
+
+def _disconnect(conn: ClientConnection, transport: _MemoryTransport) -> None:
+    """The client left: abandon the exchange (the engine connection drops) and end the answer."""
+    transport.close()
+    conn.connection_lost(None)
