@@ -72,6 +72,8 @@ def _need(body: dict[str, Any], *names: str) -> None:
 class TestEnginePoc:
     """The PoC state of one test engine process."""
 
+    __test__ = False  # a test engine, not a pytest test class
+
     def __init__(self, model: str, callback_interval_s: float, batch_delay_s: float) -> None:
         self.model = model
         self.callback_interval_s = callback_interval_s
@@ -191,6 +193,7 @@ class TestEnginePoc:
         request_id = str(uuid.uuid4())
         job = {"status": "queued", "request_id": request_id, "body": body, "at": time.monotonic()}
         if body.get("wait"):
+            await self._mining_done()  # mining has priority over every /generate
             return {"request_id": request_id, **self._compute(body)}
         if self.queued_nonces + len(nonces) > MAX_QUEUED_NONCES:
             raise Problem(429, "too many nonces queued")
@@ -232,6 +235,10 @@ class TestEnginePoc:
             "fraud_detected": p_value < cutoff,
         }
 
+    async def _mining_done(self) -> None:
+        while self._mining is not None and not self._mining.done():
+            await asyncio.sleep(self.batch_delay_s)
+
     async def _work(self) -> None:
         async with httpx.AsyncClient() as client:
             while not self.queue.empty():
@@ -239,8 +246,7 @@ class TestEnginePoc:
                 job = self.jobs.get(request_id)
                 if job is None:
                     continue
-                while self._mining is not None and not self._mining.done():
-                    await asyncio.sleep(self.batch_delay_s)  # mining has priority
+                await self._mining_done()
                 job["status"] = "running"
                 body = job["body"]
                 self.queued_nonces -= len(body["nonces"])
