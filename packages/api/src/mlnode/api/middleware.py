@@ -81,7 +81,10 @@ class StripVersionPrefix:
         if scope["type"] == "http":
             path = self.prefix.strip_path(scope["path"])
             if path != scope["path"]:
-                scope = {**scope, "path": path, "raw_path": path.encode()}
+                raw = scope.get("raw_path")
+                # raw_path keeps its percent-escapes (a one-port request goes on with it).
+                raw = self.prefix.strip_target(raw) if raw else path.encode()
+                scope = {**scope, "path": path, "raw_path": raw}
         await self.app(scope, receive, send)
 
 
