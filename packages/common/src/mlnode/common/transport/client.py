@@ -13,11 +13,18 @@ from mlnode.common.transport import auth, wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.api import TensorLike, TensorMeta
-from mlnode.common.transport.codec import CodecError, check_sendable, encode, wire_dtype
+from mlnode.common.transport.codec import (
+    CodecError,
+    WireDType,
+    check_sendable,
+    encode,
+    wire_dtype,
+)
 from mlnode.common.transport.errors import (
     ImpostorPeer,
     IntegrityError,
     LimitExceeded,
+    ListingMismatch,
     NotAuthenticated,
     NotOffered,
     PeerUnreachable,
@@ -26,6 +33,7 @@ from mlnode.common.transport.errors import (
 from mlnode.common.transport.framing import FrameReader, Limits, write_frames
 from mlnode.common.transport.handshake import check_server_hello
 from mlnode.common.transport.interceptors import (
+    CLIENT_NONCE_MD,
     FETCH,
     KEY_MD,
     LIST,
@@ -94,14 +102,16 @@ class PeerClient:
         self.timeouts = timeouts
         self.alive = alive
 
-    def handshake(self, task: str, method: str) -> tuple[bytes, Metadata]:
+    def handshake(
+        self, task: str, method: str, timeout: float | None = None
+    ) -> tuple[bytes, Metadata]:
         """Handshake for one call of `method`: (session id, the call's metadata)."""
         client_nonce = auth.new_nonce()
         metadata: Metadata = ((KEY_MD, self.identity.public_key), (TASK_MD, task))
         reply = self._stub.Hello(
-            pb.HelloRequest(client_nonce=client_nonce),
-            metadata=metadata,
-            timeout=self.timeouts.handshake_s,
+            pb.HelloRequest(),
+            metadata=(*metadata, (CLIENT_NONCE_MD, client_nonce)),
+            timeout=min(self.timeouts.handshake_s, timeout or self.timeouts.handshake_s),
         )
         check_server_hello(
             self.peer,
@@ -151,12 +161,12 @@ class PeerClient:
             raise translate(self.peer, exc) from None
         return int(reply.accepted)
 
-    def list_tensors(self, task: str) -> list[TensorMeta]:
+    def list_tensors(self, task: str, timeout: float | None = None) -> list[TensorMeta]:
         """What the peer offers for `task`, checked against its signature."""
         try:
-            session, metadata = self.handshake(task, LIST)
+            session, metadata = self.handshake(task, LIST, timeout)
             reply = self._stub.List(
-                pb.ListRequest(), metadata=metadata, timeout=self.timeouts.rpc_s
+                pb.ListRequest(), metadata=metadata, timeout=timeout or self.timeouts.rpc_s
             )
         except grpc.RpcError as exc:
             raise translate(self.peer, exc) from None
@@ -172,19 +182,32 @@ class PeerClient:
         except (CodecError, ValueError) as exc:
             raise IntegrityError(f"peer {self.peer.peer_id} sent a bad list: {exc}") from None
 
-    def fetch(self, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Pull named tensors; returns only once every one arrived and verified."""
+    def fetch(
+        self,
+        task: str,
+        names: Sequence[str],
+        expected: Mapping[str, TensorMeta] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Pull named tensors; returns only once every one arrived and verified.
+
+        With `expected`, each header must announce exactly that dtype and shape, checked before
+        its buffer is allocated (ListingMismatch otherwise).
+        """
         reader = FrameReader(
             session=b"",
             signer_key=self.peer.public_key,
             task=task,
             limits=self.limits,
             alive=self.alive,
+            check=self._as_expected(expected) if expected is not None else _accept,
         )
         try:
-            reader.session, metadata = self.handshake(task, FETCH)
+            reader.session, metadata = self.handshake(task, FETCH, timeout)
             frames = self._fetch(
-                pb.FetchRequest(names=list(names)), metadata=metadata, timeout=self.timeouts.rpc_s
+                pb.FetchRequest(names=list(names)),
+                metadata=metadata,
+                timeout=timeout or self.timeouts.rpc_s,
             )
             try:
                 _, tensors = reader.read(frames)
@@ -196,3 +219,21 @@ class PeerClient:
             got = list(tensors)
             raise IntegrityError(f"peer {self.peer.peer_id} sent {got}, not {list(names)}")
         return tensors
+
+    def _as_expected(
+        self, expected: Mapping[str, TensorMeta]
+    ) -> Callable[[str, WireDType, tuple[int, ...]], None]:
+        def check(name: str, dtype: WireDType, shape: tuple[int, ...]) -> None:
+            meta = expected.get(name)
+            if meta is None or meta.dtype != dtype.torch_dtype or meta.shape != shape:
+                listed = f"{meta.dtype} {meta.shape}" if meta else "nothing"
+                raise ListingMismatch(
+                    f"peer {self.peer.peer_id} announced {name!r} as {dtype.name} {shape}, "
+                    f"listed {listed}"
+                )
+
+        return check
+
+
+def _accept(name: str, dtype: WireDType, shape: tuple[int, ...]) -> None:
+    return None

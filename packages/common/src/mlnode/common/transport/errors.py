@@ -45,6 +45,20 @@ class IntegrityError(TransportError):
     grpc_status = "DATA_LOSS"
 
 
+class MalformedFrame(IntegrityError):
+    """A frame announces something impossible (unknown dtype, absurd shape, wrong size)."""
+
+    code = "malformed_frame"
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class ListingMismatch(IntegrityError):
+    """A fetched tensor's header differs from what the peer listed."""
+
+    code = "listing_mismatch"
+    grpc_status = "INVALID_ARGUMENT"
+
+
 class LimitExceeded(InvalidRequest):
     """A tensor or a set of tensors is over a configured limit."""
 

@@ -1,9 +1,11 @@
 """Server interceptor: every call is authenticated before its handler reads a request message.
 
-`Hello` needs a key registered for the named task; every other call needs a session proof
+`Hello` needs a key registered for the named task (its nonce travels in metadata too, so it is
+answered without reading a message); every other call needs a session proof
 (`handshake.ServerHandshake.open_session`). A refused call gets UNAUTHENTICATED from a handler
-that neither reads nor parses the request stream. An admitted call's handler gets its
-`Session` (or `HelloGrant`) as `context.auth`.
+that neither reads nor waits for the request stream, so a caller that sends headers and never
+a message holds no server thread. An admitted call's handler gets its `Session` (or
+`HelloGrant`) as `context.auth`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ KEY_MD = "mlnode-key-bin"
 TASK_MD = "mlnode-task"
 NONCE_MD = "mlnode-nonce-bin"
 PROOF_MD = "mlnode-proof-bin"
+CLIENT_NONCE_MD = "mlnode-client-nonce-bin"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class HelloGrant:
 
     client_key: bytes
     task: str
+    client_nonce: bytes
 
 
 class AuthContext:
@@ -61,15 +65,13 @@ def _bytes(md: dict[str, Any], key: str) -> bytes:
 
 
 def _handler(kind: grpc.RpcMethodHandler, behavior: Callable[..., Any], parse: bool) -> Any:
+    """A handler like `kind` whose requests are a stream: the sync server waits for a unary
+    request message in a worker thread, with no deadline, before it calls the behaviour."""
     deserializer = kind.request_deserializer if parse else None
     serializer = kind.response_serializer
-    if kind.request_streaming and kind.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(behavior, deserializer, serializer)
-    if kind.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(behavior, deserializer, serializer)
     if kind.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(behavior, deserializer, serializer)
-    return grpc.unary_unary_rpc_method_handler(behavior, deserializer, serializer)
+        return grpc.stream_stream_rpc_method_handler(behavior, deserializer, serializer)
+    return grpc.stream_unary_rpc_method_handler(behavior, deserializer, serializer)
 
 
 def _refuse(kind: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> Any:
@@ -118,7 +120,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             raise NotAuthenticated(f"missing {TASK_MD} metadata")
         if method == HELLO:
             self.handshake.admit(client_key, task)
-            return HelloGrant(client_key, task)
+            return HelloGrant(client_key, task, _bytes(md, CLIENT_NONCE_MD))
         return self.handshake.open_session(
             client_key, task, _bytes(md, NONCE_MD), _bytes(md, PROOF_MD), method
         )

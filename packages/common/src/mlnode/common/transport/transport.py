@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from mlnode.common.transport.interceptors import AuthInterceptor
 from mlnode.common.transport.peers import PEERS_FILE, KnownPeers
 from mlnode.common.transport.servicer import TransportServicer, add_servicer
 from mlnode.common.transport.settings import TransportSettings
+from mlnode.common.transport.watchdog import PeerSlots, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,25 @@ def channel_options(settings: TransportSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", largest),
         ("grpc.max_send_message_length", largest),
+    ]
+
+
+def server_options(settings: TransportSettings) -> list[tuple[str, int]]:
+    """Server limits on connections: counts, set-up time, idleness, streams, keepalive."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    return [
+        *channel_options(settings),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.server_handshake_timeout_ms", ms(settings.connect_timeout_s)),
+        ("grpc.max_connection_idle_ms", ms(settings.connection_idle_s)),
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_s)),
+        ("grpc.keepalive_timeout_ms", ms(min(settings.keepalive_s, 20.0))),
+        ("grpc.http2.max_ping_strikes", 2),
     ]
 
 
@@ -58,13 +79,16 @@ class GrpcTransport:
         self.state_dir = state_dir
         self._identity = identity
         self._peers = peers
-        self.inbox = Inbox(settings.max_inbox_bytes)
+        self.inbox = Inbox(settings.inbox_limits())
+        self.watchdog = Watchdog()
+        self.watchdog.every(1.0, self.inbox.expire)
         self.providers = Providers()
         self.limits = Limits(
             settings.max_tensor_bytes, settings.max_tensors, settings.max_header_bytes
         )
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
+        self._calls: dict[str, threading.BoundedSemaphore] = {}
         self._server: grpc.Server | None = None
         self.handlers: ServerHandlers | None = None
         self.port: int | None = None
@@ -109,14 +133,23 @@ class GrpcTransport:
         server = grpc.server(
             ThreadPoolExecutor(self.settings.workers, thread_name_prefix="transport"),
             interceptors=[AuthInterceptor(handshake)],
-            options=[*channel_options(self.settings), ("grpc.so_reuseport", 0)],
+            options=server_options(self.settings),
         )
-        add_servicer(TransportServicer(handshake, self.handlers), server)
+        servicer = TransportServicer(
+            handshake,
+            self.handlers,
+            self.watchdog,
+            PeerSlots(self.settings.max_calls_per_peer),
+            self.settings.idle_timeout_s,
+            self.settings.rpc_timeout_s,
+        )
+        add_servicer(servicer, server)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise RuntimeError(f"cannot listen on {address} (MLNODE_GRPC_PORT): {exc}") from exc
+        self.watchdog.start()
         server.start()
         self._server = server
         log.info("tensor transport on port %d as %s", self.port, self.identity.fingerprint)
@@ -126,6 +159,7 @@ class GrpcTransport:
         server, self._server = self._server, None
         if server is not None:
             server.stop(self.settings.shutdown_grace_s).wait(self.settings.shutdown_grace_s + 1)
+        self.watchdog.stop()
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
@@ -152,9 +186,21 @@ class GrpcTransport:
             channel, self.identity, peer, self.limits, self.settings.chunk_bytes, timeouts, alive
         )
 
+    @contextmanager
+    def _call_slot(self, peer_id: str) -> Iterator[None]:
+        """Calls to one peer wait for each other beyond `max_calls_per_peer` (what the peer's
+        server admits, with the same settings), instead of being refused."""
+        with self._lock:
+            slots = self._calls.setdefault(
+                peer_id, threading.BoundedSemaphore(self.settings.max_calls_per_peer)
+            )
+        with slots:
+            yield
+
     def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
         """Deliver tensors to a peer's inbox under (task, tag); raises on refusal or failure."""
-        self._client(peer_id).send(tensors, task, tag)
+        with self._call_slot(peer_id):
+            self._client(peer_id).send(tensors, task, tag)
 
     def receive(
         self, task: str, tag: str, from_peers: Collection[str], timeout: float
@@ -174,10 +220,26 @@ class GrpcTransport:
         """Stop offering tensors for `task`."""
         self.providers.remove(task)
 
-    def list_tensors(self, peer_id: str, task: str) -> list[TensorMeta]:
-        """What a peer offers for `task`."""
-        return self._client(peer_id).list_tensors(task)
+    def list_tensors(
+        self, peer_id: str, task: str, *, timeout: float | None = None
+    ) -> list[TensorMeta]:
+        """What a peer offers for `task` (within `timeout` seconds, else the RPC timeout)."""
+        with self._call_slot(peer_id):
+            return self._client(peer_id).list_tensors(task, timeout)
 
-    def fetch(self, peer_id: str, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Pull named tensors from a peer's provider for `task`."""
-        return self._client(peer_id).fetch(task, names)
+    def fetch(
+        self,
+        peer_id: str,
+        task: str,
+        names: Sequence[str],
+        *,
+        expected: Mapping[str, TensorMeta] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Pull named tensors from a peer's provider for `task`.
+
+        `expected` (e.g. the peer's listing): each tensor must have that dtype and shape, checked
+        on its header before anything is allocated. `timeout`: deadline of the whole call.
+        """
+        with self._call_slot(peer_id):
+            return self._client(peer_id).fetch(task, names, expected, timeout)
