@@ -2,8 +2,8 @@
 
 Every handler is registered with a request *stream* (see `interceptors._handler`), so no call
 waits for a request message in a worker thread before it is authenticated; reads an
-authenticated call makes are armed with the idle deadline, and each authenticated call takes one
-of its peer's slots and ends by the server-side call deadline.
+authenticated call makes are armed with the idle deadline, and each authenticated call ends by
+the server-side call deadline (its peer slot is taken by the interceptor).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from mlnode.common.transport.errors import IntegrityError
 from mlnode.common.transport.handlers import ServerHandlers
 from mlnode.common.transport.handshake import OpenSessions, ServerHandshake, Session
 from mlnode.common.transport.interceptors import AuthContext, HelloGrant
-from mlnode.common.transport.watchdog import PeerSlots, Watchdog
+from mlnode.common.transport.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ class TransportServicer(pb_grpc.TransportServicer):
         handshake: ServerHandshake,
         handlers: ServerHandlers,
         watchdog: Watchdog,
-        slots: PeerSlots,
         idle_timeout_s: float,
         call_timeout_s: float,
     ) -> None:
@@ -60,18 +59,13 @@ class TransportServicer(pb_grpc.TransportServicer):
         self.handlers = handlers
         self.sessions = OpenSessions(handshake.peers)
         self.watchdog = watchdog
-        self.slots = slots
         self.idle_timeout_s = idle_timeout_s
         self.call_timeout_s = call_timeout_s
 
     @contextmanager
     def _serving(self, context: Any) -> Iterator[Session]:
-        """One authenticated call: a peer slot, the call deadline, errors as status codes."""
+        """One authenticated call: the call deadline, errors as status codes."""
         session = _session(context)
-        try:
-            self.slots.acquire(session.peer.peer_id)
-        except MLNodeError as exc:
-            _abort(context, exc)
         deadline = self.watchdog.arm(self.call_timeout_s, context.cancel)
         try:
             with self.sessions.track(session, context.cancel):
@@ -87,7 +81,6 @@ class TransportServicer(pb_grpc.TransportServicer):
             raise
         finally:
             self.watchdog.disarm(deadline)
-            self.slots.release(session.peer.peer_id)
 
     def _read(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
         return self.watchdog.guarded(iter(requests), self.idle_timeout_s, context.cancel)

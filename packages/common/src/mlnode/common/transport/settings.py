@@ -70,6 +70,12 @@ class TransportSettings(MLNodeBaseSettings):
         3600.0, gt=0, description="Deadline of one send, list or fetch call, in seconds."
     )
     workers: int = Field(16, ge=2, le=256, description="Server threads (concurrent calls).")
+    handshake_workers: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Threads that answer Hello and refuse unauthenticated calls (apart from WORKERS).",
+    )
     max_calls_per_peer: int = Field(
         4, ge=1, le=256, description="Authenticated calls one peer may have open at once."
     )

@@ -90,6 +90,7 @@ class GrpcTransport:
         self._channels: dict[str, grpc.Channel] = {}
         self._calls: dict[str, threading.BoundedSemaphore] = {}
         self._server: grpc.Server | None = None
+        self._fast_pool: ThreadPoolExecutor | None = None
         self.handlers: ServerHandlers | None = None
         self.port: int | None = None
 
@@ -130,16 +131,19 @@ class GrpcTransport:
             self.limits,
             self.settings.chunk_bytes,
         )
+        slots = PeerSlots(self.settings.max_calls_per_peer)
+        self._fast_pool = ThreadPoolExecutor(
+            self.settings.handshake_workers, thread_name_prefix="transport-hello"
+        )
         server = grpc.server(
             ThreadPoolExecutor(self.settings.workers, thread_name_prefix="transport"),
-            interceptors=[AuthInterceptor(handshake)],
+            interceptors=[AuthInterceptor(handshake, self._fast_pool, slots)],
             options=server_options(self.settings),
         )
         servicer = TransportServicer(
             handshake,
             self.handlers,
             self.watchdog,
-            PeerSlots(self.settings.max_calls_per_peer),
             self.settings.idle_timeout_s,
             self.settings.rpc_timeout_s,
         )
@@ -160,6 +164,9 @@ class GrpcTransport:
         if server is not None:
             server.stop(self.settings.shutdown_grace_s).wait(self.settings.shutdown_grace_s + 1)
         self.watchdog.stop()
+        if self._fast_pool is not None:
+            self._fast_pool.shutdown(wait=False, cancel_futures=True)
+            self._fast_pool = None
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
