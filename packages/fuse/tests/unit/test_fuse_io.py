@@ -61,11 +61,32 @@ def test_missing_path_and_missing_shard_are_named(tmp_path: Path) -> None:
 def test_garbage_file_is_a_format_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
-    with pytest.raises(SafetensorsFormatError, match="not JSON"):
+    with pytest.raises(SafetensorsFormatError, match="not a safetensors file"):
         LocalSafetensors(bad)
     bad.write_bytes(b"\x05")
     with pytest.raises(SafetensorsFormatError, match="too short"):
         LocalSafetensors(bad)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"root:$6$secret-hash:19000:0:99999:7:::\n",  # any file: its first 8 bytes as a length
+        b"\x20\x00\x00\x00\x00\x00\x00\x00\xffsecret-bytes-not-utf8-here!!!!!",
+        b"\x28\x00\x00\x00\x00\x00\x00\x00" + b'{"secret-name":{"dtype":"SECRETDT"}}    ',
+        b"\x2c\x00\x00\x00\x00\x00\x00\x00"
+        + b'{"w":{"dtype":"F32","shape":["secret-v"],"data_offsets":[0,4]}}',
+    ],
+    ids=["text", "not-utf8", "bad-dtype", "bad-shape"],
+)
+def test_format_errors_never_quote_the_file(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "notes.safetensors"
+    bad.write_bytes(content)
+    with pytest.raises(SafetensorsFormatError) as caught:
+        LocalSafetensors(bad)
+    message = str(caught.value).replace(str(bad), "<path>")
+    assert "secret" not in message.lower() and "root" not in message, message
+    assert str(int.from_bytes(content[:8], "little")) not in message
 
 
 def test_assign_shards_respects_the_size_limit() -> None:

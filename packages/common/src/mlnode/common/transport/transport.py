@@ -18,6 +18,7 @@ import grpc
 import torch
 
 from mlnode.common.errors import PeerUnknown
+from mlnode.common.state_dir import ensure_private_dir
 from mlnode.common.transport.api import ReceivedTensors, TensorLike, TensorMeta, TensorProvider
 from mlnode.common.transport.auth import Identity
 from mlnode.common.transport.client import CallTimeouts, PeerClient
@@ -120,6 +121,7 @@ class GrpcTransport:
         if self._identity is None or self._peers is None:
             if self.state_dir is None:
                 raise ValueError("a state dir, or both identity and peers, are needed")
+            ensure_private_dir(self.state_dir, (KEY_FILE, PEERS_FILE))
             self._identity = self._identity or load_or_create_identity(self.state_dir / KEY_FILE)
             self._peers = self._peers or KnownPeers(self.state_dir / PEERS_FILE)
         handshake = ServerHandshake(self.identity, self.peers, self.settings.challenge_ttl_s)
