@@ -5,7 +5,7 @@ from mlnode.common.transport.errors import LimitExceeded
 from mlnode.common.transport.inbox import Inbox
 from mlnode.common.transport.inbox_budget import TENSOR_OVERHEAD, InboxLimits, charge
 
-O = TENSOR_OVERHEAD
+OVER = TENSOR_OVERHEAD
 
 
 class Clock:
@@ -30,20 +30,20 @@ def limits(**overrides: float) -> InboxLimits:
 
 
 def test_charge_counts_payload_and_a_fixed_overhead_per_tensor() -> None:
-    assert charge({"x": torch.zeros(20)}) == 80 + O
-    assert charge({"a": torch.zeros(0), "b": torch.zeros(0, 3)}) == 2 * O
+    assert charge({"x": torch.zeros(20)}) == 80 + OVER
+    assert charge({"a": torch.zeros(0), "b": torch.zeros(0, 3)}) == 2 * OVER
 
 
 def test_budget_counts_reservations_and_deliveries() -> None:
-    inbox = Inbox(limits(total_bytes=100 + O, peer_bytes=100 + O, task_bytes=100 + O))
+    inbox = Inbox(limits(total_bytes=100 + OVER, peer_bytes=100 + OVER, task_bytes=100 + OVER))
     inbox.reserve("t", "a", 60)
     with pytest.raises(LimitExceeded, match="MAX_INBOX_PEER_BYTES"):
-        inbox.reserve("t", "a", 41 + O)
+        inbox.reserve("t", "a", 41 + OVER)
     inbox.release("t", "a", 60)
     inbox.put("t", "r", "a", {"x": torch.zeros(20)})
-    assert inbox.held_bytes == 80 + O
+    assert inbox.held_bytes == 80 + OVER
     inbox.put("t", "r", "a", {"x": torch.zeros(5)})  # replaces
-    assert inbox.held_bytes == 20 + O
+    assert inbox.held_bytes == 20 + OVER
     with pytest.raises(LimitExceeded, match="MAX_INBOX_PEER_BYTES"):
         inbox.put("t", "s", "a", {"x": torch.zeros(5)})
     assert set(inbox.take("t", "r", ["a"], timeout=0)) == {"a"}
@@ -60,14 +60,14 @@ def test_empty_tensors_count_as_deliveries_and_bytes() -> None:
     with pytest.raises(LimitExceeded, match="MAX_INBOX_PEER_DELIVERIES"):
         inbox.put("t", "4", "a", {"e": torch.zeros(0)})
     inbox.put("t", "3", "a", {"e": torch.zeros(0)})  # a replacement is no new delivery
-    assert inbox.held_bytes == 3 * O
+    assert inbox.held_bytes == 3 * OVER
     many = {f"e{i}": torch.zeros(0) for i in range(20)}
     with pytest.raises(LimitExceeded, match="BYTES"):
-        Inbox(limits(total_bytes=10 * O)).put("t", "r", "a", many)
+        Inbox(limits(total_bytes=10 * OVER)).put("t", "r", "a", many)
 
 
 def test_one_peer_full_does_not_block_another() -> None:
-    inbox = Inbox(limits(total_bytes=4000 + 4 * O, peer_bytes=2000 + 2 * O))
+    inbox = Inbox(limits(total_bytes=4000 + 4 * OVER, peer_bytes=2000 + 2 * OVER))
     inbox.put("t", "r1", "greedy", {"x": torch.zeros(250)})
     inbox.put("t", "r2", "greedy", {"x": torch.zeros(250)})
     with pytest.raises(LimitExceeded, match="peer greedy"):
@@ -100,7 +100,7 @@ def test_unclaimed_deliveries_expire() -> None:
     clock.now = 10
     assert inbox.expire() == 1
     assert [tag for _, tag, _, _ in inbox.pending()] == ["new"]
-    assert inbox.held_bytes == 40 + O
+    assert inbox.held_bytes == 40 + OVER
     clock.now = 15
     assert inbox.pending() == [] and inbox.held_bytes == 0
 

@@ -18,8 +18,8 @@ from mlnode.common.transport.errors import (
     SessionRevoked,
 )
 from mlnode.common.transport.framing import write_frames
-from mlnode.common.transport.interceptors import PUSH
 from mlnode.common.transport.inbox_budget import TENSOR_OVERHEAD
+from mlnode.common.transport.interceptors import PUSH
 from mlnode.common.transport.peers import Peer
 
 from .conftest import Pair, make_transport

@@ -59,7 +59,9 @@ def open_model(
     assert ref.peer_id is not None
     if transport is None:
         raise NoTransport(f"peer {ref.peer_id}: this node has no transport")
-    return PeerSource(transport, ref.peer_id, task_id)
+    return PeerSource(
+        transport, ref.peer_id, task_id, settings.peer_timeout_s, settings.peer_min_bytes_per_s
+    )
 
 
 def prepare(

@@ -72,9 +72,10 @@ def _handler(
     parse: bool,
     pool: ThreadPoolExecutor | None = None,
 ) -> Any:
-    """A handler like `kind` whose requests are a stream: the sync server waits for a unary
-    request message in a worker thread, with no deadline, before it calls the behaviour.
+    """A handler like `kind`, but whose requests are a stream.
 
+    The sync server would wait for a unary request message in a worker thread, with no
+    deadline, before it calls the behaviour; a stream handler starts at once.
     `pool`: the threads to run it on instead of the server's (grpc's per-handler pool).
     """
     if pool is not None:

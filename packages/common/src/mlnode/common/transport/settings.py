@@ -74,7 +74,7 @@ class TransportSettings(MLNodeBaseSettings):
         4,
         ge=1,
         le=64,
-        description="Threads that answer Hello and refuse unauthenticated calls (apart from WORKERS).",
+        description="Threads that answer Hello and refuse calls (apart from WORKERS).",
     )
     max_calls_per_peer: int = Field(
         4, ge=1, le=256, description="Authenticated calls one peer may have open at once."

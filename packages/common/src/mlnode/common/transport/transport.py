@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -197,8 +197,10 @@ class GrpcTransport:
 
     @contextmanager
     def _call_slot(self, peer_id: str) -> Iterator[None]:
-        """Calls to one peer wait for each other beyond `max_calls_per_peer` (what the peer's
-        server admits, with the same settings), instead of being refused."""
+        """At most `max_calls_per_peer` calls to one peer; more wait instead of being refused.
+
+        That is what the peer's server admits, when it has the same settings.
+        """
         with self._lock:
             slots = self._calls.setdefault(
                 peer_id, threading.BoundedSemaphore(self.settings.max_calls_per_peer)

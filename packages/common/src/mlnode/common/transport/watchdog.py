@@ -93,7 +93,9 @@ class Watchdog:
                     except Exception:  # a chore's bug must not stop the deadlines
                         log.exception("transport chore failed")
 
-    def guarded(self, items: Iterator[T], seconds: float, expire: Callable[[], object]) -> Iterator[T]:
+    def guarded(
+        self, items: Iterator[T], seconds: float, expire: Callable[[], object]
+    ) -> Iterator[T]:
         """`items`, with `expire` called when one `next` takes longer than `seconds`."""
         while True:
             token = self.arm(seconds, expire)
@@ -105,9 +107,13 @@ class Watchdog:
                 self.disarm(token)
             yield item
 
-    def paced(self, items: Iterator[T], seconds: float, expire: Callable[[], object]) -> Iterator[T]:
-        """`items`, with `expire` called when the consumer takes longer than `seconds` to ask
-        for the next one (a response the peer does not read blocks the send)."""
+    def paced(
+        self, items: Iterator[T], seconds: float, expire: Callable[[], object]
+    ) -> Iterator[T]:
+        """`items`, with `expire` called when the consumer is slow to ask for the next one.
+
+        A response the peer does not read blocks the send; this bounds how long.
+        """
         for item in items:
             token = self.arm(seconds, expire)
             try:
