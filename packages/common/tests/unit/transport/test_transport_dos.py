@@ -202,7 +202,7 @@ def test_inbox_flood_by_one_peer_leaves_room_for_others() -> None:
         codes = [hostile.push({"e": torch.zeros(0)}, f"tag{i}") for i in range(8)]
         assert codes == [grpc.StatusCode.OK] * 5 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 3
         assert "MAX_INBOX_PEER_DELIVERIES" in (hostile.last_details or "")
-        big = {"w": torch.zeros(4 << 20)}  # 16 MiB: the peer's share is a quarter of 64 MiB
+        big = {"w": torch.zeros(12 << 20)}  # 48 MiB: the peer's share is half of 64 MiB
         assert hostile.push(big, "tag0") == grpc.StatusCode.RESOURCE_EXHAUSTED
         honest_push_works(alice, bob, "during")
         assert set(bob.receive("t", "kept", ["alice"], timeout=5)) == {"alice"}

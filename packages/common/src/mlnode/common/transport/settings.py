@@ -43,10 +43,10 @@ class TransportSettings(MLNodeBaseSettings):
     max_inbox_peer_bytes: int = Field(
         0,
         ge=0,
-        description="Of those, the bytes one peer may hold (0: a quarter of MAX_INBOX_BYTES).",
+        description="Of those, the bytes one peer may hold (0: half of MAX_INBOX_BYTES).",
     )
     max_inbox_task_bytes: int = Field(
-        0, ge=0, description="Of those, the bytes one task may hold (0: half of MAX_INBOX_BYTES)."
+        0, ge=0, description="Of those, the bytes one task may hold (0: all of MAX_INBOX_BYTES)."
     )
     max_inbox_peer_deliveries: int = Field(
         64, ge=1, description="Deliveries (any size, empty too) one peer may have waiting."
@@ -108,8 +108,8 @@ class TransportSettings(MLNodeBaseSettings):
         total = self.max_inbox_bytes or physical_memory() // 2
         return InboxLimits(
             total_bytes=total,
-            peer_bytes=min(total, self.max_inbox_peer_bytes or total // 4),
-            task_bytes=min(total, self.max_inbox_task_bytes or total // 2),
+            peer_bytes=min(total, self.max_inbox_peer_bytes or total // 2),
+            task_bytes=min(total, self.max_inbox_task_bytes or total),
             peer_deliveries=self.max_inbox_peer_deliveries,
             task_deliveries=self.max_inbox_task_deliveries,
             ttl_s=self.inbox_ttl_s,
