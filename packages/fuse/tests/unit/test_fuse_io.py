@@ -9,7 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from mlnode.common.testing import FakeTransport, TransportHub
+from mlnode.common.transport.api import TensorMeta
 from mlnode.fuse.io.local import LocalSafetensors, SourceNotFound
+from mlnode.fuse.io.peer import PeerSource
 from mlnode.fuse.io.st_format import SafetensorsFormatError
 from mlnode.fuse.io.writer import ShardedWriter, assign_shards
 from mlnode.fuse.testing import write_checkpoint
@@ -137,3 +140,38 @@ def test_writer_refuses_out_of_plan_tensors_and_existing_output(tmp_path: Path) 
     (tmp_path / "out").mkdir()
     with pytest.raises(FileExistsError):
         ShardedWriter(tmp_path / "out", [], 10**9)
+
+
+class RecordingNode(FakeTransport):
+    """The in-memory transport, remembering each call's deadline."""
+
+    timeouts: list[float | None]
+
+    def list_tensors(self, peer_id: str, task: str, *, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        self.timeouts = [timeout]
+        return super().list_tensors(peer_id, task, timeout=timeout)
+
+    def fetch(self, peer_id, task, names, *, expected=None, timeout=None):  # type: ignore[no-untyped-def]
+        self.timeouts.append(timeout)
+        return super().fetch(peer_id, task, names, expected=expected, timeout=timeout)
+
+
+class Lying:
+    """Lists `w` as 2 floats, serves 3."""
+
+    def describe(self) -> list[TensorMeta]:
+        return [TensorMeta("w", torch.float32, (2,)), TensorMeta("v", torch.float32, (4,))]
+
+    def get(self, name: str) -> torch.Tensor:
+        return torch.zeros(3) if name == "w" else torch.zeros(4)
+
+
+def test_peer_source_fetches_as_listed_within_deadlines() -> None:
+    hub = TransportHub()
+    hub.node("liar").serve("t", Lying())
+    me = RecordingNode(hub, "me")
+    source = PeerSource(me, "liar", "t", timeout_s=5, min_bytes_per_s=16)
+    assert torch.equal(source.get("v"), torch.zeros(4))  # 16 bytes at 16 B/s: 1 s more
+    with pytest.raises(ValueError, match="other than listed"):
+        source.get("w")
+    assert me.timeouts == [5, 6.0, 5.5]

@@ -8,6 +8,7 @@ providers served to pulling peers. Every method blocks and is thread-safe.
 from __future__ import annotations
 
 import logging
+import resource
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,29 @@ def channel_options(settings: TransportSettings) -> list[tuple[str, int]]:
     ]
 
 
+def connection_quota(wanted: int, spare: int = 512) -> int:
+    """Connections the server may accept: `wanted`, unless the open-file limit leaves fewer.
+
+    The limit is raised as far as allowed first; `spare` descriptors stay free for files, the
+    REST API and outgoing calls, so a connection flood never starves them.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + spare if hard == resource.RLIM_INFINITY else min(wanted + spare, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    quota = max(64, min(wanted, soft - spare))
+    if quota < wanted:
+        log.warning(
+            "open-file limit %d allows %d transport connections, not MLNODE_GRPC_MAX_CONNECTIONS "
+            "%d; raise 'ulimit -n'",
+            soft,
+            quota,
+            wanted,
+        )
+    return quota
+
+
 def server_options(settings: TransportSettings) -> list[tuple[str, int]]:
     """Server limits on connections: counts, set-up time, idleness, streams, keepalive."""
 
@@ -56,7 +80,7 @@ def server_options(settings: TransportSettings) -> list[tuple[str, int]]:
         *channel_options(settings),
         ("grpc.so_reuseport", 0),
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
-        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.max_allowed_incoming_connections", connection_quota(settings.max_connections)),
         ("grpc.server_handshake_timeout_ms", ms(settings.connect_timeout_s)),
         ("grpc.max_connection_idle_ms", ms(settings.connection_idle_s)),
         ("grpc.keepalive_time_ms", ms(settings.keepalive_s)),
