@@ -145,6 +145,7 @@ def test_a_registered_peers_idle_calls_are_capped_and_cut(
         grpc.StatusCode.NOT_FOUND,  # a List of a task nothing is offered for
         grpc.StatusCode.DATA_LOSS,
     }, codes
+    time.sleep(0.5)  # the server frees the slots just after the client sees the end
 
 
 def test_inbox_is_bounded_per_peer_and_expires(
