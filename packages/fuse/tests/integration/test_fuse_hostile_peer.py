@@ -28,6 +28,10 @@ from mlnode.common.transport.transport import GrpcTransport
 from mlnode.fuse.testing import random_model, write_checkpoint
 
 SHAPES = {"w": (64, 64), "b": (64,)}
+#: With 100 bytes/s as the slowest accepted rate, a fetch of `b` (256 bytes) gets 3 + 2.6 s and
+#: one of `w` (16 KiB) 3 + 164 s: longer than stop waits for a worker (30 s).
+SMALL = {"b": (64,)}
+BIG = {"w": (64, 64)}
 MIB = 1 << 20
 #: How much the fusing node's peak memory may grow while the liar offers 1 GiB.
 PEAK_BOUND = 256 * MIB
@@ -36,19 +40,20 @@ PEAK_BOUND = 256 * MIB
 class LyingProvider:
     """Lists the model's true shapes; serves `w` 1 GiB large, or only after `release`."""
 
-    def __init__(self, drip: bool) -> None:
+    def __init__(self, drip: bool, shapes: dict[str, tuple[int, ...]] = SHAPES) -> None:
         self.drip = drip
+        self.shapes = shapes
         self.release = threading.Event()
         self.calls: list[float] = []
 
     def describe(self) -> list[TensorMeta]:
-        return [TensorMeta(n, torch.float32, s) for n, s in SHAPES.items()]
+        return [TensorMeta(n, torch.float32, s) for n, s in self.shapes.items()]
 
     def get(self, name: str) -> torch.Tensor:
         self.calls.append(time.monotonic())
         if self.drip:
-            self.release.wait(120)
-            return torch.zeros(SHAPES[name])
+            self.release.wait(300)
+            return torch.zeros(self.shapes[name])
         if name == "w":  # untouched pages: sending them costs the liar no memory
             return torch.empty(1 << 28, dtype=torch.float32)
         return torch.zeros(SHAPES[name])
@@ -71,7 +76,7 @@ def world(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[MLNodeProcess, GrpcTransport, dict[str, LyingProvider]]]:
     root = tmp_path_factory.mktemp("hostile-fuse")
-    env = {"MLNODE_FUSE_PEER_TIMEOUT_S": "3", "MLNODE_FUSE_PEER_MIN_BYTES_PER_S": "1e9"}
+    env = {"MLNODE_FUSE_PEER_TIMEOUT_S": "3", "MLNODE_FUSE_PEER_MIN_BYTES_PER_S": "100"}
     fuser = MLNodeProcess(root / "fuser", env).start()
     fuser_key = base64.b64decode(api(fuser, "GET", "/identity").json()["public_key"])
     liar_id = Identity.generate()
@@ -79,7 +84,11 @@ def world(
     peers.put(Peer("fuser", fuser_key))
     liar = GrpcTransport(TransportSettings(host="127.0.0.1", port=0), identity=liar_id, peers=peers)
     liar.start()
-    providers = {"lie": LyingProvider(drip=False), "drip": LyingProvider(drip=True)}
+    providers = {
+        "lie": LyingProvider(drip=False),
+        "drip": LyingProvider(drip=True, shapes=SMALL),
+        "drip-long": LyingProvider(drip=True, shapes=BIG),
+    }
     for task, provider in providers.items():
         liar.serve(task, provider)
     body = {
@@ -135,7 +144,7 @@ def test_a_tensor_larger_than_listed_is_refused_at_its_header(world, tmp_path: P
 
 def test_a_dripping_peer_fails_the_fusion_at_its_deadline(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     fuser, _, _ = world
-    local = write_checkpoint(tmp_path / "local", random_model(1, SHAPES))
+    local = write_checkpoint(tmp_path / "local", random_model(1, SMALL))
     start(fuser, "drip", [{"peer_id": "liar"}, {"path": str(local)}], tmp_path / "out")
     status = wait_ended(fuser)  # MLNODE_FUSE_PEER_TIMEOUT_S=3
     assert status["phase"] == "FAILED" and "DEADLINE_EXCEEDED" in status["error"], status
@@ -144,16 +153,16 @@ def test_a_dripping_peer_fails_the_fusion_at_its_deadline(world, tmp_path: Path)
 
 def test_stop_returns_once_the_worker_no_longer_pulls(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     fuser, _, providers = world
-    drip = providers["drip"]
-    drip.calls.clear()
-    local = write_checkpoint(tmp_path / "local", random_model(1, SHAPES))
-    start(fuser, "drip", [{"peer_id": "liar"}, {"path": str(local)}], tmp_path / "out")
+    drip = providers["drip-long"]  # its fetch deadline (167 s) is past stop's wait (30 s)
+    local = write_checkpoint(tmp_path / "local", random_model(1, BIG))
+    start(fuser, "drip-long", [{"peer_id": "liar"}, {"path": str(local)}], tmp_path / "out")
     deadline = time.monotonic() + 30
     while not drip.calls and time.monotonic() < deadline:
         time.sleep(0.05)
     assert drip.calls, "the fusion never pulled"
     stopped = api(fuser, "POST", "/fuse/stop").json()
-    assert stopped["phase"] == "STOPPED", stopped  # not while a pull is still in flight
+    # STOPPED means the worker ended: its pull was cancelled, not waited out (STOPPING then)
+    assert stopped["phase"] == "STOPPED", stopped
     calls = len(drip.calls)
     honest_fusion_works(fuser, tmp_path, "after-stop")  # the gate is free: no 409
     assert len(drip.calls) == calls

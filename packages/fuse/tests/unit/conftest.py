@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Mapping, Sequence
 
 import pytest
@@ -75,6 +76,7 @@ class FakeTransport:
         *,
         expected: Mapping[str, TensorMeta] | None = None,
         timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, torch.Tensor]:
         provider = self._provider(peer_id, task)
         self.fetches += len(names)

@@ -10,7 +10,9 @@ import torch
 
 from mlnode.common.testing.hostile import Flood, HostileClient, half_open_call, hello_metadata
 from mlnode.common.transport._gen import tensor_pb2 as pb
+from mlnode.common.transport.api import TensorMeta
 from mlnode.common.transport.auth import Identity
+from mlnode.common.transport.errors import FetchCancelled
 from mlnode.common.transport.interceptors import FETCH, HELLO, LIST, PUSH
 from mlnode.common.transport.peers import Peer
 from mlnode.common.transport.transport import GrpcTransport
@@ -233,3 +235,39 @@ def test_raw_flood_of_idle_and_half_open_connections(trio) -> None:  # type: ign
         for flood in floods:
             flood.stop()
     assert threading.active_count() < 100
+
+
+def test_watchdog_watch_fires_once_the_condition_holds() -> None:
+    dog = Watchdog()
+    flag = threading.Event()
+    fired: list[int] = []
+    dog.watch(flag.is_set, lambda: fired.append(1))
+    kept = dog.watch(flag.is_set, lambda: fired.append(2))
+    dog.unwatch(kept)
+    assert dog.fire_expired() == 0
+    flag.set()
+    assert dog.fire_expired() == 1 and fired == [1]
+
+
+def test_a_fetch_in_progress_ends_when_cancelled(trio) -> None:  # type: ignore[no-untyped-def]
+    alice, bob, _ = trio
+    release = threading.Event()
+
+    class Stuck:
+        def describe(self):  # type: ignore[no-untyped-def]
+            return [TensorMeta("w", torch.float32, (2,))]
+
+        def get(self, name: str) -> torch.Tensor:
+            release.wait(30)
+            return torch.zeros(2)
+
+    alice.serve("t", Stuck())
+    bob.peers.put(Peer("alice", alice.identity.public_key, f"127.0.0.1:{alice.port}"))
+    alice.peers.put(Peer("bob", bob.identity.public_key, f"127.0.0.1:{bob.port}"))
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    try:
+        with pytest.raises(FetchCancelled):
+            bob.fetch("alice", "t", ["w"], timeout=30, cancel=cancel)
+    finally:
+        release.set()

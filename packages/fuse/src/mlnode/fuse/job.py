@@ -44,6 +44,12 @@ class PreparedFusion:
         """Where the checkpoint goes."""
         return Path(self.request.output.path)
 
+    def cancel(self) -> None:
+        """End pulls from peers in progress (a stop): the worker then stops within a tick."""
+        for model in self.models:
+            if isinstance(model, PeerSource):
+                model.cancel()
+
     def close(self) -> None:
         """Release every model's files."""
         for model in self.models:

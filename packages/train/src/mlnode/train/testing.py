@@ -149,6 +149,7 @@ class MemoryTransport:
         *,
         expected: Mapping[str, TensorMeta] | None = None,
         timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, torch.Tensor]:
         """Copies of named tensors from a peer's provider (checked against `expected`)."""
         provider = self._provider(peer_id, task)

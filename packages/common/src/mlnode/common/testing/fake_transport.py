@@ -21,7 +21,12 @@ from mlnode.common.transport.api import (
     check_as_listed,
 )
 from mlnode.common.transport.codec import CodecError, TensorBuffer, encode
-from mlnode.common.transport.errors import LimitExceeded, NotOffered, PeerUnreachable
+from mlnode.common.transport.errors import (
+    FetchCancelled,
+    LimitExceeded,
+    NotOffered,
+    PeerUnreachable,
+)
 from mlnode.common.transport.handlers import Providers
 from mlnode.common.transport.inbox import Inbox
 
@@ -110,8 +115,11 @@ class FakeTransport:
         *,
         expected: Mapping[str, TensorMeta] | None = None,
         timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, torch.Tensor]:
         """Copies of the named tensors of the peer's provider for `task` (as `expected`)."""
+        if cancel is not None and cancel.is_set():
+            raise FetchCancelled(f"fetch from peer {peer_id} cancelled")
         provider = self.hub.reach(peer_id).providers.get(task)
         offered = {m.name for m in provider.describe()}
         missing = [n for n in names if n not in offered]

@@ -6,6 +6,7 @@ Async callers wrap them in `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -78,11 +79,13 @@ class TensorTransport(Protocol):
         *,
         expected: Mapping[str, TensorMeta] | None = None,
         timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, torch.Tensor]:
         """Pull named tensors from a peer's provider for `task`.
 
         With `expected`, every tensor must have the listed dtype and shape; a header that
-        differs is refused before its memory is allocated. `timeout` bounds the whole call.
+        differs is refused before its memory is allocated. `timeout` bounds the whole call;
+        setting `cancel` ends it early (an error).
         """
         ...
 

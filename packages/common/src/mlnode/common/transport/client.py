@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from mlnode.common.transport.codec import (
     wire_dtype,
 )
 from mlnode.common.transport.errors import (
+    FetchCancelled,
     ImpostorPeer,
     IntegrityError,
     LimitExceeded,
@@ -43,6 +45,7 @@ from mlnode.common.transport.interceptors import (
     TASK_MD,
 )
 from mlnode.common.transport.peers import Peer
+from mlnode.common.transport.watchdog import Watchdog
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -85,6 +88,7 @@ class PeerClient:
         chunk_bytes: int,
         timeouts: CallTimeouts,
         alive: Callable[[], None] = lambda: None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self._stub = pb_grpc.TransportStub(channel)  # type: ignore[no-untyped-call]
         self._push = channel.stream_unary(
@@ -101,6 +105,7 @@ class PeerClient:
         self.chunk_bytes = chunk_bytes
         self.timeouts = timeouts
         self.alive = alive
+        self.watchdog = watchdog
 
     def handshake(
         self, task: str, method: str, timeout: float | None = None
@@ -188,11 +193,13 @@ class PeerClient:
         names: Sequence[str],
         expected: Mapping[str, TensorMeta] | None = None,
         timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, torch.Tensor]:
         """Pull named tensors; returns only once every one arrived and verified.
 
         With `expected`, each header must announce exactly that dtype and shape, checked before
-        its buffer is allocated (ListingMismatch otherwise).
+        its buffer is allocated (ListingMismatch otherwise). Setting `cancel` ends the call
+        (within the watchdog's tick) with FetchCancelled.
         """
         reader = FrameReader(
             session=b"",
@@ -209,11 +216,18 @@ class PeerClient:
                 metadata=metadata,
                 timeout=timeout or self.timeouts.rpc_s,
             )
+            watching = None
+            if cancel is not None and self.watchdog is not None:
+                watching = self.watchdog.watch(cancel.is_set, frames.cancel)
             try:
                 _, tensors = reader.read(frames)
             finally:
                 frames.cancel()  # a no-op after a complete stream; stops the peer after a bad one
+                if watching is not None:
+                    self.watchdog.unwatch(watching)  # type: ignore[union-attr]
         except grpc.RpcError as exc:
+            if cancel is not None and cancel.is_set():
+                raise FetchCancelled(f"fetch from peer {self.peer.peer_id} cancelled") from None
             raise translate(self.peer, exc) from None
         if list(tensors) != list(names):
             got = list(tensors)

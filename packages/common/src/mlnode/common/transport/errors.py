@@ -73,6 +73,13 @@ class NotOffered(TransportError):
     grpc_status = "NOT_FOUND"
 
 
+class FetchCancelled(TransportError):
+    """The caller cancelled a fetch in progress (e.g. its job was stopped)."""
+
+    code = "fetch_cancelled"
+    grpc_status = "CANCELLED"
+
+
 class PeerUnreachable(Unavailable):
     """The peer's address does not answer."""
 

@@ -215,8 +215,16 @@ class GrpcTransport:
             if self.peers.get(peer_id) != peer:
                 raise SessionRevoked(f"peer {peer_id} was removed or changed during the call")
 
+        self.watchdog.start()  # also for a node that only calls: it watches cancellations
         return PeerClient(
-            channel, self.identity, peer, self.limits, self.settings.chunk_bytes, timeouts, alive
+            channel,
+            self.identity,
+            peer,
+            self.limits,
+            self.settings.chunk_bytes,
+            timeouts,
+            alive,
+            self.watchdog,
         )
 
     @contextmanager
@@ -270,11 +278,13 @@ class GrpcTransport:
         *,
         expected: Mapping[str, TensorMeta] | None = None,
         timeout: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> dict[str, torch.Tensor]:
         """Pull named tensors from a peer's provider for `task`.
 
         `expected` (e.g. the peer's listing): each tensor must have that dtype and shape, checked
         on its header before anything is allocated. `timeout`: deadline of the whole call.
+        `cancel`: set it to end the call at once (FetchCancelled).
         """
         with self._call_slot(peer_id):
-            return self._client(peer_id).fetch(task, names, expected, timeout)
+            return self._client(peer_id).fetch(task, names, expected, timeout, cancel)

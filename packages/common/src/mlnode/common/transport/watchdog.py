@@ -32,6 +32,7 @@ class Watchdog:
         self._lock = threading.Lock()
         self._ids = itertools.count()
         self._armed: dict[int, tuple[float, Callable[[], object]]] = {}
+        self._watched: dict[int, tuple[Callable[[], bool], Callable[[], object]]] = {}
         self._chores: list[tuple[float, Callable[[], object]]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,12 +69,26 @@ class Watchdog:
         with self._lock:
             self._armed.pop(token, None)
 
+    def watch(self, condition: Callable[[], bool], action: Callable[[], object]) -> int:
+        """Call `action` once `condition()` turns true (checked every tick); the token."""
+        token = next(self._ids)
+        with self._lock:
+            self._watched[token] = (condition, action)
+        return token
+
+    def unwatch(self, token: int) -> None:
+        """Stop watching (no-op once it fired)."""
+        with self._lock:
+            self._watched.pop(token, None)
+
     def fire_expired(self) -> int:
-        """Call every expired deadline's function; how many fired."""
+        """Call every expired deadline's (and met condition's) function; how many fired."""
         now = self._clock()
         with self._lock:
             due = [t for t, (deadline, _) in self._armed.items() if deadline <= now]
             expired = [self._armed.pop(t)[1] for t in due]
+            met = [t for t, (condition, _) in self._watched.items() if condition()]
+            expired += [self._watched.pop(t)[1] for t in met]
         for expire in expired:
             expire()
         return len(expired)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import torch
 
 from mlnode.common.transport.api import TensorMeta, TensorTransport
@@ -31,6 +33,7 @@ class PeerSource:
         self.task = task
         self.timeout_s = timeout_s
         self.min_bytes_per_s = min_bytes_per_s
+        self.cancelled = threading.Event()
         listing = transport.list_tensors(peer_id, task, timeout=timeout_s)
         self._metas = {m.name: m for m in listing}
 
@@ -48,7 +51,12 @@ class PeerSource:
         meta = self._metas[name]
         timeout = self.timeout_s + tensor_nbytes(meta.dtype, meta.shape) / self.min_bytes_per_s
         tensor = self.transport.fetch(
-            self.peer_id, self.task, [name], expected={name: meta}, timeout=timeout
+            self.peer_id,
+            self.task,
+            [name],
+            expected={name: meta},
+            timeout=timeout,
+            cancel=self.cancelled,
         )[name]
         if tensor.dtype != meta.dtype or tuple(tensor.shape) != meta.shape:
             raise ValueError(
@@ -56,6 +64,10 @@ class PeerSource:
                 f"announced {meta.dtype} {meta.shape}"
             )
         return tensor
+
+    def cancel(self) -> None:
+        """End the fetch in progress, and refuse further ones (the fusion was stopped)."""
+        self.cancelled.set()
 
     def close(self) -> None:
         """Nothing to release: the transport outlives the source."""
