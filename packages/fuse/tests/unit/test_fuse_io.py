@@ -151,9 +151,11 @@ class RecordingNode(FakeTransport):
         self.timeouts = [timeout]
         return super().list_tensors(peer_id, task, timeout=timeout)
 
-    def fetch(self, peer_id, task, names, *, expected=None, timeout=None):  # type: ignore[no-untyped-def]
+    def fetch(self, peer_id, task, names, *, expected=None, timeout=None, cancel=None):  # type: ignore[no-untyped-def]
         self.timeouts.append(timeout)
-        return super().fetch(peer_id, task, names, expected=expected, timeout=timeout)
+        return super().fetch(
+            peer_id, task, names, expected=expected, timeout=timeout, cancel=cancel
+        )
 
 
 class Lying:
