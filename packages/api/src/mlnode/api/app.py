@@ -11,14 +11,21 @@ from fastapi import FastAPI
 
 from mlnode.api.errors import install_error_handlers
 from mlnode.api.metrics import register_node_metrics
-from mlnode.api.middleware import BearerTokenMiddleware, DefaultJsonContentType
+from mlnode.api.middleware import (
+    BearerTokenMiddleware,
+    DefaultJsonContentType,
+    EngineRoutes,
+    StripVersionPrefix,
+)
 from mlnode.api.node import NodeState
 from mlnode.api.routes import api_router, probe_router
 from mlnode.api.services import FEATURE_ROUTERS, build_services
 from mlnode.api.settings import MLNodeSettings
+from mlnode.api.versions import inference_service
 from mlnode.common.context import NodeContext
 from mlnode.common.transport.routes import router as transport_router
 from mlnode.common.transport.transport import GrpcTransport
+from mlnode.common.urlprefix import VersionPrefix
 
 ServiceFactory = Callable[[MLNodeSettings, NodeContext], None]
 
@@ -62,7 +69,13 @@ def create_app(
     app.include_router(transport_router, prefix="/api/v1")
     for router in FEATURE_ROUTERS:
         app.include_router(router, prefix="/api/v1")
+    infer = inference_service(ctx.gate)
+    if infer is not None and settings.infer.serve_on_rest_port:
+        app.add_middleware(EngineRoutes, engine=infer.engine_asgi)
     app.add_middleware(DefaultJsonContentType)
     if settings.node.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.node.api_token.get_secret_value())
+    app.add_middleware(
+        StripVersionPrefix, prefix=VersionPrefix(settings.node.version_prefix_pattern)
+    )
     return app

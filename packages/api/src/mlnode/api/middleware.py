@@ -1,4 +1,4 @@
-"""ASGI middleware: bearer-token auth and JSON bodies without a Content-Type header."""
+"""ASGI middleware: token, JSON without Content-Type, version prefix, one-port engine routes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlnode.common.errors import Unauthorized
+from mlnode.common.urlprefix import VersionPrefix
+from mlnode.infer.asgi_relay import EngineAsgi
 
 OPEN_PATHS = frozenset({"/livez"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -64,4 +66,38 @@ class DefaultJsonContentType:
             if given.split(b";")[0].strip().lower() in GENERIC_TYPES:
                 kept = [(name, value) for name, value in headers if name != b"content-type"]
                 scope = {**scope, "headers": [*kept, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
+class StripVersionPrefix:
+    """Route `/{version}/...` as `/...` (the newest network node's URLs, without an nginx)."""
+
+    def __init__(self, app: ASGIApp, prefix: VersionPrefix) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Rewrite `path` and `raw_path` when the first segment is a version."""
+        if scope["type"] == "http":
+            path = self.prefix.strip_path(scope["path"])
+            if path != scope["path"]:
+                raw = scope.get("raw_path")
+                # raw_path keeps its percent-escapes (a one-port request goes on with it).
+                raw = self.prefix.strip_target(raw) if raw else path.encode()
+                scope = {**scope, "path": path, "raw_path": raw}
+        await self.app(scope, receive, send)
+
+
+class EngineRoutes:
+    """One-port mode: the engine's API paths (`/v1/*`, `/tokenize`, ...) go to the proxy core."""
+
+    def __init__(self, app: ASGIApp, engine: EngineAsgi) -> None:
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Hand engine paths to the inference relay, everything else to the REST app."""
+        if scope["type"] == "http" and self.engine.relays(scope["path"]):
+            await self.engine(scope, receive, send)
+            return
         await self.app(scope, receive, send)

@@ -10,8 +10,16 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mlnode.api.deps import ContextDep, NodeStateDep
-from mlnode.api.schemas import Capabilities, HealthResponse, NodeStateResponse, StopResponse
+from mlnode.api.schemas import (
+    Capabilities,
+    HealthResponse,
+    NodeStateResponse,
+    StopResponse,
+    VersionsResponse,
+)
+from mlnode.api.versions import engine_versions, inference_service, node_version
 from mlnode.common.hardware import discover_hardware
+from mlnode.common.nvml import GpuDevices, GpuDriver, read_devices, read_driver
 
 api_router = APIRouter(prefix="/api/v1", tags=["node"])
 probe_router = APIRouter(tags=["probes"])
@@ -19,8 +27,41 @@ probe_router = APIRouter(tags=["probes"])
 
 @api_router.get("/state", operation_id="get_state")
 async def get_state(node: NodeStateDep) -> NodeStateResponse:
-    """Which service holds the GPU."""
-    return NodeStateResponse(state=node.state(), services=[s.status() for s in node.gate.services])
+    """Which service holds the GPU, the versions and the served model."""
+    infer = inference_service(node.gate)
+    engine = await engine_versions(infer)
+    return NodeStateResponse(
+        state=node.state(),
+        version=node_version(),
+        poc_validation_inference=engine.poc_validation_inference if engine else False,
+        loaded_model=infer.loaded_model() if infer else None,
+        services=[s.status() for s in node.gate.services],
+    )
+
+
+@api_router.get("/versions", operation_id="get_versions")
+async def get_versions(node: NodeStateDep) -> VersionsResponse:
+    """MLNode version, the engine's vLLM version, PoC validation inference."""
+    engine = await engine_versions(inference_service(node.gate))
+    return VersionsResponse(
+        version=node_version(),
+        vllm_version=engine.vllm_version if engine else None,
+        poc_validation_inference=engine.poc_validation_inference if engine else False,
+    )
+
+
+@api_router.get("/gpu/devices", operation_id="gpu_devices")
+async def gpu_devices() -> GpuDevices:
+    """NVIDIA devices through NVML; `count: 0` without a driver."""
+    return await asyncio.to_thread(read_devices)
+
+
+@api_router.get(
+    "/gpu/driver", operation_id="gpu_driver", responses={503: {"description": "No NVIDIA driver."}}
+)
+async def gpu_driver() -> GpuDriver:
+    """Driver, CUDA and NVML versions; 503 without an NVIDIA driver."""
+    return await asyncio.to_thread(read_driver)
 
 
 @api_router.post("/stop", operation_id="stop_all")

@@ -12,7 +12,22 @@ class NodeStateResponse(BaseModel):
     """`GET /api/v1/state`: the network node reads `state`."""
 
     state: str = Field(description="POW, INFERENCE, TRAIN, FUSE or STOPPED.")
+    version: str = Field(description="MLNode version.")
+    poc_validation_inference: bool = Field(
+        False, description="True when the engine keeps serving inference while it validates PoC."
+    )
+    loaded_model: str | None = Field(None, description="Model the engines serve, if any.")
     services: list[ServiceStatus] = Field(description="Status of every service.")
+
+
+class VersionsResponse(BaseModel):
+    """`GET /api/v1/versions`."""
+
+    version: str = Field(description="MLNode version.")
+    vllm_version: str | None = Field(None, description="The serving engine's vLLM version.")
+    poc_validation_inference: bool = Field(
+        False, description="True when the engine keeps serving inference while it validates PoC."
+    )
 
 
 class StopResponse(BaseModel):

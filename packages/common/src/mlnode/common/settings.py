@@ -6,12 +6,16 @@ Each feature package keeps its own settings class with its own prefix (`MLNODE_P
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlnode.common.state_dir import ensure_private_dir
+from mlnode.common.urlprefix import DEFAULT_PATTERN
 
 ENV_FILE = ".env"
 
@@ -51,10 +55,21 @@ class NodeSettings(MLNodeBaseSettings):
     log_format: LogFormat = Field(LogFormat.PLAIN, description="plain or json log lines.")
     api_token: SecretStr | None = Field(
         None,
-        description="When set, every REST route but /livez needs 'Authorization: Bearer <token>'.",
+        description=(
+            "When set, every route of the REST and inference ports but /livez (and /health on "
+            "the inference port) needs 'Authorization: Bearer <token>'."
+        ),
     )
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a service gets to stop during shutdown."
+    )
+    version_prefix_pattern: str = Field(
+        DEFAULT_PATTERN,
+        description=(
+            "Regular expression of the '/{version}' path segment the network node puts in front "
+            "of every URL (e.g. /v3.0.8/api/v1/state); stripped on the REST and inference ports. "
+            "Empty: off."
+        ),
     )
 
     @field_validator("log_level")
@@ -65,12 +80,20 @@ class NodeSettings(MLNodeBaseSettings):
             raise ValueError(f"unknown log level {value!r}")
         return level
 
+    @field_validator("version_prefix_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
     @field_validator("api_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
     def ensure_state_dir(self) -> Path:
-        """Create the state directory (owner-only) and return it."""
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return self.state_dir
+        """Create the state directory (owner-only), or check that the existing one is private."""
+        return ensure_private_dir(self.state_dir)

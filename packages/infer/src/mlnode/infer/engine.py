@@ -102,6 +102,9 @@ class EngineInstance:
     pid: int | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     backend: Backend | None = None
+    started_at: float = 0.0
+    signal: str = "health"
+    reason: str | None = None
 
     def spawn(self, settings: InferSettings, launch: EngineLaunch) -> None:
         """Start the process on a fresh port; the previous log is kept as `.1`."""
@@ -136,6 +139,8 @@ class EngineInstance:
         self.record.add(self.pid)
         self.state = InstanceState.STARTING
         self.exit_code = None
+        self.started_at = time.monotonic()
+        self.signal, self.reason = "health", None
         log.info(
             "engine %d started: pid %d port %d gpus %s", self.index, self.pid, self.port, self.gpus
         )

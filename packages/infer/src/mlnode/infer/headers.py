@@ -21,7 +21,14 @@ HOP_BY_HOP = frozenset(
 class HeadFields:
     """Forwardable header lines; hop-by-hop ones are kept out, those that steer framing noted."""
 
-    __slots__ = ("chunked", "event_stream", "expect_continue", "has_length", "lines")
+    __slots__ = (
+        "authorization",
+        "chunked",
+        "event_stream",
+        "expect_continue",
+        "has_length",
+        "lines",
+    )
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
@@ -29,6 +36,7 @@ class HeadFields:
         self.chunked = False
         self.expect_continue = False
         self.event_stream = False
+        self.authorization: bytes | None = None
 
     def add(self, name: bytes, value: bytes) -> None:
         """One header as the parser reports it."""
@@ -43,6 +51,8 @@ class HeadFields:
             self.has_length = True
         elif lname == b"content-type":
             self.event_stream = value.startswith(b"text/event-stream")
+        elif lname == b"authorization":
+            self.authorization = value
         self.lines.append(b"%b: %b\r\n" % (name, value))
 
     def block(self) -> bytes:

@@ -1,4 +1,7 @@
-"""Health loop of running engines: detect deaths and flapping health, restart within a limit.
+"""Health loop of running engines: deaths, failing health, stalled schedulers; restarts.
+
+Stalls are judged by scheduler progress (`liveness`), since `/health` can answer 200 from a hung
+engine; dead instances are restarted within a limit.
 
 Every change is published to the balancer as one new snapshot of the healthy backends. When every
 instance is dead and no restart is left, the job fails with the cause quoted from the engine log.
@@ -8,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -17,6 +21,7 @@ from mlnode.common.errors import EngineFailed
 from mlnode.common.lifecycle import JobState
 from mlnode.infer.balancer import LeastConnections
 from mlnode.infer.engine import EngineInstance, InstanceState, VLLMGroup
+from mlnode.infer.liveness import ProgressJudge, Verdict, read_progress
 from mlnode.infer.settings import InferSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,16 @@ def register_metrics(registry: CollectorRegistry, balancer: LeastConnections) ->
     )
 
 
+@dataclass
+class _ProgressWatch:
+    """Progress judgement of one engine process."""
+
+    pid: int | None
+    judge: ProgressJudge
+    read_at: float = 0.0
+    verdict: Verdict = field(default_factory=lambda: Verdict(stalled=False))
+
+
 class HealthWatch:
     """Watches one `VLLMGroup` until it is stopped or every instance is dead."""
 
@@ -72,6 +87,7 @@ class HealthWatch:
         self.metrics = metrics
         self._loop: asyncio.Task[None] | None = None
         self._restarting: dict[int, asyncio.Task[None]] = {}
+        self._progress_watch: dict[int, _ProgressWatch] = {}
 
     def start(self) -> None:
         """Publish the healthy instances and check them every `health_interval_s`."""
@@ -129,13 +145,41 @@ class HealthWatch:
             self._restarting[instance.index] = asyncio.create_task(self._restart(instance))
 
     async def _probe(self, instance: EngineInstance) -> bool:
-        """Health check; an instance that fails it (and still runs) is UNHEALTHY."""
+        """Health and progress check; failing either (while it runs) makes it UNHEALTHY."""
         ok = await instance.check_health(self.client, self.settings.health_timeout_s)
+        signal, reason = "health", None if ok else "/health did not answer 200"
+        if ok:
+            verdict = await self._progress(instance)
+            if verdict.stalled:
+                ok, signal, reason = False, "progress", verdict.reason
         state = InstanceState.HEALTHY if ok else InstanceState.UNHEALTHY
         if state is not instance.state and (ok or instance.poll() is None):
-            log.warning("engine %d is %s", instance.index, state)
+            log.warning("engine %d is %s (%s: %s)", instance.index, state, signal, reason)
             instance.state = state
+        instance.signal, instance.reason = signal, reason
         return ok
+
+    async def _progress(self, instance: EngineInstance) -> Verdict:
+        """The progress verdict, re-read from the engine's /metrics every liveness interval."""
+        now = time.monotonic()
+        watch = self._progress_watch.get(instance.index)
+        if watch is None or watch.pid != instance.pid:
+            judge = ProgressJudge(
+                instance.started_at,
+                self.settings.liveness_stall_s,
+                self.settings.liveness_cold_start_s,
+            )
+            watch = self._progress_watch[instance.index] = _ProgressWatch(instance.pid, judge)
+        elif now - watch.read_at < self.settings.liveness_interval_s:
+            return watch.verdict
+        watch.read_at = now
+        if instance.backend is not None:
+            sample = await read_progress(
+                self.client, instance.backend.url, self.settings.health_timeout_s
+            )
+            if sample is not None:
+                watch.verdict = watch.judge.observe(now, sample)
+        return watch.verdict
 
     async def _restart(self, instance: EngineInstance) -> None:
         log.warning("restarting engine %d (restart %d)", instance.index, instance.restarts + 1)

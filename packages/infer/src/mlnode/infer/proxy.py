@@ -1,7 +1,9 @@
 """The inference port's HTTP/1.1 server: `/v1/*` forwarded to the least busy healthy engine.
 
 Method, path, query, headers and body go upstream as they come; the answer streams back piece by
-piece (server-sent events reach the client token by token). No healthy engine: 503. The engine
+piece (server-sent events reach the client token by token). `routing.InferenceRoutes` decides
+what is relayed (the engine's API, after the `/{version}` prefix is stripped and the token
+checked) and what is answered here. No healthy engine: 503. The engine
 cannot be reached or fails before answering: 502. A client that disconnects drops the
 connection to the engine, and vLLM aborts the generation. `GET /health` is answered here.
 
@@ -23,10 +25,18 @@ from typing import cast
 
 import httptools
 
-from mlnode.common.errors import BadRequest, EngineFailed, MLNodeError, NotFound, Unavailable
+from mlnode.common.errors import (
+    BadRequest,
+    EngineFailed,
+    MLNodeError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from mlnode.infer.balancer import Backend, LeastConnections
 from mlnode.infer.corked import CorkedWriter
 from mlnode.infer.headers import HeadFields
+from mlnode.infer.routing import InferenceRoutes, Route
 from mlnode.infer.upstream import EngineConnection, UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -65,15 +75,35 @@ def json_response(status: int, body: object, keep_alive: bool = True) -> bytes:
     )
 
 
+def _local_answer(route: Route, path: bytes, serving: bool) -> bytes:
+    """The answer to a request the inference port does not relay."""
+    if route is Route.LIVEZ:
+        return json_response(200, {"status": "ok"})
+    if route is Route.HEALTH:
+        if serving:
+            return json_response(200, {"status": "ok"})
+        return error_response(Unavailable("no inference engine is serving"))
+    if route is Route.UNAUTHORIZED:
+        return error_response(Unauthorized("missing or wrong bearer token"))
+    return error_response(
+        NotFound(f"{path.decode(errors='replace')} is not served on the inference port")
+    )
+
+
 class Relay:
     """What every client connection shares: the balancer, the engine connections, the openers."""
 
     def __init__(
-        self, balancer: LeastConnections, pool: UpstreamPool, serving: Callable[[], bool]
+        self,
+        balancer: LeastConnections,
+        pool: UpstreamPool,
+        serving: Callable[[], bool],
+        routes: InferenceRoutes | None = None,
     ) -> None:
         self.balancer = balancer
         self.pool = pool
         self.serving = serving
+        self.routes = routes or InferenceRoutes()
         self.connections: set[ClientConnection] = set()
 
     def protocol(self) -> ClientConnection:
@@ -136,17 +166,12 @@ class Exchange:
         """Route the request; `/v1/*` goes to an engine as soon as this exchange is active."""
         self.keep_alive = keep_alive
         self.http10 = http10
-        path = self.url.split(b"?", 1)[0]
         relay = self.client.relay
-        if not path.startswith(b"/v1/"):
-            if path == b"/health" and relay.serving():
-                self.local = json_response(200, {"status": "ok"})
-            elif path == b"/health":
-                self.local = error_response(Unavailable("no inference engine is serving"))
-            else:
-                self.local = error_response(
-                    NotFound(f"{path.decode(errors='replace')} is not served on the inference port")
-                )
+        self.url = relay.routes.target(self.url)
+        path = self.url.split(b"?", 1)[0]
+        route = relay.routes.route(path, self.fields.authorization)
+        if route is not Route.ENGINE:
+            self.local = _local_answer(route, path, relay.serving())
 
     def body(self, data: bytes) -> None:
         """A piece of the request body."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from mlnode.infer.deps import InferServiceDep
+from mlnode.infer.poc_routes import router as poc_router
 from mlnode.infer.schemas import (
     InferenceStatus,
     InferenceUpRequest,
@@ -23,11 +24,20 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 @router.post(
     "/up",
     operation_id="inference_up",
-    responses={**_ERRORS, 502: {"description": "The engine failed to start; the log tail."}},
+    responses={
+        **_ERRORS,
+        202: {"description": "Still loading after MLNODE_INFER_UP_WAIT_S; poll /up/status."},
+        502: {"description": "The engine failed to start; the log tail."},
+    },
 )
-async def inference_up(body: InferenceUpRequest, service: InferServiceDep) -> InferenceUpResponse:
-    """Start the engines and answer once they serve."""
-    return await service.up(body)
+async def inference_up(
+    body: InferenceUpRequest, service: InferServiceDep, response: Response
+) -> InferenceUpResponse:
+    """Start the engines and answer once they serve (202 `starting` if they take too long)."""
+    answer = await service.up(body)
+    if answer.status == "starting":
+        response.status_code = 202
+    return answer
 
 
 @router.post("/up/async", operation_id="inference_up_async", status_code=202, responses=_ERRORS)
@@ -54,3 +64,6 @@ async def inference_down(service: InferServiceDep) -> InferenceUpResponse:
 async def inference_status(service: InferServiceDep) -> InferenceStatus:
     """Instances, ports, health, model, arguments, restarts and requests in flight."""
     return service.inference_status()
+
+
+router.include_router(poc_router)

@@ -73,6 +73,10 @@ class InstanceStatus(BaseModel):
     restarts: int = Field(description="Automatic restarts so far.")
     exit_code: int | None = Field(None, description="Exit code when it died.")
     requests_in_flight: int = Field(description="Proxied requests it is answering now.")
+    signal: str = Field(
+        "health", description="What decided its health last: 'health' (/health) or 'progress'."
+    )
+    reason: str | None = Field(None, description="Why it is unhealthy, from that signal.")
     log_file: str = Field(description="Its output.")
     log_tail: str | None = Field(None, description="Last lines of its output once it died.")
 

@@ -12,12 +12,22 @@ from mlnode.common.context import NodeContext
 from mlnode.common.errors import EngineFailed, NotRunning, Unavailable
 from mlnode.common.hardware import discover_gpus
 from mlnode.common.lifecycle import Phase, Service, ServiceKind, ServiceStatus
+from mlnode.common.urlprefix import VersionPrefix
 from mlnode.infer.args import EngineArgs, parse_additional_args
+from mlnode.infer.asgi_relay import EngineAsgi
 from mlnode.infer.balancer import LeastConnections
-from mlnode.infer.engine import EngineLaunch, InstanceState, VLLMGroup, plan_gpu_groups
+from mlnode.infer.engine import (
+    EngineInstance,
+    EngineLaunch,
+    InstanceState,
+    VLLMGroup,
+    plan_gpu_groups,
+)
 from mlnode.infer.health import HealthWatch, register_metrics
+from mlnode.infer.poc_fanout import PocFanout
 from mlnode.infer.proxy import Relay
 from mlnode.infer.reaper import EngineRecord
+from mlnode.infer.routing import InferenceRoutes
 from mlnode.infer.schemas import (
     InferenceStatus,
     InferenceUpRequest,
@@ -40,6 +50,11 @@ _UP_PHASES = {
 }
 
 
+def _describe(instance: EngineInstance) -> str:
+    cause = f" ({instance.signal}: {instance.reason})" if instance.reason else ""
+    return f"engine {instance.index} is {instance.state}{cause}"
+
+
 class InferService(Service[InferenceUpRequest]):
     """Starts vLLM engines for `/inference/up`, watches them and proxies `/v1/*` to them."""
 
@@ -54,7 +69,20 @@ class InferService(Service[InferenceUpRequest]):
         pool = UpstreamPool(
             settings.connect_timeout_s, settings.read_timeout_s, settings.max_idle_connections
         )
-        self.relay = Relay(self.balancer, pool, lambda: bool(self.balancer.backends))
+        token = ctx.settings.api_token
+        routes = InferenceRoutes(
+            VersionPrefix(ctx.settings.version_prefix_pattern),
+            settings.relayed_paths,
+            token.get_secret_value() if token is not None else None,
+        )
+        self.relay = Relay(self.balancer, pool, lambda: bool(self.balancer.backends), routes)
+        self.engine_asgi = EngineAsgi(self.relay)
+        self.poc = PocFanout(
+            lambda: self.balancer.backends,
+            self._http,
+            settings.poc_request_timeout_s,
+            settings.poc_generate_timeout_s,
+        )
         self._server = InferenceServer(self.relay, settings.host, settings.port)
         self._listen_error: str | None = None
         self._client: httpx.AsyncClient | None = None
@@ -64,6 +92,11 @@ class InferService(Service[InferenceUpRequest]):
         self._startup: asyncio.Task[None] | None = None
         self._watch: HealthWatch | None = None
         self._metrics = register_metrics(ctx.metrics, self.balancer)
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise Unavailable("the inference service is not open")
+        return self._client
 
     async def open(self) -> None:
         """Open the health-check client and the inference port."""
@@ -125,11 +158,19 @@ class InferService(Service[InferenceUpRequest]):
         self._watch.start()
 
     async def up(self, request: InferenceUpRequest) -> InferenceUpResponse:
-        """Start the engines and return once they serve; `EngineFailed` with the log tail if not."""
+        """Start the engines and return once they serve; `EngineFailed` with the log tail if not.
+
+        After `up_wait_s` (below the network node's 15 min client timeout) an engine still
+        loading is answered `starting` (202) instead of holding the call.
+        """
         await self.start(request)
         task = self._startup
         if task is not None:
-            await asyncio.wait([task])
+            await asyncio.wait([task], timeout=self.settings.up_wait_s)
+            if not task.done():
+                return InferenceUpResponse(
+                    status="starting", message="still loading; poll GET /inference/up/status"
+                )
         if self.job.phase is Phase.FAILED:
             raise EngineFailed(self.job.last_error or "the engine failed to start")
         if self.job.phase is not Phase.RUNNING:
@@ -167,7 +208,13 @@ class InferService(Service[InferenceUpRequest]):
         if self.job.phase is Phase.RUNNING and self._group is not None:
             bad = [i for i in self._group.instances if i.state is not InstanceState.HEALTHY]
             if bad:
-                return "; ".join(f"engine {i.index} is {i.state}" for i in bad)
+                return "; ".join(_describe(i) for i in bad)
+        return None
+
+    def loaded_model(self) -> str | None:
+        """The model the engines serve while inference runs."""
+        if self.job.phase is Phase.RUNNING and self._request is not None:
+            return self._request.model
         return None
 
     def healthy(self) -> bool:
@@ -232,6 +279,8 @@ class InferService(Service[InferenceUpRequest]):
                 restarts=i.restarts,
                 exit_code=i.exit_code,
                 requests_in_flight=self.balancer.in_flight(i.backend) if i.backend else 0,
+                signal=i.signal,
+                reason=i.reason,
                 log_file=str(i.log_path),
                 log_tail=i.tail(self.settings.log_tail_lines)
                 if i.state is InstanceState.DEAD

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from mlnode.common.settings import ENV_FILE, MLNodeBaseSettings
+from mlnode.infer.routing import DEFAULT_RELAYED
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -82,6 +83,57 @@ class InferSettings(MLNodeBaseSettings):
     )
     max_idle_connections: int = Field(
         256, ge=1, description="Proxy: kept-alive connections per engine between requests."
+    )
+
+    relayed_paths: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RELAYED),
+        description=(
+            "Engine API paths the inference port relays (JSON list); one ending in '/' is a "
+            "prefix, any other matches itself and its sub-paths."
+        ),
+    )
+    serve_on_rest_port: bool = Field(
+        True,
+        description=(
+            "One-port mode: the REST port also relays those engine paths (through the same "
+            "proxy), for network nodes configured with one base URL."
+        ),
+    )
+    up_wait_s: float = Field(
+        840.0,
+        gt=0,
+        description=(
+            "POST /inference/up waits at most this long for the engines, then answers 202 "
+            "(still starting; poll /inference/up/status): below the network node's 15 min timeout."
+        ),
+    )
+    poc_request_timeout_s: float = Field(
+        30.0, gt=0, description="PoC v2 fan-out: timeout of one call to an engine's /api/v1/pow."
+    )
+    poc_generate_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="PoC v2 fan-out: timeout of a forwarded /generate (wait=true computes).",
+    )
+    liveness_interval_s: float = Field(
+        10.0, gt=0, description="Seconds between reads of each engine's /metrics (progress)."
+    )
+    liveness_stall_s: float = Field(
+        90.0,
+        gt=0,
+        description=(
+            "An engine with requests waiting or running whose iteration counter "
+            "(vllm:iteration_tokens_total_count) has not moved for this long is unhealthy, "
+            "even if /health answers 200."
+        ),
+    )
+    liveness_cold_start_s: float = Field(
+        3600.0,
+        ge=0,
+        description=(
+            "Cold-start allowance: an engine that has not made progress yet since its start is "
+            "judged by progress only after this many seconds (first loads, compilation)."
+        ),
     )
 
     @field_validator("engine_host")

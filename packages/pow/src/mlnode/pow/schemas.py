@@ -77,7 +77,8 @@ class ValidatedBatch(ProofBatch):
 class PowPhase(StrEnum):
     """What the PoW worker is doing (the network node's names)."""
 
-    NO_CONTROLLER = "NO_CONTROLLER"
+    # The network node's Go client names this state POW_NO_CONTROLLER, with the value NOT_LOADED.
+    NO_CONTROLLER = "NOT_LOADED"
     IDLE = "IDLE"
     LOADING = "LOADING"
     GENERATING = "GENERATING"

@@ -12,13 +12,15 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from mlnode.common.errors import InvalidRequest
+from mlnode.train import legacy_2025
 from mlnode.train.schemas import TrainRequest
 
 EXPECTED = (
     "POST /api/v1/train/start expects {task_id, model: {path | config}, dataset: {path, seq_len}, "
     "rank, world_size, peers: [{peer_id, rank}], diloco, optim, checkpoint, seed}; a legacy body "
     "{train_config, train_env} may carry these fields in train_config, with RANK, WORLD_SIZE, "
-    "MASTER_ADDR/MASTER_PORT and TASK_ID in train_env"
+    "MASTER_ADDR/MASTER_PORT (or the 2025-08 GLOBAL_RANK, GLOBAL_WORLD_SIZE, "
+    "GLOBAL_ADDR/GLOBAL_PORT) and TASK_ID in train_env"
 )
 
 
@@ -42,16 +44,20 @@ def _as_int(env: dict[str, Any], *keys: str) -> int | None:
 def from_legacy(body: LegacyTrainBody) -> TrainRequest:
     """Map a legacy body onto `TrainRequest`, or raise 422 naming what is missing."""
     env = {str(k).upper(): v for k, v in body.train_env.items()}
-    fields = dict(body.train_config)
-    rank = _as_int(env, "RANK", "NODE_RANK")
-    world = _as_int(env, "WORLD_SIZE", "NNODES")
+    of_2025 = legacy_2025.is_2025_08(body.train_config)
+    fields = legacy_2025.translate_config(body.train_config) if of_2025 else dict(body.train_config)
+    rank = _as_int(env, "RANK", "NODE_RANK", *legacy_2025.ENV_RANK)
+    world = _as_int(env, "WORLD_SIZE", "NNODES", *legacy_2025.ENV_WORLD)
     if rank is not None:
         fields["rank"] = rank
     if world is not None:
         fields["world_size"] = world
-    if env.get("MASTER_ADDR"):
-        port = env.get("MASTER_PORT")
-        fields["master_addr"] = f"{env['MASTER_ADDR']}:{port}" if port else str(env["MASTER_ADDR"])
+    addr_key, port_key = "MASTER_ADDR", "MASTER_PORT"
+    if not env.get(addr_key) and env.get(legacy_2025.ENV_ADDR):
+        addr_key, port_key = legacy_2025.ENV_ADDR, legacy_2025.ENV_PORT
+    if env.get(addr_key):
+        port = env.get(port_key)
+        fields["master_addr"] = f"{env[addr_key]}:{port}" if port else str(env[addr_key])
     if env.get("TASK_ID") and "task_id" not in fields:
         fields["task_id"] = str(env["TASK_ID"])
     try:
@@ -60,8 +66,9 @@ def from_legacy(body: LegacyTrainBody) -> TrainRequest:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
         )
+        hint = f"; {legacy_2025.MISSING_HINT}" if of_2025 else ""
         raise InvalidRequest(
-            f"legacy train body cannot be mapped ({problems}). {EXPECTED}"
+            f"legacy train body cannot be mapped ({problems}{hint}). {EXPECTED}"
         ) from exc
 
 

@@ -3,9 +3,13 @@
 It takes vLLM's command line (`--model`, `--host`, `--port`, ... ; unknown flags are ignored)
 plus flags that script failures: `--fail-at-start`, `--start-delay`, `--crash-after-chunks`,
 `--chunks`, `--chunk-delay`. `POST /control/health` with `{"ok": false}` makes `/health` fail
-(health flaps), `GET /control/stats` counts requests and streams cut by their client, and a
+(health flaps), `POST /control/hang` with `{"hang": true}` stops its scheduler (requests wait,
+`/metrics`' vLLM iteration counter stops, `/health` still answers 200), `GET /control/stats`
+counts requests and streams cut by their client, and a
 request body may carry `"hold_s"` to keep the request in flight that long, or `"die_mid_body"`
 to exit after part of a JSON answer.
+It also serves `/tokenize`, `/detokenize`, `/version`, and the PoC v2 engine routes
+`/api/v1/pow/*` of `poc_test_engine` (`--poc-callback-interval`, `--poc-batch-delay`).
 Run it with `python -m mlnode.infer.testing.fake_engine --model m --port 8000`.
 """
 
@@ -20,6 +24,9 @@ import time
 from typing import Any
 
 import uvicorn
+
+from mlnode.infer.testing.poc_test_engine import PREFIX as POC_PREFIX
+from mlnode.infer.testing.poc_test_engine import TestEnginePoc
 
 Scope = dict[str, Any]
 
@@ -36,6 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--crash-after-chunks", type=int, default=None, help="die mid-stream")
     parser.add_argument("--chunks", type=int, default=5, help="chunks of a streamed answer")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument("--poc-callback-interval", type=float, default=5.0, help="PoC callbacks")
+    parser.add_argument("--poc-batch-delay", type=float, default=0.05, help="s per PoC batch")
     args, _ = parser.parse_known_args(argv)
     return args
 
@@ -49,6 +58,11 @@ class FakeEngine:
         self.requests = 0
         self.cancelled = 0
         self.in_flight = 0
+        self.waiting = 0
+        self.iterations = 0
+        self.stepping = asyncio.Event()
+        self.stepping.set()
+        self.poc = TestEnginePoc(args.model, args.poc_callback_interval, args.poc_batch_delay)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         """Serve one request."""
@@ -63,6 +77,19 @@ class FakeEngine:
         path, method = scope["path"], scope["method"]
         if path == "/health":
             await _json(send, 200 if self.healthy else 503, {})
+        elif path.startswith(POC_PREFIX):
+            status, answer = await self.poc.handle(method, path, json.loads(body or b"{}"))
+            await _json(send, status, answer)
+        elif path == "/control/hang":
+            hang = bool(json.loads(body)["hang"])
+            self.stepping.clear() if hang else self.stepping.set()
+            await _json(send, 200, {"hang": hang})
+        elif path == "/metrics":
+            await _text(send, self._metrics())
+        elif path in ("/tokenize", "/detokenize") and method == "POST":
+            await _json(send, 200, _tokenize(path, json.loads(body or b"{}")))
+        elif path == "/version":
+            await _json(send, 200, {"version": "0.32.0+fake"})
         elif path == "/control/health":
             self.healthy = bool(json.loads(body)["ok"])
             await _json(send, 200, {"ok": self.healthy})
@@ -82,12 +109,35 @@ class FakeEngine:
         else:
             await _json(send, 404, {"error": {"message": f"no route {path}"}})
 
+    def _metrics(self) -> str:
+        labels = f'{{engine="0",model_name="{self.args.model}"}}'
+        running = self.in_flight - self.waiting
+        return (
+            f"vllm:num_requests_running{labels} {float(running)}\n"
+            f"vllm:num_requests_waiting{labels} {float(self.waiting)}\n"
+            f"vllm:iteration_tokens_total_count{labels} {float(self.iterations)}\n"
+        )
+
+    async def _step(self) -> None:
+        """One scheduler step; a hung engine (/control/hang) never gets past the wait."""
+        if not self.stepping.is_set():
+            self.waiting += 1
+            try:
+                await self.stepping.wait()
+            finally:
+                self.waiting -= 1
+        self.iterations += 1
+
     async def _complete(self, request: dict[str, Any], receive: Any, send: Any) -> None:
         self.requests += 1
         self.in_flight += 1
         try:
+            await self._step()
             if request.get("hold_s"):
-                await asyncio.sleep(float(request["hold_s"]))
+                deadline = time.monotonic() + float(request["hold_s"])
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
+                    await self._step()
             if request.get("die_mid_body"):
                 await _die_mid_body(send)
             if request.get("stream"):
@@ -127,6 +177,23 @@ async def _die_mid_body(send: Any) -> None:
     await send({"type": "http.response.body", "body": b'{"partial": ', "more_body": True})
     await asyncio.sleep(0.2)
     os._exit(3)
+
+
+def _tokenize(path: str, body: dict[str, Any]) -> dict[str, Any]:
+    if path == "/detokenize":
+        return {"prompt": " ".join(f"w{t}" for t in body.get("tokens", []))}
+    tokens = [len(word) for word in str(body.get("prompt", "")).split()]
+    return {"count": len(tokens), "max_model_len": 2048, "tokens": tokens}
+
+
+async def _text(send: Any, text: str) -> None:
+    payload = text.encode()
+    headers = [
+        (b"content-type", b"text/plain; version=0.0.4"),
+        (b"content-length", b"%d" % len(payload)),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
 async def _json(send: Any, status: int, body: Any) -> None:

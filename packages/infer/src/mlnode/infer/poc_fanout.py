@@ -1,0 +1,244 @@
+"""PoC v2 fan-out: the network node's `/api/v1/inference/pow/*` over every engine instance.
+
+The proof is computed inside each engine (`/api/v1/pow/*` on its loopback port). Mining goes to
+every healthy instance, sorted by port, instance i getting `group_id=i, n_groups=n`, so their
+nonce shares are disjoint; a `/generate` goes to one instance, and a queued request's id names
+the instance (`"{port}:{uuid}"`) so the result is fetched from it again. The node stays
+INFERENCE throughout. Engine-agnostic: any engine serving those routes works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from mlnode.common.errors import BadRequest, EngineFailed, NotFound, Unavailable
+from mlnode.infer.balancer import Backend
+from mlnode.infer.poc_schemas import (
+    BackendError,
+    BackendResult,
+    PocBackendStatus,
+    PocGenerateRequest,
+    PocInitGenerateRequest,
+    PocInitResponse,
+    PocStatusResponse,
+    PocStopResponse,
+    PocVersions,
+)
+
+ENGINE_PREFIX = "/api/v1/pow"
+NO_BACKENDS = "NO_BACKENDS"
+MIXED = "MIXED"
+UNREACHABLE = "UNREACHABLE"
+_ERROR_TEXT = 300
+
+JsonAnswer = tuple[int, dict[str, Any]]
+
+
+class AllBackendsFailed(EngineFailed):
+    """Every engine instance refused or failed; the body lists each one's error."""
+
+    def __init__(self, what: str, errors: list[BackendError]) -> None:
+        super().__init__(f"{what} failed on every engine instance")
+        self.errors = errors
+
+    def to_body(self) -> dict[str, Any]:
+        """The error shape plus `errors`, one per instance."""
+        return {**super().to_body(), "errors": [e.model_dump() for e in self.errors]}
+
+
+def _describe(response: httpx.Response) -> str:
+    return f"HTTP {response.status_code}: {response.text[:_ERROR_TEXT]}"
+
+
+def _json_body(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else {"result": body}
+
+
+class PocFanout:
+    """Fans the PoC v2 calls out to the engine instances that serve now."""
+
+    def __init__(
+        self,
+        backends: Callable[[], Sequence[Backend]],
+        client: Callable[[], httpx.AsyncClient],
+        timeout_s: float = 30.0,
+        generate_timeout_s: float = 600.0,
+    ) -> None:
+        self._backends = backends
+        self._client = client
+        self.timeout_s = timeout_s
+        self.generate_timeout_s = generate_timeout_s
+        self._turn = itertools.count()
+        self._versions: tuple[tuple[str, ...], PocVersions] | None = None
+
+    def backends(self) -> list[Backend]:
+        """Healthy instances in port order (the group order of the nonce shares)."""
+        return sorted(self._backends(), key=lambda b: b.port)
+
+    async def _call(
+        self, backend: Backend, method: str, path: str, body: Any = None, timeout: float = 0.0
+    ) -> httpx.Response:
+        return await self._client().request(
+            method,
+            f"{backend.url}{ENGINE_PREFIX}{path}",
+            json=body,
+            timeout=timeout or self.timeout_s,
+        )
+
+    async def _fan(
+        self, backends: Sequence[Backend], method: str, path: str, bodies: Sequence[Any]
+    ) -> list[httpx.Response | BaseException]:
+        calls = (
+            self._call(b, method, path, body) for b, body in zip(backends, bodies, strict=True)
+        )
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    async def init_generate(self, request: PocInitGenerateRequest) -> PocInitResponse:
+        """Start mining on every healthy instance with its nonce group."""
+        backends = self.backends()
+        if not backends:
+            raise Unavailable("no healthy inference engine to run PoC on; start inference first")
+        n = len(backends)
+        base = request.model_dump(mode="json", exclude_unset=True)
+        base["batch_size"] = request.batch_size
+        bodies = [{**base, "group_id": i, "n_groups": n} for i in range(n)]
+        answers = await self._fan(backends, "POST", "/init/generate", bodies)
+        results, errors = _split(backends, answers, "OK")
+        if not results:
+            raise AllBackendsFailed("PoC init/generate", errors)
+        return PocInitResponse(
+            backends=len(results), n_groups=n, results=results, errors=errors or None
+        )
+
+    async def stop(self) -> PocStopResponse:
+        """Stop PoC on every healthy instance."""
+        backends = self.backends()
+        if not backends:
+            return PocStopResponse(message="No backends to stop")
+        answers = await self._fan(backends, "POST", "/stop", [{}] * len(backends))
+        results, errors = _split(backends, answers, "stopped")
+        return PocStopResponse(results=results, errors=errors or None)
+
+    async def status(self) -> PocStatusResponse:
+        """GENERATING / IDLE when every instance agrees, MIXED otherwise, NO_BACKENDS."""
+        backends = self.backends()
+        if not backends:
+            return PocStatusResponse(status=NO_BACKENDS, backends=[])
+        answers = await self._fan(backends, "GET", "/status", [None] * len(backends))
+        detail = [_backend_status(b, a) for b, a in zip(backends, answers, strict=True)]
+        states = {d.status for d in detail}
+        return PocStatusResponse(
+            status=states.pop() if len(states) == 1 else MIXED, backends=detail
+        )
+
+    async def generate(self, request: PocGenerateRequest) -> JsonAnswer:
+        """Forward to one instance (round robin); a queued id comes back as `port:uuid`."""
+        backends = self.backends()
+        if not backends:
+            raise Unavailable("no healthy inference engine to run PoC on; start inference first")
+        backend = backends[next(self._turn) % len(backends)]
+        body = request.model_dump(mode="json", exclude_unset=True)
+        try:
+            response = await self._call(
+                backend, "POST", "/generate", body, timeout=self.generate_timeout_s
+            )
+        except httpx.HTTPError as exc:
+            raise EngineFailed(f"engine on port {backend.port}: {exc!r}") from exc
+        return _tagged(backend, response)
+
+    async def generate_result(self, request_id: str) -> JsonAnswer:
+        """Fetch a queued request's state from the instance its id names."""
+        port_text, sep, uuid = request_id.partition(":")
+        if not sep or not port_text.isdigit() or not uuid:
+            raise BadRequest(
+                f"request_id {request_id!r} is not '<port>:<id>' as /generate returned it",
+                param="request_id",
+            )
+        backend = next((b for b in self.backends() if b.port == int(port_text)), None)
+        if backend is None:
+            raise NotFound(f"no serving engine instance on port {port_text}", param="request_id")
+        try:
+            response = await self._call(backend, "GET", f"/generate/{uuid}")
+        except httpx.HTTPError as exc:
+            raise EngineFailed(f"engine on port {backend.port}: {exc!r}") from exc
+        return _tagged(backend, response)
+
+    async def versions(self) -> PocVersions:
+        """The first healthy instance's `/api/v1/pow/versions`, cached per set of instances."""
+        backends = self.backends()
+        if not backends:
+            raise Unavailable("no inference engine is serving")
+        keys = tuple(b.key for b in backends)
+        if self._versions is not None and self._versions[0] == keys:
+            return self._versions[1]
+        versions = await self._fetch_versions(backends[0])
+        self._versions = (keys, versions)
+        return versions
+
+    async def _fetch_versions(self, backend: Backend) -> PocVersions:
+        try:
+            response = await self._call(backend, "GET", "/versions")
+            if response.status_code == 200:
+                return PocVersions.model_validate(response.json())
+            # An engine without PoC routes: its version, and no inference during validation.
+            plain = await self._client().get(f"{backend.url}/version", timeout=self.timeout_s)
+            version = plain.json().get("version") if plain.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            raise EngineFailed(f"engine on port {backend.port}: {exc!r}") from exc
+        return PocVersions(vllm_version=version, poc_validation_inference=False)
+
+    def cached_versions(self) -> PocVersions | None:
+        """What `versions()` found for the instances serving now, without asking them."""
+        keys = tuple(b.key for b in self.backends())
+        if self._versions is not None and self._versions[0] == keys:
+            return self._versions[1]
+        return None
+
+
+def _split(
+    backends: Sequence[Backend], answers: Sequence[httpx.Response | BaseException], ok: str
+) -> tuple[list[BackendResult], list[BackendError]]:
+    results: list[BackendResult] = []
+    errors: list[BackendError] = []
+    for backend, answer in zip(backends, answers, strict=True):
+        if isinstance(answer, httpx.Response) and answer.status_code < 400:
+            results.append(BackendResult(port=backend.port, status=ok))
+        elif isinstance(answer, httpx.Response):
+            errors.append(BackendError(port=backend.port, error=_describe(answer)))
+        else:
+            errors.append(BackendError(port=backend.port, error=repr(answer)))
+    return results, errors
+
+
+def _backend_status(backend: Backend, answer: httpx.Response | BaseException) -> PocBackendStatus:
+    if isinstance(answer, BaseException):
+        return PocBackendStatus(port=backend.port, status=UNREACHABLE, error=repr(answer))
+    body = _json_body(answer)
+    if answer.status_code != 200 or body is None or not isinstance(body.get("status"), str):
+        return PocBackendStatus(port=backend.port, status=UNREACHABLE, error=_describe(answer))
+    try:
+        return PocBackendStatus.model_validate({**body, "port": backend.port})
+    except ValidationError as exc:
+        return PocBackendStatus(port=backend.port, status=UNREACHABLE, error=f"bad status: {exc}")
+
+
+def _tagged(backend: Backend, response: httpx.Response) -> JsonAnswer:
+    body = _json_body(response)
+    if body is None:
+        failure = EngineFailed(f"engine on port {backend.port} answered {_describe(response)}")
+        return failure.status_code, failure.to_body()
+    request_id = body.get("request_id")
+    if isinstance(request_id, str) and request_id:
+        body["request_id"] = f"{backend.port}:{request_id}"
+    return response.status_code, body

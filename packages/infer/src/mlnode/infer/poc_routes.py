@@ -1,0 +1,64 @@
+"""PoC v2 routes, `/api/v1/inference/pow/*`: thin, over `PocFanout` (see `poc_fanout`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from mlnode.infer.deps import InferServiceDep
+from mlnode.infer.poc_schemas import (
+    PocGenerateRequest,
+    PocInitGenerateRequest,
+    PocInitResponse,
+    PocStatusResponse,
+    PocStopRequest,
+    PocStopResponse,
+    PocVersions,
+)
+
+router = APIRouter(prefix="/pow", tags=["poc-v2"])
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    502: {"description": "Every engine instance failed; `errors` lists each one."},
+    503: {"description": "No engine instance serves (inference is not running)."},
+}
+
+
+@router.post("/init/generate", operation_id="poc_init_generate", responses=_ERRORS)
+async def poc_init_generate(
+    body: PocInitGenerateRequest, service: InferServiceDep
+) -> PocInitResponse:
+    """Start PoC v2 mining on every engine instance, each with its nonce group."""
+    return await service.poc.init_generate(body)
+
+
+@router.post("/generate", operation_id="poc_generate", responses=_ERRORS)
+async def poc_generate(body: PocGenerateRequest, service: InferServiceDep) -> JSONResponse:
+    """Compute or validate nonces on one instance; the engine's answer and status."""
+    status, payload = await service.poc.generate(body)
+    return JSONResponse(payload, status_code=status)
+
+
+@router.get("/generate/{request_id}", operation_id="poc_generate_result", responses=_ERRORS)
+async def poc_generate_result(request_id: str, service: InferServiceDep) -> JSONResponse:
+    """State or result of a queued `/generate` (`<port>:<id>`)."""
+    status, payload = await service.poc.generate_result(request_id)
+    return JSONResponse(payload, status_code=status)
+
+
+@router.get("/status", operation_id="poc_status")
+async def poc_status(service: InferServiceDep) -> PocStatusResponse:
+    """GENERATING / IDLE / MIXED / NO_BACKENDS with each instance's status."""
+    return await service.poc.status()
+
+
+@router.post("/stop", operation_id="poc_stop")
+async def poc_stop(service: InferServiceDep, body: PocStopRequest | None = None) -> PocStopResponse:
+    """Stop PoC v2 on every instance."""
+    return await service.poc.stop()
+
+
+@router.get("/versions", operation_id="poc_versions", responses=_ERRORS)
+async def poc_versions(service: InferServiceDep) -> PocVersions:
+    """The engine's vLLM version and whether it serves inference during PoC validation."""
+    return await service.poc.versions()
