@@ -391,3 +391,67 @@ def test_one_mines_the_other_validates_with_chat_throughout(
         assert callbacks["dropped_failed"] == 0 and callbacks["dropped_overflow"] == 0
     finally:
         receiver.stop()
+
+
+def _go_post(client: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
+    """POST as the network node's Go client does: JSON without a Content-Type header."""
+    return client.post(path, content=json.dumps(body).encode())
+
+
+def test_two_mlnodes_through_the_network_node_routes(engines: tuple[Engine, Engine]) -> None:
+    prover, validator = engines
+    miner = httpx.Client(base_url=f"{prover.node.url}/api/v1/inference/pow", timeout=300)
+    judge = httpx.Client(base_url=f"{validator.node.url}/api/v1/inference/pow", timeout=300)
+    receiver = CallbackReceiver().start()
+    try:
+        init = {
+            "block_hash": PARAMS["block_hash"],
+            "block_height": 12,
+            "public_key": PARAMS["public_key"],
+            "node_id": 0,
+            "node_count": 1,
+            "params": {"model": MODEL, "seq_len": 128},
+            "url": receiver.url,
+        }
+        started = _go_post(miner, "/init/generate", init)
+        assert started.status_code == 200, started.text
+        assert started.json()["backends"] == 1 and started.json()["n_groups"] == 1
+        assert miner.get("/status").json()["status"] == "GENERATING"
+        receiver.wait_for(
+            "/generated", lambda b: sum(len(x["artifacts"]) for x in b) >= 48, timeout_s=120
+        )
+        stopped = _go_post(miner, "/stop", {})
+        assert stopped.status_code == 200 and stopped.json()["status"] == "OK"
+        assert miner.get("/status").json()["status"] == "IDLE"
+        time.sleep(1.0)
+        mined = [a for b in receiver.bodies("/generated") for a in b["artifacts"]]
+        assert [a["nonce"] for a in mined] == list(range(len(mined)))
+
+        sample = random.Random(12).sample(mined, 20)
+        check = {
+            **init,
+            "nonces": [a["nonce"] for a in sample],
+            "validation": {"artifacts": sample},
+            "stat_test": {"dist_threshold": 0.2, "p_mismatch": 0.001, "p_value_threshold": 0.01},
+        }
+        queued = _go_post(judge, "/generate", check)
+        assert queued.status_code == 200, queued.text
+        request_id = queued.json()["request_id"]
+        assert ":" in request_id, "the fan-out names the engine instance in the id"
+        [validated] = receiver.wait_for("/validated", lambda b: len(b) == 1, timeout_s=120)
+        assert validated["n_total"] == 20 and validated["fraud_detected"] is False
+        stored = judge.get(f"/generate/{request_id}")
+        assert stored.status_code == 200 and stored.json()["status"] == "completed"
+
+        altered = [dict(a) for a in sample]
+        for artifact in altered[:4]:
+            flipped = -_decode(artifact["vector_b64"])
+            artifact["vector_b64"] = base64.b64encode(flipped.astype("<f2").tobytes()).decode()
+        cheat = {**check, "validation": {"artifacts": altered}, "wait": True}
+        cheat.pop("url")
+        verdict = _go_post(judge, "/generate", cheat).json()
+        assert verdict["n_mismatch"] == 4 and verdict["fraud_detected"] is True
+        versions = judge.get("/versions").json()
+        assert versions["vllm_version"] == "0.32.0"
+    finally:
+        receiver.stop()
