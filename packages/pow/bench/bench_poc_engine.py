@@ -181,12 +181,12 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=0, help="build a random Qwen3 this wide")
     parser.add_argument("--layers", type=int, default=8)
     args = parser.parse_args()
-    if args.hidden:
-        built = Path(tempfile.mkdtemp(prefix="bench-qwen3-"))
-        args.model = str(build_model(args.hidden, args.layers, built))
     if not VLLM_PYTHON.exists():
         print("PoC v2 in vLLM: skipped, no .venv-vllm (build it with `make setup-vllm-env`)")
         return
+    if args.hidden:
+        built = Path(tempfile.mkdtemp(prefix="bench-qwen3-"))
+        args.model = str(build_model(args.hidden, args.layers, built))
     results = run(args)
     size = f"hidden {args.hidden}, {args.layers} layers" if args.hidden else "test model"
     shape = (
