@@ -16,13 +16,15 @@ from fastapi import FastAPI
 
 from mlnode.pow.engine.callbacks import CallbackSender
 from mlnode.pow.engine.checks import EngineFacts
-from mlnode.pow.engine.plugin import PocEndpointPlugin
+from mlnode.pow.engine.errors import PocHttpError
+from mlnode.pow.engine.plugin import PocEndpointPlugin, stop_before_engine
 from mlnode.pow.engine.protocol import ChunkSpec
 from mlnode.pow.engine.routes import MAX_BODY_BYTES, STATE_KEY
 from mlnode.pow.engine.runner import PocRunner
 from mlnode.pow.engine.settings import PocEngineSettings
 from mlnode.pow.engine.worker import WORKER_EXTENSION
 from mlnode.pow.poc.artifacts import artifacts_from_hidden
+from mlnode.pow.poc.schemas import PocInitGenerateRequest
 
 ROUTES = {
     ("POST", "/api/v1/pow/init/generate"),
@@ -153,3 +155,27 @@ async def test_queued_job_then_status_then_stop(client: httpx.AsyncClient) -> No
     assert stopped.json() == {"status": "OK", "pow_status": {"status": "STOPPED"}}
     assert (await client.get("/api/v1/pow/status")).json()["status"] == "IDLE"
     assert (await client.get(f"/api/v1/pow/generate/{request_id}")).status_code == 404
+
+
+async def test_the_engine_shutdown_stops_poc_first() -> None:
+    settings = PocEngineSettings(_env_file=None)
+    runner = PocRunner(StandInEngine(), facts, settings, CallbackSender(settings))
+    runner.start()
+    seen: list[str] = []
+
+    class EngineClient:
+        def shutdown(self, timeout: float | None = None) -> None:
+            seen.append(f"engine shutdown, PoC mining: {runner.status().status.value}")
+
+    client = EngineClient()
+    stop_before_engine(client, runner)
+    mining = {**BLOCK, "params": PARAMS, "batch_size": 2}
+    await runner.init_generate(PocInitGenerateRequest.model_validate(mining))
+    # vLLM calls it from an executor thread while the loop keeps running.
+    await asyncio.get_running_loop().run_in_executor(None, client.shutdown)
+    assert seen == ["engine shutdown, PoC mining: IDLE"]
+    with pytest.raises(PocHttpError) as refused:
+        await runner.init_generate(PocInitGenerateRequest.model_validate(mining))
+    assert refused.value.status == 503
+    client.shutdown()  # from the loop's own thread: no wait, no deadlock
+    await runner.shutdown()

@@ -8,7 +8,9 @@ that flag the routes are not attached at all, so they never exist half-working.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from argparse import Namespace
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -102,6 +104,30 @@ def _with_shutdown(
     return lifespan
 
 
+def stop_before_engine(engine_client: Any, runner: PocRunner) -> None:
+    """Make the engine client's `shutdown` close the runner first.
+
+    vLLM's server stops the engine client on SIGTERM before the app's lifespan ends; a PoC chunk
+    sent to an engine core that is shutting down holds its teardown until vLLM kills it. The
+    wrapper (on this instance only) stops PoC and waits for the chunk in flight, then shuts down.
+    """
+    original = engine_client.shutdown
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
+
+    def shutdown(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == loop_thread or loop.is_closed():
+            runner.refuse_new_work()  # called from the loop itself: it cannot wait for it
+        else:
+            try:
+                asyncio.run_coroutine_threadsafe(runner.close(), loop).result(timeout=10)
+            except Exception:  # never keep the engine from shutting down
+                log.exception("PoC did not stop before the engine's shutdown")
+        return original(*args, **kwargs)
+
+    engine_client.shutdown = shutdown
+
+
 class PocEndpointPlugin:
     """Adds the PoC v2 routes to vLLM's OpenAI-compatible server."""
 
@@ -142,6 +168,7 @@ class PocEndpointPlugin:
         runner = PocRunner(rpc, facts, settings, sender)
         sender.start()
         runner.start()
+        stop_before_engine(engine_client, runner)
         setattr(state, STATE_KEY, runner)
         setattr(
             state,

@@ -95,6 +95,7 @@ class PocRunner:
         self._turn_mining = False
         self._last_flush = clock()
         self._last_error: str | None = None
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -116,8 +117,13 @@ class PocRunner:
             settings=self._settings,
         )
 
+    def _refuse_when_closing(self) -> None:
+        if self._closing:
+            raise PocHttpError(503, "the engine is shutting down")
+
     async def init_generate(self, req: PocInitGenerateRequest) -> None:
         """Start mining the request's share; 409 while mining."""
+        self._refuse_when_closing()
         if self._mining is not None:
             raise conflict("Already generating: POST /api/v1/pow/stop first")
         shape = await self._shape(req, None)
@@ -129,6 +135,7 @@ class PocRunner:
 
     async def submit(self, req: PocGenerateRequest) -> GenerateJob:
         """Queue a `/generate` job; 429 past the queued-nonce limit."""
+        self._refuse_when_closing()
         shape = await self._shape(req, len(req.nonces))
         queued = sum(job.remaining for job in self._jobs)
         if queued + len(req.nonces) > self._settings.max_queued_nonces:
@@ -204,13 +211,27 @@ class PocRunner:
             self._deliver_mined(mining)
         self._results.clear()
 
+    def refuse_new_work(self) -> None:
+        """From now on `/init/generate` and `/generate` answer 503, and no chunk is started."""
+        self._closing = True
+        mining, self._mining = self._mining, None
+        for job in list(self._jobs):
+            self._finish(job, job.fail("the engine is shutting down"), store=False)
+        if mining is not None:
+            self._deliver_mined(mining)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Refuse new work and stop (before the engine itself shuts down)."""
+        self._closing = True
+        await self.stop(timeout_s=timeout_s)
+
     async def shutdown(self) -> None:
         """Stop everything; the loop task ends and the callback senders close."""
-        await self.stop(timeout_s=10.0)
+        await self.close()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self._sender.drain(timeout_s=5.0)
+        await self._sender.drain(timeout_s=2.0)
         await self._sender.close()
 
     def _next_work(self) -> Work | None:
