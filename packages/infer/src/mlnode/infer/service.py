@@ -16,6 +16,7 @@ from mlnode.infer.args import EngineArgs, parse_additional_args
 from mlnode.infer.balancer import LeastConnections
 from mlnode.infer.engine import EngineLaunch, InstanceState, VLLMGroup, plan_gpu_groups
 from mlnode.infer.health import HealthWatch, register_metrics
+from mlnode.infer.limits import http_limits
 from mlnode.infer.proxy import Relay
 from mlnode.infer.reaper import EngineRecord
 from mlnode.infer.schemas import (
@@ -54,7 +55,9 @@ class InferService(Service[InferenceUpRequest]):
         pool = UpstreamPool(
             settings.connect_timeout_s, settings.read_timeout_s, settings.max_idle_connections
         )
-        self.relay = Relay(self.balancer, pool, lambda: bool(self.balancer.backends))
+        self.relay = Relay(
+            self.balancer, pool, lambda: bool(self.balancer.backends), http_limits(settings)
+        )
         self._server = InferenceServer(self.relay, settings.host, settings.port)
         self._listen_error: str | None = None
         self._client: httpx.AsyncClient | None = None
