@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 import uvicorn
 
 from mlnode.api.app import create_app
+from mlnode.api.exposure import exposure_problem
 from mlnode.api.settings import MLNodeSettings
 from mlnode.common.logging import configure_logging
 
@@ -32,6 +34,10 @@ def serve(
     if port is not None:
         settings.node.port = port
     configure_logging(settings.node.log_level, settings.node.log_format)
+    problem = exposure_problem(settings.node)
+    if problem is not None:
+        logging.getLogger("mlnode.api").error("%s", problem)
+        raise typer.Exit(code=2)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it into the handler it found at
     # start; a no-op one lets the process end with status 0 after that clean shutdown.
     signal.signal(signal.SIGTERM, lambda *_: None)

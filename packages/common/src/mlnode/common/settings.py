@@ -56,6 +56,16 @@ class NodeSettings(MLNodeBaseSettings):
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a service gets to stop during shutdown."
     )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest REST request body in bytes; larger ones are answered 413 unread.",
+    )
+    allow_unauthenticated_public: bool = Field(
+        False,
+        description="Serve the REST API on a non-loopback address without MLNODE_API_TOKEN "
+        "(refused at start otherwise).",
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -11,6 +11,7 @@ import httpx
 from mlnode.common.context import NodeContext
 from mlnode.common.errors import EngineFailed, NotRunning, Unavailable
 from mlnode.common.hardware import discover_gpus
+from mlnode.common.hygiene import redact_argv
 from mlnode.common.lifecycle import Phase, Service, ServiceKind, ServiceStatus
 from mlnode.infer.args import EngineArgs, parse_additional_args
 from mlnode.infer.balancer import LeastConnections
@@ -210,7 +211,7 @@ class InferService(Service[InferenceUpRequest]):
             healthy=self.healthy(),
             model=request.model if request else None,
             dtype=request.dtype if request else None,
-            additional_args=list(request.additional_args) if request else [],
+            additional_args=redact_argv(request.additional_args) if request else [],
             tensor_parallel_size=args.tensor_parallel_size if args else None,
             pipeline_parallel_size=args.pipeline_parallel_size if args else None,
             inference_port=self.settings.port,
