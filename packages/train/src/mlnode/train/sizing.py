@@ -239,9 +239,9 @@ def check_request_fits(request: TrainRequest, budget: int) -> Estimate | None:
 
     Blocking (reads files, may build a meta model): call it off the event loop.
     """
+    data = dataset_bytes(Path(request.dataset.path))
     found = read_model_config(request)
     if found is None:
-        data = dataset_bytes(Path(request.dataset.path))
         refuse_if_too_big(Estimate(0, 0, 0, data, 0, "model.path"), budget, "dataset.path")
         return None
     values, where = found

@@ -75,7 +75,11 @@ def fuzz_rest_api(
     from schemathesis import GenerationMode
 
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", headers=headers or {})
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations: list[Any] = []
+    for result in schema.get_all_operations():
+        if isinstance(result, schemathesis.core.result.Err):
+            raise AssertionError(f"the node's OpenAPI document is invalid: {result.err()}")
+        operations.append(result.ok())
     operations.sort(key=lambda op: op.path in LAST)
     report = FuzzReport()
     skipped = set(skip)
