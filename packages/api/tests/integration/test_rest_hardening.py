@@ -24,6 +24,8 @@ from mlnode.common.testing.schema_fuzz import fuzz_rest_api, tree_rss
 from mlnode.infer.testing.support import FAKE_ENGINE
 
 MAX_BODY = 1 << 20
+HEADER_TIMEOUT_S = 2.0
+SLOW_CLIENTS = 200
 #: Growth of the node's resident memory any attack here may cause.
 RSS_BOUND = 256 << 20
 #: The fuzz runs many routes (PoW builds a model, training may start): a wider bound.
@@ -32,6 +34,7 @@ PASSWORD = "hunter2-callback-pw"
 TOKEN = "node-api-token-not-for-engines"
 NODE_ENV = {
     "MLNODE_MAX_BODY_BYTES": str(MAX_BODY),
+    "MLNODE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
     "MLNODE_API_TOKEN": TOKEN,
     "MLNODE_INFER_ENGINE_MODULE": FAKE_ENGINE,
     "MLNODE_INFER_GPUS": "[]",
@@ -142,6 +145,57 @@ def test_chunked_body_past_the_limit_is_413(node: MLNodeProcess) -> None:
         answer = raw_post(node, "/api/v1/peers", b"transfer-encoding: chunked\r\n", chunk * 256)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert rss(node) - before < RSS_BOUND
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """What the node sent before closing; `<timeout>` when it kept the connection open."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except TimeoutError:
+        return answer + b"<timeout>"
+    except OSError:
+        pass
+    return answer
+
+
+def test_huge_and_numerous_headers_are_431(node: MLNodeProcess) -> None:
+    before = rss(node)
+    with HonestCalls(node), socket.create_connection(("127.0.0.1", node.port)) as sock:
+        sock.sendall(b"GET /api/v1/state HTTP/1.1\r\nhost: x\r\nx-huge: ")
+        sent = 0
+        try:
+            while sent < 128 << 20:
+                sock.sendall(b"a" * (1 << 20))
+                sent += 1 << 20
+        except OSError:
+            pass
+        answer = read_all(sock)
+    assert sent < 8 << 20, f"the node read {sent >> 20} MiB of one header"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    with socket.create_connection(("127.0.0.1", node.port)) as sock:
+        lines = b"".join(b"x-%d: v\r\n" % i for i in range(101))
+        sock.sendall(b"GET /api/v1/state HTTP/1.1\r\nhost: x\r\n" + lines + b"\r\n")
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 431") and b"MLNODE_MAX_HEADERS" in answer
+    assert rss(node) - before < RSS_BOUND
+
+
+def test_half_sent_and_silent_connections_are_closed(node: MLNodeProcess) -> None:
+    slow = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(SLOW_CLIENTS)]
+    silent = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(SLOW_CLIENTS)]
+    with HonestCalls(node):
+        for sock in slow:
+            sock.sendall(b"POST /api/v1/stop HTTP/1.1\r\nhost: x\r\n")
+        for sock in slow + silent:
+            sock.settimeout(HEADER_TIMEOUT_S * 10)
+        slow_answers = [read_all(sock) for sock in slow]
+        silent_answers = [read_all(sock) for sock in silent]
+    for sock in slow + silent:
+        sock.close()
+    assert all(a.startswith(b"HTTP/1.1 408") for a in slow_answers), {a[:30] for a in slow_answers}
+    assert all(a == b"" for a in silent_answers)
 
 
 def test_body_within_the_limit_is_still_served(node: MLNodeProcess) -> None:

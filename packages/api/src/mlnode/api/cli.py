@@ -40,7 +40,9 @@ def serve(
     # Imported after the check: the feature packages bring torch, seconds an operator with a
     # refused configuration need not wait.
     from mlnode.api.app import create_app
+    from mlnode.api.http_limits import limited_protocol
     from mlnode.api.settings import MLNodeSettings
+    from mlnode.infer.limits import HttpLimits
 
     settings = MLNodeSettings.load()
     settings.node = node
@@ -53,4 +55,11 @@ def serve(
         port=settings.node.port,
         log_config=None,
         timeout_graceful_shutdown=int(settings.node.shutdown_timeout_s),
+        http=limited_protocol(
+            HttpLimits(
+                max_head_bytes=node.max_header_bytes,
+                max_headers=node.max_headers,
+                header_timeout_s=node.header_timeout_s,
+            )
+        ),
     )
