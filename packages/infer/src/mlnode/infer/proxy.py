@@ -459,7 +459,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _stalled(self, stall: Stall) -> None:
         """The client took too long: 408 for a half-sent request, a plain close when idle."""
-        if stall is Stall.IDLE:
+        first = self.exchanges[0] if self.exchanges else None
+        if stall is Stall.IDLE or (stall is Stall.BODY and first is None):
+            # Nothing asked, or the answer already went out: no request is left to answer 408.
             self.close()
             return
         limits = self.relay.limits
@@ -468,7 +470,6 @@ class ClientConnection(asyncio.Protocol):
         else:
             why = f"request body paused over {limits.body_timeout_s:g} s"
         log.debug("inference port: %s", why)
-        first = self.exchanges[0] if self.exchanges else None
         if first is not None and first.conn is not None and first.conn.responded:
             self.abort()
             return
