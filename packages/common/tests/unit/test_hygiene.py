@@ -104,3 +104,27 @@ def test_child_env_keeps_what_engines_need_and_drops_secrets() -> None:
         "LC_ALL",
         "MLNODE_POC_SCHEME",
     }
+
+
+def test_callback_errors_hide_the_password_and_are_logged_once(caplog) -> None:
+    import logging
+
+    from mlnode.common.callbacks import CallbackSender
+    from mlnode.common.testing.node_process import free_port
+
+    sender = CallbackSender(max_pending=5, timeout_s=1, backoff_initial_s=0.01, backoff_max_s=0.02)
+    caplog.set_level(logging.DEBUG, logger="mlnode.common.callbacks")
+    sender.start()
+    sender.submit(f"http://u:pw-123456@127.0.0.1:{free_port()}", "generated", {"i": 1})
+    import time
+
+    deadline = time.monotonic() + 10
+    while sender.stats().retries < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stats = sender.stats()
+    sender.close(flush_timeout_s=0)
+    assert stats.retries >= 5 and stats.last_error is not None
+    assert "pw-123456" not in caplog.text and "pw-123456" not in stats.last_error
+    assert "http://u:***@127.0.0.1" in stats.last_error
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1

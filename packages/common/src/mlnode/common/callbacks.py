@@ -178,5 +178,7 @@ class CallbackSender:
 
     def _note_error(self, message: str) -> None:
         with self._cond:
+            repeated = message == self._last_error
             self._last_error = message
-        log.warning("%s: %s", self.name, message)
+        # A receiver that stays down would otherwise log the same line on every retry.
+        log.log(logging.DEBUG if repeated else logging.WARNING, "%s: %s", self.name, message)
