@@ -163,3 +163,48 @@ async def test_clock_deadlines_follow_the_connection() -> None:
     assert clock.deadline() is None
     clock.stop()
     assert fired == []
+
+
+async def test_body_is_not_buffered_while_the_engine_connection_hangs(make_service) -> None:
+    import socket
+
+    from mlnode.infer.balancer import Backend
+
+    service = await make_service(connect_timeout_s=3.0)
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    port = full.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # fill the accept queue: the next connect hangs until the timeout
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    await asyncio.sleep(0.2)
+    service.balancer.set_backends([Backend("hung", "127.0.0.1", port)])
+    size = 256 << 20
+    _, writer = await asyncio.open_connection("127.0.0.1", service.settings.port)
+    writer.write(b"POST /v1/echo HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % size)
+    sent = 0
+
+    async def push() -> None:
+        nonlocal sent
+        piece = b"x" * (1 << 20)
+        while sent < size:
+            writer.write(piece)
+            await writer.drain()
+            sent += len(piece)
+
+    pusher = asyncio.create_task(push())
+    await asyncio.sleep(1.5)  # the engine connection is still hanging (3 s timeout)
+    taken_while_connecting = sent
+    pusher.cancel()
+    writer.close()
+    for sock in (full, *fillers):
+        sock.close()
+    # Loopback moves hundreds of MiB in that time; a paused client gets only socket buffers in.
+    assert taken_while_connecting < 64 << 20, f"{taken_while_connecting >> 20} MiB taken"

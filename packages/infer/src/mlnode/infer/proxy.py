@@ -116,6 +116,7 @@ class Exchange:
         "local",
         "method",
         "pending",
+        "pending_size",
         "replay",
         "replay_size",
         "request_done",
@@ -138,6 +139,7 @@ class Exchange:
         self.conn: EngineConnection | None = None
         self.local: bytes | None = None
         self.pending: list[bytes] = []
+        self.pending_size = 0
         self.replay: list[bytes] | None = None
         self.replay_size = 0
         self.chunked_out = False
@@ -175,6 +177,10 @@ class Exchange:
         piece = _chunk(data) if self.fields.chunked else data
         if self.conn is None:
             self.pending.append(piece)
+            self.pending_size += len(piece)
+            if self.pending_size > _REPLAY_LIMIT:
+                # No engine connection yet: hold the client back rather than its whole body.
+                self.client.pause_reading(True, "connecting")
             return
         self._send(piece)
 
@@ -246,10 +252,11 @@ class Exchange:
             self.fields.block(),
             b"transfer-encoding: chunked\r\n" if self.fields.chunked else b"",
         )
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.pending_size = self.pending, [], 0
         self.replay = [head, *pending] if conn.reused else None
         self.replay_size = sum(map(len, pending))
         conn.start(self, head + b"".join(pending))
+        self.client.pause_reading(False, "connecting")
         if self.client.write_paused:
             conn.pause_reading(True)
 
@@ -322,8 +329,9 @@ class Exchange:
             return
         self.conn = conn
         self.replay = None
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.pending_size = self.pending, [], 0
         conn.start(self, b"".join(replay + pending))
+        self.client.pause_reading(False, "connecting")
         if self.client.write_paused:
             conn.pause_reading(True)
 
@@ -334,6 +342,8 @@ class Exchange:
     # Endings.
     def _fail_before_answer(self, why: str) -> None:
         self.conn = None
+        self.pending, self.pending_size = [], 0
+        self.client.pause_reading(False, "connecting")
         self.local = error_response(EngineFailed(why))
         self._release()
         if self.request_done:
