@@ -10,6 +10,7 @@ from importlib.metadata import version
 from fastapi import FastAPI
 
 from mlnode.api.errors import install_error_handlers
+from mlnode.api.limits import BodyLimit
 from mlnode.api.metrics import register_node_metrics
 from mlnode.api.middleware import (
     BearerTokenMiddleware,
@@ -73,6 +74,7 @@ def create_app(
     if infer is not None and settings.infer.serve_on_rest_port:
         app.add_middleware(EngineRoutes, engine=infer.engine_asgi)
     app.add_middleware(DefaultJsonContentType)
+    app.add_middleware(BodyLimit, max_bytes=settings.node.max_body_bytes)
     if settings.node.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.node.api_token.get_secret_value())
     app.add_middleware(

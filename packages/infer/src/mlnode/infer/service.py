@@ -11,6 +11,7 @@ import httpx
 from mlnode.common.context import NodeContext
 from mlnode.common.errors import EngineFailed, NotRunning, Unavailable
 from mlnode.common.hardware import discover_gpus
+from mlnode.common.hygiene import redact_argv
 from mlnode.common.lifecycle import Phase, Service, ServiceKind, ServiceStatus
 from mlnode.common.urlprefix import VersionPrefix
 from mlnode.infer.args import EngineArgs, parse_additional_args
@@ -24,6 +25,7 @@ from mlnode.infer.engine import (
     plan_gpu_groups,
 )
 from mlnode.infer.health import HealthWatch, register_metrics
+from mlnode.infer.limits import http_limits
 from mlnode.infer.poc_fanout import PocFanout
 from mlnode.infer.proxy import Relay
 from mlnode.infer.reaper import EngineRecord
@@ -75,7 +77,13 @@ class InferService(Service[InferenceUpRequest]):
             settings.relayed_paths,
             token.get_secret_value() if token is not None else None,
         )
-        self.relay = Relay(self.balancer, pool, lambda: bool(self.balancer.backends), routes)
+        self.relay = Relay(
+            self.balancer,
+            pool,
+            lambda: bool(self.balancer.backends),
+            http_limits(settings),
+            routes,
+        )
         self.engine_asgi = EngineAsgi(self.relay)
         self.poc = PocFanout(
             lambda: self.balancer.backends,
@@ -254,7 +262,7 @@ class InferService(Service[InferenceUpRequest]):
             healthy=self.healthy(),
             model=request.model if request else None,
             dtype=request.dtype if request else None,
-            additional_args=list(request.additional_args) if request else [],
+            additional_args=redact_argv(request.additional_args) if request else [],
             tensor_parallel_size=args.tensor_parallel_size if args else None,
             pipeline_parallel_size=args.pipeline_parallel_size if args else None,
             inference_port=self.settings.port,
