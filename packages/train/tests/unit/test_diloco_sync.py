@@ -8,7 +8,7 @@ from mlnode.train.diloco.sync import (
     SnapshotProvider,
     announce,
     offered_rounds,
-    peer_offers,
+    peer_states,
     pull_snapshot,
     vote,
 )
@@ -148,13 +148,14 @@ def test_snapshot_digest_is_the_weights_hash() -> None:
     assert snap.digest() == weights_hash(snap.params)
 
 
-def test_peer_offers_waits_for_a_peer_that_starts_serving_late() -> None:
+def test_peer_states_waits_for_a_peer_that_starts_serving_late() -> None:
     hub = MemoryHub()
     provider = SnapshotProvider()
     provider.publish(snapshot(6, 1.0))
     timer = threading.Timer(0.3, hub.transport("w1").serve, args=("t", provider))
     timer.start()
 
-    offers = peer_offers(hub.transport("w0"), ["w1", "w2"], "t", wait_s=1.5)
+    offers = peer_states(hub.transport("w0"), ["w1", "w2"], "t", wait_s=1.5)
 
-    assert offers == {"w1": 6}  # w2 never served: given up after wait_s
+    # w2 never served: given up after wait_s; w1 states the hash of what it serves.
+    assert offers == {"w1": {6: snapshot(6, 1.0).state_digest()}}
