@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
 import torch
+
+from mlnode.common.testing import TransportHub
 
 from mlnode.train.diloco.math import Compression, Tensors, decompress
 from mlnode.train.diloco.round import ErrorFeedback, RoundResult, receive_until, run_round
@@ -84,25 +88,31 @@ def attacker_request(request: TrainRequest) -> TrainRequest:
 
 
 class AttackerTrainer(DilocoTrainer):
-    """A worker that mounts `attack` every round."""
+    """A worker that mounts `attacks`: TAKEOVER throughout, the others one per round in turn."""
 
     def __init__(
         self,
         request: TrainRequest,
         env: TrainerEnv,
         progress: TrainProgress,
-        attack: Attack,
+        attacks: Sequence[Attack],
         allies: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(attacker_request(request), env, progress)
-        self.attack = attack
+        self.takeover = Attack.TAKEOVER in attacks
+        self.schedule = [a for a in attacks if a not in (Attack.TAKEOVER, Attack.NONE)]
         #: Fellow attackers: not waited for when reading the honest pseudo-gradients.
         self.allies = allies
         self.fake_digest = ""
 
+    @property
+    def attack(self) -> Attack:
+        """The pseudo-gradient attack of this round."""
+        return self.schedule[self.round % len(self.schedule)] if self.schedule else Attack.NONE
+
     def _publish(self) -> str:
         digest = super()._publish()
-        if self.attack is Attack.TAKEOVER:
+        if self.takeover:
             torch.manual_seed(self.round)
             fake = Snapshot(
                 round=self.round + TAKEOVER_LEAD,
@@ -116,7 +126,7 @@ class AttackerTrainer(DilocoTrainer):
     def _agree(self, digest: str, result: RoundResult, stop: threading.Event) -> None:
         # The takeover attacker votes for the far-ahead state it serves, then (losing) takes
         # the honest state like anyone, so it stays in the honest workers' rounds.
-        vouched = self.fake_digest if self.attack is Attack.TAKEOVER else digest
+        vouched = self.fake_digest if self.takeover else digest
         super()._agree(vouched, result, stop)
 
     def _peek(self, stop: threading.Event) -> list[Tensors]:
@@ -144,7 +154,7 @@ class AttackerTrainer(DilocoTrainer):
         return honest
 
     def _exchange(self, grads: Tensors, stop: threading.Event) -> RoundResult:
-        if self.attack in (Attack.NONE, Attack.TAKEOVER) or not self.networked:
+        if self.attack is Attack.NONE or not self.networked:
             return super()._exchange(grads, stop)
         honest = self._peek(stop)
         own = {n: g.cpu() for n, g in grads.items()}
@@ -175,3 +185,46 @@ def _decode(wire: Tensors, name: str, mode: Compression) -> torch.Tensor:
     if not parts:
         raise KeyError(name)
     return decompress(parts, mode)
+
+
+def run_workers(
+    requests: Sequence[TrainRequest], root: Path, attacks: Mapping[int, Sequence[Attack]]
+) -> list[dict[str, Any]]:
+    """Train every worker in a thread over one in-memory hub (ranks in `attacks` attack, as
+    allies); returns each worker's final status with `final_eval`, and `errors` raised."""
+    hub = TransportHub()
+    allies = frozenset(f"w{r}" for r in attacks)
+    trainers: list[DilocoTrainer] = []
+    progress: list[TrainProgress] = []
+    for req in requests:
+        env = TrainerEnv(
+            hub.node(f"w{req.rank}"),
+            torch.device("cpu"),
+            root / f"{req.task_id}-{req.rank}",
+            vote_timeout_s=5.0,
+            join_timeout_s=5.0,
+        )
+        prog = TrainProgress(req.task_id, req.rank, req.world_size)
+        if req.rank in attacks:
+            trainers.append(AttackerTrainer(req, env, prog, attacks[req.rank], allies))
+        else:
+            trainers.append(DilocoTrainer(req, env, prog))
+        progress.append(prog)
+    errors: list[str] = []
+
+    def work(trainer: DilocoTrainer) -> None:
+        try:
+            trainer.run(threading.Event())
+        except Exception as exc:  # noqa: BLE001 - reported to the caller
+            errors.append(f"rank {trainer.req.rank}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in trainers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    finals = [p.snapshot() for p in progress]
+    for status, trainer in zip(finals, trainers, strict=True):
+        status["final_eval"] = trainer.inner.evaluate(trainer.eval_set)
+        status["errors"] = errors
+    return finals
