@@ -49,7 +49,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
 SCENARIOS = [Attack.NONE, *[a for a in Attack if a is not Attack.NONE]]
 
 
-def requests(corpus: Path, task: str, robust: dict[str, Any], h: int, rounds: int) -> list[TrainRequest]:
+def requests(
+    corpus: Path, task: str, robust: dict[str, Any], h: int, rounds: int
+) -> list[TrainRequest]:
     return [
         TrainRequest.model_validate(
             {
@@ -65,7 +67,12 @@ def requests(corpus: Path, task: str, robust: dict[str, Any], h: int, rounds: in
                     "chunk_timeout_s": 30,
                     "robust": robust,
                 },
-                "optim": {"lr": 3e-3, "weight_decay": 0.0, "total_steps": h * rounds, "batch_size": 8},
+                "optim": {
+                    "lr": 3e-3,
+                    "weight_decay": 0.0,
+                    "total_steps": h * rounds,
+                    "batch_size": 8,
+                },
                 "checkpoint": {"every_outer_steps": rounds},
                 "seed": 5,
             }
@@ -74,7 +81,9 @@ def requests(corpus: Path, task: str, robust: dict[str, Any], h: int, rounds: in
     ]
 
 
-def run(corpus: Path, root: Path, config: str, attack: Attack, h: int, rounds: int) -> dict[str, Any]:
+def run(
+    corpus: Path, root: Path, config: str, attack: Attack, h: int, rounds: int
+) -> dict[str, Any]:
     task = f"{config.split()[0].replace('+', '-')}-{attack}"
     attacks = {} if attack is Attack.NONE else {ATTACKER: [attack]}
     started = time.monotonic()
@@ -105,7 +114,9 @@ def main() -> int:
         corpus = write_tiny_corpus(root / "corpus.txt", sentences=2000)
         for config in configs:
             for attack in SCENARIOS:
-                rows[(config, attack)] = run(corpus, root, config, attack, args.inner_steps, args.rounds)
+                rows[(config, attack)] = run(
+                    corpus, root, config, attack, args.inner_steps, args.rounds
+                )
     print(
         f"{WORKERS} workers (rank {ATTACKER} attacks; clean: honest), in-memory transport, "
         f"H={args.inner_steps}, {args.rounds} rounds, batch 8 x 32 tokens, llama 1x32 byte-level"

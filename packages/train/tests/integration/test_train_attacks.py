@@ -62,7 +62,9 @@ def network(
     attacker = GrpcTransport(settings, root / "attacker")
     try:
         attacker.start()
-        keys = {r: httpx.get(f"{n.url}/api/v1/identity").json()["public_key"] for r, n in nodes.items()}
+        keys = {
+            r: httpx.get(f"{n.url}/api/v1/identity").json()["public_key"] for r, n in nodes.items()
+        }
         keys[ATTACKER] = encode_key(attacker.identity.public_key)
         addresses = {r: n.grpc_address for r, n in nodes.items()}
         addresses[ATTACKER] = f"127.0.0.1:{attacker.port}"

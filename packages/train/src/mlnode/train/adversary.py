@@ -23,7 +23,6 @@ from typing import Any
 import torch
 
 from mlnode.common.testing import TransportHub
-
 from mlnode.train.diloco.math import Compression, Tensors, decompress
 from mlnode.train.diloco.round import ErrorFeedback, RoundResult, receive_until, run_round
 from mlnode.train.diloco.sync import Snapshot
@@ -190,8 +189,10 @@ def _decode(wire: Tensors, name: str, mode: Compression) -> torch.Tensor:
 def run_workers(
     requests: Sequence[TrainRequest], root: Path, attacks: Mapping[int, Sequence[Attack]]
 ) -> list[dict[str, Any]]:
-    """Train every worker in a thread over one in-memory hub (ranks in `attacks` attack, as
-    allies); returns each worker's final status with `final_eval`, and `errors` raised."""
+    """Train every worker in a thread over one in-memory hub; ranks in `attacks` attack.
+
+    Returns each worker's final status with `final_eval` and the `errors` any worker raised.
+    """
     hub = TransportHub()
     allies = frozenset(f"w{r}" for r in attacks)
     trainers: list[DilocoTrainer] = []

@@ -27,8 +27,10 @@ class Aggregation(StrEnum):
 
 
 def effective(method: Aggregation, n: int, max_faulty: int) -> Aggregation:
-    """The rule used for `n` contributions: trimmed mean needs n > 2f, Multi-Krum n >= 2f + 3;
-    with two or fewer no rule tells a bad one from a good one, so they are averaged."""
+    """The rule used for `n` contributions: trimmed mean needs n > 2f, Multi-Krum n >= 2f + 3.
+
+    With two or fewer no rule tells a bad one from a good one, so they are averaged.
+    """
     if n <= 2:
         return Aggregation.MEAN
     if method is Aggregation.TRIMMED_MEAN and n <= 2 * max_faulty:

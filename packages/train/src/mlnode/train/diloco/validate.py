@@ -24,7 +24,9 @@ def layout_of(tensors: Mapping[str, torch.Tensor]) -> Layout:
     return {n: (tuple(t.shape), t.dtype) for n, t in tensors.items()}
 
 
-def _wire_parts(mode: Compression, shape: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def _wire_parts(
+    mode: Compression, shape: tuple[int, ...]
+) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     if mode is Compression.INT8:
         return {"q": (shape, torch.int8), "scale": ((), torch.float32)}
     return {"v": (shape, torch.float16 if mode is Compression.FP16 else torch.float32)}
@@ -37,8 +39,11 @@ def check_chunk(
     mode: Compression,
     extra: Mapping[str, torch.Tensor] | None = None,
 ) -> str | None:
-    """A pseudo-gradient chunk: exactly the encoded parts of `names` (plus `extra`'s keys, which
-    must equal `extra`), each of the right shape and dtype, decoding to finite values."""
+    """Why a pseudo-gradient chunk is refused, or None.
+
+    It must hold exactly the encoded parts of `names` (and `extra`'s keys, equal to `extra`),
+    each of the right shape and dtype, decoding to finite values.
+    """
     expected: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
     for name in names:
         for part, spec in _wire_parts(mode, layout[name][0]).items():
