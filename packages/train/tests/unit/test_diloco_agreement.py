@@ -12,6 +12,7 @@ from mlnode.train.diloco.agreement import (
     default_max_faulty,
     gate_keep,
     select_scored,
+    vote_settled,
 )
 
 A, B, C, X = "aa", "bb", "cc", "xx"  # X: what an attacker holds alone
@@ -99,3 +100,20 @@ def test_select_scored(scores: dict[int, float], keep: int, kept: list[int]) -> 
 )
 def test_gate_keep(configured: int | None, candidates: int, f: int, keep: int) -> None:
     assert gate_keep(configured, candidates, f) == keep
+
+
+SETTLED = [
+    # hashes, my rank, missing, f -> settled
+    ({0: A, 1: A, 2: A, 3: A}, 0, 1, 1, True),  # 4 to 0: one more cannot change it
+    ({0: A, 1: A, 2: B}, 0, 1, 0, False),  # 2 to 1: one more could tie
+    ({0: A, 1: A, 2: A, 3: B}, 3, 1, 1, True),
+    ({0: A, 1: B}, 0, 1, 0, False),
+    ({0: A}, 0, 0, 1, True),  # nobody missing
+    ({0: A, 1: B, 2: B}, 0, 1, 2, False),  # B cannot win yet (f = 2) but one more would let it
+    ({0: A}, 0, 1, 1, False),
+]
+
+
+@pytest.mark.parametrize(("hashes", "me", "missing", "f", "settled"), SETTLED)
+def test_vote_settled(hashes: dict[int, str], me: int, missing: int, f: int, settled: bool) -> None:
+    assert vote_settled(hashes, me, missing, f) is settled

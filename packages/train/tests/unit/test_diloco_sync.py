@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 import torch
@@ -228,3 +229,28 @@ def test_a_hash_vote_ignores_what_is_not_a_hash() -> None:
     )
 
     assert outcome.hashes == {0: "cc" * 32} and outcome.agrees("cc" * 32)
+
+
+def test_a_peer_that_never_votes_does_not_hold_up_a_settled_vote() -> None:
+    hub = TransportHub()
+    names = ["w0", "w1", "w2", "w3", "silent"]
+    for name in names:
+        hub.node(name)
+    for peer in ("w1", "w2", "w3"):
+        announce(hub.node(peer), ["w0"], "t", 5, "aa" * 32)
+    started = time.monotonic()
+
+    outcome = vote(
+        hub.node("w0"),
+        {n: r for r, n in enumerate(names) if r},
+        names[1:],
+        task="t",
+        round_index=5,
+        my_rank=0,
+        digest="aa" * 32,
+        timeout_s=60,
+        max_faulty=1,
+    )
+
+    assert time.monotonic() - started < 10
+    assert outcome.agrees("aa" * 32) and sorted(outcome.hashes) == [0, 1, 2, 3]

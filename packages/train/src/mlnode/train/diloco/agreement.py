@@ -56,6 +56,21 @@ def decide_vote(hashes: Mapping[int, str], my_rank: int, max_faulty: int) -> Vot
     return VoteDecision(winner=winner, holders=holders, pull=winner != mine)
 
 
+def vote_settled(hashes: Mapping[int, str], my_rank: int, missing: int, max_faulty: int) -> bool:
+    """Whether the hashes still missing can no longer change `decide_vote`'s winner.
+
+    So a peer that never sends its hash cannot make every round wait out the vote timeout: the
+    wait ends once the largest group can win and leads the next by more than the missing votes.
+    """
+    if missing <= 0:
+        return True
+    groups = sorted((len(r), h) for h, r in _groups(hashes).items())
+    size, leader = groups[-1]
+    second = groups[-2][0] if len(groups) > 1 else 0
+    can_win = size > max_faulty or leader == hashes[my_rank]
+    return can_win and size - second > missing
+
+
 @dataclass(frozen=True)
 class Adoption:
     """A peer state to take: its round, its state hash, and who serves it (lowest rank first)."""

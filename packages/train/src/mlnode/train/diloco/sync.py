@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from mlnode.common.transport import TensorMeta, TensorTransport
-from mlnode.train.diloco.agreement import decide_vote
+from mlnode.train.diloco.agreement import decide_vote, vote_settled
 from mlnode.train.diloco.math import Tensors, weights_hash
-from mlnode.train.diloco.round import receive_until
 from mlnode.train.diloco.validate import Layout, check_state, digest_of
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,8 @@ META = "meta"
 HASH_KEY = "sha256"
 #: Rounds of a peer's offer that are looked at (a provider keeps two).
 OFFERED_ROUNDS = 2
+#: How often a vote looks at the hashes it has so far.
+POLL_S = 0.5
 
 
 class InvalidState(ValueError):
@@ -251,17 +252,25 @@ def vote(
     """Send this worker's hash to every peer (id -> rank), collect `wait_for`'s, pick a winner.
 
     Sending to everyone lets a worker that heard from more peers than they heard from learn
-    that it is the odd one out; peers the hash cannot be sent to are not waited for. A message
-    that is not one 32-byte hash is no vote. The winner is `agreement.decide_vote`'s.
+    that it is the odd one out; peers the hash cannot be sent to are not waited for, nor the
+    rest once they could not change the outcome (`agreement.vote_settled`). A message that is
+    not one 32-byte hash is no vote. The winner is `agreement.decide_vote`'s.
     """
     unreachable = announce(transport, peers, task, round_index, digest)
-    waiting = set(wait_for) - unreachable
-    got = receive_until(transport, task, _hash_tag(round_index), sorted(waiting), timeout_s, stop)
+    pending = sorted(set(wait_for) - unreachable)
     by_rank = {my_rank: digest}
-    for peer, tensors in got.items():
-        theirs = digest_of(tensors.get(HASH_KEY)) if len(tensors) == 1 else None
-        if theirs is not None:
-            by_rank[peers[peer]] = theirs
+    deadline = time.monotonic() + max(timeout_s, 0.0)
+    while pending:
+        left = max(deadline - time.monotonic(), 0.0)
+        got = transport.receive(task, _hash_tag(round_index), pending, min(left, POLL_S))
+        for peer, tensors in got.items():
+            theirs = digest_of(tensors.get(HASH_KEY)) if len(tensors) == 1 else None
+            if theirs is not None:
+                by_rank[peers[peer]] = theirs
+        pending = [p for p in pending if p not in got]
+        settled = vote_settled(by_rank, my_rank, len(pending), max_faulty)
+        if settled or left <= 0 or (stop is not None and stop.is_set()):
+            break
     decision = decide_vote(by_rank, my_rank, max_faulty)
     rank_to_peer = {r: p for p, r in peers.items()}
     holders = [rank_to_peer[r] for r in decision.holders]
