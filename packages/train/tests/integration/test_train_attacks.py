@@ -98,7 +98,8 @@ def request(make_request: Callable[..., dict[str, Any]], task: str, rank: int) -
 
 
 def status(node: MLNodeProcess) -> dict[str, Any]:
-    return httpx.get(f"{node.url}/api/v1/train/status", timeout=10).json()
+    body: dict[str, Any] = httpx.get(f"{node.url}/api/v1/train/status", timeout=10).json()
+    return body
 
 
 def run_task(

@@ -188,6 +188,24 @@ class TrainRequest(_Strict):
         return {p.peer_id: p.rank for p in self.peers}
 
 
+class RobustStatus(BaseModel):
+    """`progress.robust` of GET /api/v1/train/status: the job's defences and what they did."""
+
+    max_faulty: int = Field(description="f in force: Byzantine workers tolerated.")
+    aggregation: Aggregation = Field(description="The outer step's aggregation rule.")
+    gate: bool = Field(description="Whether the loss gate runs.")
+    gate_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="Last round: loss change of each worker's pseudo-gradient (self: this one).",
+    )
+    gate_kept: list[str] = Field(
+        default_factory=list, description="Last round: the workers the gate let through."
+    )
+    refused_states: dict[str, str] = Field(
+        default_factory=dict, description="Peers whose served state was refused, and why."
+    )
+
+
 class TrainStatus(ServiceStatus):
     """GET /api/v1/train/status: the service status; figures are in `progress`.
 

@@ -42,7 +42,7 @@ from mlnode.train.local import local_optim
 from mlnode.train.model import build_model
 from mlnode.train.progress import TrainProgress
 from mlnode.train.ranks import LocalRanks
-from mlnode.train.schemas import TrainRequest
+from mlnode.train.schemas import RobustStatus, TrainRequest
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +112,11 @@ class DilocoTrainer:
             self.inner, self.eval_set, robust.gate_batch, robust.gate_keep, self.max_faulty
         )
         self.gate = gate if robust.gate and gate.usable else None
-        self.report: dict[str, object] = {
-            "max_faulty": self.max_faulty,
-            "aggregation": str(robust.aggregation),
-            "gate": self.gate is not None,
-            "gate_scores": {},
-            "gate_kept": [],
-            "refused_states": {},
-        }
+        self.robust = RobustStatus(
+            max_faulty=self.max_faulty, aggregation=robust.aggregation, gate=self.gate is not None
+        )
         self.refused: dict[str, str] = {}
-        progress.set(robust=dict(self.report))
+        self._report()
         self.tokens_per_round = self.h * request.optim.batch_size * request.dataset.seq_len
         progress.set(total_rounds=self.total_rounds)
 
@@ -246,8 +241,8 @@ class DilocoTrainer:
         self._report(refused_states=dict(self.refused))
 
     def _report(self, **fields: object) -> None:
-        self.report.update(fields)
-        self.progress.set(robust=dict(self.report))
+        self.robust = self.robust.model_copy(update=fields)
+        self.progress.set(robust=self.robust.model_dump(mode="json"))
 
     def _announce(self, digest: str) -> None:
         """Count for the state just taken in the votes of peers still waiting on this round."""
