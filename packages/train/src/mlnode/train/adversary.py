@@ -216,7 +216,7 @@ def run_workers(
     def work(trainer: DilocoTrainer) -> None:
         try:
             trainer.run(threading.Event())
-        except Exception as exc:  # noqa: BLE001 - reported to the caller
+        except Exception as exc:  # reported to the caller
             errors.append(f"rank {trainer.req.rank}: {type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=work, args=(t,)) for t in trainers]

@@ -225,7 +225,7 @@ class DilocoTrainer:
                     layout=self.layout,
                     digest=digest,
                 )
-            except Exception as exc:  # noqa: BLE001 - try the next holder of that state
+            except Exception as exc:  # try the next holder of that state
                 log.warning("pull from %s refused or failed: %s", holder, exc)
                 self._refuse(holder, str(exc))
                 continue
