@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlnode.common.state_dir import ensure_private_dir
+
 ENV_FILE = ".env"
 
 
@@ -71,6 +73,5 @@ class NodeSettings(MLNodeBaseSettings):
         return None if value == "" else value
 
     def ensure_state_dir(self) -> Path:
-        """Create the state directory (owner-only) and return it."""
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return self.state_dir
+        """Create the state directory (owner-only), or check that the existing one is private."""
+        return ensure_private_dir(self.state_dir)
