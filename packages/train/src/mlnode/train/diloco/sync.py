@@ -24,7 +24,7 @@ import torch
 from mlnode.common.transport import TensorMeta, TensorTransport
 from mlnode.train.diloco.agreement import decide_vote, vote_settled
 from mlnode.train.diloco.math import Tensors, weights_hash
-from mlnode.train.diloco.validate import Layout, check_state, digest_of
+from mlnode.train.diloco.validate import DIGEST_BYTES, Layout, check_state, digest_of
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def offered_states(transport: TensorTransport, peer: str, task: str) -> dict[int
     """The newest rounds a peer serves, each with the state hash the peer states for it."""
     rounds = offered_rounds(transport.list_tensors(peer, task))[:OFFERED_ROUNDS]
     names = [_name(r, META, HASH_KEY) for r in rounds]
-    fetched = transport.fetch(peer, task, names) if names else {}
+    expected = {n: TensorMeta(n, torch.uint8, (DIGEST_BYTES,)) for n in names}
+    fetched = transport.fetch(peer, task, names, expected=expected) if names else {}
     states = {}
     for round_index, name in zip(rounds, names, strict=True):
         digest = digest_of(fetched.get(name))
@@ -177,12 +178,19 @@ def pull_snapshot(
     chosen = round_index if round_index in rounds else rounds[0]
     if digest is not None and chosen != round_index:
         raise InvalidState(f"peer {peer} does not serve round {round_index}")
+    expected: dict[str, TensorMeta] | None = None
     if layout is not None:
-        names = [_name(chosen, k, n) for k in (PARAM, MOMENTUM) for n in sorted(layout)]
+        # Only the model's tensors, refused before allocation unless shaped as the model's.
+        expected = {
+            _name(chosen, kind, n): TensorMeta(_name(chosen, kind, n), dtype, shape)
+            for kind in (PARAM, MOMENTUM)
+            for n, (shape, dtype) in sorted(layout.items())
+        }
+        names = list(expected)
     else:
         names = [m.name for m in metas if m.name.startswith(f"r{chosen}/{PARAM}/")]
         names += [m.name for m in metas if m.name.startswith(f"r{chosen}/{MOMENTUM}/")]
-    fetched = transport.fetch(peer, task, names)
+    fetched = transport.fetch(peer, task, names, expected=expected)
     parts: dict[str, Tensors] = {PARAM: {}, MOMENTUM: {}}
     prefix = f"r{chosen}/"
     for key in names:
