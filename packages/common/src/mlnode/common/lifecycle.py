@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, Field
 
 from mlnode.common.errors import MLNodeError, ServiceConflict
+from mlnode.common.hygiene import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ class ServiceStatus(BaseModel):
 def describe_error(exc: BaseException) -> str:
     """A one-line cause for status bodies."""
     if isinstance(exc, MLNodeError):
-        return exc.message
-    return f"{type(exc).__name__}: {exc}"
+        return redact_text(exc.message)
+    return redact_text(f"{type(exc).__name__}: {exc}")
 
 
 class JobState:

@@ -58,6 +58,28 @@ class NodeSettings(MLNodeBaseSettings):
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a service gets to stop during shutdown."
     )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest REST request body in bytes; larger ones are answered 413 unread.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest REST request head (request line and headers); 431 beyond.",
+    )
+    max_headers: int = Field(100, ge=8, description="Most header lines of a REST request; 431.")
+    header_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a REST client has to send a request head from its connection or "
+        "first byte; 408 and close beyond.",
+    )
+    allow_unauthenticated_public: bool = Field(
+        False,
+        description="Serve the REST API on a non-loopback address without MLNODE_API_TOKEN "
+        "(refused at start otherwise).",
+    )
 
     @field_validator("log_level")
     @classmethod
