@@ -131,6 +131,7 @@ class PocRunner:
             raise conflict("Already generating: POST /api/v1/pow/stop first")
         self._mining = MiningJob(req, shape, self._settings.mining_buffer, self._clock)
         self._last_flush = self._clock()
+        self._last_error = None  # reported until the next mining starts, not forever
         self._wake.set()
 
     async def submit(self, req: PocGenerateRequest) -> GenerateJob:
