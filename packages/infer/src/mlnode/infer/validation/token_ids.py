@@ -1,0 +1,123 @@
+"""Decimal token ids in answers (pure): vLLM's `token_id:N` becomes `N`, and `bytes` spell it.
+
+With `return_tokens_as_token_ids` vLLM names every logprob token `token_id:N` (its top entries'
+`bytes` spell that too; generate/base/serving.py `format_token_id_placeholder`). Validators want
+`N` (`HasNonNumericTokens`), as gonka's engine writes it. A chosen token's own `bytes` keep the
+decoded text. Chat answers carry `choices[].logprobs.content[]`, completions answers
+`choices[].logprobs.tokens` and `top_logprobs` maps; streamed chunks have the same shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PREFIX = "token_id:"
+_PREFIX_BYTES = PREFIX.encode()
+
+
+def decimal(token: object) -> object:
+    """`"token_id:N"` -> `"N"`; anything else unchanged."""
+    if isinstance(token, str) and token.startswith(PREFIX) and token[len(PREFIX) :].isdecimal():
+        return token[len(PREFIX) :]
+    return token
+
+
+def _chat_entry(entry: dict[str, Any], top: bool) -> None:
+    token = entry.get("token")
+    new = decimal(token)
+    if new is token:
+        return
+    entry["token"] = new
+    assert isinstance(token, str) and isinstance(new, str)
+    # A chosen token's bytes are its text; only where vLLM spelled the placeholder do they change.
+    if top or entry.get("bytes") == list(token.encode()):
+        entry["bytes"] = list(new.encode())
+
+
+def _chat_logprobs(logprobs: dict[str, Any]) -> None:
+    for entry in logprobs.get("content") or ():
+        if isinstance(entry, dict):
+            _chat_entry(entry, top=False)
+            for alt in entry.get("top_logprobs") or ():
+                if isinstance(alt, dict):
+                    _chat_entry(alt, top=True)
+
+
+def _completion_logprobs(logprobs: dict[str, Any]) -> None:
+    tokens = logprobs.get("tokens")
+    if isinstance(tokens, list):
+        logprobs["tokens"] = [decimal(t) for t in tokens]
+    tops = logprobs.get("top_logprobs")
+    if isinstance(tops, list):
+        logprobs["top_logprobs"] = [
+            {str(decimal(k)): v for k, v in top.items()} if isinstance(top, dict) else top
+            for top in tops
+        ]
+
+
+def rewrite_payload(payload: object) -> None:
+    """Rewrite one answer or stream chunk in place."""
+    if not isinstance(payload, dict):
+        return
+    for choice in payload.get("choices") or ():
+        logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+        if not isinstance(logprobs, dict):
+            continue
+        if "content" in logprobs:
+            _chat_logprobs(logprobs)
+        else:
+            _completion_logprobs(logprobs)
+
+
+def rewrite_json(data: bytes) -> bytes:
+    """A JSON answer with decimal ids; bytes that are not JSON, or hold no ids, stay as they are."""
+    if _PREFIX_BYTES not in data:
+        return data
+    try:
+        payload = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return data
+    rewrite_payload(payload)
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class SseRewriter:
+    """Rewrites the `data:` lines of a server-sent-event stream as they arrive.
+
+    Every complete line leaves at once, so a stream stays token by token; a line split across
+    reads waits for its end.
+    """
+
+    __slots__ = ("_partial",)
+
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Complete lines of `data` (with what was held back), rewritten."""
+        if self._partial:
+            data = self._partial + data
+        cut = data.rfind(b"\n") + 1
+        self._partial = data[cut:]
+        if not cut:
+            return b""
+        lines = data[:cut]
+        if _PREFIX_BYTES not in lines:
+            return lines
+        return b"".join(self._line(line) for line in lines.splitlines(keepends=True))
+
+    def close(self) -> bytes:
+        """What is left at the end of the stream."""
+        rest, self._partial = self._partial, b""
+        return self._line(rest) if rest else b""
+
+    @staticmethod
+    def _line(line: bytes) -> bytes:
+        if not line.startswith(b"data:") or _PREFIX_BYTES not in line:
+            return line
+        body = line[5:]
+        stripped = body.rstrip(b"\r\n")
+        end = body[len(stripped) :]
+        lead = b" " if stripped.startswith(b" ") else b""
+        return b"data:" + lead + rewrite_json(stripped[len(lead) :]) + end
