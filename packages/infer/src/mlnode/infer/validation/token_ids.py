@@ -23,28 +23,32 @@ def decimal(token: object) -> object:
     return token
 
 
-def _chat_entry(entry: dict[str, Any], top: bool) -> None:
+def _chat_entry(entry: dict[str, Any], top: bool) -> bool:
     token = entry.get("token")
     new = decimal(token)
     if new is token:
-        return
+        return False
     entry["token"] = new
     assert isinstance(token, str) and isinstance(new, str)
     # A chosen token's bytes are its text; only where vLLM spelled the placeholder do they change.
     if top or entry.get("bytes") == list(token.encode()):
         entry["bytes"] = list(new.encode())
+    return True
 
 
-def _chat_logprobs(logprobs: dict[str, Any]) -> None:
+def _chat_logprobs(logprobs: dict[str, Any]) -> bool:
+    changed = False
     for entry in logprobs.get("content") or ():
         if isinstance(entry, dict):
-            _chat_entry(entry, top=False)
+            changed |= _chat_entry(entry, top=False)
             for alt in entry.get("top_logprobs") or ():
                 if isinstance(alt, dict):
-                    _chat_entry(alt, top=True)
+                    changed |= _chat_entry(alt, top=True)
+    return changed
 
 
-def _completion_logprobs(logprobs: dict[str, Any]) -> None:
+def _completion_logprobs(logprobs: dict[str, Any]) -> bool:
+    before = (logprobs.get("tokens"), logprobs.get("top_logprobs"))
     tokens = logprobs.get("tokens")
     if isinstance(tokens, list):
         logprobs["tokens"] = [decimal(t) for t in tokens]
@@ -54,20 +58,23 @@ def _completion_logprobs(logprobs: dict[str, Any]) -> None:
             {str(decimal(k)): v for k, v in top.items()} if isinstance(top, dict) else top
             for top in tops
         ]
+    return before != (logprobs.get("tokens"), logprobs.get("top_logprobs"))
 
 
-def rewrite_payload(payload: object) -> None:
-    """Rewrite one answer or stream chunk in place."""
+def rewrite_payload(payload: object) -> bool:
+    """Rewrite one answer or stream chunk in place; whether anything changed."""
     if not isinstance(payload, dict):
-        return
+        return False
+    changed = False
     for choice in payload.get("choices") or ():
         logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
         if not isinstance(logprobs, dict):
             continue
         if "content" in logprobs:
-            _chat_logprobs(logprobs)
+            changed |= _chat_logprobs(logprobs)
         else:
-            _completion_logprobs(logprobs)
+            changed |= _completion_logprobs(logprobs)
+    return changed
 
 
 def rewrite_json(data: bytes) -> bytes:
@@ -78,7 +85,8 @@ def rewrite_json(data: bytes) -> bytes:
         payload = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         return data
-    rewrite_payload(payload)
+    if not rewrite_payload(payload):
+        return data
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
