@@ -22,7 +22,7 @@ from mlnode.infer.validation.replay import (
     parse_body,
     read_request,
 )
-from mlnode.infer.validation.token_ids import SseRewriter, decimal, rewrite_json
+from mlnode.infer.validation.token_ids import SseRewriter, decimal, rewrite_chat, rewrite_json
 
 # Request side.
 
@@ -256,3 +256,16 @@ def test_compare() -> None:
     shifted = [Position("1", -1.0, {"1": -1.5, "2": -2.0}), a[1]]
     expected = 1 - (0.5 / 2.5 / 2 / 2) / 100
     assert compare(a, shifted).similarity == pytest.approx(expected)
+
+
+def test_chat_fast_path_matches_the_exact_rewrite() -> None:
+    answer = _chat_answer(list(b"river"))
+    answer["choices"][0]["message"] = {"content": 'say "token":"token_id:5" and token_id:7'}
+    for separators in ((",", ":"), (", ", ": ")):
+        raw = json.dumps(answer, separators=separators).encode()
+        fast = json.loads(rewrite_chat(raw))
+        assert fast == json.loads(rewrite_json(raw))
+        assert fast["choices"][0]["message"] == answer["choices"][0]["message"]
+    chunk = b"data: " + json.dumps(answer, separators=(",", ":")).encode() + b"\n\n"
+    out = SseRewriter(chat=True).feed(chunk)
+    assert json.loads(out[6:]) == json.loads(rewrite_json(chunk[6:]))

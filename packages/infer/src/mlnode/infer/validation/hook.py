@@ -21,7 +21,7 @@ from mlnode.infer.balancer import Backend
 from mlnode.infer.headers import HeadFields
 from mlnode.infer.validation import engine_calls
 from mlnode.infer.validation.replay import Replay, engine_body, fill, parse_body, read_request
-from mlnode.infer.validation.token_ids import SseRewriter, rewrite_json
+from mlnode.infer.validation.token_ids import SseRewriter, rewrite_chat, rewrite_json
 
 PATHS = {b"/v1/chat/completions": True, b"/v1/completions": False}
 
@@ -182,7 +182,7 @@ class ExchangeRewrite:
         if not self.ids_in_answer or status != 200:
             return fields
         if fields.event_stream:
-            self._sse = SseRewriter()
+            self._sse = SseRewriter(chat=self.chat)
         else:
             self._json = bytearray()
         return without_length(fields)
@@ -201,7 +201,7 @@ class ExchangeRewrite:
         if self._sse is not None:
             return self._sse.close()
         if self._json is not None:
-            return rewrite_json(bytes(self._json))
+            return (rewrite_chat if self.chat else rewrite_json)(bytes(self._json))
         return b""
 
 
