@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,8 @@ from load import Result, run_load
 
 from mlnode.infer.engine import free_port
 from mlnode.infer.testing.replay_node import HAVE_VLLM, build_tiny_llama, serving_node
+from mlnode.infer.validation.hook import ValidationGate
+from mlnode.infer.validation.token_ids import SseRewriter, rewrite_chat
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,10 +66,44 @@ def measure(ports: dict[str, int], body: dict, label: str, args) -> None:
         )
 
 
+def rewrite_cost(off_port: int, body: dict) -> None:
+    """CPU time of the rewriting alone, in this process, on answers the engine really gave."""
+    client = httpx.Client(base_url=f"http://127.0.0.1:{off_port}", timeout=60)
+    answer = client.post("/v1/chat/completions", json=body).content
+    with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as stream:
+        events = list(stream.iter_raw())
+    gate = ValidationGate(lambda: ())
+    gate.configure("raw_logprobs", forcing=True)
+    raw_body = json.dumps(body).encode()
+
+    def per_call_us(work, n: int = 2000) -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            work()
+        return (time.perf_counter() - started) / n * 1e6
+
+    def request() -> None:
+        rewrite = gate.begin(b"POST", b"/v1/chat/completions")
+        assert rewrite is not None
+        rewrite.feed(raw_body)
+        rewrite.prepare_now()
+
+    def stream() -> None:
+        rewriter = SseRewriter(chat=True)
+        for event in events:
+            rewriter.feed(event)
+
+    print(
+        f"\nrewriting CPU cost per request, in-process: request {per_call_us(request):.0f} us, "
+        f"JSON answer ({len(answer)} B) {per_call_us(lambda: rewrite_chat(answer)):.0f} us, "
+        f"stream ({len(events)} reads) {per_call_us(stream, 500):.0f} us"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args()
@@ -96,7 +133,11 @@ def main() -> None:
                     "max_tokens": args.max_tokens,
                     "seed": 1,
                     "return_token_ids": True,
+                    # Asked of the engine on every side, so it does the same work on each and
+                    # only the proxy's rewriting differs.
+                    "return_tokens_as_token_ids": True,
                 }
+                rewrite_cost(off_port, body)
                 measure(ports, body, f"chat JSON, {args.max_tokens} tokens", args)
                 stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
                 measure(ports, stream, f"chat streamed, {args.max_tokens} tokens", args)
