@@ -269,3 +269,17 @@ def test_chat_fast_path_matches_the_exact_rewrite() -> None:
     chunk = b"data: " + json.dumps(answer, separators=(",", ":")).encode() + b"\n\n"
     out = SseRewriter(chat=True).feed(chunk)
     assert json.loads(out[6:]) == json.loads(rewrite_json(chunk[6:]))
+
+
+def test_self_check_reports_missing_patch_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlnode.infer.forcing import plugin
+
+    class MovedSampler:
+        def sample(self, logits: object) -> None:
+            """A sampler whose signature no longer has the patch point."""
+
+    monkeypatch.setattr(plugin, "_state", {})
+    monkeypatch.setattr(plugin, "_v1_sampler", lambda: MovedSampler)
+    ready, reason = plugin.readiness()
+    assert not ready and "v1 Sampler.sample signature changed" in reason
+    assert not getattr(MovedSampler.sample, plugin._MARK, False)  # left unwrapped
