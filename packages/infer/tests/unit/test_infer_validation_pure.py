@@ -266,9 +266,11 @@ def test_chat_fast_path_matches_the_exact_rewrite() -> None:
         fast = json.loads(rewrite_chat(raw))
         assert fast == json.loads(rewrite_json(raw))
         assert fast["choices"][0]["message"] == answer["choices"][0]["message"]
-    chunk = b"data: " + json.dumps(answer, separators=(",", ":")).encode() + b"\n\n"
-    out = SseRewriter(chat=True).feed(chunk)
-    assert json.loads(out[6:]) == json.loads(rewrite_json(chunk[6:]))
+    for separators in ((",", ":"), (", ", ": ")):
+        chunk = b"data: " + json.dumps(answer, separators=separators).encode() + b"\n\n"
+        out = SseRewriter(chat=True).feed(chunk * 2).split(b"\n\n")
+        assert out[2] == b"" and out[0] == out[1]
+        assert json.loads(out[0][6:]) == json.loads(rewrite_json(chunk[6:]))
 
 
 def test_self_check_reports_missing_patch_points(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from mlnode.common.errors import MLNodeError, Unavailable
+from mlnode.common.errors import InvalidRequest, MLNodeError, Unavailable
 from mlnode.infer.balancer import Backend
 from mlnode.infer.headers import HeadFields
 from mlnode.infer.validation import engine_calls
@@ -34,6 +34,9 @@ class BodyTooLarge(MLNodeError):
 
 
 _TOKENIZE_CONCURRENCY = 8
+# Texts of one replay sent to /tokenize (one call each): past this the replay is refused, so a
+# body cannot keep the engine tokenizing for long. Executors' ids are decimal (2026 nodes).
+MAX_TEXTS = 8192
 
 
 class ValidationGate:
@@ -105,6 +108,12 @@ class ValidationGate:
         backends = self.backends()
         if not backends:
             raise Unavailable("no inference engine is serving")
+        if len(replay.texts) > MAX_TEXTS:
+            raise InvalidRequest(
+                f"enforced_tokens has {len(replay.texts)} non-numeric tokens, at most "
+                f"{MAX_TEXTS} are tokenized",
+                param="enforced_tokens",
+            )
         limit = asyncio.Semaphore(_TOKENIZE_CONCURRENCY)
         model = replay.body.get("model")
 

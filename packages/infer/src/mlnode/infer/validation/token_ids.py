@@ -84,14 +84,20 @@ def rewrite_payload(payload: object) -> bool:
     return changed
 
 
+def _compact_chat(data: bytes) -> bytes | None:
+    """`data` rewritten on its bytes, or None when it holds no compact `"token":"token_id:`."""
+    out = data.replace(*_CHAT_TOKEN)
+    if len(out) == len(data):
+        return None
+    return out.replace(*_CHAT_BYTES)
+
+
 def rewrite_chat(data: bytes) -> bytes:
     """A chat answer or chunk with decimal ids, rewritten on its bytes (see `_CHAT_TOKEN`)."""
     if _PREFIX_BYTES not in data:
         return data
-    out = data.replace(*_CHAT_TOKEN)
-    if len(out) == len(data):  # no compact `"token":"token_id:`: the slow, exact path
-        return rewrite_json(data)
-    return out.replace(*_CHAT_BYTES)
+    out = _compact_chat(data)
+    return rewrite_json(data) if out is None else out
 
 
 def rewrite_json(data: bytes) -> bytes:
@@ -131,8 +137,8 @@ class SseRewriter:
         lines = data[:cut]
         if _PREFIX_BYTES not in lines:
             return lines
-        if self._rewrite is rewrite_chat:
-            return rewrite_chat(lines)
+        if self._rewrite is rewrite_chat and (out := _compact_chat(lines)) is not None:
+            return out
         return b"".join(self._line(line) for line in lines.splitlines(keepends=True))
 
     def close(self) -> bytes:
