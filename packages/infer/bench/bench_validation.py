@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,18 +39,28 @@ def start_proxy(engine_port: int, rewrite: str, mode: str) -> tuple[subprocess.P
     return proc, port
 
 
-def measure(ports: dict[str, int], body: dict, label: str, args) -> None:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(ports: dict[str, int], body: dict, label: str, args, pids: dict[str, int]) -> None:
     payload = json.dumps(body).encode()
     path = "/v1/chat/completions"
     for port in ports.values():
         asyncio.run(run_load(port, path, payload, 50, 4))  # warm-up
     for concurrency in (1, args.concurrency):
         runs: dict[str, list[Result]] = {side: [] for side in ports}
+        cpu = dict.fromkeys(pids, 0.0)
         for _ in range(args.rounds):
             for side, port in ports.items():
+                before = cpu_s(pids[side]) if side in pids else 0.0
                 runs[side].append(
                     asyncio.run(run_load(port, path, payload, args.requests, concurrency))
                 )
+                if side in pids:
+                    cpu[side] += cpu_s(pids[side]) - before
         best = {side: max(results, key=lambda r: r.rps) for side, results in runs.items()}
         errors = sum(r.errors for results in runs.values() for r in results)
         print(
@@ -64,6 +75,8 @@ def measure(ports: dict[str, int], body: dict, label: str, args) -> None:
             f"  rewrite on/off throughput {ratio:.2f}x (target >= 0.95)   p50 added {added:.2f} ms"
             f" (target < 1)" + (f"   ERRORS {errors}" if errors else "")
         )
+        spent = {k: v / (args.rounds * args.requests) * 1e6 for k, v in cpu.items()}
+        print("  proxy CPU per request: " + ", ".join(f"{k} {v:.0f} us" for k, v in spent.items()))
 
 
 def rewrite_cost(off_port: int, body: dict) -> None:
@@ -138,9 +151,10 @@ def main() -> None:
                     "return_tokens_as_token_ids": True,
                 }
                 rewrite_cost(off_port, body)
-                measure(ports, body, f"chat JSON, {args.max_tokens} tokens", args)
+                pids = {"rewrite off": off.pid, "rewrite on": on.pid}
+                measure(ports, body, f"chat JSON, {args.max_tokens} tokens", args, pids)
                 stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
-                measure(ports, stream, f"chat streamed, {args.max_tokens} tokens", args)
+                measure(ports, stream, f"chat streamed, {args.max_tokens} tokens", args, pids)
             finally:
                 for proc in (off, on):
                     proc.terminate()
