@@ -32,13 +32,15 @@ async def post_json(
             reader, writer = await asyncio.open_connection(backend.host, backend.port)
             try:
                 writer.write(request)
-                raw = await reader.read(_MAX_ANSWER)
-                while chunk := await reader.read(_MAX_ANSWER):
+                raw = b""
+                while (chunk := await reader.read(1 << 16)) and len(raw) <= _MAX_ANSWER:
                     raw += chunk
             finally:
                 writer.close()
     except (OSError, TimeoutError) as exc:
         raise EngineFailed(f"engine {backend.key}: {path} failed: {exc!r}") from exc
+    if len(raw) > _MAX_ANSWER:
+        raise EngineFailed(f"engine {backend.key}: answer to {path} over {_MAX_ANSWER} bytes")
     head, _, content = raw.partition(b"\r\n\r\n")
     try:
         status = int(head.split(b" ", 2)[1])
