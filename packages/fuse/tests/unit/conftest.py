@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Mapping, Sequence
 
 import pytest
 import torch
 
 from mlnode.common.errors import NotFound, PeerUnknown
-from mlnode.common.transport.api import ReceivedTensors, TensorLike, TensorMeta, TensorProvider
+from mlnode.common.transport.api import (
+    ReceivedTensors,
+    TensorLike,
+    TensorMeta,
+    TensorProvider,
+    check_as_listed,
+)
 
 
 class FakeNetwork:
@@ -56,13 +63,26 @@ class FakeTransport:
     def unserve(self, task: str) -> None:
         self.served.pop(task, None)
 
-    def list_tensors(self, peer_id: str, task: str) -> list[TensorMeta]:
+    def list_tensors(
+        self, peer_id: str, task: str, *, timeout: float | None = None
+    ) -> list[TensorMeta]:
         return self._provider(peer_id, task).describe()
 
-    def fetch(self, peer_id: str, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    def fetch(
+        self,
+        peer_id: str,
+        task: str,
+        names: Sequence[str],
+        *,
+        expected: Mapping[str, TensorMeta] | None = None,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, torch.Tensor]:
         provider = self._provider(peer_id, task)
         self.fetches += len(names)
-        return {name: provider.get(name).clone() for name in names}
+        got = {name: provider.get(name).clone() for name in names}
+        check_as_listed(peer_id, got, expected)
+        return got
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mlnode.common.transport import ReceivedTensors, TensorMeta, TensorProvider
-from mlnode.common.transport.api import TensorLike
+from mlnode.common.transport.api import TensorLike, check_as_listed
 
 #: What the signed transport carries (it refuses other dtypes, so the hub does too).
 WIRE_DTYPES = frozenset(
@@ -135,14 +135,27 @@ class MemoryTransport:
             raise LookupError(f"{peer_id} serves nothing for task {task}")
         return provider
 
-    def list_tensors(self, peer_id: str, task: str) -> list[TensorMeta]:
+    def list_tensors(
+        self, peer_id: str, task: str, *, timeout: float | None = None
+    ) -> list[TensorMeta]:
         """What a peer offers."""
         return self._provider(peer_id, task).describe()
 
-    def fetch(self, peer_id: str, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Copies of named tensors from a peer's provider."""
+    def fetch(
+        self,
+        peer_id: str,
+        task: str,
+        names: Sequence[str],
+        *,
+        expected: Mapping[str, TensorMeta] | None = None,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Copies of named tensors from a peer's provider (checked against `expected`)."""
         provider = self._provider(peer_id, task)
-        return {name: provider.get(name).detach().clone() for name in names}
+        got = {name: provider.get(name).detach().clone() for name in names}
+        check_as_listed(peer_id, got, expected)
+        return got
 
 
 SUBJECTS = ("the cat", "a dog", "my friend", "the bird", "our teacher", "a child")
