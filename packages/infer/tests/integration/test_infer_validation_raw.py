@@ -67,10 +67,12 @@ def test_executor_stream_carries_decimal_ids_token_by_token(
     chunks, content = stream_content(proxy, CHAT, body)
     token_ids = [t for c in chunks for ch in c["choices"] for t in ch.get("token_ids") or []]
     assert_decimal_entries(content, token_ids)
-    per_chunk = [
-        len((ch.get("logprobs") or {}).get("content") or []) for c in chunks for ch in c["choices"]
-    ]
-    assert max(per_chunk) == 1
+    choices = [ch for c in chunks for ch in c["choices"]]
+    per_chunk = [len((ch.get("logprobs") or {}).get("content") or []) for ch in choices]
+    assert per_chunk == [len(ch.get("token_ids") or []) for ch in choices]
+    # Positions arrive over many events (vLLM merges a few when its consumer lags under load);
+    # the validator concatenates them.
+    assert sum(1 for n in per_chunk if n) > len(token_ids) // 2
     assert chunks[-1]["usage"]["completion_tokens"] == len(token_ids)
     # The same seed without streaming gives the same tokens and logprobs.
     plain = content_of(chat(proxy, executor_request(tiny_llama, seed=5)))
