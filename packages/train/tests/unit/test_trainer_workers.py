@@ -1,40 +1,33 @@
 """Several DiLoCo workers in threads over an in-memory hub, with faults."""
 
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mlnode.common.transport.api import TensorLike
+from mlnode.common.testing import FakeTransport, TransportHub, wait_until
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
-from mlnode.train.testing import MemoryHub, MemoryTransport
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
 
-class DroppingTransport(MemoryTransport):
-    """Loses the pseudo-gradient chunks of rounds whose tag starts with `drop_prefix`
+def dropping(node: FakeTransport, drop_prefix: str, drop_to: str | None = None) -> FakeTransport:
+    """`node`, losing the pseudo-gradient chunks of rounds whose tag starts with `drop_prefix`
     (sent to `drop_to` only, when given)."""
 
-    def __init__(
-        self, hub: MemoryHub, name: str, drop_prefix: str, drop_to: str | None = None
-    ) -> None:
-        super().__init__(hub, name)
-        self.drop_prefix = drop_prefix
-        self.drop_to = drop_to
+    def lose(peer: str, tag: str) -> bool:
+        chunk = tag.startswith(drop_prefix) and "/chunk-" in tag
+        return chunk and drop_to in (None, peer)
 
-    def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
-        dropped = tag.startswith(self.drop_prefix) and "/chunk-" in tag
-        if not (dropped and self.drop_to in (None, peer_id)):
-            super().send(peer_id, tensors, task, tag)
+    node.lose = lose
+    return node
 
 
 def make_trainer(
     make_request: Callable[..., dict[str, Any]],
-    transport: MemoryTransport | None,
+    transport: FakeTransport | None,
     rank: int,
     world: int,
     ckpt: Path,
@@ -63,10 +56,10 @@ def hashes(progress: TrainProgress) -> dict[int, str]:
 
 def when(condition: Callable[[], bool], action: Callable[[], None]) -> threading.Thread:
     def watch() -> None:
-        deadline = time.monotonic() + 60
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        action()
+        try:
+            wait_until(condition, timeout_s=60, interval_s=0.01, what="the fault's moment")
+        finally:
+            action()
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -74,10 +67,9 @@ def when(condition: Callable[[], bool], action: Callable[[], None]) -> threading
 
 
 def test_three_workers_learn_and_stay_identical(make_request, tmp_path) -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     pairs = [
-        make_trainer(make_request, hub.transport(f"w{r}"), r, 3, tmp_path / f"c{r}")
-        for r in range(3)
+        make_trainer(make_request, hub.node(f"w{r}"), r, 3, tmp_path / f"c{r}") for r in range(3)
     ]
 
     run_all([t for t, _ in pairs])
@@ -97,11 +89,11 @@ def test_three_workers_learn_and_stay_identical(make_request, tmp_path) -> None:
 def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
     make_request, tmp_path
 ) -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     pairs = [
         make_trainer(
             make_request,
-            hub.transport(f"w{r}"),
+            hub.node(f"w{r}"),
             r,
             3,
             tmp_path / f"c{r}",
@@ -124,7 +116,7 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
     hub.revive("w2")
     reborn, reborn_progress = make_trainer(
         make_request,
-        hub.transport("w2"),
+        hub.node("w2"),
         2,
         3,
         tmp_path / "c2",
@@ -147,11 +139,11 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
 
 
 def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     pairs = [
         make_trainer(
             make_request,
-            DroppingTransport(hub, f"w{r}", "outer-1-") if r == 2 else hub.transport(f"w{r}"),
+            dropping(hub.node(f"w{r}"), "outer-1-") if r == 2 else hub.node(f"w{r}"),
             r,
             3,
             tmp_path / f"c{r}",
@@ -171,13 +163,11 @@ def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None
 def test_a_worker_that_missed_one_live_peer_learns_it_is_the_odd_one_out(
     make_request, tmp_path
 ) -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     pairs = [
         make_trainer(
             make_request,
-            DroppingTransport(hub, "w0", "outer-1-", drop_to="w1")
-            if r == 0
-            else hub.transport(f"w{r}"),
+            dropping(hub.node("w0"), "outer-1-", drop_to="w1") if r == 0 else hub.node(f"w{r}"),
             r,
             3,
             tmp_path / f"c{r}",
