@@ -13,30 +13,23 @@ from fastapi.testclient import TestClient
 
 from mlnode.api.app import create_app
 from mlnode.api.settings import MLNodeSettings
+from mlnode.api.testing import make_settings
 from mlnode.common.context import NodeContext
-from mlnode.common.settings import NodeSettings
+from mlnode.common.lifecycle import Service
 from mlnode.common.testing import TransportHub, wait_until
-from mlnode.common.transport.api import TensorMeta
+from mlnode.common.transport.api import TensorMeta, TensorTransport
 from mlnode.common.transport.errors import NotOffered
-from mlnode.common.transport.settings import TransportSettings
 from mlnode.fuse.service import FuseService
-from mlnode.fuse.settings import FuseSettings
 from mlnode.fuse.testing import random_model, write_checkpoint
 
 SHAPES = {"a.weight": (16, 4), "b.weight": (4,)}
 
 
-def make_client(tmp_path: Path, transport: Any) -> TestClient:
-    def services(settings: MLNodeSettings, ctx: NodeContext) -> None:
-        ctx.transport = transport
-        FuseService(settings.fuse, ctx)
+def make_client(tmp_path: Path, transport: TensorTransport | None) -> TestClient:
+    def services(settings: MLNodeSettings, ctx: NodeContext) -> list[Service[Any]]:
+        return [FuseService(settings.fuse, ctx)]
 
-    settings = MLNodeSettings(
-        node=NodeSettings(state_dir=tmp_path / "state"),
-        transport=TransportSettings(host="127.0.0.1", port=0),
-        fuse=FuseSettings(),
-    )
-    return TestClient(create_app(settings, services=services))
+    return TestClient(create_app(make_settings(tmp_path), services=services, transport=transport))
 
 
 @pytest.fixture
@@ -158,12 +151,14 @@ def test_share_of_a_missing_model_is_422(client: TestClient, tmp_path: Path) -> 
     assert response.status_code == 422
 
 
-def test_without_transport_peers_and_shares_are_503(tmp_path: Path, models: list[str]) -> None:
-    with make_client(tmp_path, None) as client:
+def test_over_the_node_grpc_transport_an_unregistered_peer_is_403(
+    tmp_path: Path, models: list[str]
+) -> None:
+    with make_client(tmp_path, None) as client:  # the node's own, signed transport
         peer = body(tmp_path, models, sources=[{"peer_id": "p"}])
-        assert client.post("/api/v1/fuse/start", json=peer).status_code == 503
+        assert client.post("/api/v1/fuse/start", json=peer).status_code == 403
         share = client.post("/api/v1/fuse/share", json={"task_id": "t", "path": models[0]})
-        assert share.status_code == 503
+        assert share.status_code == 200, share.text
 
 
 def test_unknown_peer_is_403(client: TestClient, tmp_path: Path, models: list[str]) -> None:

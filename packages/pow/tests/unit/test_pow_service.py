@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from mlnode.common.context import NodeContext
 from mlnode.common.errors import MLNodeError
 from mlnode.common.lifecycle import ServiceGate
 from mlnode.common.settings import NodeSettings
+from mlnode.common.testing import wait_until
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.pow.routes import router
 from mlnode.pow.service import PowService
@@ -37,8 +37,9 @@ def app_parts() -> Iterator[tuple[TestClient, PowService, CollectorRegistry]]:
     settings = PowSettings(
         device="cpu", callback_backoff_initial_s=0.05, callback_backoff_max_s=0.2
     )
-    ctx = NodeContext(settings=NodeSettings(), gate=gate, metrics=registry)
+    ctx = NodeContext(settings=NodeSettings(_env_file=None), gate=gate, metrics=registry)
     service = PowService(settings, ctx)
+    gate.register(service)
     app = FastAPI()
     app.state.gate = gate
     app.include_router(router, prefix="/api/v1")
@@ -71,13 +72,14 @@ def init_body(vectors: dict[str, Any], url: str, **changes: Any) -> dict[str, An
 
 
 def wait_status(client: TestClient, status: str, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body: dict[str, Any] = client.get("/api/v1/pow/status").json()
-        if body["status"] == status and body["is_model_initialized"]:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
+    body: dict[str, Any] = wait_until(
+        lambda: client.get("/api/v1/pow/status").json(),
+        lambda b: b["status"] == status and b["is_model_initialized"],
+        timeout_s=timeout_s,
+        interval_s=0.05,
+        what=f"PoW {status}",
+    )
+    return body
 
 
 def test_status_before_init(app_parts: Any) -> None:

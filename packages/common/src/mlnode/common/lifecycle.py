@@ -134,14 +134,20 @@ class JobState:
 
 
 class ServiceGate:
-    """Registry of the node's services; lets at most one of them run at a time."""
+    """Registry of the node's services; lets at most one of them run at a time.
+
+    The node registers the services it built (`mlnode.api.create_app`); a service never registers
+    itself, and one that is not registered cannot start, so none runs unseen by the others.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._services: list[Service[Any]] = []
 
     def register(self, service: Service[Any]) -> None:
-        """Add a service; one per class."""
+        """Add a service built for this gate; one per class."""
+        if service._gate is not self:
+            raise ValueError(f"{type(service).__name__} was built for another gate")
         if any(type(s) is type(service) for s in self._services):
             raise ValueError(f"{type(service).__name__} is registered already")
         self._services.append(service)
@@ -164,6 +170,8 @@ class ServiceGate:
 
     def claim(self, service: Service[Any]) -> None:
         """Atomically check that no other service runs and mark `service` as starting."""
+        if not any(s is service for s in self._services):
+            raise RuntimeError(f"{type(service).__name__} is not registered with the node's gate")
         with self._lock:
             other = next((s for s in self._services if s is not service and s.is_running()), None)
             if other is not None:
@@ -188,7 +196,6 @@ class Service(ABC, Generic[RequestT]):
     def __init__(self, gate: ServiceGate) -> None:
         self.job = JobState()
         self._gate = gate
-        gate.register(self)
 
     def _enter_starting(self) -> None:
         if self.job.active and not self.restart_while_running:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from mlnode.common.context import NodeContext
-from mlnode.common.errors import InvalidRequest, Unavailable
+from mlnode.common.errors import InvalidRequest
 from mlnode.common.lifecycle import ServiceKind, ServiceStatus, WorkerService
 from mlnode.common.transport import TensorTransport
 from mlnode.train.legacy import LegacyTrainBody, to_train_request
@@ -33,7 +33,7 @@ class TrainService(WorkerService[TrainRequest]):
         super().__init__(ctx.gate)
         self.settings = settings
         self.state_dir = ctx.settings.state_dir
-        self.transport: TensorTransport | None = ctx.transport
+        self.transport: TensorTransport = ctx.transport
         self._progress: TrainProgress | None = None
         self._trainer: DilocoTrainer | None = None
         self._serving: DilocoTrainer | None = None
@@ -51,8 +51,6 @@ class TrainService(WorkerService[TrainRequest]):
         return root / request.task_id
 
     async def _start(self, request: TrainRequest) -> None:
-        if request.world_size > 1 and self.transport is None:
-            raise Unavailable("this MLNode has no tensor transport, so it can only train alone")
         if self.settings.torch_threads is not None:
             torch.set_num_threads(self.settings.torch_threads)
         if self.settings.torch_device().type == "cuda" and not torch.cuda.is_available():

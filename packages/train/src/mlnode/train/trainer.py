@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class TrainerEnv:
     """What the node gives a trainer."""
 
-    transport: TensorTransport | None
+    transport: TensorTransport
     device: torch.device
     checkpoint_dir: Path
     vote_timeout_s: float = 30.0
@@ -97,7 +97,7 @@ class DilocoTrainer:
     @property
     def networked(self) -> bool:
         """Whether this worker has peers to sync with."""
-        return bool(self.peers) and self.env.transport is not None
+        return bool(self.peers)
 
     def run(self, stop: threading.Event) -> None:
         """Train until done or `stop` is set; a stop mid-round keeps the last checkpoint.
@@ -132,7 +132,6 @@ class DilocoTrainer:
     def unserve(self) -> None:
         """Stop offering this worker's state to peers."""
         if self.networked:
-            assert self.env.transport is not None
             self.env.transport.unserve(self.req.task_id)
 
     def _adopt(self, round_index: int, params: Tensors, momentum: Tensors) -> None:
@@ -165,7 +164,6 @@ class DilocoTrainer:
         self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
 
     def _offers_of(self, peers: list[str], wait_s: float, stop: threading.Event) -> dict[str, int]:
-        assert self.env.transport is not None
         return peer_offers(self.env.transport, peers, self.req.task_id, wait_s, stop)
 
     def _defers_to(self, peer: str) -> bool:
@@ -175,7 +173,6 @@ class DilocoTrainer:
     def _pull_newer(self, offers: dict[str, int], strictly: bool) -> bool:
         """Adopt the state of the peer furthest ahead (or level with us, unless `strictly`)."""
         transport = self.env.transport
-        assert transport is not None
         ahead = [
             (-r, self.peers[p], p)
             for p, r in offers.items()
@@ -196,7 +193,6 @@ class DilocoTrainer:
 
     def _announce(self, digest: str) -> None:
         """Count for the state just taken in the votes of peers still waiting on this round."""
-        assert self.env.transport is not None
         announce(self.env.transport, self.peers, self.req.task_id, self.round, digest)
 
     def _publish(self) -> str:
@@ -208,7 +204,6 @@ class DilocoTrainer:
         )
         self.provider.publish(snapshot)
         if self.networked:
-            assert self.env.transport is not None
             self.env.transport.serve(self.req.task_id, self.provider)
         self.base_digest = snapshot.digest()
         return self.base_digest
@@ -230,7 +225,6 @@ class DilocoTrainer:
     def _exchange(self, grads: Tensors, stop: threading.Event) -> RoundResult:
         if not self.networked:
             return RoundResult(average=grads, results={self.req.rank: "self"}, failures={})
-        assert self.env.transport is not None
         result = run_round(
             self.env.transport,
             self.peers,
@@ -292,7 +286,6 @@ class DilocoTrainer:
             self.progress.set(weights_sha256=digest, weights_agree=True)
             return digest
         transport = self.env.transport
-        assert transport is not None
         reachable = {
             p: r for p, r in self.peers.items() if not result.failures.get(p, "").startswith("send")
         }
