@@ -3,7 +3,6 @@
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,15 +15,13 @@ import torch.distributed as dist
 from fastapi.testclient import TestClient
 
 from mlnode.api.app import create_app
-from mlnode.api.settings import MLNodeSettings
-from mlnode.common.settings import NodeSettings
-from mlnode.common.transport.settings import TransportSettings
+from mlnode.api.testing import make_settings
+from mlnode.common.testing import TransportHub, wait_until
 from mlnode.train.inner import InnerLoop
 from mlnode.train.local import join_group, local_step, sync_state, weights_agree
 from mlnode.train.model import build_model
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import ModelSpec, OptimConfig, TrainRequest
-from mlnode.train.settings import TrainSettings
 from mlnode.train.testing import follower_hashes
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
@@ -40,7 +37,9 @@ def run_trainer(
     progress = TrainProgress(request.task_id, 0, 1)
     devices = tuple(torch.device("cuda", i) for i in range(gpus))
     trainer = DilocoTrainer(
-        request, TrainerEnv(None, devices[0], ckpt, local_devices=devices), progress
+        request,
+        TrainerEnv(TransportHub().node("w0"), devices[0], ckpt, local_devices=devices),
+        progress,
     )
     trainer.run(threading.Event())
     return trainer, progress.snapshot()
@@ -64,10 +63,8 @@ def test_two_gpus_train_as_one_node(make_request, tmp_path) -> None:
 
 @needs_two
 def test_a_killed_gpu_follower_fails_the_job(make_request, tmp_path) -> None:
-    settings = MLNodeSettings(
-        node=NodeSettings(state_dir=tmp_path / "state"),
-        transport=TransportSettings(host="127.0.0.1", port=0),
-        train=TrainSettings(device="cuda", local_devices="2", join_timeout_s=0.5),
+    settings = make_settings(
+        tmp_path, train={"device": "cuda", "local_devices": "2", "join_timeout_s": 0.5}
     )
     with TestClient(create_app(settings)) as client:
         client.post("/api/v1/train/start", json=make_request(optim={"total_steps": 100000}))
@@ -85,13 +82,10 @@ def test_a_killed_gpu_follower_fails_the_job(make_request, tmp_path) -> None:
 
 
 def wait_for(client: TestClient, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        body = client.get("/api/v1/train/status").json()
-        if check(body):
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"never reached: {body}")
+    body: dict[str, Any] = wait_until(
+        lambda: client.get("/api/v1/train/status").json(), check, timeout_s=90, interval_s=0.05
+    )
+    return body
 
 
 @needs_one

@@ -1,6 +1,5 @@
 """The /api/v1/train routes on the real app, with the real service (single worker, no transport)."""
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,31 +8,27 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlnode.api.app import create_app
-from mlnode.api.settings import MLNodeSettings
-from mlnode.common.settings import NodeSettings
-from mlnode.common.transport.settings import TransportSettings
-from mlnode.train.settings import TrainSettings
+from mlnode.api.testing import make_settings
+from mlnode.common.testing import wait_until
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = MLNodeSettings(
-        node=NodeSettings(state_dir=tmp_path / "state"),
-        transport=TransportSettings(host="127.0.0.1", port=0),
-        train=TrainSettings(device="cpu", torch_threads=1, join_timeout_s=0.5),
+    settings = make_settings(
+        tmp_path, train={"device": "cpu", "torch_threads": 1, "join_timeout_s": 0.5}
     )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
 def wait_phase(client: TestClient, phases: set[str], timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get("/api/v1/train/status").json()
-        if body["phase"] in phases:
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"phase never reached {phases}: {body}")
+    body: dict[str, Any] = wait_until(
+        lambda: client.get("/api/v1/train/status").json(),
+        lambda b: b["phase"] in phases,
+        timeout_s=timeout,
+        what=f"phase in {phases}",
+    )
+    return body
 
 
 def test_a_single_worker_trains_to_the_end(client, make_request) -> None:

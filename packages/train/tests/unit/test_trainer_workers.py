@@ -27,7 +27,7 @@ def dropping(node: FakeTransport, drop_prefix: str, drop_to: str | None = None) 
 
 def make_trainer(
     make_request: Callable[..., dict[str, Any]],
-    transport: FakeTransport | None,
+    transport: FakeTransport,
     rank: int,
     world: int,
     ckpt: Path,
@@ -37,6 +37,11 @@ def make_trainer(
     progress = TrainProgress(request.task_id, rank, world)
     env = TrainerEnv(transport, torch.device("cpu"), ckpt, vote_timeout_s=5.0, join_timeout_s=5.0)
     return DilocoTrainer(request, env, progress), progress
+
+
+def alone() -> FakeTransport:
+    """The transport of a worker without peers."""
+    return TransportHub().node("w0")
 
 
 def run_all(trainers: list[DilocoTrainer], stops: list[threading.Event] | None = None) -> None:
@@ -188,17 +193,17 @@ def test_a_worker_that_missed_one_live_peer_learns_it_is_the_odd_one_out(
 
 def test_stop_then_start_resumes_bit_identically(make_request, tmp_path) -> None:
     straight, straight_progress = make_trainer(
-        make_request, None, 0, 1, tmp_path / "a", optim=optim(40)
+        make_request, alone(), 0, 1, tmp_path / "a", optim=optim(40)
     )
     straight.run(threading.Event())
 
-    first, progress = make_trainer(make_request, None, 0, 1, tmp_path / "b", optim=optim(40))
+    first, progress = make_trainer(make_request, alone(), 0, 1, tmp_path / "b", optim=optim(40))
     stop = threading.Event()
     when(lambda: progress.snapshot()["outer_round"] >= 2, stop.set)
     first.run(stop)
     stopped_at = progress.snapshot()["outer_round"]
     assert 2 <= stopped_at < 8
-    second, resumed = make_trainer(make_request, None, 0, 1, tmp_path / "b", optim=optim(40))
+    second, resumed = make_trainer(make_request, alone(), 0, 1, tmp_path / "b", optim=optim(40))
     second.run(threading.Event())
 
     assert resumed.snapshot()["resumed_from"] == stopped_at
