@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from mlnode.api.app import create_app
 from mlnode.api.settings import MLNodeSettings
+from mlnode.api.testing import make_settings
 from mlnode.common.settings import NodeSettings
 from mlnode.common.transport.auth import Identity
-from mlnode.common.transport.settings import TransportSettings
 
 
 def key() -> str:
@@ -20,11 +20,7 @@ def key() -> str:
 
 
 def app_client(state_dir: Path) -> TestClient:
-    settings = MLNodeSettings(
-        node=NodeSettings(state_dir=state_dir),
-        transport=TransportSettings(host="127.0.0.1", port=0),
-    )
-    return TestClient(create_app(settings))
+    return TestClient(create_app(make_settings(state_dir, node={"state_dir": state_dir})))
 
 
 @pytest.fixture

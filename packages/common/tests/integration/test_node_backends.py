@@ -1,12 +1,17 @@
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from mlnode.common.testing import BackendUnavailable, CallbackReceiver, free_port, open_backend
+from mlnode.common.testing import (
+    BackendUnavailable,
+    CallbackReceiver,
+    free_port,
+    open_backend,
+    wait_until,
+)
 from mlnode.common.testing.peer_mesh import main as peer_mesh_main
 
 
@@ -62,6 +67,14 @@ def test_three_nodes_learn_each_others_keys_like_the_compose_init_step(mlnode_fa
                 assert entry["address"] == peer.peer_grpc_address
 
 
+def answers(url: str) -> bool:
+    try:
+        httpx.get(url)
+    except httpx.ConnectError:
+        return False
+    return True
+
+
 def test_callback_receiver_runs_as_the_compose_service_does(tmp_path):
     port = free_port()
     journal = tmp_path / "callbacks.jsonl"
@@ -69,12 +82,7 @@ def test_callback_receiver_runs_as_the_compose_service_does(tmp_path):
     proc = subprocess.Popen([*command, "--port", str(port), "--journal", str(journal)])
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{url}/livez")
-                break
-            except httpx.ConnectError:
-                time.sleep(0.05)
+        wait_until(lambda: answers(f"{url}/livez"), timeout_s=5, interval_s=0.05, what="livez")
         assert httpx.post(f"{url}/validated", content=b'{"fraud_detected": false}').is_success
         assert httpx.get(f"{url}/received").json()[0]["body"] == {"fraud_detected": False}
         assert "/validated" in journal.read_text()

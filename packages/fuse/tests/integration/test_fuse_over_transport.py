@@ -7,7 +7,6 @@ a node whose key the holder does not know must not get a tensor.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -18,6 +17,7 @@ import httpx
 import pytest
 import torch
 
+from mlnode.common.testing import wait_until
 from mlnode.common.testing.node_process import MLNodeProcess
 from mlnode.fuse.executor import FusionProgress
 from mlnode.fuse.job import prepare, run
@@ -81,13 +81,14 @@ def fuse_body(sources: list[dict[str, Any]], base: Path, output: Path) -> dict[s
 
 
 def wait_done(node: MLNodeProcess) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        status: dict[str, Any] = api(node, "GET", "/fuse/status").json()
-        if status["phase"] not in ("STARTING", "RUNNING", "STOPPING"):
-            return status
-        time.sleep(0.1)
-    raise TimeoutError("fusion did not finish")
+    status: dict[str, Any] = wait_until(
+        lambda: api(node, "GET", "/fuse/status").json(),
+        lambda s: s["phase"] not in ("STARTING", "RUNNING", "STOPPING"),
+        timeout_s=120,
+        interval_s=0.1,
+        what="fusion to end",
+    )
+    return status
 
 
 def test_pulled_fusion_equals_local_fusion_and_strangers_cannot_pull(
