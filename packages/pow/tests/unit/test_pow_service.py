@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -206,3 +208,45 @@ def test_reinit_continues_the_search_without_repeating_nonces(
     client.post("/api/v1/pow/stop")
     nonces = [n for b in receiver.bodies("generated") for n in b["nonces"]]
     assert len(nonces) == len(set(nonces))
+
+
+def bare_service() -> PowService:
+    ctx = NodeContext(settings=NodeSettings(_env_file=None))
+    service = PowService(PowSettings(_env_file=None, device="cpu"), ctx)
+    ctx.gate.register(service)
+    return service
+
+
+async def test_stop_while_a_model_build_runs_leaves_the_loop_free() -> None:
+    service = bare_service()
+    building, loop_ran = threading.Event(), threading.Event()
+    freed_by_loop: list[bool] = []
+
+    def build() -> None:  # holds the cache's lock as a build in progress does
+        with service.models._lock:
+            building.set()
+            freed_by_loop.append(loop_ran.wait(10))
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    building.wait(5)
+    stopping = asyncio.create_task(service.stop())
+    await asyncio.sleep(0.05)  # stop now waits for the build
+    loop_ran.set()
+    await stopping
+    builder.join(15)
+    assert freed_by_loop == [True]
+    service.sender.close(flush_timeout_s=0)
+
+
+async def test_close_with_undelivered_callbacks_leaves_the_loop_free() -> None:
+    service = bare_service()
+    with CallbackReceiver() as receiver:
+        receiver.status_code = 503  # the network node is down: the callback stays pending
+        service.sender.start()
+        service.sender.submit(receiver.url, "generated", {"i": 0})
+        closing = asyncio.create_task(service.close())
+        await asyncio.sleep(0.2)  # close flushes for up to 2 s; the loop runs meanwhile
+        assert not closing.done()
+        await closing
+    assert service.sender.stats().dropped == 1

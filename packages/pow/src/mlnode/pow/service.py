@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -183,12 +184,13 @@ class PowService(WorkerService[PowStart]):
         """Stop the job and free the model; pending callbacks are still delivered."""
         await super().stop()
         self._phase = PowPhase.STOPPED if self._init is not None else PowPhase.NO_CONTROLLER
-        self.models.release()
+        # Off the loop: release waits for a model build still holding the cache's lock.
+        await asyncio.to_thread(self.models.release)
 
     async def close(self) -> None:
-        """Server shutdown: stop, then give the callbacks a last chance."""
+        """Server shutdown: stop, then give the callbacks a last chance (off the loop)."""
         await self.stop()
-        self.sender.close(flush_timeout_s=2.0)
+        await asyncio.to_thread(self.sender.close, 2.0)
 
     def _resume_point(self, init: PowInitRequest, shares: list[NonceShare]) -> dict[int, int]:
         """Progress of the same search (block, key, shares) to continue from, or a fresh one."""
