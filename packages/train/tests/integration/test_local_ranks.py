@@ -25,14 +25,6 @@ from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_trainer(
     make_request: Callable[..., dict[str, Any]], ckpt: Path, ranks: int, **overrides: Any
 ) -> tuple[DilocoTrainer, TrainProgress]:
