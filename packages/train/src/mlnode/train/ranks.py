@@ -269,6 +269,6 @@ class LocalRanks:
             if dist.is_initialized():
                 try:
                     dist.destroy_process_group()
-                except Exception:  # noqa: BLE001 - a broken group is gone all the same
+                except Exception:  # a broken group is gone all the same
                     log.warning("destroying the local process group failed", exc_info=True)
         self._store = None

@@ -181,7 +181,7 @@ class DilocoTrainer:
         for _, _, peer in sorted(ahead):
             try:
                 snapshot = pull_snapshot(transport, peer, self.req.task_id)
-            except Exception as exc:  # noqa: BLE001 - try the next peer
+            except Exception as exc:  # try the next peer
                 log.warning("pull from %s failed: %s", peer, exc)
                 continue
             self._adopt(snapshot.round, snapshot.params, snapshot.momentum)
@@ -307,7 +307,7 @@ class DilocoTrainer:
         for holder in [] if agree else outcome.holders:
             try:
                 snapshot = pull_snapshot(transport, holder, self.req.task_id, self.round)
-            except Exception as exc:  # noqa: BLE001 - try the next holder of the winning hash
+            except Exception as exc:  # try the next holder of the winning hash
                 log.warning("pull from %s failed: %s", holder, exc)
                 continue
             self._adopt(snapshot.round, snapshot.params, snapshot.momentum)

@@ -40,7 +40,7 @@ class TransportServicer(pb_grpc.TransportServicer):
         self.handlers = handlers
         self.sessions = OpenSessions(handshake.peers)
 
-    def Hello(self, request: pb.HelloRequest, context: Any) -> pb.HelloReply:  # noqa: N802
+    def Hello(self, request: pb.HelloRequest, context: Any) -> pb.HelloReply:
         """Answer the client's challenge with ours, signed."""
         grant = cast(HelloGrant, cast(AuthContext, context).auth)
         try:
@@ -53,7 +53,7 @@ class TransportServicer(pb_grpc.TransportServicer):
             server_key=self.handshake.identity.public_key, server_nonce=nonce, signature=signature
         )
 
-    def Push(self, request_iterator: Iterator[wire.FrameLike], context: Any) -> pb.PushReply:  # noqa: N802
+    def Push(self, request_iterator: Iterator[wire.FrameLike], context: Any) -> pb.PushReply:
         """Receive a pushed stream into the inbox."""
         session = _session(context)
         try:
@@ -65,7 +65,7 @@ class TransportServicer(pb_grpc.TransportServicer):
             context.abort(grpc.StatusCode.CANCELLED, "the stream was cancelled by the peer")
             raise
 
-    def List(self, request: pb.ListRequest, context: Any) -> pb.ListReply:  # noqa: N802
+    def List(self, request: pb.ListRequest, context: Any) -> pb.ListReply:
         """The signed list of tensors offered for the session's task."""
         try:
             listing, signature = self.handlers.listing(_session(context))
@@ -73,7 +73,7 @@ class TransportServicer(pb_grpc.TransportServicer):
             _abort(context, exc)
         return pb.ListReply(listing=listing, signature=signature)
 
-    def Fetch(self, request: pb.FetchRequest, context: Any) -> Iterator[wire.WireFrame]:  # noqa: N802
+    def Fetch(self, request: pb.FetchRequest, context: Any) -> Iterator[wire.WireFrame]:
         """Stream the named tensors, signed."""
         session = _session(context)
         try:

@@ -100,7 +100,7 @@ def peer_offers(
         for peer in [p for p in peers if p not in offers]:
             try:
                 rounds = offered_rounds(transport.list_tensors(peer, task))
-            except Exception as exc:  # noqa: BLE001 - not up (yet): ask again or give up
+            except Exception as exc:  # not up (yet): ask again or give up
                 log.debug("no offer from %s: %s", peer, exc)
                 continue
             if rounds:
@@ -163,7 +163,7 @@ def announce(
     for peer in peers:
         try:
             transport.send(peer, payload, task, _hash_tag(round_index))
-        except Exception as exc:  # noqa: BLE001 - a peer that cannot hear us just has no vote
+        except Exception as exc:  # a peer that cannot hear us just has no vote
             log.warning("hash to %s not sent: %s", peer, exc)
             unreachable.add(peer)
     return unreachable
