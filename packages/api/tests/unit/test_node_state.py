@@ -11,7 +11,8 @@ from .conftest import make_app
 
 
 def state(client: TestClient) -> str:
-    return client.get("/api/v1/state").json()["state"]
+    state: str = client.get("/api/v1/state").json()["state"]
+    return state
 
 
 def wait_state(client: TestClient, wanted: str) -> None:

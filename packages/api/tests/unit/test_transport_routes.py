@@ -4,6 +4,7 @@ import base64
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -57,7 +58,7 @@ def test_peer_crud_and_persistence(tmp_path: Path) -> None:
 
 def test_put_set_replaces_everything_at_once(client: TestClient) -> None:
     client.put("/api/v1/peers/old", json={"public_key": key()})
-    new = [
+    new: list[dict[str, Any]] = [
         {"peer_id": "a", "public_key": key()},
         {"peer_id": "b", "public_key": key(), "tasks": None},
     ]

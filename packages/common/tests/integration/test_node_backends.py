@@ -1,6 +1,7 @@
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import pytest
@@ -41,7 +42,7 @@ def test_a_killed_node_stops_answering(mlnode_factory):
         httpx.get(f"{node.url}/livez", timeout=2)
 
 
-def known_peer(node_url: str, peer_id: str) -> dict:
+def known_peer(node_url: str, peer_id: str) -> dict[str, Any]:
     """The peer entry from GET /api/v1/peers, whether it answers a list or {"peers": [...]}."""
     answer = httpx.get(f"{node_url}/api/v1/peers")
     assert answer.status_code == 200, answer.text
@@ -49,7 +50,8 @@ def known_peer(node_url: str, peer_id: str) -> dict:
     entries = body.get("peers", body) if isinstance(body, dict) else body
     matching = [e for e in entries if e.get("peer_id") == peer_id]
     assert len(matching) == 1, f"{peer_id} not known at {node_url}: {body}"
-    return matching[0]
+    entry: dict[str, Any] = matching[0]
+    return entry
 
 
 def test_three_nodes_learn_each_others_keys_like_the_compose_init_step(mlnode_factory):

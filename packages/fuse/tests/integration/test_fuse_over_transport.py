@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,11 @@ def start_node(state_dir: Path, attempts: int = 3) -> MLNodeProcess:
     raise AssertionError("unreachable")
 
 
+def stop_started(future: Future[MLNodeProcess]) -> None:
+    if future.exception() is None:
+        future.result().terminate()
+
+
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, MLNodeProcess]]:
     root = tmp_path_factory.mktemp("nodes")
@@ -48,7 +53,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, MLNode
     with ExitStack() as stack, ThreadPoolExecutor(len(names)) as pool:
         futures = {name: pool.submit(start_node, root / name) for name in names}
         for future in futures.values():
-            stack.callback(lambda f=future: None if f.exception() else f.result().terminate())
+            stack.callback(stop_started, future)
         yield {name: future.result() for name, future in futures.items()}
 
 

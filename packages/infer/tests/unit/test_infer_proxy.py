@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -20,8 +21,9 @@ def base(service) -> str:
     return f"http://127.0.0.1:{service.settings.port}"
 
 
-async def engine_stats(client: httpx.AsyncClient, port: int) -> dict:
-    return (await client.get(f"http://127.0.0.1:{port}/control/stats")).json()
+async def engine_stats(client: httpx.AsyncClient, port: int) -> dict[str, Any]:
+    stats: dict[str, Any] = (await client.get(f"http://127.0.0.1:{port}/control/stats")).json()
+    return stats
 
 
 async def test_forwards_method_path_query_headers_and_body(make_service, client) -> None:

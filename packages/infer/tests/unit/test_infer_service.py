@@ -21,7 +21,7 @@ def up_request(*args: str) -> InferenceUpRequest:
 def gone(pid: int | None) -> bool:
     assert pid is not None
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -137,7 +137,7 @@ async def test_dead_instance_is_restarted_up_to_the_limit(make_service, client) 
 
     def restarted() -> bool:
         instance = service.inference_status().instances[0]
-        return instance.restarts == 1 and instance.state == "healthy"
+        return bool(instance.restarts == 1 and instance.state == "healthy")
 
     await wait_until_async(restarted, timeout_s=15)
     second_pid = service.inference_status().instances[0].pid

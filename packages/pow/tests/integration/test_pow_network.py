@@ -19,7 +19,7 @@ from mlnode.pow.compute.engine import DistanceEngine
 from mlnode.pow.compute.model import PowModel
 from mlnode.pow.compute.params import ModelParams
 
-TINY = {
+TINY: dict[str, Any] = {
     "dim": 64,
     "n_layers": 2,
     "n_heads": 4,

@@ -164,7 +164,7 @@ def test_malformed_batches_are_422_and_worker_survives(
         "dist": [1.0, 1.0],
         "node_id": 0,
     }
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "nonces": {"nonces": [0, 0]},
         "dist": {"dist": [1.0]},
         "block_hash": {"block_hash": "stale"},

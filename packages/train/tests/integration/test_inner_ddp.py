@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch.distributed import TCPStore
+from torch._C._distributed_c10d import TCPStore
 
 from mlnode.common.testing import WaitTimeout, wait_until
 from mlnode.train.inner import InnerLoop

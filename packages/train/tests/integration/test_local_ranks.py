@@ -54,7 +54,7 @@ def follower_pids() -> list[int]:
 def gone(process: psutil.Process) -> bool:
     """Exited (an orphan's zombie counts: reaping it is init's business)."""
     try:
-        return process.status() == psutil.STATUS_ZOMBIE
+        return bool(process.status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 

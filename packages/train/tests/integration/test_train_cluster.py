@@ -45,7 +45,8 @@ def register(nodes: dict[int, MLNodeProcess], rank: int, others: list[int]) -> N
 
 
 def status(node: MLNodeProcess) -> dict[str, Any]:
-    return httpx.get(f"{node.url}/api/v1/train/status", timeout=10).json()
+    body: dict[str, Any] = httpx.get(f"{node.url}/api/v1/train/status", timeout=10).json()
+    return body
 
 
 def wait_for(

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from fastapi.testclient import TestClient
+from torch._C._distributed_c10d import TCPStore
 
 from mlnode.api.app import create_app
 from mlnode.api.testing import make_settings
@@ -46,7 +47,7 @@ def run_trainer(
 
 
 @needs_two
-def test_two_gpus_train_as_one_node(make_request, tmp_path) -> None:
+def test_two_gpus_train_as_one_node(make_request: Any, tmp_path: Path) -> None:
     _, single = run_trainer(make_request, tmp_path / "one", 1)
 
     _, status = run_trainer(make_request, tmp_path / "two", 2)
@@ -62,7 +63,7 @@ def test_two_gpus_train_as_one_node(make_request, tmp_path) -> None:
 
 
 @needs_two
-def test_a_killed_gpu_follower_fails_the_job(make_request, tmp_path) -> None:
+def test_a_killed_gpu_follower_fails_the_job(make_request: Any, tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path, train={"device": "cuda", "local_devices": "2", "join_timeout_s": 0.5}
     )
@@ -89,10 +90,10 @@ def wait_for(client: TestClient, check: Callable[[dict[str, Any]], bool]) -> dic
 
 
 @needs_one
-def test_the_local_collectives_run_over_nccl(tmp_path) -> None:
+def test_the_local_collectives_run_over_nccl(tmp_path: Path) -> None:
     """One rank is enough to run every collective the local ranks use on CUDA tensors."""
     device = torch.device("cuda", 0)
-    store = dist.TCPStore("127.0.0.1", 0, 1, is_master=True, timeout=timedelta(seconds=60))
+    store = TCPStore("127.0.0.1", 0, 1, is_master=True, timeout=timedelta(seconds=60))
     join_group(store, 0, [device], 60.0)
     try:
         config = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,

@@ -4,6 +4,7 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -45,7 +46,7 @@ class Attacker:
             CallTimeouts(5, 30),
         )
 
-    def session(self, task: str = "t") -> tuple[bytes, tuple]:
+    def session(self, task: str = "t") -> tuple[bytes, tuple[Any, ...]]:
         return self.client.handshake(task, PUSH)
 
     def frames(self, session: bytes, tensors=PAYLOAD, signer=None, tag="r") -> list[pb.Frame]:
@@ -72,7 +73,7 @@ def spy(pair: Pair) -> list[object]:
     assert handlers is not None
     original = handlers.push
 
-    def push(session, frames):  # type: ignore[no-untyped-def]
+    def push(session, frames):
         calls.append(session)
         return original(session, frames)
 

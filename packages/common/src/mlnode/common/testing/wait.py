@@ -10,9 +10,10 @@ that times out says what it saw rather than only that it waited.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -48,19 +49,42 @@ def wait_until(
         time.sleep(interval_s)
 
 
+@overload
 async def wait_until_async(
-    probe: Callable[[], T | Awaitable[T]],
-    done: Callable[[T], bool] = _is_truthy,
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool] = ...,
+    *,
+    timeout_s: float = ...,
+    interval_s: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+@overload
+async def wait_until_async(
+    probe: Callable[[], T],
+    done: Callable[[T], bool] = ...,
+    *,
+    timeout_s: float = ...,
+    interval_s: float = ...,
+    what: str = ...,
+) -> T: ...
+
+
+async def wait_until_async(
+    probe: Callable[[], Any],
+    done: Callable[[Any], bool] = _is_truthy,
     *,
     timeout_s: float = 30.0,
     interval_s: float = 0.02,
     what: str = "the condition",
-) -> T:
+) -> Any:
     """`wait_until` for the event loop: sleeps with `asyncio.sleep`; `probe` may be a coroutine."""
     deadline = time.monotonic() + timeout_s
     while True:
-        result = probe()
-        value: T = await result if isinstance(result, Awaitable) else result
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
         if done(value):
             return value
         if time.monotonic() >= deadline:
