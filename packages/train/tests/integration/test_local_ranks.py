@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from mlnode.api.app import create_app
 from mlnode.api.testing import make_settings
-from mlnode.common.testing import TransportHub, wait_until
+from mlnode.common.testing import TransportHub, not_none, wait_until
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
 from mlnode.train.testing import follower_hashes
@@ -37,7 +37,7 @@ def make_trainer(
 
 
 def hashes(progress: TrainProgress) -> dict[int, str]:
-    return {h["outer_round"]: h["sha256"] for h in progress.snapshot()["weights_history"]}
+    return {h.outer_round: h.sha256 for h in progress.snapshot().weights_history}
 
 
 def follower_pids() -> list[int]:
@@ -67,18 +67,18 @@ def test_two_local_ranks_train_like_one_process(make_request, tmp_path) -> None:
     double.run(threading.Event())
 
     status = progress.snapshot()
-    history, reference = status["loss_history"], single_progress.snapshot()["loss_history"]
-    assert len(history) == 4 and history[-1]["loss"] < history[0]["loss"] - 1.0
+    history, reference = status.loss_history, single_progress.snapshot().loss_history
+    assert len(history) == 4 and not_none(history[-1].loss) < not_none(history[0].loss) - 1.0
     for mine, theirs in zip(history, reference, strict=True):
-        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
-        assert mine["eval_loss"] == pytest.approx(theirs["eval_loss"], rel=1e-4)
+        assert mine.loss == pytest.approx(theirs.loss, rel=1e-4)
+        assert mine.eval_loss == pytest.approx(theirs.eval_loss, rel=1e-4)
     for name, weight in single.inner.weights().items():
         assert torch.allclose(double.inner.weights()[name], weight, atol=1e-5), name
-    assert status["local_weights_agree"] is True
-    assert [r["local_rank"] for r in status["local_ranks"]] == [0, 1]
-    assert follower_hashes(tmp_path / "two") == {1: status["weights_sha256"]}
-    assert not psutil.pid_exists(status["local_ranks"][1]["pid"])
-    assert single_progress.snapshot()["local_ranks"] == []  # alone: no follower, no group
+    assert status.local_weights_agree is True
+    assert [r.local_rank for r in status.local_ranks] == [0, 1]
+    assert follower_hashes(tmp_path / "two") == {1: status.weights_sha256}
+    assert not psutil.pid_exists(status.local_ranks[1].pid)
+    assert single_progress.snapshot().local_ranks == []  # alone: no follower, no group
 
 
 def test_a_resumed_node_gives_its_followers_the_optimizer_state(make_request, tmp_path) -> None:
@@ -90,16 +90,16 @@ def test_a_resumed_node_gives_its_followers_the_optimizer_state(make_request, tm
     watcher = threading.Thread(target=stop_at_round, args=(progress, 2, stop), daemon=True)
     watcher.start()
     first.run(stop)
-    stopped_at = progress.snapshot()["outer_round"]
+    stopped_at = progress.snapshot().outer_round
     assert 2 <= stopped_at < 8
 
     second, resumed = make_trainer(make_request, tmp_path / "b", 2, optim=optim)
     second.run(threading.Event())
 
     status = resumed.snapshot()
-    assert status["resumed_from"] == stopped_at
+    assert status.resumed_from == stopped_at
     # A follower with fresh AdamW moments would step differently and skew the averaged gradients.
-    assert status["local_weights_agree"] is True
+    assert status.local_weights_agree is True
     assert hashes(resumed)[8] == hashes(straight_progress)[8]
     assert follower_hashes(tmp_path / "b") == {1: hashes(resumed)[8]}
 
@@ -107,7 +107,7 @@ def test_a_resumed_node_gives_its_followers_the_optimizer_state(make_request, tm
 def stop_at_round(progress: TrainProgress, round_index: int, stop: threading.Event) -> None:
     try:
         wait_until(
-            lambda: progress.snapshot()["outer_round"] >= round_index,
+            lambda: progress.snapshot().outer_round >= round_index,
             timeout_s=60,
             interval_s=0.005,
             what=f"round {round_index}",

@@ -119,7 +119,7 @@ def test_three_nodes_train_survive_a_kill_and_resume(
         body = status(nodes[rank])
         assert body["phase"] != "FAILED", body["last_error"]
         seen[rank].update(hashes(body))
-        return int(body["progress"].get("outer_round", 0))
+        return int((body["progress"] or {}).get("outer_round", 0))
 
     # 1. Train a few rounds; the weights match after every outer step and the loss falls.
     for rank in range(NODES):

@@ -17,12 +17,12 @@ from torch._C._distributed_c10d import TCPStore
 
 from mlnode.api.app import create_app
 from mlnode.api.testing import make_settings
-from mlnode.common.testing import TransportHub, wait_until
+from mlnode.common.testing import TransportHub, not_none, wait_until
 from mlnode.train.inner import InnerLoop
 from mlnode.train.local import join_group, local_step, sync_state, weights_agree
 from mlnode.train.model import build_model
 from mlnode.train.progress import TrainProgress
-from mlnode.train.schemas import ModelSpec, OptimConfig, TrainRequest
+from mlnode.train.schemas import ModelSpec, OptimConfig, TrainJobProgress, TrainRequest
 from mlnode.train.testing import follower_hashes
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
@@ -33,7 +33,7 @@ needs_two = pytest.mark.skipif(GPUS < 2, reason=f"needs 2 CUDA GPUs, {GPUS} visi
 
 def run_trainer(
     make_request: Callable[..., dict[str, Any]], ckpt: Path, gpus: int
-) -> tuple[DilocoTrainer, dict[str, Any]]:
+) -> tuple[DilocoTrainer, TrainJobProgress]:
     request = TrainRequest.model_validate(make_request())
     progress = TrainProgress(request.task_id, 0, 1)
     devices = tuple(torch.device("cuda", i) for i in range(gpus))
@@ -52,14 +52,14 @@ def test_two_gpus_train_as_one_node(make_request: Any, tmp_path: Path) -> None:
 
     _, status = run_trainer(make_request, tmp_path / "two", 2)
 
-    history = status["loss_history"]
-    assert len(history) == 4 and history[-1]["loss"] < history[0]["loss"] - 1.0
+    history = status.loss_history
+    assert len(history) == 4 and not_none(history[-1].loss) < not_none(history[0].loss) - 1.0
     # bf16 autocast: the same samples give nearly the same losses, not the same bits.
-    final, reference = history[-1]["eval_loss"], single["loss_history"][-1]["eval_loss"]
+    final, reference = history[-1].eval_loss, single.loss_history[-1].eval_loss
     assert final == pytest.approx(reference, rel=5e-2)
-    assert status["local_weights_agree"] is True
-    assert [r["device"] for r in status["local_ranks"]] == ["cuda:0", "cuda:1"]
-    assert follower_hashes(tmp_path / "two") == {1: status["weights_sha256"]}
+    assert status.local_weights_agree is True
+    assert [r.device for r in status.local_ranks] == ["cuda:0", "cuda:1"]
+    assert follower_hashes(tmp_path / "two") == {1: status.weights_sha256}
 
 
 @needs_two

@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from mlnode.api.app import create_app
 from mlnode.api.testing import make_settings
 from mlnode.common.testing import wait_until
+from mlnode.train.progress import TrainProgress
+from mlnode.train.schemas import TrainFigures, TrainFigureUpdate
 
 
 @pytest.fixture
@@ -122,3 +124,17 @@ def test_an_unknown_peer_is_left_out_and_the_worker_trains_on(client, make_reque
     assert "ghost" in status["progress"]["round_failures"]
     assert "send failed" in status["progress"]["round_failures"]["ghost"]
     assert status["progress"]["peers_alive"] == []
+
+
+def test_progress_figures_are_checked_by_name_and_type() -> None:
+    progress = TrainProgress("t", 0, 1)
+    progress.set(outer_round=3, peers_alive=["w1"])
+    with pytest.raises(ValueError, match="outer_rond"):
+        progress.set(outer_rond=4)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="outer_round"):
+        progress.set(outer_round="three")  # type: ignore[arg-type]
+    assert progress.snapshot().outer_round == 3
+
+
+def test_the_typed_update_names_every_figure() -> None:
+    assert TrainFigureUpdate.__annotations__.keys() == TrainFigures.model_fields.keys()

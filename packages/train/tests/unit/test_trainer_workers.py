@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from mlnode.common.testing import FakeTransport, TransportHub, wait_until
+from mlnode.common.testing import FakeTransport, TransportHub, not_none, wait_until
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
@@ -56,7 +56,7 @@ def run_all(trainers: list[DilocoTrainer], stops: list[threading.Event] | None =
 
 
 def hashes(progress: TrainProgress) -> dict[int, str]:
-    return {h["outer_round"]: h["sha256"] for h in progress.snapshot()["weights_history"]}
+    return {h.outer_round: h.sha256 for h in progress.snapshot().weights_history}
 
 
 def when(condition: Callable[[], bool], action: Callable[[], None]) -> threading.Thread:
@@ -79,16 +79,16 @@ def test_three_workers_learn_and_stay_identical(make_request, tmp_path) -> None:
 
     run_all([t for t, _ in pairs])
 
-    history = [p.snapshot()["loss_history"] for _, p in pairs]
+    history = [p.snapshot().loss_history for _, p in pairs]
     assert len(history[0]) == 4
-    assert history[0][-1]["eval_loss"] < history[0][0]["eval_loss"] - 0.5
-    assert history[0][-1]["loss"] < history[0][0]["loss"]
+    assert not_none(history[0][-1].eval_loss) < not_none(history[0][0].eval_loss) - 0.5
+    assert not_none(history[0][-1].loss) < not_none(history[0][0].loss)
     per_round = [hashes(p) for _, p in pairs]
     assert per_round[0] == per_round[1] == per_round[2]
     assert len(set(per_round[0].values())) == 4
     status = pairs[1][1].snapshot()
-    assert status["peers_alive"] == ["w0", "w2"] and status["weights_agree"] is True
-    assert status["bytes_sent"] > 0 and status["tokens_per_s"] > 0
+    assert status.peers_alive == ["w0", "w2"] and status.weights_agree is True
+    assert status.bytes_sent > 0 and not_none(status.tokens_per_s) > 0
 
 
 def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
@@ -114,7 +114,7 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
         hub.kill("w2")
         stops[2].set()
 
-    when(lambda: victim.snapshot()["inner_step"] >= 7, kill)
+    when(lambda: victim.snapshot().inner_step >= 7, kill)
     survivors = threading.Thread(target=run_all, args=([pairs[0][0], pairs[1][0]], stops[:2]))
     survivors.start()
     pairs[2][0].run(stops[2])
@@ -137,10 +137,10 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
     assert all(first[r] == second[r] for r in first.keys() & second.keys())
     assert 8 in first and 8 in second and len(first.keys() | second.keys()) == 8
     reborn_status = reborn_progress.snapshot()
-    assert reborn_status["resumed_from"] >= 1
-    assert reborn_status["pulled_from"] in {"w0", "w1"}
-    assert reborn_status["outer_round"] == 8
-    assert reborn_status["weights_sha256"] == first[8]
+    assert not_none(reborn_status.resumed_from) >= 1
+    assert reborn_status.pulled_from in {"w0", "w1"}
+    assert reborn_status.outer_round == 8
+    assert reborn_status.weights_sha256 == first[8]
 
 
 def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None:
@@ -161,8 +161,8 @@ def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None
 
     per_round = [hashes(p) for _, p in pairs]
     assert per_round[0] == per_round[1] == per_round[2]
-    assert pairs[2][1].snapshot()["pulled_from"] in {"w0", "w1"}
-    assert pairs[0][1].snapshot()["round_failures"] == {}  # later rounds had everyone
+    assert pairs[2][1].snapshot().pulled_from in {"w0", "w1"}
+    assert pairs[0][1].snapshot().round_failures == {}  # later rounds had everyone
 
 
 def test_a_worker_that_missed_one_live_peer_learns_it_is_the_odd_one_out(
@@ -185,10 +185,10 @@ def test_a_worker_that_missed_one_live_peer_learns_it_is_the_odd_one_out(
 
     recorded: dict[int, set[str]] = {}
     for _, progress in pairs:
-        for entry in progress.snapshot()["weights_history"]:
-            recorded.setdefault(entry["outer_round"], set()).add(entry["sha256"])
+        for entry in progress.snapshot().weights_history:
+            recorded.setdefault(entry.outer_round, set()).add(entry.sha256)
     assert all(len(digests) == 1 for digests in recorded.values()), recorded
-    assert pairs[1][1].snapshot()["pulled_from"] in {"w0", "w2"}
+    assert pairs[1][1].snapshot().pulled_from in {"w0", "w2"}
 
 
 def test_stop_then_start_resumes_bit_identically(make_request, tmp_path) -> None:
@@ -199,14 +199,14 @@ def test_stop_then_start_resumes_bit_identically(make_request, tmp_path) -> None
 
     first, progress = make_trainer(make_request, alone(), 0, 1, tmp_path / "b", optim=optim(40))
     stop = threading.Event()
-    when(lambda: progress.snapshot()["outer_round"] >= 2, stop.set)
+    when(lambda: progress.snapshot().outer_round >= 2, stop.set)
     first.run(stop)
-    stopped_at = progress.snapshot()["outer_round"]
+    stopped_at = progress.snapshot().outer_round
     assert 2 <= stopped_at < 8
     second, resumed = make_trainer(make_request, alone(), 0, 1, tmp_path / "b", optim=optim(40))
     second.run(threading.Event())
 
-    assert resumed.snapshot()["resumed_from"] == stopped_at
+    assert resumed.snapshot().resumed_from == stopped_at
     assert hashes(resumed)[8] == hashes(straight_progress)[8]
 
 

@@ -6,13 +6,24 @@ from pydantic import BaseModel, Field
 
 from mlnode.common.hardware import Hardware
 from mlnode.common.lifecycle import ServiceStatus
+from mlnode.fuse.schemas import FuseServiceStatus
+from mlnode.infer.schemas import InferServiceStatus
+from mlnode.pow.schemas import PowServiceStatus
+from mlnode.train.schemas import TrainStatus
+
+#: A service's status with its own progress schema (the plain one for services without one).
+AnyServiceStatus = (
+    PowServiceStatus | InferServiceStatus | TrainStatus | FuseServiceStatus | ServiceStatus
+)
 
 
 class NodeStateResponse(BaseModel):
     """`GET /api/v1/state`: the network node reads `state`."""
 
     state: str = Field(description="POW, INFERENCE, TRAIN, FUSE or STOPPED.")
-    services: list[ServiceStatus] = Field(description="Status of every service.")
+    services: list[AnyServiceStatus] = Field(
+        description="Status of every service; `progress` has the schema of the service's kind."
+    )
 
 
 class StopResponse(BaseModel):

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypeVar as DefaultedTypeVar
 
 from mlnode.common.errors import MLNodeError, ServiceConflict
 
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT")
 ServiceT = TypeVar("ServiceT", bound="Service[Any]")
+#: The progress model of a service's status (each package has its own; any when unspecified).
+ProgressT = DefaultedTypeVar("ProgressT", default=Any)
+StatusT = TypeVar("StatusT", bound="ServiceStatus[Any]")
 
 
 class ServiceKind(StrEnum):
@@ -50,8 +54,8 @@ class Phase(StrEnum):
 ACTIVE_PHASES = frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPING})
 
 
-class ServiceStatus(BaseModel):
-    """Status of one service, as every package reports it."""
+class ServiceStatus(BaseModel, Generic[ProgressT]):
+    """Status of one service, as every package reports it; `progress` has the package's schema."""
 
     kind: ServiceKind = Field(description="Which service this is.")
     phase: Phase = Field(description="Phase of the current or last job.")
@@ -60,8 +64,8 @@ class ServiceStatus(BaseModel):
     started_at: datetime | None = Field(None, description="When the current or last job started.")
     finished_at: datetime | None = Field(None, description="When the last job ended.")
     last_error: str | None = Field(None, description="Why the last job failed or was refused.")
-    progress: dict[str, Any] = Field(
-        default_factory=dict, description="Service-specific progress figures."
+    progress: ProgressT | None = Field(
+        None, description="Service-specific figures of the current or last job; null before one."
     )
 
 
@@ -118,10 +122,15 @@ class JobState:
             self.last_error = exc.message
             self.finished_at = datetime.now(UTC)
 
-    def snapshot(self, kind: ServiceKind, progress: dict[str, Any]) -> ServiceStatus:
-        """A consistent copy for status routes."""
+    def snapshot(
+        self,
+        kind: ServiceKind,
+        progress: BaseModel | None,
+        model: type[StatusT] = ServiceStatus,  # type: ignore[assignment]
+    ) -> StatusT:
+        """A consistent copy for status routes, as `model` (the service's status class)."""
         with self._lock:
-            return ServiceStatus(
+            return model(
                 kind=kind,
                 phase=self.phase,
                 running=self.phase in ACTIVE_PHASES,
@@ -190,6 +199,8 @@ class Service(ABC, Generic[RequestT]):
     """Base of every package's manager: start / stop / status / is_running / healthy."""
 
     kind: ClassVar[ServiceKind]
+    #: The status class whose `progress` field documents this service's figures.
+    status_model: ClassVar[type[ServiceStatus[Any]]] = ServiceStatus
     #: Whether `start` while running is passed on to `_start` (PoW re-init) instead of a 409.
     restart_while_running: ClassVar[bool] = False
 
@@ -227,13 +238,13 @@ class Service(ABC, Generic[RequestT]):
     async def stop(self) -> None:
         """Stop the job if one runs; idempotent."""
 
-    def progress(self) -> dict[str, Any]:
-        """Service-specific figures for `status().progress`."""
-        return {}
+    def progress(self) -> BaseModel | None:
+        """Service-specific figures for `status().progress` (a model of `status_model`'s type)."""
+        return None
 
-    def status(self) -> ServiceStatus:
-        """Current status; never blocks."""
-        return self.job.snapshot(self.kind, self.progress())
+    def status(self) -> ServiceStatus[Any]:
+        """Current status, as `status_model`; never blocks."""
+        return self.job.snapshot(self.kind, self.progress(), self.status_model)
 
     def is_running(self) -> bool:
         """True while the service holds the GPU."""

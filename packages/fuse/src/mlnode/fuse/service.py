@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import Counter
 
@@ -20,7 +19,14 @@ from mlnode.fuse.io.st_format import SafetensorsFormatError, tensor_nbytes
 from mlnode.fuse.job import PreparedFusion, prepare, run
 from mlnode.fuse.methods.base import InvalidFusion
 from mlnode.fuse.plan import IncompatibleModels
-from mlnode.fuse.schemas import FuseJobStatus, FuseRequest, ShareRequest, ShareStatus
+from mlnode.fuse.schemas import (
+    FuseJobStatus,
+    FuseProgress,
+    FuseRequest,
+    FuseServiceStatus,
+    ShareRequest,
+    ShareStatus,
+)
 from mlnode.fuse.settings import FuseSettings
 
 #: Errors of opening and checking models that are the request's fault (422).
@@ -31,6 +37,7 @@ class FuseService(WorkerService[FuseRequest]):
     """Fuses models into a new checkpoint; shares local models with the peers of a task."""
 
     kind = ServiceKind.FUSE
+    status_model = FuseServiceStatus
 
     def __init__(self, settings: FuseSettings, ctx: NodeContext) -> None:
         super().__init__(ctx.gate)
@@ -71,7 +78,7 @@ class FuseService(WorkerService[FuseRequest]):
             raise
         self._fusions.labels("finished").inc()
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> FuseProgress:
         """Tensors and bytes done, and the rate."""
         return self._progress.snapshot()
 
@@ -87,7 +94,7 @@ class FuseService(WorkerService[FuseRequest]):
             started_at=status.started_at,
             finished_at=status.finished_at,
             error=status.last_error,
-            **status.progress,
+            **self.progress().model_dump(),
         )
 
     async def start_job(self, request: FuseRequest) -> FuseJobStatus:

@@ -21,7 +21,14 @@ from mlnode.pow.compute.nonces import NonceShare, node_shares
 from mlnode.pow.compute.params import ModelParams
 from mlnode.pow.metrics import PowCollector
 from mlnode.pow.models import ModelCache, ModelKey
-from mlnode.pow.schemas import PowAccepted, PowInitRequest, PowPhase, PowStatus, ProofBatch
+from mlnode.pow.schemas import (
+    PowAccepted,
+    PowInitRequest,
+    PowPhase,
+    PowServiceStatus,
+    PowStatus,
+    ProofBatch,
+)
 from mlnode.pow.settings import PowSettings
 from mlnode.pow.stats import PowStats
 from mlnode.pow.validation import MalformedBatch, check_batch
@@ -42,6 +49,7 @@ class PowService(WorkerService[PowStart]):
     """Proof-of-Work: one job per init; re-init replaces the job and keeps a matching model."""
 
     kind = ServiceKind.POW
+    status_model = PowServiceStatus
     restart_while_running = True
 
     def __init__(self, settings: PowSettings, ctx: NodeContext) -> None:
@@ -237,6 +245,6 @@ class PowService(WorkerService[PowStart]):
             return PowPhase.NO_CONTROLLER
         return PowPhase.STOPPED
 
-    def progress(self) -> dict[str, object]:
+    def progress(self) -> PowStatus:
         """The PoW status body inside the generic service status."""
-        return self.pow_status().model_dump(mode="json")
+        return self.pow_status()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -19,7 +18,7 @@ from mlnode.common.transport import TensorTransport
 from mlnode.train.legacy import LegacyTrainBody, to_train_request
 from mlnode.train.metrics import register_train_metrics
 from mlnode.train.progress import TrainProgress
-from mlnode.train.schemas import TrainRequest
+from mlnode.train.schemas import TrainJobProgress, TrainRequest, TrainStatus
 from mlnode.train.settings import TrainSettings
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
@@ -28,6 +27,7 @@ class TrainService(WorkerService[TrainRequest]):
     """POST /train/start builds the worker (bad input is a 422 here), then trains in a thread."""
 
     kind = ServiceKind.TRAIN
+    status_model = TrainStatus
 
     def __init__(self, settings: TrainSettings, ctx: NodeContext) -> None:
         super().__init__(ctx.gate)
@@ -93,6 +93,6 @@ class TrainService(WorkerService[TrainRequest]):
             self._serving.unserve()
             self._serving = None
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> TrainJobProgress | None:
         """Figures of the current or last job."""
-        return self._progress.snapshot() if self._progress is not None else {}
+        return self._progress.snapshot() if self._progress is not None else None

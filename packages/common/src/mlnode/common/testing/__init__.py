@@ -16,7 +16,7 @@ from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.common.testing.fake_transport import FakeTransport, TransportHub
 from mlnode.common.testing.node_process import MLNodeProcess, free_port
 from mlnode.common.testing.peer_mesh import MeshNode, register_mesh
-from mlnode.common.testing.wait import WaitTimeout, wait_until, wait_until_async
+from mlnode.common.testing.wait import WaitTimeout, not_none, wait_until, wait_until_async
 
 __all__ = [
     "BackendUnavailable",
@@ -29,6 +29,7 @@ __all__ = [
     "TransportHub",
     "WaitTimeout",
     "free_port",
+    "not_none",
     "open_backend",
     "register_mesh",
     "wait_until",

@@ -90,3 +90,9 @@ async def wait_until_async(
         if time.monotonic() >= deadline:
             raise _timeout(what, timeout_s, value)
         await asyncio.sleep(interval_s)
+
+
+def not_none(value: T | None) -> T:
+    """`value`, asserted present (figures a test expects to be set by now)."""
+    assert value is not None
+    return value
