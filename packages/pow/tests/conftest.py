@@ -31,3 +31,24 @@ def vectors(request: pytest.FixtureRequest) -> dict[str, Any]:
 def vector_params(vectors: dict[str, Any]) -> ModelParams:
     """The model params of a vector file."""
     return PowParams(**vectors["params"]).to_model_params()
+
+
+POC_DATA_DIR = DATA_DIR / "poc_v2"
+
+
+@pytest.fixture(scope="session")
+def poc_vectors() -> dict[str, Any]:
+    """PoC v2 reference vectors (vectors-A.json) for the tiny Qwen3 in tests/data/poc_v2/model."""
+    return load_vectors(POC_DATA_DIR / "vectors-A.json")
+
+
+@pytest.fixture(scope="session")
+def poc_model_dir() -> Path:
+    """The tiny Qwen3 model the PoC v2 vectors were made with."""
+    return POC_DATA_DIR / "model"
+
+
+@pytest.fixture(scope="session")
+def poc_codebook_path() -> Path:
+    """The rebuilt, non-consensus test codebook of the decode vectors (tensor `codebook`)."""
+    return POC_DATA_DIR / "test-codebook.safetensors"
