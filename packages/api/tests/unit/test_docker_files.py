@@ -159,3 +159,15 @@ def test_compose_files_validate(files):
     args = [arg for f in files for arg in ("-f", str(DOCKER / f))]
     result = subprocess.run([*command, *args, "config", "--quiet"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_loopback_published_nodes_may_start_without_a_token_images_may_not(compose):
+    for name in NODES:
+        node = compose["services"][name]
+        assert all(port.startswith("127.0.0.1:") for port in node["ports"])
+        allow = node["environment"]["MLNODE_ALLOW_UNAUTHENTICATED_PUBLIC"]
+        assert allow.endswith(":-1}")
+    for dockerfile in DOCKERFILES:
+        runtime = "\n".join(stages(dockerfile)["runtime"])
+        assert "MLNODE_HOST=0.0.0.0" in runtime
+        assert "MLNODE_ALLOW_UNAUTHENTICATED_PUBLIC" not in runtime

@@ -159,3 +159,30 @@ def test_gate_get_finds_service_by_class() -> None:
     assert gate.get(JobService) is service
     with pytest.raises(LookupError):
         gate.get(OtherService)
+
+
+class StubbornService(WorkerService[threading.Event]):
+    """A worker that ignores `stop` until the test lets it go (a pull stuck in a slow peer)."""
+
+    kind = ServiceKind.FUSE
+    join_timeout_s = 0.2
+
+    def run(self, request: threading.Event, stop: threading.Event) -> None:
+        request.wait(10)
+
+
+async def test_a_worker_that_outlives_stop_keeps_the_gate_until_it_ends() -> None:
+    gate = ServiceGate()
+    stubborn, other = StubbornService(gate), OtherService(gate)
+    let_go = threading.Event()
+    await stubborn.start(let_go)
+    await stubborn.stop()
+    assert stubborn.status().phase is Phase.STOPPING and stubborn.is_running()
+    with pytest.raises(ServiceConflict):
+        await other.start(Job())
+    with pytest.raises(AlreadyRunning):
+        await stubborn.start(threading.Event())
+    let_go.set()
+    await wait_phase(stubborn, Phase.STOPPED)  # type: ignore[arg-type]
+    await other.start(Job())
+    await other.stop()

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from mlnode.api.errors import install_error_handlers
+from mlnode.api.limits import BodyLimit
 from mlnode.api.metrics import register_node_metrics
 from mlnode.api.middleware import BearerTokenMiddleware, DefaultJsonContentType
 from mlnode.api.node import NodeState
@@ -74,6 +75,7 @@ def create_app(
     for router in FEATURE_ROUTERS:
         app.include_router(router, prefix="/api/v1")
     app.add_middleware(DefaultJsonContentType)
+    app.add_middleware(BodyLimit, max_bytes=settings.node.max_body_bytes)
     if settings.node.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.node.api_token.get_secret_value())
     return app

@@ -3,7 +3,7 @@
 Payloads wait in a bounded, in-order buffer; a background thread posts them and retries with
 exponential backoff while the receiver is down or answers 5xx/429. What cannot be kept (buffer
 full, receiver refusing with another 4xx, shutdown with undelivered items) is counted as dropped
-and logged, never lost silently.
+and logged, never lost silently. URLs are logged and reported without their passwords.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from mlnode.common.hygiene import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +165,12 @@ class CallbackSender:
         try:
             response = client.post(item.url, json=item.payload)
         except httpx.HTTPError as exc:
-            self._note_error(f"POST {item.url}: {type(exc).__name__}: {exc}")
+            shown = redact_text(str(exc))
+            self._note_error(f"POST {redact_url(item.url)}: {type(exc).__name__}: {shown}")
             return "retry"
         if response.is_success:
             return None
-        self._note_error(f"POST {item.url}: HTTP {response.status_code}")
+        self._note_error(f"POST {redact_url(item.url)}: HTTP {response.status_code}")
         if response.status_code >= 500 or response.status_code in RETRYABLE_STATUS:
             return "retry"
         log.error("%s: receiver refused a callback, dropped: %s", self.name, self._last_error)
@@ -175,5 +178,7 @@ class CallbackSender:
 
     def _note_error(self, message: str) -> None:
         with self._cond:
+            repeated = message == self._last_error
             self._last_error = message
-        log.warning("%s: %s", self.name, message)
+        # A receiver that stays down would otherwise log the same line on every retry.
+        log.log(logging.DEBUG if repeated else logging.WARNING, "%s: %s", self.name, message)

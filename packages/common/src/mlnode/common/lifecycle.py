@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypeVar as DefaultedTypeVar
 
 from mlnode.common.errors import MLNodeError, ServiceConflict
+from mlnode.common.hygiene import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,8 @@ class ServiceStatus(BaseModel, Generic[ProgressT]):
 def describe_error(exc: BaseException) -> str:
     """A one-line cause for status bodies."""
     if isinstance(exc, MLNodeError):
-        return exc.message
-    return f"{type(exc).__name__}: {exc}"
+        return redact_text(exc.message)
+    return redact_text(f"{type(exc).__name__}: {exc}")
 
 
 class JobState:
@@ -277,7 +278,8 @@ class WorkerService(Service[RequestT]):
         """The job. Return when done or when `stop` is set; raise to fail."""
 
     async def _start(self, request: RequestT) -> None:
-        await self.stop_worker()
+        if not await self.stop_worker():
+            raise AlreadyRunning(f"{self.kind}'s previous worker has not stopped yet")
         self._stop_event = threading.Event()
         self._thread = threading.Thread(
             target=self._run_guarded,
@@ -292,27 +294,43 @@ class WorkerService(Service[RequestT]):
         try:
             self.run(request, stop)
         except BaseException as exc:
+            if self._stop_event is stop and stop.is_set():
+                log.info("%s worker ended on stop: %s", self.kind, describe_error(exc))
+                self.job.set_phase(Phase.STOPPED)
+                return
             log.exception("%s worker failed", self.kind)
             self.job.fail(exc)
             return
         if self._stop_event is stop:
             self.job.set_phase(Phase.STOPPED if stop.is_set() else Phase.FINISHED)
 
-    async def stop_worker(self) -> None:
-        """Signal the worker and wait for it off the event loop."""
+    async def stop_worker(self) -> bool:
+        """Signal the worker and wait for it off the event loop; False while it still runs."""
         thread = self._thread
         if thread is None:
-            return
+            return True
         self._stop_event.set()
         await asyncio.to_thread(thread.join, self.join_timeout_s)
         if thread.is_alive():
-            log.warning("%s worker did not stop within %.0f s", self.kind, self.join_timeout_s)
+            log.warning(
+                "%s worker did not stop within %.0f s; the service stays STOPPING until it does",
+                self.kind,
+                self.join_timeout_s,
+            )
+            return False
         self._thread = None
+        return True
 
     async def stop(self) -> None:
-        """Stop the worker; the phase ends STOPPED (a failure's message stays in `last_error`)."""
+        """Stop the worker; the phase ends STOPPED (a failure's message stays in `last_error`).
+
+        A worker that does not end within `join_timeout_s` leaves the phase STOPPING, which
+        keeps the gate claimed: no other service starts beside it. It turns STOPPED when the
+        worker ends.
+        """
         if self.job.active:
             self.job.set_phase(Phase.STOPPING)
-        await self.stop_worker()
+        if not await self.stop_worker():
+            return
         if self.job.active or self.job.phase is Phase.FAILED:
             self.job.set_phase(Phase.STOPPED)

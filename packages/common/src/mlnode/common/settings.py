@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlnode.common.state_dir import ensure_private_dir
+
 ENV_FILE = ".env"
 
 
@@ -56,6 +58,28 @@ class NodeSettings(MLNodeBaseSettings):
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a service gets to stop during shutdown."
     )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest REST request body in bytes; larger ones are answered 413 unread.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest REST request head (request line and headers); 431 beyond.",
+    )
+    max_headers: int = Field(100, ge=8, description="Most header lines of a REST request; 431.")
+    header_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a REST client has to send a request head from its connection or "
+        "first byte; 408 and close beyond.",
+    )
+    allow_unauthenticated_public: bool = Field(
+        False,
+        description="Serve the REST API on a non-loopback address without MLNODE_API_TOKEN "
+        "(refused at start otherwise).",
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -71,6 +95,5 @@ class NodeSettings(MLNodeBaseSettings):
         return None if value == "" else value
 
     def ensure_state_dir(self) -> Path:
-        """Create the state directory (owner-only) and return it."""
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return self.state_dir
+        """Create the state directory (owner-only), or check that the existing one is private."""
+        return ensure_private_dir(self.state_dir)

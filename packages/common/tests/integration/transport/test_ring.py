@@ -92,7 +92,7 @@ def test_an_unregistered_fourth_node_is_refused(ring: dict[str, MLNodeProcess]) 
 
 def test_wrong_task_is_refused(ring: dict[str, MLNodeProcess]) -> None:
     r = httpx.post(f"{ring['a'].url}/api/v1/peers/b/probe", json={"task": "other"})
-    assert r.status_code == 403 and "not registered for task" in r.text
+    assert r.status_code == 403 and "not accepted for task" in r.text
 
 
 def vm_kib(pid: int, field: str) -> int:

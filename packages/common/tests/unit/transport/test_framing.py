@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 from mlnode.common.transport import auth, wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport.codec import encode
-from mlnode.common.transport.errors import IntegrityError, LimitExceeded, SessionRevoked
+from mlnode.common.transport.errors import (
+    IntegrityError,
+    LimitExceeded,
+    ListingMismatch,
+    MalformedFrame,
+    SessionRevoked,
+)
 from mlnode.common.transport.framing import FrameReader, Limits, write_frames
 
 SENDER = auth.Identity.from_seed(b"s" * 32)
@@ -190,3 +196,32 @@ def test_arbitrary_frame_bytes_never_deliver(raws: list[bytes]) -> None:
             stream.append(pb.Frame(chunk=raw))
     with pytest.raises((IntegrityError, LimitExceeded)):
         read(stream)
+
+
+def test_header_check_refuses_before_anything_is_reserved() -> None:
+    reserved: list[int] = []
+
+    def as_listed(name: str, dtype, shape) -> None:
+        if (name, shape) != ("a", (100,)):
+            raise ListingMismatch(f"{name} {shape} is not as listed")
+
+    with pytest.raises(ListingMismatch, match="b"):
+        read(frames(), check=as_listed, reserve=reserved.append)
+    assert reserved == [400]  # "a" was as listed; "b" was refused before its buffer
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "nbytes"),
+    [
+        ("uint8", [0, 1 << 62, 4], 0),
+        ("uint8", [0, (1 << 63) - 1], 0),
+        ("float32", [-1], 4),
+        ("complex64", [1], 8),
+        ("float32", [3], 4),
+    ],
+)
+def test_absurd_headers_are_malformed(dtype: str, shape: list[int], nbytes: int) -> None:
+    header = pb.TensorHeader(name="x", dtype=dtype, shape=shape, nbytes=nbytes, task="t", tag="r")
+    with pytest.raises(MalformedFrame) as caught:
+        read([pb.Frame(header=header.SerializeToString())])
+    assert caught.value.grpc_status == "INVALID_ARGUMENT"

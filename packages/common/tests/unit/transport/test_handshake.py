@@ -57,9 +57,9 @@ def test_valid_handshake_gives_a_session_both_sides_can_name(world) -> None:
 def test_unknown_key_and_wrong_task_are_refused_at_hello(world) -> None:
     _, client, _, handshake, _ = world
     stranger = auth.Identity.generate()
-    with pytest.raises(NotAuthenticated, match="not a known peer"):
+    with pytest.raises(NotAuthenticated, match="not accepted for task"):
         handshake.hello(stranger.public_key, "t", auth.new_nonce())
-    with pytest.raises(NotAuthenticated, match="not registered for task"):
+    with pytest.raises(NotAuthenticated, match="not accepted for task"):
         handshake.hello(client.public_key, "other", auth.new_nonce())
 
 
@@ -74,7 +74,7 @@ def test_a_proof_works_once(world) -> None:
 def test_proof_is_bound_to_method_key_and_freshness(world) -> None:
     server, client, _, handshake, clock = world
     _, nonce, proof = full_handshake(server, client, handshake)
-    with pytest.raises(NotAuthenticated, match="bad handshake signature"):
+    with pytest.raises(NotAuthenticated, match="bad handshake proof"):
         handshake.open_session(client.public_key, "t", nonce, proof, "/other")
     _, nonce, proof = full_handshake(server, client, handshake)
     clock.now += 31

@@ -18,6 +18,7 @@ from mlnode.common.transport.errors import (
     SessionRevoked,
 )
 from mlnode.common.transport.framing import write_frames
+from mlnode.common.transport.inbox_budget import TENSOR_OVERHEAD
 from mlnode.common.transport.interceptors import PUSH
 from mlnode.common.transport.peers import Peer
 
@@ -131,15 +132,15 @@ def test_unknown_or_unreachable_peers(pair: Pair) -> None:
 
 def test_inbox_budget_refuses_a_push_and_delivers_nothing() -> None:
     alice = make_transport()
-    bob = make_transport(max_inbox_bytes=1 << 20)
+    bob = make_transport(max_inbox_bytes=1 << 20, max_inbox_peer_bytes=1 << 20)
     try:
         alice.peers.put(Peer("bob", bob.identity.public_key, f"127.0.0.1:{bob.port}"))
         bob.peers.put(Peer("alice", alice.identity.public_key))
         alice.send("bob", {"x": torch.zeros(100_000)}, "t", "r1")  # 400 kB fits
-        with pytest.raises(LimitExceeded, match="MAX_INBOX_BYTES"):
+        with pytest.raises(LimitExceeded, match="MAX_INBOX_PEER_BYTES"):
             alice.send("bob", {"y": torch.zeros(200_000)}, "t", "r2")  # 800 kB more does not
         assert [tag for _, tag, _, _ in bob.inbox.pending()] == ["r1"]
-        assert bob.inbox.held_bytes == 400_000
+        assert bob.inbox.held_bytes == 400_000 + TENSOR_OVERHEAD
     finally:
         alice.stop()
         bob.stop()

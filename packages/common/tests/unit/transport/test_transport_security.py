@@ -95,7 +95,7 @@ def chunk_positions(frames: list[pb.Frame]) -> list[int]:
 def test_unknown_key_is_refused_before_any_payload_is_read(pair: Pair, spy: list[object]) -> None:
     stranger = Identity.generate()
     attacker = Attacker(pair, stranger)
-    with pytest.raises(NotAuthenticated, match="not a known peer"):
+    with pytest.raises(NotAuthenticated, match="not accepted for task"):
         attacker.client.send(PAYLOAD, "t", "r")
     # skipping Hello: a proof for a challenge never issued
     metadata = (("mlnode-key-bin", stranger.public_key), ("mlnode-task", "t"))
@@ -110,7 +110,7 @@ def test_unknown_key_is_refused_before_any_payload_is_read(pair: Pair, spy: list
 
 
 def test_key_registered_for_another_task_is_refused(pair: Pair, spy: list[object]) -> None:
-    with pytest.raises(NotAuthenticated, match="not registered for task 'other'"):
+    with pytest.raises(NotAuthenticated, match="not accepted for task 'other'"):
         pair.alice.send("bob", PAYLOAD, "other", "r")
     assert spy == []
     assert_nothing_delivered_and_server_up(pair)
@@ -298,10 +298,10 @@ def test_pulls_need_a_key_registered_for_the_task(pair: Pair) -> None:
     pair.alice.peers.put(
         Peer("bob", pair.bob.identity.public_key, f"127.0.0.1:{pair.bob.port}", frozenset({"t"}))
     )
-    with pytest.raises(NotAuthenticated, match="not registered for task 'u'"):
+    with pytest.raises(NotAuthenticated, match="not accepted for task 'u'"):
         pair.bob.fetch("alice", "u", ["w"])
     with pytest.raises(NotAuthenticated):
         pair.bob.list_tensors("alice", "u")
     pair.alice.peers.remove("bob")
-    with pytest.raises(NotAuthenticated, match="not a known peer"):
+    with pytest.raises(NotAuthenticated, match="not accepted for task"):
         pair.bob.fetch("alice", "t", ["w"])

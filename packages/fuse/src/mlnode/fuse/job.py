@@ -44,6 +44,12 @@ class PreparedFusion:
         """Where the checkpoint goes."""
         return Path(self.request.output.path)
 
+    def cancel(self) -> None:
+        """End pulls from peers in progress (a stop): the worker then stops within a tick."""
+        for model in self.models:
+            if isinstance(model, PeerSource):
+                model.cancel()
+
     def close(self) -> None:
         """Release every model's files."""
         for model in self.models:
@@ -59,7 +65,9 @@ def open_model(
     assert ref.peer_id is not None
     if transport is None:
         raise NoTransport(f"peer {ref.peer_id}: this node has no transport")
-    return PeerSource(transport, ref.peer_id, task_id)
+    return PeerSource(
+        transport, ref.peer_id, task_id, settings.peer_timeout_s, settings.peer_min_bytes_per_s
+    )
 
 
 def prepare(

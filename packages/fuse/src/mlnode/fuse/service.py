@@ -46,6 +46,7 @@ class FuseService(WorkerService[FuseRequest]):
         self._request: FuseRequest | None = None
         self._prepared: PreparedFusion | None = None
         self._progress = FusionProgress()
+        self._running: PreparedFusion | None = None
         self._shares: dict[str, tuple[ShareStatus, LocalSafetensors]] = {}
         self._fusions = Counter(
             "mlnode_fuse_fusions", "Fusions by outcome.", ["outcome"], registry=ctx.metrics
@@ -69,6 +70,7 @@ class FuseService(WorkerService[FuseRequest]):
         """The worker: run the prepared fusion."""
         prepared, self._prepared = self._prepared, None
         assert prepared is not None and prepared.request is request
+        self._running = prepared
         try:
             run(prepared, self._progress, stop)
         except BaseException:
@@ -76,6 +78,8 @@ class FuseService(WorkerService[FuseRequest]):
             if stop.is_set():
                 return
             raise
+        finally:
+            self._running = None
         self._fusions.labels("finished").inc()
 
     def progress(self) -> FuseProgress:
@@ -101,6 +105,14 @@ class FuseService(WorkerService[FuseRequest]):
         """Start a fusion; 422 for bad input, 409 while another service runs."""
         await self.start(request)
         return self.job_status()
+
+    async def stop(self) -> None:
+        """Cancel pulls in progress, then stop the worker (it ends before the gate is free)."""
+        running = self._running
+        if running is not None and self.job.active:
+            self._stop_event.set()  # first, so that the cancelled pull reads as a stop
+            running.cancel()
+        await super().stop()
 
     async def stop_job(self) -> FuseJobStatus:
         """Stop the fusion; the partial output is removed."""

@@ -19,6 +19,19 @@ class FuseSettings(MLNodeBaseSettings):
         le=8,
         description="Tensors read ahead while one merges (each costs one tensor per model).",
     )
+    peer_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Deadline of a peer's model listing, and the fixed part of each fetch's.",
+    )
+    peer_min_bytes_per_s: float = Field(
+        default=float(1 << 20),
+        gt=0,
+        description=(
+            "Slowest transfer a fetch from a peer may take: each fetch's deadline is "
+            "PEER_TIMEOUT_S plus the tensor's listed size at this rate."
+        ),
+    )
     mapped_reads: bool = Field(
         default=False,
         description=(

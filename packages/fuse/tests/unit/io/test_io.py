@@ -9,7 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from mlnode.common.testing import FakeTransport, TransportHub
+from mlnode.common.transport.api import TensorMeta
 from mlnode.fuse.io.local import LocalSafetensors, SourceNotFound
+from mlnode.fuse.io.peer import PeerSource
 from mlnode.fuse.io.st_format import SafetensorsFormatError
 from mlnode.fuse.io.writer import ShardedWriter, assign_shards
 from mlnode.fuse.testing import write_checkpoint
@@ -61,11 +64,32 @@ def test_missing_path_and_missing_shard_are_named(tmp_path: Path) -> None:
 def test_garbage_file_is_a_format_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
-    with pytest.raises(SafetensorsFormatError, match="not JSON"):
+    with pytest.raises(SafetensorsFormatError, match="not a safetensors file"):
         LocalSafetensors(bad)
     bad.write_bytes(b"\x05")
     with pytest.raises(SafetensorsFormatError, match="too short"):
         LocalSafetensors(bad)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"root:$6$secret-hash:19000:0:99999:7:::\n",  # any file: its first 8 bytes as a length
+        b"\x20\x00\x00\x00\x00\x00\x00\x00\xffsecret-bytes-not-utf8-here!!!!!",
+        b"\x28\x00\x00\x00\x00\x00\x00\x00" + b'{"secret-name":{"dtype":"SECRETDT"}}    ',
+        b"\x2c\x00\x00\x00\x00\x00\x00\x00"
+        + b'{"w":{"dtype":"F32","shape":["secret-v"],"data_offsets":[0,4]}}',
+    ],
+    ids=["text", "not-utf8", "bad-dtype", "bad-shape"],
+)
+def test_format_errors_never_quote_the_file(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "notes.safetensors"
+    bad.write_bytes(content)
+    with pytest.raises(SafetensorsFormatError) as caught:
+        LocalSafetensors(bad)
+    message = str(caught.value).replace(str(bad), "<path>")
+    assert "secret" not in message.lower() and "root" not in message, message
+    assert str(int.from_bytes(content[:8], "little")) not in message
 
 
 def test_assign_shards_respects_the_size_limit() -> None:
@@ -116,3 +140,40 @@ def test_writer_refuses_out_of_plan_tensors_and_existing_output(tmp_path: Path) 
     (tmp_path / "out").mkdir()
     with pytest.raises(FileExistsError):
         ShardedWriter(tmp_path / "out", [], 10**9)
+
+
+class RecordingNode(FakeTransport):
+    """The in-memory transport, remembering each call's deadline."""
+
+    timeouts: list[float | None]
+
+    def list_tensors(self, peer_id: str, task: str, *, timeout: float | None = None):
+        self.timeouts = [timeout]
+        return super().list_tensors(peer_id, task, timeout=timeout)
+
+    def fetch(self, peer_id, task, names, *, expected=None, timeout=None, cancel=None):
+        self.timeouts.append(timeout)
+        return super().fetch(
+            peer_id, task, names, expected=expected, timeout=timeout, cancel=cancel
+        )
+
+
+class Lying:
+    """Lists `w` as 2 floats, serves 3."""
+
+    def describe(self) -> list[TensorMeta]:
+        return [TensorMeta("w", torch.float32, (2,)), TensorMeta("v", torch.float32, (4,))]
+
+    def get(self, name: str) -> torch.Tensor:
+        return torch.zeros(3) if name == "w" else torch.zeros(4)
+
+
+def test_peer_source_fetches_as_listed_within_deadlines() -> None:
+    hub = TransportHub()
+    hub.node("liar").serve("t", Lying())
+    me = RecordingNode(hub, "me")
+    source = PeerSource(me, "liar", "t", timeout_s=5, min_bytes_per_s=16)
+    assert torch.equal(source.get("v"), torch.zeros(4))  # 16 bytes at 16 B/s: 1 s more
+    with pytest.raises(ValueError, match="other than listed"):
+        source.get("w")
+    assert me.timeouts == [5, 6.0, 5.5]

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from mlnode.common.errors import EngineFailed, InvalidRequest
+from mlnode.common.hygiene import child_env, mask_values, redact_argv, secret_values
 from mlnode.infer.args import EngineArgs
 from mlnode.infer.balancer import Backend
 from mlnode.infer.reaper import EngineRecord
@@ -102,6 +103,7 @@ class EngineInstance:
     pid: int | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     backend: Backend | None = None
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     def spawn(self, settings: InferSettings, launch: EngineLaunch) -> None:
         """Start the process on a fresh port; the previous log is kept as `.1`."""
@@ -120,13 +122,16 @@ class EngineInstance:
             *("--shutdown-timeout", str(settings.engine_shutdown_timeout_s)),
             *launch.args.args,
         ]
-        env = {**inherited_env(), **settings.engine_env}
+        # Engines (and any model code they run) see only what they need, not the node's secrets.
+        env = {**child_env(inherited_env()), **settings.engine_env}
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
         else:
             env.update(settings.cpu_engine_env)
         with self.log_path.open("wb") as out:
-            out.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+            self.secrets = tuple(secret_values(argv))
+            shown = " ".join(redact_argv(argv))
+            out.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} {shown}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
                 argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -152,8 +157,8 @@ class EngineInstance:
         return code
 
     def tail(self, lines: int) -> str:
-        """The last lines this instance printed."""
-        return read_tail(self.log_path, lines)
+        """The last lines this instance printed (vLLM prints its arguments: secrets masked)."""
+        return mask_values(read_tail(self.log_path, lines), self.secrets)
 
     async def check_health(self, client: httpx.AsyncClient, timeout_s: float) -> bool:
         """GET /health answers 200."""

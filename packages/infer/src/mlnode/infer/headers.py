@@ -1,4 +1,8 @@
-"""`HeadFields`: a message's header lines as the proxy forwards them, read once as they arrive."""
+"""`HeadFields`: a message's header lines as the proxy forwards them, read once as they arrive.
+
+Hop-by-hop headers (RFC 9110 section 7.6.1) stay on their hop: the fixed list below and every
+header the message's own `Connection` header names (`Connection: close, X-Secret`).
+"""
 
 from __future__ import annotations
 
@@ -21,10 +25,18 @@ HOP_BY_HOP = frozenset(
 class HeadFields:
     """Forwardable header lines; hop-by-hop ones are kept out, those that steer framing noted."""
 
-    __slots__ = ("chunked", "event_stream", "expect_continue", "has_length", "lines")
+    __slots__ = (
+        "chunked",
+        "connection_names",
+        "event_stream",
+        "expect_continue",
+        "has_length",
+        "lines",
+    )
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
+        self.connection_names: set[bytes] = set()
         self.has_length = False
         self.chunked = False
         self.expect_continue = False
@@ -34,7 +46,9 @@ class HeadFields:
         """One header as the parser reports it."""
         lname = name.lower()
         if lname in HOP_BY_HOP:
-            if lname == b"transfer-encoding":
+            if lname == b"connection":
+                self.connection_names.update(connection_tokens(value))
+            elif lname == b"transfer-encoding":
                 self.chunked = True
             elif lname == b"expect":
                 self.expect_continue = value.lower() == b"100-continue"
@@ -47,4 +61,19 @@ class HeadFields:
 
     def block(self) -> bytes:
         """The forwardable lines, each ending in CRLF."""
-        return b"".join(self.lines)
+        if not self.connection_names:
+            return b"".join(self.lines)
+        return b"".join(line for line in self.lines if not self._named(line))
+
+    def _named(self, line: bytes) -> bool:
+        return line.split(b":", 1)[0].lower() in self.connection_names
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """Header names listed in a `Connection` value (lower case; `close`, `keep-alive` too).
+
+    `Content-Length` is never dropped: the body is forwarded as framed, and a length removed
+    from it would let the next hop read the body as another request.
+    """
+    tokens = {token.strip().lower() for token in value.split(b",")}
+    return tokens - {b"", b"content-length"}

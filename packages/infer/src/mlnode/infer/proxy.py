@@ -27,6 +27,15 @@ from mlnode.common.errors import BadRequest, EngineFailed, MLNodeError, NotFound
 from mlnode.infer.balancer import Backend, LeastConnections
 from mlnode.infer.corked import CorkedWriter
 from mlnode.infer.headers import HeadFields
+from mlnode.infer.limits import (
+    ConnectionClock,
+    HeadBudget,
+    HttpLimits,
+    Reading,
+    RequestTimeout,
+    Stall,
+)
+from mlnode.infer.paths import normalise_target
 from mlnode.infer.upstream import EngineConnection, UpstreamError, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -69,11 +78,16 @@ class Relay:
     """What every client connection shares: the balancer, the engine connections, the openers."""
 
     def __init__(
-        self, balancer: LeastConnections, pool: UpstreamPool, serving: Callable[[], bool]
+        self,
+        balancer: LeastConnections,
+        pool: UpstreamPool,
+        serving: Callable[[], bool],
+        limits: HttpLimits | None = None,
     ) -> None:
         self.balancer = balancer
         self.pool = pool
         self.serving = serving
+        self.limits = limits or HttpLimits()
         self.connections: set[ClientConnection] = set()
 
     def protocol(self) -> ClientConnection:
@@ -102,6 +116,7 @@ class Exchange:
         "local",
         "method",
         "pending",
+        "pending_size",
         "replay",
         "replay_size",
         "request_done",
@@ -124,6 +139,7 @@ class Exchange:
         self.conn: EngineConnection | None = None
         self.local: bytes | None = None
         self.pending: list[bytes] = []
+        self.pending_size = 0
         self.replay: list[bytes] | None = None
         self.replay_size = 0
         self.chunked_out = False
@@ -136,8 +152,14 @@ class Exchange:
         """Route the request; `/v1/*` goes to an engine as soon as this exchange is active."""
         self.keep_alive = keep_alive
         self.http10 = http10
-        path = self.url.split(b"?", 1)[0]
         relay = self.client.relay
+        try:
+            self.url = normalise_target(self.url)
+        except MLNodeError as exc:
+            self.local = error_response(exc, keep_alive=False)
+            self.keep_alive = False
+            return
+        path = self.url.split(b"?", 1)[0]
         if not path.startswith(b"/v1/"):
             if path == b"/health" and relay.serving():
                 self.local = json_response(200, {"status": "ok"})
@@ -155,6 +177,10 @@ class Exchange:
         piece = _chunk(data) if self.fields.chunked else data
         if self.conn is None:
             self.pending.append(piece)
+            self.pending_size += len(piece)
+            if self.pending_size > _REPLAY_LIMIT:
+                # No engine connection yet: hold the client back rather than its whole body.
+                self.client.pause_reading(True, "connecting")
             return
         self._send(piece)
 
@@ -226,10 +252,11 @@ class Exchange:
             self.fields.block(),
             b"transfer-encoding: chunked\r\n" if self.fields.chunked else b"",
         )
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.pending_size = self.pending, [], 0
         self.replay = [head, *pending] if conn.reused else None
         self.replay_size = sum(map(len, pending))
         conn.start(self, head + b"".join(pending))
+        self.client.pause_reading(False, "connecting")
         if self.client.write_paused:
             conn.pause_reading(True)
 
@@ -302,8 +329,9 @@ class Exchange:
             return
         self.conn = conn
         self.replay = None
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.pending_size = self.pending, [], 0
         conn.start(self, b"".join(replay + pending))
+        self.client.pause_reading(False, "connecting")
         if self.client.write_paused:
             conn.pause_reading(True)
 
@@ -314,6 +342,8 @@ class Exchange:
     # Endings.
     def _fail_before_answer(self, why: str) -> None:
         self.conn = None
+        self.pending, self.pending_size = [], 0
+        self.client.pause_reading(False, "connecting")
         self.local = error_response(EngineFailed(why))
         self._release()
         if self.request_done:
@@ -374,6 +404,8 @@ class ClientConnection(asyncio.Protocol):
         self._fields = HeadFields()
         self._paused_by: set[str] = set()
         self.write_paused = False
+        self.budget = HeadBudget(relay.limits)
+        self.clock: ConnectionClock | None = None
 
     @property
     def idle(self) -> bool:
@@ -386,10 +418,13 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.out = CorkedWriter(self.transport)
         self.relay.connections.add(self)
+        self.clock = ConnectionClock(self.relay.limits, self._stalled)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Abandon every exchange of this connection."""
         self.relay.connections.discard(self)
+        if self.clock is not None:
+            self.clock.stop()
         for exchange in self.exchanges:
             exchange.abandon()
         self.exchanges.clear()
@@ -397,16 +432,61 @@ class ClientConnection(asyncio.Protocol):
             task.cancel()
 
     def data_received(self, data: bytes) -> None:
-        """Parse; malformed requests are answered 400 and the connection closed."""
+        """Parse; 400 for a malformed request, 431 for a head past the limits, then close."""
+        if self.clock is not None:
+            self.clock.data()
         try:
-            self.parser.feed_data(data)
+            self._feed_within_budget(data)
         except httptools.HttpParserUpgrade:
             self._refuse(BadRequest("protocol upgrades are not supported"))
-        except httptools.HttpParserCallbackError:
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, MLNodeError):
+                self._refuse(exc.__context__)
+                return
             log.exception("inference proxy failed on a request")
             self._refuse(BadRequest("the proxy could not handle this request"))
         except httptools.HttpParserError as exc:
             self._refuse(BadRequest(f"malformed HTTP request: {exc}"))
+        except MLNodeError as exc:
+            self._refuse(exc)
+
+    def _feed_within_budget(self, data: bytes) -> None:
+        """Feed no more head bytes than the limit allows: a huge head is never buffered."""
+        while data:
+            in_head = self.clock is not None and self.clock.reading is not Reading.BODY
+            room = self.budget.room()
+            if not in_head or len(data) <= room:
+                self.budget.spend(len(data) if in_head else 0)
+                self.parser.feed_data(data)
+                return
+            heads = self.budget.heads
+            self.budget.spend(room)
+            self.parser.feed_data(data[:room])
+            data = data[room:]
+            same_head = self.budget.heads == heads
+            if same_head and self.clock is not None and self.clock.reading is not Reading.BODY:
+                raise self.budget.exhausted()
+
+    def _stalled(self, stall: Stall) -> None:
+        """The client took too long: 408 for a half-sent request, a plain close when idle."""
+        first = self.exchanges[0] if self.exchanges else None
+        if stall is Stall.IDLE or (stall is Stall.BODY and first is None):
+            # Nothing asked, or the answer already went out: no request is left to answer 408.
+            self.close()
+            return
+        limits = self.relay.limits
+        if stall is Stall.HEAD:
+            why = f"request head not complete within {limits.header_timeout_s:g} s"
+        else:
+            why = f"request body paused over {limits.body_timeout_s:g} s"
+        log.debug("inference port: %s", why)
+        if first is not None and first.conn is not None and first.conn.responded:
+            self.abort()
+            return
+        if first is not None:
+            first.abandon()
+            self.exchanges.clear()
+        self._refuse(RequestTimeout(why))
 
     def _refuse(self, error: MLNodeError) -> None:
         if self.transport is None or self.transport.is_closing():
@@ -443,6 +523,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
         elif not was and self._paused_by:
             self.transport.pause_reading()
+        if self.clock is not None:
+            self.clock.set_paused(bool(self._paused_by))
 
     def pause_writing(self) -> None:
         """The client reads slower than the engine answers: hold the engine back."""
@@ -464,6 +546,8 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         self.pause_reading(len(self.exchanges) > 1, "pipelined")
+        if self.clock is not None:
+            self.clock.set_busy(bool(self.exchanges))
         if self.exchanges:
             self.exchanges[0].start()
 
@@ -472,6 +556,8 @@ class ClientConnection(asyncio.Protocol):
         """A request starts."""
         self._url = b""
         self._fields = HeadFields()
+        if self.clock is not None:
+            self.clock.data()
 
     def on_url(self, url: bytes) -> None:
         """Target (may come in pieces)."""
@@ -479,10 +565,14 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One header line."""
+        self.budget.line()
         self._fields.add(name, value)
 
     def on_headers_complete(self) -> None:
         """Queue the exchange; it starts now unless an earlier one is still answering."""
+        if self.clock is not None:
+            self.clock.head_done()
+            self.clock.set_busy(True)
         exchange = Exchange(self, self.parser.get_method(), self._url, self._fields)
         exchange.headers_complete(
             self.parser.should_keep_alive(), self.parser.get_http_version() == "1.0"
@@ -502,6 +592,9 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         """The current request is complete."""
         exchange, self._parsing = self._parsing, None
+        self.budget.reset()
+        if self.clock is not None:
+            self.clock.message_done()
         if exchange is None:
             return
         exchange.request_complete()

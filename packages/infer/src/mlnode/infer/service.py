@@ -11,11 +11,13 @@ import httpx
 from mlnode.common.context import NodeContext
 from mlnode.common.errors import EngineFailed, NotRunning, Unavailable
 from mlnode.common.hardware import discover_gpus
+from mlnode.common.hygiene import redact_argv
 from mlnode.common.lifecycle import Phase, Service, ServiceKind, ServiceStatus
 from mlnode.infer.args import EngineArgs, parse_additional_args
 from mlnode.infer.balancer import LeastConnections
 from mlnode.infer.engine import EngineLaunch, InstanceState, VLLMGroup, plan_gpu_groups
 from mlnode.infer.health import HealthWatch, register_metrics
+from mlnode.infer.limits import http_limits
 from mlnode.infer.proxy import Relay
 from mlnode.infer.reaper import EngineRecord
 from mlnode.infer.schemas import (
@@ -57,7 +59,9 @@ class InferService(Service[InferenceUpRequest]):
         pool = UpstreamPool(
             settings.connect_timeout_s, settings.read_timeout_s, settings.max_idle_connections
         )
-        self.relay = Relay(self.balancer, pool, lambda: bool(self.balancer.backends))
+        self.relay = Relay(
+            self.balancer, pool, lambda: bool(self.balancer.backends), http_limits(settings)
+        )
         self._server = InferenceServer(self.relay, settings.host, settings.port)
         self._listen_error: str | None = None
         self._client: httpx.AsyncClient | None = None
@@ -210,7 +214,7 @@ class InferService(Service[InferenceUpRequest]):
             healthy=self.healthy(),
             model=request.model if request else None,
             dtype=request.dtype if request else None,
-            additional_args=list(request.additional_args) if request else [],
+            additional_args=redact_argv(request.additional_args) if request else [],
             tensor_parallel_size=args.tensor_parallel_size if args else None,
             pipeline_parallel_size=args.pipeline_parallel_size if args else None,
             inference_port=self.settings.port,

@@ -83,6 +83,32 @@ class InferSettings(MLNodeBaseSettings):
     max_idle_connections: int = Field(
         256, ge=1, description="Proxy: kept-alive connections per engine between requests."
     )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Inference port: largest request head (request line and headers), bytes; "
+        "431 beyond (nginx: 4 x 8 KiB).",
+    )
+    max_headers: int = Field(
+        100, ge=8, description="Inference port: most header lines in a request; 431 beyond."
+    )
+    header_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Inference port: seconds from a request's first byte to the end of its head; "
+        "408 and close beyond (nginx client_header_timeout).",
+    )
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Inference port: longest pause while a request body arrives; 408 and close.",
+    )
+    keepalive_timeout_s: float = Field(
+        75.0,
+        gt=0,
+        description="Inference port: seconds a kept-alive connection may sit idle before it is "
+        "closed (nginx keepalive_timeout).",
+    )
 
     @field_validator("engine_host")
     @classmethod

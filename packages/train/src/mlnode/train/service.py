@@ -20,6 +20,7 @@ from mlnode.train.metrics import register_train_metrics
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainJobProgress, TrainRequest, TrainStatus
 from mlnode.train.settings import TrainSettings
+from mlnode.train.sizing import check_request_fits
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
 
@@ -41,7 +42,9 @@ class TrainService(WorkerService[TrainRequest]):
 
     async def start_body(self, body: TrainRequest | LegacyTrainBody) -> ServiceStatus:
         """Start from either body form (the legacy one is mapped or refused with 422)."""
-        return await self.start(to_train_request(body))
+        request = to_train_request(body)
+        await asyncio.to_thread(check_request_fits, request, self.settings.memory_budget())
+        return await self.start(request)
 
     def checkpoint_dir(self, request: TrainRequest) -> Path:
         """Where this task's checkpoints live."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import psutil
 import torch
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -51,7 +52,15 @@ class TrainSettings(MLNodeBaseSettings):
         description="At start, how long a worker waits for its peers to serve their state.",
     )
 
-    @field_validator("torch_threads", "checkpoint_root", mode="before")
+    max_memory_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Memory a training job may plan for (model state, activations, data); a "
+        "start estimated beyond it is refused with 422. Unset: 90% of the GPU's memory when "
+        "training on CUDA, else 80% of the RAM available at start.",
+    )
+
+    @field_validator("torch_threads", "checkpoint_root", "max_memory_bytes", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -75,6 +84,16 @@ class TrainSettings(MLNodeBaseSettings):
         raise ValueError(
             f"local_devices {value!r}: use auto, a count N >= 1, or two or more CUDA indices 0,1"
         )
+
+    def memory_budget(self) -> int:
+        """Bytes a training job may plan for on this node."""
+        if self.max_memory_bytes is not None:
+            return self.max_memory_bytes
+        device = self.torch_device()
+        if device.type == "cuda" and torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(device.index or 0).total_memory
+            return int(total * 0.9)
+        return int(psutil.virtual_memory().available * 0.8)
 
     def torch_device(self) -> torch.device:
         """The device to train on."""

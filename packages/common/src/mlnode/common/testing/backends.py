@@ -251,7 +251,9 @@ class ContainerBackend:
 
         container = (
             DockerContainer(self.image)
-            .with_envs(**dict(env or {}))
+            # Test containers publish on the test host only; a node without a token refuses a
+            # public bind unless told so.
+            .with_envs(**{"MLNODE_ALLOW_UNAUTHENTICATED_PUBLIC": "1", **dict(env or {})})
             .with_exposed_ports(CONTAINER_REST_PORT, CONTAINER_GRPC_PORT, CONTAINER_INFER_PORT)
             .with_network(self.network)
             .with_network_aliases(name)

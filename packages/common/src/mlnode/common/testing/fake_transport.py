@@ -22,9 +22,16 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 import torch
 
 from mlnode.common.errors import PeerUnknown
-from mlnode.common.transport.api import ReceivedTensors, TensorLike, TensorMeta, TensorProvider
+from mlnode.common.transport.api import (
+    ReceivedTensors,
+    TensorLike,
+    TensorMeta,
+    TensorProvider,
+    check_as_listed,
+)
 from mlnode.common.transport.codec import CodecError, TensorBuffer, encode
 from mlnode.common.transport.errors import (
+    FetchCancelled,
     LimitExceeded,
     NotAuthenticated,
     NotOffered,
@@ -150,16 +157,31 @@ class FakeTransport:
         """Stop offering tensors for `task`."""
         self.providers.remove(task)
 
-    def list_tensors(self, peer_id: str, task: str) -> list[TensorMeta]:
+    def list_tensors(
+        self, peer_id: str, task: str, *, timeout: float | None = None
+    ) -> list[TensorMeta]:
         """What the peer offers for `task`."""
         return list(self.hub.reach(self.peer_id, peer_id).providers.get(task).describe())
 
-    def fetch(self, peer_id: str, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Copies of the named tensors of the peer's provider for `task`."""
+    def fetch(
+        self,
+        peer_id: str,
+        task: str,
+        names: Sequence[str],
+        *,
+        expected: Mapping[str, TensorMeta] | None = None,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Copies of the named tensors of the peer's provider for `task` (as `expected`)."""
+        if cancel is not None and cancel.is_set():
+            raise FetchCancelled(f"fetch from peer {peer_id} cancelled")
         provider = self.hub.reach(self.peer_id, peer_id).providers.get(task)
         offered = {m.name for m in provider.describe()}
         missing = [n for n in names if n not in offered]
         if missing:
             raise NotOffered(f"not offered for task {task!r}: {missing}")
         self.fetched.append((peer_id, task, list(names)))
-        return {name: wire_copy(name, provider.get(name)) for name in names}
+        got = {name: wire_copy(name, provider.get(name)) for name in names}
+        check_as_listed(peer_id, got, expected)
+        return got

@@ -6,6 +6,7 @@ Async callers wrap them in `asyncio.to_thread`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -64,10 +65,36 @@ class TensorTransport(Protocol):
         """Stop offering tensors for `task`."""
         ...
 
-    def list_tensors(self, peer_id: str, task: str) -> list[TensorMeta]:
-        """What a peer offers for `task`."""
+    def list_tensors(
+        self, peer_id: str, task: str, *, timeout: float | None = None
+    ) -> list[TensorMeta]:
+        """What a peer offers for `task`; `timeout` bounds the call (None: the transport's)."""
         ...
 
-    def fetch(self, peer_id: str, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Pull named tensors from a peer's provider for `task`."""
+    def fetch(
+        self,
+        peer_id: str,
+        task: str,
+        names: Sequence[str],
+        *,
+        expected: Mapping[str, TensorMeta] | None = None,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Pull named tensors from a peer's provider for `task`.
+
+        With `expected`, every tensor must have the listed dtype and shape; a header that
+        differs is refused before its memory is allocated. `timeout` bounds the whole call;
+        setting `cancel` ends it early (an error).
+        """
         ...
+
+
+def check_as_listed(
+    peer_id: str, tensors: Mapping[str, torch.Tensor], expected: Mapping[str, TensorMeta] | None
+) -> None:
+    """ValueError unless each tensor has the dtype and shape `expected` lists (for fakes)."""
+    for name, tensor in tensors.items() if expected is not None else ():
+        meta = expected.get(name) if expected is not None else None
+        if meta is None or (tensor.dtype, tuple(tensor.shape)) != (meta.dtype, meta.shape):
+            raise ValueError(f"peer {peer_id} sent {name!r} other than listed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -13,11 +14,19 @@ from mlnode.common.transport import auth, wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
 from mlnode.common.transport.api import TensorLike, TensorMeta
-from mlnode.common.transport.codec import CodecError, check_sendable, encode, wire_dtype
+from mlnode.common.transport.codec import (
+    CodecError,
+    WireDType,
+    check_sendable,
+    encode,
+    wire_dtype,
+)
 from mlnode.common.transport.errors import (
+    FetchCancelled,
     ImpostorPeer,
     IntegrityError,
     LimitExceeded,
+    ListingMismatch,
     NotAuthenticated,
     NotOffered,
     PeerUnreachable,
@@ -26,6 +35,7 @@ from mlnode.common.transport.errors import (
 from mlnode.common.transport.framing import FrameReader, Limits, write_frames
 from mlnode.common.transport.handshake import check_server_hello
 from mlnode.common.transport.interceptors import (
+    CLIENT_NONCE_MD,
     FETCH,
     KEY_MD,
     LIST,
@@ -35,6 +45,7 @@ from mlnode.common.transport.interceptors import (
     TASK_MD,
 )
 from mlnode.common.transport.peers import Peer
+from mlnode.common.transport.watchdog import Watchdog
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -77,6 +88,7 @@ class PeerClient:
         chunk_bytes: int,
         timeouts: CallTimeouts,
         alive: Callable[[], None] = lambda: None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self._stub = pb_grpc.TransportStub(channel)  # type: ignore[no-untyped-call]
         self._push = channel.stream_unary(
@@ -93,15 +105,18 @@ class PeerClient:
         self.chunk_bytes = chunk_bytes
         self.timeouts = timeouts
         self.alive = alive
+        self.watchdog = watchdog
 
-    def handshake(self, task: str, method: str) -> tuple[bytes, Metadata]:
+    def handshake(
+        self, task: str, method: str, timeout: float | None = None
+    ) -> tuple[bytes, Metadata]:
         """Handshake for one call of `method`: (session id, the call's metadata)."""
         client_nonce = auth.new_nonce()
         metadata: Metadata = ((KEY_MD, self.identity.public_key), (TASK_MD, task))
         reply = self._stub.Hello(
-            pb.HelloRequest(client_nonce=client_nonce),
-            metadata=metadata,
-            timeout=self.timeouts.handshake_s,
+            pb.HelloRequest(),
+            metadata=(*metadata, (CLIENT_NONCE_MD, client_nonce)),
+            timeout=min(self.timeouts.handshake_s, timeout or self.timeouts.handshake_s),
         )
         check_server_hello(
             self.peer,
@@ -151,12 +166,12 @@ class PeerClient:
             raise translate(self.peer, exc) from None
         return int(reply.accepted)
 
-    def list_tensors(self, task: str) -> list[TensorMeta]:
+    def list_tensors(self, task: str, timeout: float | None = None) -> list[TensorMeta]:
         """What the peer offers for `task`, checked against its signature."""
         try:
-            session, metadata = self.handshake(task, LIST)
+            session, metadata = self.handshake(task, LIST, timeout)
             reply = self._stub.List(
-                pb.ListRequest(), metadata=metadata, timeout=self.timeouts.rpc_s
+                pb.ListRequest(), metadata=metadata, timeout=timeout or self.timeouts.rpc_s
             )
         except grpc.RpcError as exc:
             raise translate(self.peer, exc) from None
@@ -172,27 +187,67 @@ class PeerClient:
         except (CodecError, ValueError) as exc:
             raise IntegrityError(f"peer {self.peer.peer_id} sent a bad list: {exc}") from None
 
-    def fetch(self, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Pull named tensors; returns only once every one arrived and verified."""
+    def fetch(
+        self,
+        task: str,
+        names: Sequence[str],
+        expected: Mapping[str, TensorMeta] | None = None,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Pull named tensors; returns only once every one arrived and verified.
+
+        With `expected`, each header must announce exactly that dtype and shape, checked before
+        its buffer is allocated (ListingMismatch otherwise). Setting `cancel` ends the call
+        (within the watchdog's tick) with FetchCancelled.
+        """
         reader = FrameReader(
             session=b"",
             signer_key=self.peer.public_key,
             task=task,
             limits=self.limits,
             alive=self.alive,
+            check=self._as_expected(expected) if expected is not None else _accept,
         )
         try:
-            reader.session, metadata = self.handshake(task, FETCH)
+            reader.session, metadata = self.handshake(task, FETCH, timeout)
             frames = self._fetch(
-                pb.FetchRequest(names=list(names)), metadata=metadata, timeout=self.timeouts.rpc_s
+                pb.FetchRequest(names=list(names)),
+                metadata=metadata,
+                timeout=timeout or self.timeouts.rpc_s,
             )
+            watching = None
+            if cancel is not None and self.watchdog is not None:
+                watching = self.watchdog.watch(cancel.is_set, frames.cancel)
             try:
                 _, tensors = reader.read(frames)
             finally:
                 frames.cancel()  # a no-op after a complete stream; stops the peer after a bad one
+                if watching is not None:
+                    self.watchdog.unwatch(watching)  # type: ignore[union-attr]
         except grpc.RpcError as exc:
+            if cancel is not None and cancel.is_set():
+                raise FetchCancelled(f"fetch from peer {self.peer.peer_id} cancelled") from None
             raise translate(self.peer, exc) from None
         if list(tensors) != list(names):
             got = list(tensors)
             raise IntegrityError(f"peer {self.peer.peer_id} sent {got}, not {list(names)}")
         return tensors
+
+    def _as_expected(
+        self, expected: Mapping[str, TensorMeta]
+    ) -> Callable[[str, WireDType, tuple[int, ...]], None]:
+        def check(name: str, dtype: WireDType, shape: tuple[int, ...]) -> None:
+            meta = expected.get(name)
+            if meta is None or meta.dtype != dtype.torch_dtype or meta.shape != shape:
+                listed = f"{meta.dtype} {meta.shape}" if meta else "nothing"
+                raise ListingMismatch(
+                    f"peer {self.peer.peer_id} announced {name!r} as {dtype.name} {shape}, "
+                    f"listed {listed}"
+                )
+
+        return check
+
+
+def _accept(name: str, dtype: WireDType, shape: tuple[int, ...]) -> None:
+    return None

@@ -65,6 +65,8 @@ assert set(DTYPES) == {
 assert len(_BY_TORCH) == len(DTYPES), "each wire dtype needs its own torch dtype"
 
 MAX_RANK = 32
+#: Largest element count of any shape (torch indexes with int64; zero-size shapes included).
+MAX_ELEMENTS = 1 << 60
 
 
 class CodecError(ValueError):
@@ -160,6 +162,8 @@ def expected_nbytes(dtype: WireDType, shape: tuple[int, ...]) -> int:
         raise CodecError(f"rank {len(shape)} is over {MAX_RANK}")
     if any(dim < 0 for dim in shape):
         raise CodecError(f"negative dimension in shape {shape}")
+    if math.prod(max(dim, 1) for dim in shape) > MAX_ELEMENTS:
+        raise CodecError(f"shape {shape} is out of range")
     return math.prod(shape) * dtype.itemsize
 
 
@@ -194,6 +198,9 @@ class TensorBuffer:
             raise CodecError(f"payload has {self._filled} of {self._view.nbytes} bytes")
         if self.dtype.torch_dtype is torch.bool and self._view.size and self._view.max() > 1:
             raise CodecError("bool payload holds bytes other than 0 and 1")
-        if not self._data.numel():
-            return torch.empty(self.shape, dtype=self.dtype.torch_dtype)
-        return self._data.view(self.dtype.torch_dtype).reshape(self.shape)
+        try:
+            if not self._data.numel():
+                return torch.empty(self.shape, dtype=self.dtype.torch_dtype)
+            return self._data.view(self.dtype.torch_dtype).reshape(self.shape)
+        except RuntimeError as exc:  # shapes torch cannot lay out
+            raise CodecError(f"shape {self.shape}: {exc}") from None

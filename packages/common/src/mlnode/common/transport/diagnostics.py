@@ -34,7 +34,11 @@ def probe_peer(
     transport: TensorTransport, peer_id: str, task: str, tag: str, nbytes: int
 ) -> ProbeReport:
     """Send `nbytes` random bytes as tensor `probe` to a peer's inbox under (task, tag)."""
-    tensor = torch.frombuffer(bytearray(os.urandom(nbytes)), dtype=torch.uint8)
+    data = bytearray(os.urandom(nbytes))
+    # torch.frombuffer refuses an empty buffer; a 0-byte probe is still a valid check of the path.
+    tensor = (
+        torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+    )
     start = time.perf_counter()
     transport.send(peer_id, {PROBE_TENSOR: tensor}, task, tag)
     return ProbeReport(nbytes, tensor_digest(tensor), time.perf_counter() - start)

@@ -45,6 +45,20 @@ class IntegrityError(TransportError):
     grpc_status = "DATA_LOSS"
 
 
+class MalformedFrame(IntegrityError):
+    """A frame announces something impossible (unknown dtype, absurd shape, wrong size)."""
+
+    code = "malformed_frame"
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class ListingMismatch(IntegrityError):
+    """A fetched tensor's header differs from what the peer listed."""
+
+    code = "listing_mismatch"
+    grpc_status = "INVALID_ARGUMENT"
+
+
 class LimitExceeded(InvalidRequest):
     """A tensor or a set of tensors is over a configured limit."""
 
@@ -57,6 +71,13 @@ class NotOffered(TransportError):
     status_code = 404
     code = "not_offered"
     grpc_status = "NOT_FOUND"
+
+
+class FetchCancelled(TransportError):
+    """The caller cancelled a fetch in progress (e.g. its job was stopped)."""
+
+    code = "fetch_cancelled"
+    grpc_status = "CANCELLED"
 
 
 class PeerUnreachable(Unavailable):

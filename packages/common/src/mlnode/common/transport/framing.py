@@ -23,11 +23,12 @@ from mlnode.common.transport.codec import (
     CodecError,
     EncodedTensor,
     TensorBuffer,
+    WireDType,
     expected_nbytes,
     iter_chunks,
     wire_dtype,
 )
-from mlnode.common.transport.errors import IntegrityError, LimitExceeded
+from mlnode.common.transport.errors import IntegrityError, LimitExceeded, MalformedFrame
 from mlnode.common.transport.wire import ChunkFrame, FrameLike, WireFrame, chunk_frame
 
 #: Largest chunk any reader accepts, whatever the sender's configuration.
@@ -49,6 +50,14 @@ def _never_revoked() -> None:
 
 
 def _reserve_nothing(nbytes: int) -> None:
+    return None
+
+
+#: Checks a tensor's announced name, dtype and shape before its buffer is allocated.
+HeaderCheck = Callable[[str, WireDType, tuple[int, ...]], None]
+
+
+def _accept_any(name: str, dtype: WireDType, shape: tuple[int, ...]) -> None:
     return None
 
 
@@ -100,8 +109,10 @@ class FrameReader:
         limits: Limits,
         alive: Callable[[], None] = _never_revoked,
         reserve: Callable[[int], None] = _reserve_nothing,
+        check: HeaderCheck = _accept_any,
     ) -> None:
         self.session = session
+        self.check = check
         self.signer_key = signer_key
         self.task = task
         self.limits = limits
@@ -174,10 +185,11 @@ class FrameReader:
             shape = tuple(header.shape)
             if expected_nbytes(dtype, shape) != header.nbytes:
                 raise CodecError(f"shape {shape} of {dtype.name} is not {header.nbytes} bytes")
-            self.reserve(header.nbytes)
-            return TensorBuffer(dtype, shape, header.nbytes)
         except CodecError as exc:
-            raise IntegrityError(f"tensor {header.name!r}: {exc}") from None
+            raise MalformedFrame(f"tensor {header.name!r}: {exc}") from None
+        self.check(header.name, dtype, shape)
+        self.reserve(header.nbytes)
+        return TensorBuffer(dtype, shape, header.nbytes)
 
     def _read_tensor(
         self, raw_header: bytes, sequence: int, stream: Iterator[FrameLike]

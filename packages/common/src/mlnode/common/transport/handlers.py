@@ -13,6 +13,7 @@ from mlnode.common.transport.errors import LimitExceeded, NotOffered
 from mlnode.common.transport.framing import FrameReader, Limits, write_frames
 from mlnode.common.transport.handshake import Session
 from mlnode.common.transport.inbox import Inbox
+from mlnode.common.transport.inbox_budget import TENSOR_OVERHEAD
 from mlnode.common.transport.peers import KnownPeers
 from mlnode.common.transport.wire import FrameLike, WireFrame
 
@@ -74,10 +75,12 @@ class ServerHandlers:
     def push(self, session: Session, frames: Iterable[FrameLike]) -> int:
         """Read a pushed stream; deliver it only when complete, verified and still authorized."""
         reserved: list[int] = []
+        task, peer_id = session.task, session.peer.peer_id
 
         def reserve(nbytes: int) -> None:
-            self.inbox.reserve(nbytes)
-            reserved.append(nbytes)
+            charged = nbytes + TENSOR_OVERHEAD  # empty tensors are not free either
+            self.inbox.reserve(task, peer_id, charged)
+            reserved.append(charged)
 
         reader = FrameReader(
             session=session.id,
@@ -91,8 +94,8 @@ class ServerHandlers:
             tag, tensors = reader.read(frames)
             session.check(self.peers)
         finally:
-            self.inbox.release(sum(reserved))
-        self.inbox.put(session.task, tag, session.peer.peer_id, tensors)
+            self.inbox.release(task, peer_id, sum(reserved))
+        self.inbox.put(task, tag, peer_id, tensors)
         return len(tensors)
 
     def listing(self, session: Session) -> tuple[bytes, bytes]:

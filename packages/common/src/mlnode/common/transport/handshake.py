@@ -70,11 +70,11 @@ class ServerHandshake:
     def admit(self, client_key: bytes, task: str) -> tuple[Peer, int]:
         """The peer of a key registered for `task`; NotAuthenticated otherwise."""
         found = self.peers.by_key(client_key)
-        if found is None:
-            raise NotAuthenticated(f"key {auth.fingerprint(client_key)} is not a known peer")
-        peer, epoch = found
-        if not task or not peer.allows(task):
-            raise NotAuthenticated(f"peer {peer.peer_id} is not registered for task {task!r}")
+        if found is None or not task or not found[0].allows(task):
+            # one answer for both cases: a caller learns nothing about whose key this is
+            raise NotAuthenticated(
+                f"key {auth.fingerprint(client_key)} is not accepted for task {task!r}"
+            )
         return found
 
     def hello(self, client_key: bytes, task: str, client_nonce: bytes) -> tuple[bytes, bytes]:
@@ -111,7 +111,7 @@ class ServerHandshake:
             client_key, self.identity.public_key, task, pending.client_nonce, server_nonce, method
         )
         if not auth.verify(client_key, message, proof):
-            raise NotAuthenticated(f"bad handshake signature from peer {peer.peer_id}")
+            raise NotAuthenticated("bad handshake proof")
         return Session(auth.session_id(pending.client_nonce, server_nonce), peer, epoch, task)
 
 

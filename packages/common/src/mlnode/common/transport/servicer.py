@@ -1,9 +1,16 @@
-"""The gRPC servicer: thin, maps each call to `ServerHandlers` and errors to status codes."""
+"""The gRPC servicer: thin, maps each call to `ServerHandlers` and errors to status codes.
+
+Every handler is registered with a request *stream* (see `interceptors._handler`), so no call
+waits for a request message in a worker thread before it is authenticated; reads an
+authenticated call makes are armed with the idle deadline, and each authenticated call ends by
+the server-side call deadline (its peer slot is taken by the interceptor).
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, cast
 
 import grpc
@@ -12,11 +19,16 @@ from mlnode.common.errors import MLNodeError
 from mlnode.common.transport import wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
+from mlnode.common.transport.errors import IntegrityError
 from mlnode.common.transport.handlers import ServerHandlers
 from mlnode.common.transport.handshake import OpenSessions, ServerHandshake, Session
 from mlnode.common.transport.interceptors import AuthContext, HelloGrant
+from mlnode.common.transport.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
+
+#: Errors of our own code on hostile input: answered INTERNAL without details, logged here.
+UNEXPECTED = (ArithmeticError, LookupError, RuntimeError, TypeError, ValueError, MemoryError)
 
 
 def _abort(context: grpc.ServicerContext, exc: MLNodeError) -> NoReturn:
@@ -35,17 +47,50 @@ def _session(context: Any) -> Session:
 class TransportServicer(pb_grpc.TransportServicer):
     """Hello, Push, List and Fetch over the handshake and the handlers."""
 
-    def __init__(self, handshake: ServerHandshake, handlers: ServerHandlers) -> None:
+    def __init__(
+        self,
+        handshake: ServerHandshake,
+        handlers: ServerHandlers,
+        watchdog: Watchdog,
+        idle_timeout_s: float,
+        call_timeout_s: float,
+    ) -> None:
         self.handshake = handshake
         self.handlers = handlers
         self.sessions = OpenSessions(handshake.peers)
+        self.watchdog = watchdog
+        self.idle_timeout_s = idle_timeout_s
+        self.call_timeout_s = call_timeout_s
 
-    def Hello(self, request: pb.HelloRequest, context: Any) -> pb.HelloReply:
-        """Answer the client's challenge with ours, signed."""
+    @contextmanager
+    def _serving(self, context: Any) -> Iterator[Session]:
+        """One authenticated call: the call deadline, errors as status codes."""
+        session = _session(context)
+        deadline = self.watchdog.arm(self.call_timeout_s, context.cancel)
+        try:
+            with self.sessions.track(session, context.cancel):
+                yield session
+        except MLNodeError as exc:
+            _abort(context, exc)
+        except grpc.RpcError:  # cancelled by the peer, a revocation or a deadline
+            context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled or went idle")
+            raise
+        except UNEXPECTED:
+            log.exception("call from peer %s failed", session.peer.peer_id)
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            raise
+        finally:
+            self.watchdog.disarm(deadline)
+
+    def _read(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
+        return self.watchdog.guarded(iter(requests), self.idle_timeout_s, context.cancel)
+
+    def Hello(self, request_iterator: Iterator[bytes], context: Any) -> pb.HelloReply:
+        """Answer the client's challenge with ours, signed (the body is never read)."""
         grant = cast(HelloGrant, cast(AuthContext, context).auth)
         try:
             nonce, signature = self.handshake.hello(
-                grant.client_key, grant.task, request.client_nonce
+                grant.client_key, grant.task, grant.client_nonce
             )
         except MLNodeError as exc:
             _abort(context, exc)
@@ -55,47 +100,45 @@ class TransportServicer(pb_grpc.TransportServicer):
 
     def Push(self, request_iterator: Iterator[wire.FrameLike], context: Any) -> pb.PushReply:
         """Receive a pushed stream into the inbox."""
-        session = _session(context)
-        try:
-            with self.sessions.track(session, context.cancel):
-                return pb.PushReply(accepted=self.handlers.push(session, request_iterator))
-        except MLNodeError as exc:
-            _abort(context, exc)
-        except grpc.RpcError:  # the client cancelled or vanished mid-stream: nothing delivered
-            context.abort(grpc.StatusCode.CANCELLED, "the stream was cancelled by the peer")
-            raise
+        with self._serving(context) as session:
+            frames = self._read(request_iterator, context)
+            return pb.PushReply(accepted=self.handlers.push(session, frames))
 
-    def List(self, request: pb.ListRequest, context: Any) -> pb.ListReply:
-        """The signed list of tensors offered for the session's task."""
-        try:
-            listing, signature = self.handlers.listing(_session(context))
-        except MLNodeError as exc:
-            _abort(context, exc)
-        return pb.ListReply(listing=listing, signature=signature)
+    def List(self, request_iterator: Iterator[bytes], context: Any) -> pb.ListReply:
+        """The signed list of tensors offered for the session's task (the empty body is unread)."""
+        with self._serving(context) as session:
+            listing, signature = self.handlers.listing(session)
+            return pb.ListReply(listing=listing, signature=signature)
 
-    def Fetch(self, request: pb.FetchRequest, context: Any) -> Iterator[wire.WireFrame]:
-        """Stream the named tensors, signed."""
-        session = _session(context)
-        try:
-            with self.sessions.track(session, context.cancel):
-                yield from self.handlers.fetch(session, list(request.names))
-        except MLNodeError as exc:
-            _abort(context, exc)
+    def Fetch(
+        self, request_iterator: Iterator[pb.FetchRequest], context: Any
+    ) -> Iterator[wire.WireFrame]:
+        """Stream the named tensors, signed; a peer that stops reading is cut at the deadline."""
+        with self._serving(context) as session:
+            request = next(self._read(request_iterator, context), None)
+            if request is None:
+                raise IntegrityError("fetch call without its request")
+            frames = self.handlers.fetch(session, list(request.names))
+            yield from self.watchdog.paced(frames, self.idle_timeout_s, context.cancel)
 
 
 def add_servicer(servicer: TransportServicer, server: grpc.Server) -> None:
-    """Register the servicer; tensor frames use `wire`'s zero-copy chunk (de)serializers."""
+    """Register the servicer; tensor frames use `wire`'s zero-copy chunk (de)serializers.
+
+    Every method is registered with a request stream on this side (the wire is the same), so
+    the server never blocks a thread waiting for a unary request before the handler runs.
+    """
     handlers = {
-        "Hello": grpc.unary_unary_rpc_method_handler(
-            servicer.Hello, pb.HelloRequest.FromString, pb.HelloReply.SerializeToString
+        "Hello": grpc.stream_unary_rpc_method_handler(
+            servicer.Hello, None, pb.HelloReply.SerializeToString
         ),
         "Push": grpc.stream_unary_rpc_method_handler(
             servicer.Push, wire.parse, pb.PushReply.SerializeToString
         ),
-        "List": grpc.unary_unary_rpc_method_handler(
-            servicer.List, pb.ListRequest.FromString, pb.ListReply.SerializeToString
+        "List": grpc.stream_unary_rpc_method_handler(
+            servicer.List, None, pb.ListReply.SerializeToString
         ),
-        "Fetch": grpc.unary_stream_rpc_method_handler(
+        "Fetch": grpc.stream_stream_rpc_method_handler(
             servicer.Fetch, pb.FetchRequest.FromString, wire.serialize
         ),
     }

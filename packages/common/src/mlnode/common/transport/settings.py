@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from mlnode.common.settings import ENV_FILE, MLNodeBaseSettings
+from mlnode.common.transport.inbox_budget import InboxLimits
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -32,7 +35,27 @@ class TransportSettings(MLNodeBaseSettings):
     max_inbox_bytes: int = Field(
         0,
         ge=0,
-        description="Bytes pushed tensors may hold while no service took them (0: no limit).",
+        description=(
+            "Bytes pushed tensors (and pushes in progress) may hold while no service took them "
+            "(0: half of this machine's RAM)."
+        ),
+    )
+    max_inbox_peer_bytes: int = Field(
+        0,
+        ge=0,
+        description="Of those, the bytes one peer may hold (0: half of MAX_INBOX_BYTES).",
+    )
+    max_inbox_task_bytes: int = Field(
+        0, ge=0, description="Of those, the bytes one task may hold (0: all of MAX_INBOX_BYTES)."
+    )
+    max_inbox_peer_deliveries: int = Field(
+        64, ge=1, description="Deliveries (any size, empty too) one peer may have waiting."
+    )
+    max_inbox_task_deliveries: int = Field(
+        1024, ge=1, description="Deliveries one task may have waiting, all peers together."
+    )
+    inbox_ttl_s: float = Field(
+        600.0, gt=0, description="Seconds a delivery waits for a service before it is dropped."
     )
     max_header_bytes: int = Field(
         64 * 1024, ge=256, le=MIB, description="Largest tensor header frame accepted, in bytes."
@@ -47,6 +70,52 @@ class TransportSettings(MLNodeBaseSettings):
         3600.0, gt=0, description="Deadline of one send, list or fetch call, in seconds."
     )
     workers: int = Field(16, ge=2, le=256, description="Server threads (concurrent calls).")
+    handshake_workers: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Threads that answer Hello and refuse calls (apart from WORKERS).",
+    )
+    max_calls_per_peer: int = Field(
+        4, ge=1, le=256, description="Authenticated calls one peer may have open at once."
+    )
+    idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds an authenticated call may wait for the peer's next message.",
+    )
+    max_streams_per_connection: int = Field(
+        16, ge=1, le=1024, description="Concurrent calls (HTTP/2 streams) on one connection."
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds a new connection gets to finish its HTTP/2 set-up."
+    )
+    connection_idle_s: float = Field(
+        120.0, gt=0, description="Seconds a connection without calls stays open."
+    )
+    max_connections: int = Field(
+        20_000, ge=1, description="Open connections the server accepts, all peers together."
+    )
+    keepalive_s: float = Field(
+        60.0, gt=0, description="Seconds between keepalive pings on a connection with calls."
+    )
     shutdown_grace_s: float = Field(
         1.0, ge=0, le=10, description="Seconds open calls get to finish when the node stops."
     )
+
+    def inbox_limits(self) -> InboxLimits:
+        """The inbox's budgets, the automatic defaults resolved."""
+        total = self.max_inbox_bytes or physical_memory() // 2
+        return InboxLimits(
+            total_bytes=total,
+            peer_bytes=min(total, self.max_inbox_peer_bytes or total // 2),
+            task_bytes=min(total, self.max_inbox_task_bytes or total),
+            peer_deliveries=self.max_inbox_peer_deliveries,
+            task_deliveries=self.max_inbox_task_deliveries,
+            ttl_s=self.inbox_ttl_s,
+        )
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -8,15 +8,18 @@ providers served to pulling peers. Every method blocks and is thread-safe.
 from __future__ import annotations
 
 import logging
+import resource
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import torch
 
 from mlnode.common.errors import PeerUnknown
+from mlnode.common.state_dir import ensure_private_dir
 from mlnode.common.transport.api import ReceivedTensors, TensorLike, TensorMeta, TensorProvider
 from mlnode.common.transport.auth import Identity
 from mlnode.common.transport.client import CallTimeouts, PeerClient
@@ -30,6 +33,7 @@ from mlnode.common.transport.interceptors import AuthInterceptor
 from mlnode.common.transport.peers import PEERS_FILE, KnownPeers
 from mlnode.common.transport.servicer import TransportServicer, add_servicer
 from mlnode.common.transport.settings import TransportSettings
+from mlnode.common.transport.watchdog import PeerSlots, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,48 @@ def channel_options(settings: TransportSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", largest),
         ("grpc.max_send_message_length", largest),
+    ]
+
+
+def connection_quota(wanted: int, spare: int = 512) -> int:
+    """Connections the server may accept: `wanted`, unless the open-file limit leaves fewer.
+
+    The limit is raised as far as allowed first; `spare` descriptors stay free for files, the
+    REST API and outgoing calls, so a connection flood never starves them.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted + spare if hard == resource.RLIM_INFINITY else min(wanted + spare, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    quota = max(64, min(wanted, soft - spare))
+    if quota < wanted:
+        log.warning(
+            "open-file limit %d allows %d transport connections, not MLNODE_GRPC_MAX_CONNECTIONS "
+            "%d; raise 'ulimit -n'",
+            soft,
+            quota,
+            wanted,
+        )
+    return quota
+
+
+def server_options(settings: TransportSettings) -> list[tuple[str, int]]:
+    """Server limits on connections: counts, set-up time, idleness, streams, keepalive."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    return [
+        *channel_options(settings),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", connection_quota(settings.max_connections)),
+        ("grpc.server_handshake_timeout_ms", ms(settings.connect_timeout_s)),
+        ("grpc.max_connection_idle_ms", ms(settings.connection_idle_s)),
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_s)),
+        ("grpc.keepalive_timeout_ms", ms(min(settings.keepalive_s, 20.0))),
+        ("grpc.http2.max_ping_strikes", 2),
     ]
 
 
@@ -58,14 +104,18 @@ class GrpcTransport:
         self.state_dir = state_dir
         self._identity = identity
         self._peers = peers
-        self.inbox = Inbox(settings.max_inbox_bytes)
+        self.inbox = Inbox(settings.inbox_limits())
+        self.watchdog = Watchdog()
+        self.watchdog.every(1.0, self.inbox.expire)
         self.providers = Providers()
         self.limits = Limits(
             settings.max_tensor_bytes, settings.max_tensors, settings.max_header_bytes
         )
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
+        self._calls: dict[str, threading.BoundedSemaphore] = {}
         self._server: grpc.Server | None = None
+        self._fast_pool: ThreadPoolExecutor | None = None
         self.handlers: ServerHandlers | None = None
         self.port: int | None = None
 
@@ -95,6 +145,7 @@ class GrpcTransport:
         if self._identity is None or self._peers is None:
             if self.state_dir is None:
                 raise ValueError("a state dir, or both identity and peers, are needed")
+            ensure_private_dir(self.state_dir, (KEY_FILE, PEERS_FILE))
             self._identity = self._identity or load_or_create_identity(self.state_dir / KEY_FILE)
             self._peers = self._peers or KnownPeers(self.state_dir / PEERS_FILE)
         handshake = ServerHandshake(self.identity, self.peers, self.settings.challenge_ttl_s)
@@ -106,17 +157,29 @@ class GrpcTransport:
             self.limits,
             self.settings.chunk_bytes,
         )
+        slots = PeerSlots(self.settings.max_calls_per_peer)
+        self._fast_pool = ThreadPoolExecutor(
+            self.settings.handshake_workers, thread_name_prefix="transport-hello"
+        )
         server = grpc.server(
             ThreadPoolExecutor(self.settings.workers, thread_name_prefix="transport"),
-            interceptors=[AuthInterceptor(handshake)],
-            options=[*channel_options(self.settings), ("grpc.so_reuseport", 0)],
+            interceptors=[AuthInterceptor(handshake, self._fast_pool, slots)],
+            options=server_options(self.settings),
         )
-        add_servicer(TransportServicer(handshake, self.handlers), server)
+        servicer = TransportServicer(
+            handshake,
+            self.handlers,
+            self.watchdog,
+            self.settings.idle_timeout_s,
+            self.settings.rpc_timeout_s,
+        )
+        add_servicer(servicer, server)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise RuntimeError(f"cannot listen on {address} (MLNODE_GRPC_PORT): {exc}") from exc
+        self.watchdog.start()
         server.start()
         self._server = server
         log.info("tensor transport on port %d as %s", self.port, self.identity.fingerprint)
@@ -126,6 +189,10 @@ class GrpcTransport:
         server, self._server = self._server, None
         if server is not None:
             server.stop(self.settings.shutdown_grace_s).wait(self.settings.shutdown_grace_s + 1)
+        self.watchdog.stop()
+        if self._fast_pool is not None:
+            self._fast_pool.shutdown(wait=False, cancel_futures=True)
+            self._fast_pool = None
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
@@ -148,13 +215,35 @@ class GrpcTransport:
             if self.peers.get(peer_id) != peer:
                 raise SessionRevoked(f"peer {peer_id} was removed or changed during the call")
 
+        self.watchdog.start()  # also for a node that only calls: it watches cancellations
         return PeerClient(
-            channel, self.identity, peer, self.limits, self.settings.chunk_bytes, timeouts, alive
+            channel,
+            self.identity,
+            peer,
+            self.limits,
+            self.settings.chunk_bytes,
+            timeouts,
+            alive,
+            self.watchdog,
         )
+
+    @contextmanager
+    def _call_slot(self, peer_id: str) -> Iterator[None]:
+        """At most `max_calls_per_peer` calls to one peer; more wait instead of being refused.
+
+        That is what the peer's server admits, when it has the same settings.
+        """
+        with self._lock:
+            slots = self._calls.setdefault(
+                peer_id, threading.BoundedSemaphore(self.settings.max_calls_per_peer)
+            )
+        with slots:
+            yield
 
     def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
         """Deliver tensors to a peer's inbox under (task, tag); raises on refusal or failure."""
-        self._client(peer_id).send(tensors, task, tag)
+        with self._call_slot(peer_id):
+            self._client(peer_id).send(tensors, task, tag)
 
     def receive(
         self, task: str, tag: str, from_peers: Collection[str], timeout: float
@@ -174,10 +263,28 @@ class GrpcTransport:
         """Stop offering tensors for `task`."""
         self.providers.remove(task)
 
-    def list_tensors(self, peer_id: str, task: str) -> list[TensorMeta]:
-        """What a peer offers for `task`."""
-        return self._client(peer_id).list_tensors(task)
+    def list_tensors(
+        self, peer_id: str, task: str, *, timeout: float | None = None
+    ) -> list[TensorMeta]:
+        """What a peer offers for `task` (within `timeout` seconds, else the RPC timeout)."""
+        with self._call_slot(peer_id):
+            return self._client(peer_id).list_tensors(task, timeout)
 
-    def fetch(self, peer_id: str, task: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Pull named tensors from a peer's provider for `task`."""
-        return self._client(peer_id).fetch(task, names)
+    def fetch(
+        self,
+        peer_id: str,
+        task: str,
+        names: Sequence[str],
+        *,
+        expected: Mapping[str, TensorMeta] | None = None,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Pull named tensors from a peer's provider for `task`.
+
+        `expected` (e.g. the peer's listing): each tensor must have that dtype and shape, checked
+        on its header before anything is allocated. `timeout`: deadline of the whole call.
+        `cancel`: set it to end the call at once (FetchCancelled).
+        """
+        with self._call_slot(peer_id):
+            return self._client(peer_id).fetch(task, names, expected, timeout, cancel)

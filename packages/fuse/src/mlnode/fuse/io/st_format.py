@@ -74,32 +74,39 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
         if len(size_bytes) != 8:
             raise SafetensorsFormatError(f"{path}: too short for a safetensors file")
         (size,) = struct.unpack("<Q", size_bytes)
+        # messages never quote the file's bytes: the path may name any file the node can read
         if size > MAX_HEADER_BYTES:
-            raise SafetensorsFormatError(f"{path}: header of {size} bytes is too large")
+            raise SafetensorsFormatError(f"{path}: not a safetensors file (header length)")
         try:
             header = json.loads(f.read(size))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SafetensorsFormatError(f"{path}: header is not JSON ({exc})") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise SafetensorsFormatError(f"{path}: not a safetensors file (header)") from None
+    if not isinstance(header, dict):
+        raise SafetensorsFormatError(f"{path}: not a safetensors file (header)")
     data_start = 8 + size
     file_size = path.stat().st_size
     entries = {}
-    for name, info in header.items():
+    for index, (name, info) in enumerate(header.items()):
         if name == "__metadata__":
             continue
-        entries[name] = _entry(path, name, info, data_start, file_size)
+        entries[name] = _entry(path, index, name, info, data_start, file_size)
     return entries
 
 
-def _entry(path: Path, name: str, info: dict[str, object], start: int, size: int) -> TensorEntry:
+def _entry(path: Path, index: int, name: str, info: object, start: int, size: int) -> TensorEntry:
     try:
+        if not isinstance(info, dict):
+            raise TypeError
         dtype = DTYPES[str(info["dtype"])]
-        shape = tuple(int(d) for d in info["shape"])  # type: ignore[attr-defined]
-        begin, end = (int(x) for x in info["data_offsets"])  # type: ignore[attr-defined]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SafetensorsFormatError(f"{path}: bad header entry for {name!r} ({exc})") from exc
+        shape = tuple(int(d) for d in info["shape"])
+        if len(shape) > 64 or any(d < 0 for d in shape):
+            raise ValueError
+        begin, end = (int(x) for x in info["data_offsets"])
+    except (KeyError, TypeError, ValueError):
+        raise SafetensorsFormatError(f"{path}: bad header entry (tensor #{index})") from None
     nbytes = tensor_nbytes(dtype, shape)
     if end - begin != nbytes or begin < 0 or start + end > size:
-        raise SafetensorsFormatError(f"{path}: offsets of {name!r} do not match its shape")
+        raise SafetensorsFormatError(f"{path}: offsets of tensor #{index} do not match its shape")
     return TensorEntry(name, dtype, shape, start + begin, nbytes)
 
 

@@ -61,7 +61,8 @@ class TransportServicer:
 
     def Hello(self, request, context):
         """Handshake step 1: the client's nonce in, the server's nonce and signature out.
-        The client's key and task travel in metadata and are checked before the body is read.
+        The client's key, task and nonce travel in metadata (mlnode-key-bin, mlnode-task,
+        mlnode-client-nonce-bin): the server answers from them and never waits for the body.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
