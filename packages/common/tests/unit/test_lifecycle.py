@@ -1,6 +1,6 @@
 import asyncio
 import threading
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -37,7 +37,7 @@ class OtherService(JobService):
     kind = ServiceKind.TRAIN
 
 
-ServiceT = TypeVar("ServiceT", bound=JobService)
+ServiceT = TypeVar("ServiceT", bound=WorkerService[Any])
 
 
 def registered(cls: type[ServiceT], gate: ServiceGate | None = None) -> ServiceT:
@@ -173,7 +173,7 @@ class StubbornService(WorkerService[threading.Event]):
 
 async def test_a_worker_that_outlives_stop_keeps_the_gate_until_it_ends() -> None:
     gate = ServiceGate()
-    stubborn, other = StubbornService(gate), OtherService(gate)
+    stubborn, other = registered(StubbornService, gate), registered(OtherService, gate)
     let_go = threading.Event()
     await stubborn.start(let_go)
     await stubborn.stop()
