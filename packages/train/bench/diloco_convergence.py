@@ -51,7 +51,13 @@ def request(
             "rank": rank,
             "world_size": WORKERS,
             "peers": [{"peer_id": f"w{r}", "rank": r} for r in range(WORKERS) if r != rank],
-            "diloco": {"inner_steps": h, "compression": compression, **outer},
+            # Plain DiLoCo: the robust rules and the gate are measured by bench/byzantine.py.
+            "diloco": {
+                "inner_steps": h,
+                "compression": compression,
+                "robust": {"aggregation": "mean", "gate": False},
+                **outer,
+            },
             "optim": {
                 "lr": 3e-3,
                 "weight_decay": 0.0,

@@ -102,3 +102,54 @@ def parse_additional_args(raw: Sequence[str]) -> EngineArgs:
         value = inline if has_eq else (tokens[i + 1] if i + 1 < len(tokens) else None)
         sizes[field] = _positive_int(flag, value)
     return EngineArgs(args=tuple(tokens), **sizes)
+
+
+#: Flags that keep vLLM from loading custom logits processors (it refuses them at start-up).
+_NO_PROCESSOR_FLAGS = ("--speculative-config", "-sc")
+
+
+def flag_value(args: EngineArgs, flag: str) -> str | None:
+    """The value `args` give `flag` (any spelling vLLM accepts; the last one wins), or None."""
+    found: str | None = None
+    tokens = args.args
+    for i, token in enumerate(tokens):
+        name, has_eq, inline = token.partition("=")
+        if token.startswith("-") and _matches(_canonical(name), flag):
+            found = inline if has_eq else (tokens[i + 1] if i + 1 < len(tokens) else "")
+    return found
+
+
+@dataclass(frozen=True)
+class ValidationFlags:
+    """How engines are started for inference validation (forced replay, logprobs mode)."""
+
+    args: EngineArgs
+    logprobs_mode: str
+    forcing: bool
+
+
+def add_validation_flags(args: EngineArgs, logprobs_mode: str, forcing: bool) -> ValidationFlags:
+    """`args` plus `--logprobs-mode` and the forcing plugin's `--logits-processors`.
+
+    A `--logprobs-mode` in `args` wins over the setting. The plugin is left out where vLLM
+    would refuse to start with it (speculative decoding); forced replays then answer 503.
+    """
+    from mlnode.infer.forcing.protocol import PROCESSOR_FQCN
+
+    extra: list[str] = []
+    mode = flag_value(args, "--logprobs-mode")
+    if mode is None:
+        mode = logprobs_mode
+        extra += ["--logprobs-mode", mode]
+    forcing = forcing and not any(flag_value(args, f) is not None for f in _NO_PROCESSOR_FLAGS)
+    if forcing:
+        extra += ["--logits-processors", PROCESSOR_FQCN]
+    return ValidationFlags(
+        args=EngineArgs(
+            args=(*args.args, *extra),
+            tensor_parallel_size=args.tensor_parallel_size,
+            pipeline_parallel_size=args.pipeline_parallel_size,
+        ),
+        logprobs_mode=mode,
+        forcing=forcing,
+    )

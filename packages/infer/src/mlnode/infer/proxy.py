@@ -37,6 +37,7 @@ from mlnode.infer.limits import (
 )
 from mlnode.infer.paths import normalise_target
 from mlnode.infer.upstream import EngineConnection, UpstreamError, UpstreamPool
+from mlnode.infer.validation.hook import ExchangeRewrite, ValidationGate, with_length
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,13 @@ class Relay:
         pool: UpstreamPool,
         serving: Callable[[], bool],
         limits: HttpLimits | None = None,
+        validation: ValidationGate | None = None,
     ) -> None:
         self.balancer = balancer
         self.pool = pool
         self.serving = serving
         self.limits = limits or HttpLimits()
+        self.validation = validation
         self.connections: set[ClientConnection] = set()
 
     def protocol(self) -> ClientConnection:
@@ -121,6 +124,7 @@ class Exchange:
         "replay_size",
         "request_done",
         "response_done",
+        "rewrite",
         "started",
         "url",
     )
@@ -146,6 +150,7 @@ class Exchange:
         self.close_delimited = False
         self.event_stream = False
         self.finished = False
+        self.rewrite: ExchangeRewrite | None = None
 
     # The request side, driven by the client's parser.
     def headers_complete(self, keep_alive: bool, http10: bool) -> None:
@@ -169,10 +174,15 @@ class Exchange:
                 self.local = error_response(
                     NotFound(f"{path.decode(errors='replace')} is not served on the inference port")
                 )
+        elif relay.validation is not None:
+            self.rewrite = relay.validation.begin(self.method, path)
 
     def body(self, data: bytes) -> None:
         """A piece of the request body."""
         if self.local is not None or self.response_done:
+            return
+        if self.rewrite is not None:
+            self.rewrite.feed(data)
             return
         piece = _chunk(data) if self.fields.chunked else data
         if self.conn is None:
@@ -187,6 +197,9 @@ class Exchange:
     def request_complete(self) -> None:
         """The client sent all of the request."""
         self.request_done = True
+        if self.rewrite is not None and self.local is None:
+            self._rewrite_request()
+            return
         if self.fields.chunked and self.local is None and not self.response_done:
             if self.conn is None:
                 self.pending.append(b"0\r\n\r\n")
@@ -215,6 +228,10 @@ class Exchange:
             if self.request_done:
                 self._answer_locally()
             return
+        if self.rewrite is None or self.rewrite.ready:
+            self._forward()
+
+    def _forward(self) -> None:
         backend = self.client.relay.balancer.acquire()
         if backend is None:
             self.local = error_response(Unavailable("no inference engine is serving"))
@@ -229,6 +246,35 @@ class Exchange:
             task = asyncio.get_running_loop().create_task(self._connect(backend))
             self.client.tasks.add(task)
             task.add_done_callback(self.client.tasks.discard)
+
+    # Validation: the body is read whole, rewritten, then forwarded with its new length.
+    def _rewrite_request(self) -> None:
+        assert self.rewrite is not None
+        outcome = self.rewrite.prepare_now()
+        if outcome is not None:
+            self._rewritten(outcome)
+            return
+        task = asyncio.get_running_loop().create_task(self._rewrite_slowly(self.rewrite))
+        self.client.tasks.add(task)
+        task.add_done_callback(self.client.tasks.discard)
+
+    async def _rewrite_slowly(self, rewrite: ExchangeRewrite) -> None:
+        self._rewritten(await rewrite.prepare())
+
+    def _rewritten(self, outcome: bytes | MLNodeError) -> None:
+        assert self.rewrite is not None
+        self.rewrite.ready = True
+        if self.finished:
+            return
+        if isinstance(outcome, MLNodeError):
+            self.local = error_response(outcome)
+            if self.started:
+                self._answer_locally()
+            return
+        self.fields = with_length(self.fields, len(outcome))
+        self.pending = [outcome]
+        if self.started:
+            self._forward()
 
     async def _connect(self, backend: Backend) -> None:
         try:
@@ -264,6 +310,8 @@ class Exchange:
     def on_response_head(self, status: int, reason: bytes, fields: HeadFields) -> None:
         """Write the status line and headers to the client."""
         self.replay = None
+        if self.rewrite is not None:
+            fields = self.rewrite.response_head(status, fields)
         self.event_stream = fields.event_stream
         bodyless = self.method == b"HEAD" or status in (204, 304)
         framing = b""
@@ -286,11 +334,15 @@ class Exchange:
 
     def on_response_body(self, data: bytes) -> None:
         """Pass a piece of the body on to the client."""
+        if self.rewrite is not None:
+            data = self.rewrite.response_body(data)
         if data:
             self.client.write(_chunk(data) if self.chunked_out else data)
 
     def on_response_end(self) -> None:
         """Finish the client's answer; the engine connection goes back to the pool."""
+        if self.rewrite is not None and (tail := self.rewrite.response_end()):
+            self.client.write(_chunk(tail) if self.chunked_out else tail)
         if self.chunked_out:
             self.client.write(b"0\r\n\r\n")
         self._response_complete(reused=self.request_done)

@@ -13,7 +13,7 @@ from mlnode.common.errors import EngineFailed, NotRunning, Unavailable
 from mlnode.common.hardware import discover_gpus
 from mlnode.common.hygiene import redact_argv
 from mlnode.common.lifecycle import Phase, Service, ServiceKind, ServiceStatus
-from mlnode.infer.args import EngineArgs, parse_additional_args
+from mlnode.infer.args import EngineArgs, add_validation_flags, parse_additional_args
 from mlnode.infer.balancer import LeastConnections
 from mlnode.infer.engine import EngineLaunch, InstanceState, VLLMGroup, plan_gpu_groups
 from mlnode.infer.health import HealthWatch, register_metrics
@@ -33,6 +33,7 @@ from mlnode.infer.schemas import (
 from mlnode.infer.server import InferenceServer
 from mlnode.infer.settings import InferSettings
 from mlnode.infer.upstream import UpstreamPool
+from mlnode.infer.validation.hook import ValidationGate
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,17 @@ class InferService(Service[InferenceUpRequest]):
         pool = UpstreamPool(
             settings.connect_timeout_s, settings.read_timeout_s, settings.max_idle_connections
         )
+        self.validation = ValidationGate(
+            lambda: self.balancer.backends,
+            max_body_bytes=settings.validation_max_body_bytes,
+            rewrite_token_ids=settings.rewrite_token_ids,
+        )
         self.relay = Relay(
-            self.balancer, pool, lambda: bool(self.balancer.backends), http_limits(settings)
+            self.balancer,
+            pool,
+            lambda: bool(self.balancer.backends),
+            http_limits(settings),
+            validation=self.validation,
         )
         self._server = InferenceServer(self.relay, settings.host, settings.port)
         self._listen_error: str | None = None
@@ -105,7 +115,12 @@ class InferService(Service[InferenceUpRequest]):
         return [gpu.index for gpu in found]
 
     async def _start(self, request: InferenceUpRequest) -> None:
-        engine_args = parse_additional_args(request.additional_args)
+        flags = add_validation_flags(
+            parse_additional_args(request.additional_args),
+            self.settings.logprobs_mode,
+            self.settings.forcing,
+        )
+        engine_args = flags.args
         if self._listen_error is not None:
             await self._listen()
             if self._listen_error is not None:
@@ -113,6 +128,7 @@ class InferService(Service[InferenceUpRequest]):
         groups = plan_gpu_groups(await self._gpus(), engine_args.devices_per_instance)
         launch = EngineLaunch(model=request.model, dtype=request.dtype, args=engine_args)
         self._request, self._engine_args = request, engine_args
+        self.validation.configure(flags.logprobs_mode, flags.forcing)
         self._group = VLLMGroup(self.settings, launch, groups, self.log_dir, self._record)
         self._startup = asyncio.create_task(self._launch(self._group))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -108,6 +109,30 @@ class InferSettings(MLNodeBaseSettings):
         gt=0,
         description="Inference port: seconds a kept-alive connection may sit idle before it is "
         "closed (nginx keepalive_timeout).",
+    )
+
+    logprobs_mode: Literal["raw_logprobs", "processed_logprobs"] = Field(
+        "processed_logprobs",
+        description=(
+            "vLLM's --logprobs-mode for every engine (the chain's ValidationParams.logprobs_mode); "
+            "a request asking for another mode gets 503."
+        ),
+    )
+    forcing: bool = Field(
+        True,
+        description=(
+            "Start engines with the forced-replay plugin (--logits-processors); off: requests "
+            "with enforced_tokens / enforced_str get 503."
+        ),
+    )
+    rewrite_token_ids: bool = Field(
+        True,
+        description="Report logprob tokens as decimal ids (what validators require).",
+    )
+    validation_max_body_bytes: int = Field(
+        32 << 20,
+        ge=1024,
+        description="Bound on a chat/completions request body, which the proxy reads whole.",
     )
 
     @field_validator("engine_host")

@@ -7,6 +7,7 @@ from typing import Any, Self, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlnode.common.lifecycle import ServiceStatus
+from mlnode.train.diloco.aggregation import Aggregation
 from mlnode.train.diloco.math import Compression
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -56,6 +57,37 @@ class TrainPeer(_Strict):
     )
 
 
+class RobustConfig(_Strict):
+    """Defences against peers that are authenticated but not trusted (Byzantine workers)."""
+
+    max_faulty: int | None = Field(
+        None,
+        ge=0,
+        description="f: Byzantine workers to tolerate. A peer's state is taken only when f + 1 "
+        "workers vouch for its hash; trimmed mean drops f per end, Krum assumes f. Default "
+        "floor((world_size - 1) / 3); 0 trusts every peer.",
+    )
+    aggregation: Aggregation = Field(
+        Aggregation.CENTERED_CLIP,
+        description="How pseudo-gradients combine: mean, median (coordinate-wise), trimmed_mean, "
+        "centered_clip (clipped around the median) or krum (Multi-Krum, keeps n - f).",
+    )
+    clip_factor: float = Field(
+        1.0, gt=0, description="centered_clip radius, in medians of the distances to the median."
+    )
+    gate: bool = Field(
+        True,
+        description="Score each worker's pseudo-gradient by the loss change it causes on a "
+        "held-out batch and aggregate only the best (keeps whole pseudo-gradients in memory).",
+    )
+    gate_keep: int | None = Field(
+        None, ge=1, description="How many the gate keeps; default all but max_faulty."
+    )
+    gate_batch: int = Field(
+        8, ge=1, le=1024, description="Held-out sequences the gate scores on (from the eval tail)."
+    )
+
+
 class DilocoConfig(_Strict):
     """Outer loop settings (DiLoCo)."""
 
@@ -71,6 +103,10 @@ class DilocoConfig(_Strict):
     )
     chunk_timeout_s: float = Field(60.0, gt=0, description="Wait for each later chunk of a round.")
     chunk_mb: float = Field(16.0, gt=0, description="Pseudo-gradient bytes per exchanged chunk.")
+    robust: RobustConfig = Field(
+        default_factory=lambda: RobustConfig.model_validate({}),
+        description="Defences against Byzantine peers.",
+    )
 
 
 class OptimConfig(_Strict):
@@ -142,11 +178,32 @@ class TrainRequest(_Strict):
             )
         if len({p.peer_id for p in self.peers}) != len(self.peers):
             raise ValueError("peer ids must be unique")
+        faulty = self.diloco.robust.max_faulty
+        if faulty is not None and faulty >= self.world_size:
+            raise ValueError(f"diloco.robust.max_faulty {faulty} must be below world_size")
         return self
 
     def peer_ranks(self) -> dict[str, int]:
         """Peer id -> rank."""
         return {p.peer_id: p.rank for p in self.peers}
+
+
+class RobustStatus(BaseModel):
+    """`progress.robust` of GET /api/v1/train/status: the job's defences and what they did."""
+
+    max_faulty: int = Field(description="f in force: Byzantine workers tolerated.")
+    aggregation: Aggregation = Field(description="The outer step's aggregation rule.")
+    gate: bool = Field(description="Whether the loss gate runs.")
+    gate_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="Last round: loss change of each worker's pseudo-gradient (self: this one).",
+    )
+    gate_kept: list[str] = Field(
+        default_factory=list, description="Last round: the workers the gate let through."
+    )
+    refused_states: dict[str, str] = Field(
+        default_factory=dict, description="Peers whose served state was refused, and why."
+    )
 
 
 class LocalRankInfo(BaseModel):
@@ -206,6 +263,9 @@ class TrainFigures(BaseModel):
     local_weights_agree: bool | None = Field(
         None, description="Whether every local rank held the same weights at the last check."
     )
+    robust: RobustStatus | None = Field(
+        None, description="The job's defences against faulty peers, and what they did."
+    )
 
 
 class TrainFigureUpdate(TypedDict, total=False):
@@ -229,6 +289,7 @@ class TrainFigureUpdate(TypedDict, total=False):
     last_checkpoint: str | None
     local_ranks: list[LocalRankInfo]
     local_weights_agree: bool | None
+    robust: RobustStatus | None
 
 
 class TrainJobProgress(TrainFigures):

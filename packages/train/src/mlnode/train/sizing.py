@@ -8,7 +8,8 @@ refuses with 422 what does not fit the node's budget. Only a config that passes 
 the `meta` device (no storage) to count its parameters exactly and check again.
 
 Per parameter a worker keeps fp32 weights, gradients, two AdamW moments, the last synced
-weights and the outer momentum (6 x 4 bytes), plus an error-feedback buffer with compression.
+weights and the outer momentum (6 x 4 bytes), plus an error-feedback buffer with compression,
+plus with the loss gate every worker's pseudo-gradient (world_size x 4 bytes).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from mlnode.train.schemas import TrainRequest
 
 BYTES_PER_PARAM = 24
 FEEDBACK_BYTES_PER_PARAM = 4
+#: The loss gate keeps every worker's decoded fp32 pseudo-gradient until it has scored them.
+GATE_BYTES_PER_PARAM_PER_WORKER = 4
 #: Python objects of one decoder layer's modules, counted apart from their tensors.
 LAYER_OVERHEAD_BYTES = 64 * 1024
 #: Bytes of memory per byte of a text dataset: the text, its token list and the token tensor.
@@ -170,6 +173,8 @@ def estimate(request: TrainRequest, config: Any, where: str, params: int | None 
     per_param = BYTES_PER_PARAM + (
         FEEDBACK_BYTES_PER_PARAM if request.diloco.compression.value != "none" else 0
     )
+    if request.diloco.robust.gate and request.world_size > 1:
+        per_param += GATE_BYTES_PER_PARAM_PER_WORKER * request.world_size
     acts = activation_bytes(request, sizes)
     data = dataset_bytes(Path(request.dataset.path))
     overhead = LAYER_OVERHEAD_BYTES * sizes["num_hidden_layers"] * sizes["experts"]

@@ -3,7 +3,9 @@
 DiLoCo: Douillard et al., arXiv:2311.08105. The worker keeps the last synced weights and the outer
 momentum; after H inner steps it exchanges its pseudo-gradient (`diloco.round`), applies the outer
 Nesterov step, publishes the result for pulling peers and checks by hash vote that it holds the
-same bits as the others (`diloco.sync`). With several local devices this worker is local rank 0
+same bits as the others (`diloco.sync`). Peers are not trusted: what they send is checked before
+use, pseudo-gradients go through the loss gate (`gate`) and a robust aggregation, and whose state
+to take is decided by `diloco.agreement`. With several local devices this worker is local rank 0
 and drives the other local ranks (`ranks.LocalRanks`) step by step.
 """
 
@@ -21,22 +23,26 @@ import torch
 from mlnode.common.transport import TensorTransport
 from mlnode.train.checkpoint import Checkpoint, load_latest, save_checkpoint
 from mlnode.train.data import worker_data
+from mlnode.train.diloco.aggregation import combine_all
+from mlnode.train.diloco.agreement import choose_state, default_max_faulty
 from mlnode.train.diloco.math import Tensors, nesterov_outer_step, pseudo_gradient
 from mlnode.train.diloco.round import ErrorFeedback, RoundConfig, RoundResult, run_round
 from mlnode.train.diloco.sync import (
     Snapshot,
     SnapshotProvider,
     announce,
-    peer_offers,
+    peer_states,
     pull_snapshot,
     vote,
 )
+from mlnode.train.diloco.validate import layout_of
+from mlnode.train.gate import LossGate
 from mlnode.train.inner import InnerLoop
 from mlnode.train.local import local_optim
 from mlnode.train.model import build_model
 from mlnode.train.progress import TrainProgress
 from mlnode.train.ranks import LocalRanks
-from mlnode.train.schemas import TrainRequest
+from mlnode.train.schemas import RobustStatus, TrainRequest
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +85,18 @@ class DilocoTrainer:
         self.round = 0
         self.synced: Tensors = {n: t.clone() for n, t in self.inner.weights().items()}
         self.momentum: Tensors = {n: torch.zeros_like(t) for n, t in self.synced.items()}
+        self.layout = layout_of(self.synced)
         self.feedback = ErrorFeedback()
         self.base_digest = ""
+        self.weights_digest = ""
         self.provider = SnapshotProvider()
         d = request.diloco
+        robust = d.robust
+        self.max_faulty = (
+            robust.max_faulty
+            if robust.max_faulty is not None
+            else default_max_faulty(request.world_size)
+        )
         self.round_config = RoundConfig(
             task=request.task_id,
             my_rank=request.rank,
@@ -90,7 +104,19 @@ class DilocoTrainer:
             timeout_s=d.round_timeout_s,
             chunk_timeout_s=d.chunk_timeout_s,
             chunk_bytes=max(1, int(d.chunk_mb * 2**20)),
+            aggregation=robust.aggregation,
+            max_faulty=self.max_faulty,
+            clip_factor=robust.clip_factor,
         )
+        gate = LossGate(
+            self.inner, self.eval_set, robust.gate_batch, robust.gate_keep, self.max_faulty
+        )
+        self.gate = gate if robust.gate and gate.usable else None
+        self.robust = RobustStatus(
+            max_faulty=self.max_faulty, aggregation=robust.aggregation, gate=self.gate is not None
+        )
+        self.refused: dict[str, str] = {}
+        self._report()
         self.tokens_per_round = self.h * request.optim.batch_size * request.dataset.seq_len
         progress.set(total_rounds=self.total_rounds)
 
@@ -120,7 +146,8 @@ class DilocoTrainer:
         self._resume(stop)
         if self.local is not None:
             self.local.sync(self.inner, optimizer=True)
-        self.progress.set(weights_sha256=self._publish())
+        self._publish()
+        self.progress.set(weights_sha256=self.weights_digest)
         while self.round < self.total_rounds and not stop.is_set():
             started = time.monotonic()
             loss = self._inner_round(stop)
@@ -160,43 +187,66 @@ class DilocoTrainer:
             # Serve our own state first, so peers resuming at the same time see it too.
             self._publish()
             offers = self._offers_of(list(self.peers), self.env.join_timeout_s, stop)
-            self._pull_newer(offers, strictly=False)
+            self._catch_up(offers, level=True)
         self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
 
-    def _offers_of(self, peers: list[str], wait_s: float, stop: threading.Event) -> dict[str, int]:
-        return peer_offers(self.env.transport, peers, self.req.task_id, wait_s, stop)
+    def _offers_of(
+        self, peers: list[str], wait_s: float, stop: threading.Event
+    ) -> dict[str, dict[int, str]]:
+        return peer_states(self.env.transport, peers, self.req.task_id, wait_s, stop)
 
-    def _defers_to(self, peer: str) -> bool:
-        """Between level workers the lower rank's state wins, so two never swap states."""
-        return self.peers[peer] < self.req.rank
+    def _catch_up(self, offers: dict[str, dict[int, str]], level: bool) -> bool:
+        """Take an offered state that enough peers vouch for (`agreement.choose_state`)."""
+        adoption = choose_state(
+            (self.round, self.base_digest),
+            offers,
+            self.peers,
+            self.req.rank,
+            self.max_faulty,
+            level,
+        )
+        if adoption is None:
+            return False
+        return self._take(adoption.round, adoption.digest, adoption.holders)
 
-    def _pull_newer(self, offers: dict[str, int], strictly: bool) -> bool:
-        """Adopt the state of the peer furthest ahead (or level with us, unless `strictly`)."""
+    def _take(self, round_index: int, digest: str, holders: list[str]) -> bool:
+        """Pull the state hashing to `digest` from the first holder that serves it intact."""
         transport = self.env.transport
-        ahead = [
-            (-r, self.peers[p], p)
-            for p, r in offers.items()
-            if r > self.round or (r == self.round and not strictly and self._defers_to(p))
-        ]
-        for _, _, peer in sorted(ahead):
+        for holder in holders:
             try:
-                snapshot = pull_snapshot(transport, peer, self.req.task_id)
-            except Exception as exc:  # try the next peer
-                log.warning("pull from %s failed: %s", peer, exc)
+                snapshot = pull_snapshot(
+                    transport,
+                    holder,
+                    self.req.task_id,
+                    round_index,
+                    layout=self.layout,
+                    digest=digest,
+                )
+            except Exception as exc:  # try the next holder of that state
+                log.warning("pull from %s refused or failed: %s", holder, exc)
+                self._refuse(holder, str(exc))
                 continue
             self._adopt(snapshot.round, snapshot.params, snapshot.momentum)
             self._announce(self._publish())
-            self.progress.set(pulled_from=peer)
-            log.info("task %s: took round %d from %s", self.req.task_id, self.round, peer)
+            self.progress.set(pulled_from=holder)
+            log.info("task %s: took round %d from %s", self.req.task_id, self.round, holder)
             return True
         return False
+
+    def _refuse(self, peer: str, why: str) -> None:
+        self.refused[peer] = why[:300]
+        self._report(refused_states=dict(self.refused))
+
+    def _report(self, **fields: object) -> None:
+        self.robust = self.robust.model_copy(update=fields)
+        self.progress.set(robust=self.robust)
 
     def _announce(self, digest: str) -> None:
         """Count for the state just taken in the votes of peers still waiting on this round."""
         announce(self.env.transport, self.peers, self.req.task_id, self.round, digest)
 
     def _publish(self) -> str:
-        """Serve the synced state; returns its weight hash, which also names the next round."""
+        """Serve the synced state; returns its state hash, which also names the next round."""
         snapshot = Snapshot(
             round=self.round,
             params={n: t.detach().cpu() for n, t in self.synced.items()},
@@ -205,7 +255,8 @@ class DilocoTrainer:
         self.provider.publish(snapshot)
         if self.networked:
             self.env.transport.serve(self.req.task_id, self.provider)
-        self.base_digest = snapshot.digest()
+        self.base_digest = snapshot.state_digest()
+        self.weights_digest = snapshot.digest()
         return self.base_digest
 
     def _inner_round(self, stop: threading.Event) -> float | None:
@@ -235,13 +286,31 @@ class DilocoTrainer:
             self.feedback,
             stop,
             base=self.base_digest,
+            retain=self.gate is not None,
         )
         self.progress.add_bytes(result.bytes_sent, result.bytes_received)
         self.progress.set(
             peers_alive=sorted(p for p in result.results.values() if p != "self"),
             round_failures=result.failures,
         )
+        if self.gate is not None and not stop.is_set():
+            result.average = self._gated(result)
         return result
+
+    def _gated(self, result: RoundResult) -> Tensors:
+        """Aggregate only the contributions the loss gate keeps."""
+        assert self.gate is not None
+        contributions = result.contributions
+        scored = self.gate.score(self.synced, contributions, self.round)
+        kept = scored.kept or [self.req.rank]
+        names = result.results
+        self._report(
+            gate_scores={names[r]: round(s, 6) for r, s in scored.scores.items()},
+            gate_kept=[names[r] for r in kept],
+        )
+        r = self.req.diloco.robust
+        chosen = {rank: contributions[rank] for rank in kept}
+        return combine_all(chosen, r.aggregation, self.max_faulty, r.clip_factor)
 
     def _outer_step(self, loss: float, stop: threading.Event) -> bool:
         """Sync and apply one outer step; False when a stop cut the round short."""
@@ -265,26 +334,27 @@ class DilocoTrainer:
         self.synced, self.momentum = synced, momentum
         self.inner.load_weights(self.synced)
         self.round += 1
-        digest = self._agree(self._publish(), result, stop)
+        self._agree(self._publish(), result, stop)
         late = [p for p, why in result.failures.items() if "deadline" in why]
         alone = len(result.results) == 1  # heard from nobody: defer to a peer that is level
-        if late and self._pull_newer(self._offers_of(late, 0.0, stop), strictly=not alone):
-            digest = self.base_digest
-            self.progress.set(weights_sha256=digest)
+        if late and self._catch_up(self._offers_of(list(self.peers), 0.0, stop), level=alone):
+            self.progress.set(weights_sha256=self.weights_digest)
         if self.local is not None:
             self.local.sync(self.inner)
         self.progress.set(outer_round=self.round, inner_step=self.round * self.h)
-        self.progress.record_round(self.round, loss, self.inner.evaluate(self.eval_set), digest)
+        self.progress.record_round(
+            self.round, loss, self.inner.evaluate(self.eval_set), self.weights_digest
+        )
         every = self.req.checkpoint.every_outer_steps
         if self.round % every == 0 or self.round == self.total_rounds:
             self._checkpoint()
         return True
 
-    def _agree(self, digest: str, result: RoundResult, stop: threading.Event) -> str:
-        """Hash vote; a worker outside the winning group pulls the winners' snapshot."""
+    def _agree(self, digest: str, result: RoundResult, stop: threading.Event) -> None:
+        """State-hash vote; a worker outside the winning group takes the winners' state."""
         if not self.networked:
-            self.progress.set(weights_sha256=digest, weights_agree=True)
-            return digest
+            self.progress.set(weights_sha256=self.weights_digest, weights_agree=True)
+            return
         transport = self.env.transport
         reachable = {
             p: r for p, r in self.peers.items() if not result.failures.get(p, "").startswith("send")
@@ -302,24 +372,13 @@ class DilocoTrainer:
             # Peers that heard from a late worker may still be waiting out the round deadline.
             timeout_s=self.req.diloco.round_timeout_s + self.env.vote_timeout_s,
             stop=stop,
+            max_faulty=self.max_faulty,
         )
         agree = outcome.agrees(digest)
-        for holder in [] if agree else outcome.holders:
-            try:
-                snapshot = pull_snapshot(transport, holder, self.req.task_id, self.round)
-            except Exception as exc:  # try the next holder of the winning hash
-                log.warning("pull from %s failed: %s", holder, exc)
-                continue
-            self._adopt(snapshot.round, snapshot.params, snapshot.momentum)
-            digest, agree = self._publish(), True
-            self._announce(digest)
-            self.progress.set(pulled_from=holder)
-            log.warning(
-                "weights differed from the majority; pulled round %d from %s", self.round, holder
-            )
-            break
-        self.progress.set(weights_sha256=digest, weights_agree=agree)
-        return digest
+        if not agree and self._take(self.round, outcome.winner, outcome.holders):
+            agree = True
+            log.warning("state differed from the majority; took the winners' round %d", self.round)
+        self.progress.set(weights_sha256=self.weights_digest, weights_agree=agree)
 
     def _checkpoint(self) -> None:
         checkpoint = Checkpoint(

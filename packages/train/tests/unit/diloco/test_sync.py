@@ -1,18 +1,24 @@
 import threading
+import time
 
+import pytest
 import torch
 
 from mlnode.common.testing import TransportHub
+from mlnode.common.transport import TensorMeta
 from mlnode.train.diloco.math import weights_hash
 from mlnode.train.diloco.sync import (
+    InvalidState,
     Snapshot,
     SnapshotProvider,
     announce,
     offered_rounds,
-    peer_offers,
+    offered_states,
+    peer_states,
     pull_snapshot,
     vote,
 )
+from mlnode.train.diloco.validate import layout_of
 
 
 def snapshot(round_index: int, value: float) -> Snapshot:
@@ -148,13 +154,103 @@ def test_snapshot_digest_is_the_weights_hash() -> None:
     assert snap.digest() == weights_hash(snap.params)
 
 
-def test_peer_offers_waits_for_a_peer_that_starts_serving_late() -> None:
+def test_peer_states_waits_for_a_peer_that_starts_serving_late() -> None:
     hub = TransportHub()
     provider = SnapshotProvider()
     provider.publish(snapshot(6, 1.0))
     timer = threading.Timer(0.3, hub.node("w1").serve, args=("t", provider))
     timer.start()
 
-    offers = peer_offers(hub.node("w0"), ["w1", "w2"], "t", wait_s=1.5)
+    offers = peer_states(hub.node("w0"), ["w1", "w2"], "t", wait_s=1.5)
 
-    assert offers == {"w1": 6}  # w2 never served: given up after wait_s
+    # w2 never served: given up after wait_s; w1 states the hash of what it serves.
+    assert offers == {"w1": {6: snapshot(6, 1.0).state_digest()}}
+
+
+class DictProvider:
+    """Serves whatever tensors it is given (a lying peer's provider)."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def describe(self) -> list[TensorMeta]:
+        return [TensorMeta(k, t.dtype, tuple(t.shape)) for k, t in self.tensors.items()]
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+
+def test_a_pulled_state_must_hash_to_the_vouched_value_and_fit_the_model() -> None:
+    hub = TransportHub()
+    me, liar = hub.node("w0"), hub.node("w1")
+    honest = snapshot(3, 1.0)
+    layout = layout_of(honest.params)
+    other = snapshot(3, 9.0)
+    nan = Snapshot(3, {"w": torch.full((3,), float("nan"))}, {"w": torch.zeros(3)})
+    wrong = Snapshot(3, {"w": torch.ones(4)}, {"w": torch.zeros(4)})
+    for fake in (other, nan, wrong):
+        tensors = {"r3/param/w": fake.params["w"], "r3/momentum/w": fake.momentum["w"]}
+        # It states the honest hash beside a different state.
+        tensors["r3/meta/sha256"] = torch.frombuffer(
+            bytearray.fromhex(honest.state_digest()), dtype=torch.uint8
+        )
+        liar.serve("t", DictProvider(tensors))
+        assert offered_states(me, "w1", "t") == {3: honest.state_digest()}
+        # A wrong shape is refused by the fetch itself, before its memory is allocated.
+        with pytest.raises((InvalidState, ValueError), match="refused|other than listed"):
+            pull_snapshot(me, "w1", "t", 3, layout=layout, digest=honest.state_digest())
+    provider = SnapshotProvider()
+    provider.publish(honest)
+    liar.serve("t", provider)
+    pulled = pull_snapshot(me, "w1", "t", 3, layout=layout, digest=honest.state_digest())
+    assert pulled.state_digest() == honest.state_digest()
+    with pytest.raises(InvalidState, match="does not serve round 4"):
+        pull_snapshot(me, "w1", "t", 4, layout=layout, digest=honest.state_digest())
+
+
+def test_a_hash_vote_ignores_what_is_not_a_hash() -> None:
+    hub = TransportHub()
+    me = hub.node("w0")
+    for peer in ("w1", "w2"):
+        hub.node(peer)
+    hub.node("w1").send("w0", {"sha256": torch.zeros(64, dtype=torch.uint8)}, "t", "outer-2/hash")
+    hub.node("w2").send("w0", {"sha256": torch.zeros(32)}, "t", "outer-2/hash")
+
+    outcome = vote(
+        me,
+        {"w1": 1, "w2": 2},
+        ["w1", "w2"],
+        task="t",
+        round_index=2,
+        my_rank=0,
+        digest="cc" * 32,
+        timeout_s=1.0,
+        max_faulty=1,
+    )
+
+    assert outcome.hashes == {0: "cc" * 32} and outcome.agrees("cc" * 32)
+
+
+def test_a_peer_that_never_votes_does_not_hold_up_a_settled_vote() -> None:
+    hub = TransportHub()
+    names = ["w0", "w1", "w2", "w3", "silent"]
+    for name in names:
+        hub.node(name)
+    for peer in ("w1", "w2", "w3"):
+        announce(hub.node(peer), ["w0"], "t", 5, "aa" * 32)
+    started = time.monotonic()
+
+    outcome = vote(
+        hub.node("w0"),
+        {n: r for r, n in enumerate(names) if r},
+        names[1:],
+        task="t",
+        round_index=5,
+        my_rank=0,
+        digest="aa" * 32,
+        timeout_s=60,
+        max_faulty=1,
+    )
+
+    assert time.monotonic() - started < 10
+    assert outcome.agrees("aa" * 32) and sorted(outcome.hashes) == [0, 1, 2, 3]

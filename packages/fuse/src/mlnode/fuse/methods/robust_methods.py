@@ -1,4 +1,4 @@
-"""The robust aggregators of `mlnode.fuse.robust` as fusion methods.
+"""The robust aggregators of `mlnode.common.robust` as fusion methods.
 
 Krum and Multi-Krum select sources tensor by tensor (block-wise), which keeps fusion streaming.
 """
@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mlnode.fuse import robust
+from mlnode.common import robust
 from mlnode.fuse.methods.base import InvalidFusion, ParamDef, fusion_method
 
 KRUM_URL = "https://papers.nips.cc/paper/6617"

@@ -5,7 +5,10 @@ plus flags that script failures: `--fail-at-start`, `--start-delay`, `--crash-af
 `--chunks`, `--chunk-delay`. `POST /control/health` with `{"ok": false}` makes `/health` fail
 (health flaps), `GET /control/stats` counts requests and streams cut by their client, and a
 request body may carry `"hold_s"` to keep the request in flight that long, or `"die_mid_body"`
-to exit after part of a JSON answer.
+to exit after part of a JSON answer. Like vLLM with `return_tokens_as_token_ids`, answers asking for
+logprobs name tokens `token_id:N` (the forced ids of `vllm_xargs`, else 7, 8, 9); `/tokenize`
+gives each word its length as id; the forcing plugin's probe is answered as the plugin does when
+`--logits-processors` names it. JSON answers echo the request body they got under `received`.
 Run it with `python -m mlnode.infer.testing.fake_engine --model m --port 8000`.
 """
 
@@ -20,6 +23,13 @@ import time
 from typing import Any
 
 import uvicorn
+
+from mlnode.infer.forcing.protocol import (
+    FORCED_IDS_XARG,
+    PROBE_XARG,
+    PROCESSOR_FQCN,
+    probe_message,
+)
 
 Scope = dict[str, Any]
 
@@ -36,6 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--crash-after-chunks", type=int, default=None, help="die mid-stream")
     parser.add_argument("--chunks", type=int, default=5, help="chunks of a streamed answer")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument("--logits-processors", nargs="+", default=[])
     args, _ = parser.parse_known_args(argv)
     return args
 
@@ -77,12 +88,20 @@ class FakeEngine:
             query = scope["query_string"].decode()
             echo = {"method": method, "path": path, "query": query, "headers": headers}
             await _json(send, 200, {**echo, "body": body.decode(), "port": self.args.port})
+        elif path == "/tokenize" and method == "POST":
+            words = str(json.loads(body).get("prompt", "")).split()
+            await _json(send, 200, {"tokens": [len(w) for w in words], "count": len(words)})
         elif path in ("/v1/completions", "/v1/chat/completions") and method == "POST":
             await self._complete(json.loads(body or b"{}"), receive, send)
         else:
             await _json(send, 404, {"error": {"message": f"no route {path}"}})
 
     async def _complete(self, request: dict[str, Any], receive: Any, send: Any) -> None:
+        xargs = request.get("vllm_xargs") or {}
+        if PROBE_XARG in xargs and PROCESSOR_FQCN in self.args.logits_processors:
+            error = {"message": probe_message(True, ""), "type": "BadRequestError", "code": 400}
+            await _json(send, 400, {"error": error})
+            return
         self.requests += 1
         self.in_flight += 1
         try:
@@ -90,16 +109,20 @@ class FakeEngine:
                 await asyncio.sleep(float(request["hold_s"]))
             if request.get("die_mid_body"):
                 await _die_mid_body(send)
+            ids = _logprob_ids(request)
             if request.get("stream"):
-                await self._stream(receive, send)
+                await self._stream(receive, send, ids)
             else:
                 answer = {"object": "text_completion", "model": self.args.model}
-                choice = {"index": 0, "text": "ok", "finish_reason": "stop"}
-                await _json(send, 200, {**answer, "port": self.args.port, "choices": [choice]})
+                choice: dict[str, Any] = {"index": 0, "text": "ok", "finish_reason": "stop"}
+                if ids:
+                    choice["logprobs"] = {"content": [_entry(t) for t in ids]}
+                answer.update(port=self.args.port, choices=[choice], received=request)
+                await _json(send, 200, answer)
         finally:
             self.in_flight -= 1
 
-    async def _stream(self, receive: Any, send: Any) -> None:
+    async def _stream(self, receive: Any, send: Any, ids: list[int]) -> None:
         headers = [(b"content-type", b"text/event-stream")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         disconnected = asyncio.ensure_future(receive())
@@ -107,7 +130,10 @@ class FakeEngine:
             for i in range(self.args.chunks):
                 if self.args.crash_after_chunks is not None and i >= self.args.crash_after_chunks:
                     os._exit(3)
-                chunk = {"choices": [{"index": 0, "text": f"t{i} "}], "port": self.args.port}
+                choice: dict[str, Any] = {"index": 0, "text": f"t{i} "}
+                if ids:
+                    choice["logprobs"] = {"content": [_entry(ids[i % len(ids)])]}
+                chunk = {"choices": [choice], "port": self.args.port}
                 event = b"data: " + json.dumps(chunk).encode() + b"\n\n"
                 await send({"type": "http.response.body", "body": event, "more_body": True})
                 if self.args.chunk_delay:
@@ -119,6 +145,25 @@ class FakeEngine:
             await send({"type": "http.response.body", "body": done, "more_body": False})
         finally:
             disconnected.cancel()
+
+
+def _logprob_ids(request: dict[str, Any]) -> list[int]:
+    if not (request.get("logprobs") and request.get("return_tokens_as_token_ids")):
+        return []
+    forced = (request.get("vllm_xargs") or {}).get(FORCED_IDS_XARG)
+    return list(forced) if forced else [7, 8, 9]
+
+
+def _entry(token: int) -> dict[str, Any]:
+    """A chat logprobs entry as vLLM spells it with `return_tokens_as_token_ids`."""
+    name = f"token_id:{token}"
+    tops = [(name, -1.5), ("token_id:1", -2.0)]
+    return {
+        "token": name,
+        "logprob": -1.5,
+        "bytes": list(f"w{token}".encode()),
+        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in tops],
+    }
 
 
 async def _die_mid_body(send: Any) -> None:

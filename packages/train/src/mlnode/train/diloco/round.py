@@ -6,9 +6,13 @@ DiLoCo: Douillard et al., arXiv:2311.08105. Fault tolerance follows Flower's str
 
 Every worker sends its encoded pseudo-gradient to every other worker (a direct all-to-all
 exchange, so a dead worker costs nobody a relay), one chunk of whole tensors at a time, and
-averages each chunk before the next is sent: memory stays bounded by about
-`world_size x chunk_bytes` beyond the model. Contributions are summed in rank order, so workers
-that heard from the same set get bit-identical averages.
+aggregates each chunk before the next is sent: memory stays bounded by about
+`world_size x chunk_bytes` beyond the model (`retain` keeps every contribution whole instead, for
+the loss gate). Each peer's chunk is checked against this worker's model before use
+(`validate.check_chunk`); a peer whose chunk is refused is left out of the round like one that
+missed the deadline. Every contribution counts the same: the sample count each worker declares
+must be the agreed one. Contributions are reduced in rank order (`aggregation.combine`), so
+workers that heard from the same set get bit-identical results.
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ from dataclasses import dataclass, field
 import torch
 
 from mlnode.common.transport import TensorTransport
+from mlnode.train.diloco.aggregation import Aggregation, combine
 from mlnode.train.diloco.math import (
     Compression,
     Tensors,
     compress,
     decompress,
-    weighted_mean,
     wire_bytes,
 )
+from mlnode.train.diloco.validate import check_chunk, layout_of
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ class RoundResult:
     bytes_received: int = 0
     #: True when a peer dropped part-way, so some chunks were averaged over more workers.
     partial: bool = False
+    #: rank -> whole decoded pseudo-gradient, with `retain` (this worker's included).
+    contributions: dict[int, Tensors] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,6 +155,10 @@ class RoundConfig:
     #: How long each later chunk waits.
     chunk_timeout_s: float
     chunk_bytes: int = 16 * 2**20
+    aggregation: Aggregation = Aggregation.MEAN
+    #: f: how many contributions the robust rules must tolerate.
+    max_faulty: int = 0
+    clip_factor: float = 1.0
 
 
 def receive_until(
@@ -182,44 +193,63 @@ def run_round(
     feedback: ErrorFeedback,
     stop: threading.Event | None = None,
     base: str = "",
+    retain: bool = False,
 ) -> RoundResult:
-    """Exchange `grads` with `peers` (peer id -> rank) and average what arrived, weighted.
+    """Exchange `grads` with `peers` (peer id -> rank) and aggregate what arrived and is valid.
 
-    `base` (the hash of the weights the round starts from) goes into every tag, so only workers
-    that start from the same weights average together; a message left in an inbox by an earlier
-    run of the task is taken only if that run started the round from the same weights, and any
+    `weight` is the sample count every worker of the task declares (the same for all, from the
+    shared request): a peer declaring another is refused, so no sender picks its own weight.
+    `base` (the hash of the state the round starts from) goes into every tag, so only workers
+    that start from the same state aggregate together; a message left in an inbox by an earlier
+    run of the task is taken only if that run started the round from the same state, and any
     difference that leaves is settled by the hash vote after the round.
 
-    A peer that fails to send or misses a deadline is left out from then on and listed in
-    `failures`; the average is over this worker and the peers in `results`.
+    A peer that fails to send, misses a deadline or sends what `check_chunk` refuses is left out
+    from then on and listed in `failures`; the result is over this worker and the peers in
+    `results`. With `retain`, `contributions` holds every whole pseudo-gradient and `average` is
+    left empty for the caller to aggregate.
     """
     exchange = _Exchange(transport, peers, config.task, stop)
+    layout = layout_of(grads)
+    agreed = {WEIGHT_KEY: torch.tensor(weight, dtype=torch.float32)}
     average: Tensors = {}
-    weights: dict[str, float] = {}
+    kept: dict[int, Tensors] = {}
+    counted: set[str] = set()
     for index, names in enumerate(plan_chunks(grads, config.chunk_bytes)):
         wire = _encode_chunk(grads, names, config.compression, feedback)
-        if index == 0:
-            wire[WEIGHT_KEY] = torch.tensor(weight, dtype=torch.float32)
+        extra = agreed if index == 0 else None
         tag = f"outer-{round_index}-{base[:16]}/chunk-{index}"
-        exchange.broadcast(wire, tag)
+        exchange.broadcast(wire | (extra or {}), tag)
         received = exchange.gather(tag, config.timeout_s if index == 0 else config.chunk_timeout_s)
-        if index == 0:
-            weights = {p: float(w[WEIGHT_KEY]) for p, w in received.items() if WEIGHT_KEY in w}
-        received = {p: w for p, w in received.items() if p in weights}
-        ranked = [(config.my_rank, wire, weight)] + [
-            (peers[p], w, weights[p]) for p, w in received.items()
+        for peer, got in received.items():
+            reason = check_chunk(got, names, layout, config.compression, extra)
+            if reason is not None:
+                exchange.drop(peer, f"invalid pseudo-gradient: {reason}")
+            elif index == 0:
+                counted.add(peer)
+        ranked = [(config.my_rank, wire)] + [
+            (peers[p], received[p]) for p in exchange.alive if p in counted and p in received
         ]
         ranked.sort(key=lambda item: item[0])
         for name in names:
-            average[name] = weighted_mean(
-                [_decode(w, name, config.compression) for _, w, _ in ranked],
-                [factor for _, _, factor in ranked],
-            )
+            decoded = [(rank, _decode(w, name, config.compression)) for rank, w in ranked]
+            if retain:
+                for rank, tensor in decoded:
+                    kept.setdefault(rank, {})[name] = tensor
+            else:
+                average[name] = combine(
+                    [t for _, t in decoded],
+                    config.aggregation,
+                    config.max_faulty,
+                    config.clip_factor,
+                )
+    whole = {config.my_rank} | {peers[p] for p in exchange.alive if p in counted}
     return RoundResult(
         average=average,
-        results={config.my_rank: "self"} | {peers[p]: p for p in exchange.alive if p in weights},
+        results={config.my_rank: "self"} | {peers[p]: p for p in exchange.alive if p in counted},
         failures=exchange.failures,
         bytes_sent=exchange.bytes_sent,
         bytes_received=exchange.bytes_received,
-        partial=any(p in weights for p in exchange.failures),
+        partial=any(p in counted for p in exchange.failures),
+        contributions={r: t for r, t in kept.items() if r in whole},
     )

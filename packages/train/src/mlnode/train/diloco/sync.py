@@ -1,12 +1,14 @@
-"""Keeping workers bit-identical: weight-hash votes, snapshots served to peers, state pulls.
+"""Keeping workers bit-identical: state-hash votes, snapshots served to peers, state pulls.
 
 After each outer step (DiLoCo, Douillard et al., arXiv:2311.08105) every worker publishes its
-synced weights and outer momentum, then sends the sha256 of its weights to every peer and waits
-for those it can reach. The largest group of equal hashes wins (ties: the group holding the
-lowest rank); a worker outside it pulls the winners' snapshot, so one worker that heard from a
-different set of peers (a late rejoiner, a peer that dropped part-way) cannot fork the run. A
-restarted worker pulls the same snapshot to rejoin at the current round. A worker that took a
-peer's state announces its new hash for that round, so peers still voting count it.
+synced weights and outer momentum with their state hash, then sends that hash to every peer and
+waits for those it can reach. `agreement.decide_vote` picks the winner (only a hash enough
+workers hold can beat this worker's own); a worker outside it pulls the winners' snapshot and
+keeps it only if it hashes to the winner and fits the model (`validate.check_state`), so one
+worker that heard from a different set of peers (a late rejoiner, a peer that dropped part-way)
+cannot fork the run, and a lying peer cannot hand over its own state. A restarted worker pulls
+the same way to rejoin at the current round. A worker that took a peer's state announces its
+new hash for that round, so peers still voting count it.
 """
 
 from __future__ import annotations
@@ -20,14 +22,24 @@ from dataclasses import dataclass
 import torch
 
 from mlnode.common.transport import TensorMeta, TensorTransport
+from mlnode.train.diloco.agreement import decide_vote, vote_settled
 from mlnode.train.diloco.math import Tensors, weights_hash
-from mlnode.train.diloco.round import receive_until
+from mlnode.train.diloco.validate import DIGEST_BYTES, Layout, check_state, digest_of
 
 log = logging.getLogger(__name__)
 
 PARAM = "param"
 MOMENTUM = "momentum"
+META = "meta"
 HASH_KEY = "sha256"
+#: Rounds of a peer's offer that are looked at (a provider keeps two).
+OFFERED_ROUNDS = 2
+#: How often a vote looks at the hashes it has so far.
+POLL_S = 0.5
+
+
+class InvalidState(ValueError):
+    """A peer's snapshot does not fit the model or does not hash to the vouched value."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,21 @@ class Snapshot:
     def digest(self) -> str:
         """Hash of the weights."""
         return weights_hash(self.params)
+
+    def state_digest(self) -> str:
+        """Hash of weights and outer momentum: what workers vote on and pulls are checked by."""
+        return state_hash(self.params, self.momentum)
+
+
+def state_hash(params: Tensors, momentum: Tensors) -> str:
+    """sha256 over the weights and the outer momentum (names kept apart by a prefix)."""
+    both = {f"{PARAM}/{n}": t for n, t in params.items()}
+    both |= {f"{MOMENTUM}/{n}": t for n, t in momentum.items()}
+    return weights_hash(both)
+
+
+def _digest_tensor(digest: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray.fromhex(digest), dtype=torch.uint8)
 
 
 def _name(round_index: int, kind: str, name: str) -> str:
@@ -60,6 +87,7 @@ class SnapshotProvider:
         """Offer a snapshot; drops the oldest beyond `keep`."""
         fresh = {_name(snapshot.round, PARAM, n): t for n, t in snapshot.params.items()}
         fresh |= {_name(snapshot.round, MOMENTUM, n): t for n, t in snapshot.momentum.items()}
+        fresh[_name(snapshot.round, META, HASH_KEY)] = _digest_tensor(snapshot.state_digest())
         with self._lock:
             self._rounds = [r for r in self._rounds if r != snapshot.round] + [snapshot.round]
             expired = self._rounds[: -self._keep]
@@ -81,30 +109,48 @@ class SnapshotProvider:
 
 
 def offered_rounds(metas: list[TensorMeta]) -> list[int]:
-    """Rounds a peer offers, newest first."""
-    rounds = {int(m.name.split("/", 1)[0][1:]) for m in metas if m.name.startswith("r")}
+    """Rounds a peer offers, newest first (names that are not `r<round>/...` are ignored)."""
+    rounds = set()
+    for meta in metas:
+        head = meta.name.split("/", 1)[0]
+        if head.startswith("r") and head[1:].isdigit():
+            rounds.add(int(head[1:]))
     return sorted(rounds, reverse=True)
 
 
-def peer_offers(
+def offered_states(transport: TensorTransport, peer: str, task: str) -> dict[int, str]:
+    """The newest rounds a peer serves, each with the state hash the peer states for it."""
+    rounds = offered_rounds(transport.list_tensors(peer, task))[:OFFERED_ROUNDS]
+    names = [_name(r, META, HASH_KEY) for r in rounds]
+    expected = {n: TensorMeta(n, torch.uint8, (DIGEST_BYTES,)) for n in names}
+    fetched = transport.fetch(peer, task, names, expected=expected) if names else {}
+    states = {}
+    for round_index, name in zip(rounds, names, strict=True):
+        digest = digest_of(fetched.get(name))
+        if digest is not None:
+            states[round_index] = digest
+    return states
+
+
+def peer_states(
     transport: TensorTransport,
     peers: list[str],
     task: str,
     wait_s: float,
     stop: threading.Event | None = None,
-) -> dict[str, int]:
-    """Newest round each peer serves; waits up to `wait_s` for peers that serve nothing yet."""
-    offers: dict[str, int] = {}
+) -> dict[str, dict[int, str]]:
+    """What each peer serves (round -> stated hash); waits up to `wait_s` for silent peers."""
+    offers: dict[str, dict[int, str]] = {}
     deadline = time.monotonic() + wait_s
     while True:
         for peer in [p for p in peers if p not in offers]:
             try:
-                rounds = offered_rounds(transport.list_tensors(peer, task))
+                states = offered_states(transport, peer, task)
             except Exception as exc:  # not up (yet): ask again or give up
                 log.debug("no offer from %s: %s", peer, exc)
                 continue
-            if rounds:
-                offers[peer] = rounds[0]
+            if states:
+                offers[peer] = states
         done = len(offers) == len(peers) or (stop is not None and stop.is_set())
         if done or time.monotonic() >= deadline:
             return offers
@@ -112,22 +158,51 @@ def peer_offers(
 
 
 def pull_snapshot(
-    transport: TensorTransport, peer: str, task: str, round_index: int | None = None
+    transport: TensorTransport,
+    peer: str,
+    task: str,
+    round_index: int | None = None,
+    *,
+    layout: Layout | None = None,
+    digest: str | None = None,
 ) -> Snapshot:
-    """Fetch a peer's snapshot of `round_index`, or its newest when it has moved past that."""
+    """Fetch a peer's snapshot of `round_index` (its newest when it does not serve that round).
+
+    With `layout`, exactly the model's tensors are fetched and must fit it; with `digest`, the
+    snapshot's state hash must equal it. Else `InvalidState`, and nothing of it is used.
+    """
     metas = transport.list_tensors(peer, task)
     rounds = offered_rounds(metas)
     if not rounds:
         raise LookupError(f"peer {peer} offers no snapshot for task {task}")
     chosen = round_index if round_index in rounds else rounds[0]
-    prefix = f"r{chosen}/"
-    names = [m.name for m in metas if m.name.startswith(prefix)]
-    fetched = transport.fetch(peer, task, names)
+    if digest is not None and chosen != round_index:
+        raise InvalidState(f"peer {peer} does not serve round {round_index}")
+    expected: dict[str, TensorMeta] | None = None
+    if layout is not None:
+        # Only the model's tensors, refused before allocation unless shaped as the model's.
+        expected = {
+            _name(chosen, kind, n): TensorMeta(_name(chosen, kind, n), dtype, shape)
+            for kind in (PARAM, MOMENTUM)
+            for n, (shape, dtype) in sorted(layout.items())
+        }
+        names = list(expected)
+    else:
+        names = [m.name for m in metas if m.name.startswith(f"r{chosen}/{PARAM}/")]
+        names += [m.name for m in metas if m.name.startswith(f"r{chosen}/{MOMENTUM}/")]
+    fetched = transport.fetch(peer, task, names, expected=expected)
     parts: dict[str, Tensors] = {PARAM: {}, MOMENTUM: {}}
-    for key, tensor in fetched.items():
+    prefix = f"r{chosen}/"
+    for key in names:
         kind, name = key[len(prefix) :].split("/", 1)
-        parts[kind][name] = tensor
-    return Snapshot(round=chosen, params=parts[PARAM], momentum=parts[MOMENTUM])
+        parts[kind][name] = fetched[key]
+    snapshot = Snapshot(round=chosen, params=parts[PARAM], momentum=parts[MOMENTUM])
+    reason = check_state(snapshot.params, snapshot.momentum, layout) if layout else None
+    if reason is None and digest is not None and snapshot.state_digest() != digest:
+        reason = "its state hash is not the vouched one"
+    if reason is not None:
+        raise InvalidState(f"snapshot of round {chosen} from {peer} refused: {reason}")
+    return snapshot
 
 
 @dataclass(frozen=True)
@@ -158,7 +233,7 @@ def announce(
     took the winners' state after voting, or pulled a round it never voted on, still counts
     for that state in the votes of peers that wait for it.
     """
-    payload = {HASH_KEY: torch.frombuffer(bytearray.fromhex(digest), dtype=torch.uint8)}
+    payload = {HASH_KEY: _digest_tensor(digest)}
     unreachable: set[str] = set()
     for peer in peers:
         try:
@@ -180,24 +255,31 @@ def vote(
     digest: str,
     timeout_s: float,
     stop: threading.Event | None = None,
+    max_faulty: int = 0,
 ) -> Vote:
     """Send this worker's hash to every peer (id -> rank), collect `wait_for`'s, pick a winner.
 
     Sending to everyone lets a worker that heard from more peers than they heard from learn
-    that it is the odd one out; peers the hash cannot be sent to are not waited for.
+    that it is the odd one out; peers the hash cannot be sent to are not waited for, nor the
+    rest once they could not change the outcome (`agreement.vote_settled`). A message that is
+    not one 32-byte hash is no vote. The winner is `agreement.decide_vote`'s.
     """
     unreachable = announce(transport, peers, task, round_index, digest)
-    waiting = set(wait_for) - unreachable
-    got = receive_until(transport, task, _hash_tag(round_index), sorted(waiting), timeout_s, stop)
-    by_rank = {my_rank: digest} | {
-        peers[p]: bytes(w[HASH_KEY].to(torch.uint8).tolist()).hex()
-        for p, w in got.items()
-        if HASH_KEY in w
-    }
-    groups: dict[str, list[int]] = {}
-    for rank in sorted(by_rank):
-        groups.setdefault(by_rank[rank], []).append(rank)
-    winner = max(groups, key=lambda h: (len(groups[h]), -min(groups[h])))
+    pending = sorted(set(wait_for) - unreachable)
+    by_rank = {my_rank: digest}
+    deadline = time.monotonic() + max(timeout_s, 0.0)
+    while pending:
+        left = max(deadline - time.monotonic(), 0.0)
+        got = transport.receive(task, _hash_tag(round_index), pending, min(left, POLL_S))
+        for peer, tensors in got.items():
+            theirs = digest_of(tensors.get(HASH_KEY)) if len(tensors) == 1 else None
+            if theirs is not None:
+                by_rank[peers[peer]] = theirs
+        pending = [p for p in pending if p not in got]
+        settled = vote_settled(by_rank, my_rank, len(pending), max_faulty)
+        if settled or left <= 0 or (stop is not None and stop.is_set()):
+            break
+    decision = decide_vote(by_rank, my_rank, max_faulty)
     rank_to_peer = {r: p for p, r in peers.items()}
-    holders = [rank_to_peer[r] for r in groups[winner] if r != my_rank]
-    return Vote(winner=winner, holders=holders, hashes=by_rank)
+    holders = [rank_to_peer[r] for r in decision.holders]
+    return Vote(winner=decision.winner, holders=holders, hashes=by_rank)

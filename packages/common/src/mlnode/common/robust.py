@@ -1,9 +1,13 @@
-"""Robust aggregation of stacked tensors: pure functions, no I/O.
+"""Robust aggregation of stacked tensors: pure functions, no I/O (used by fuse and train).
 
 The first dimension of every `stack` indexes the sources. References: coordinate-wise median and
 trimmed mean (Yin et al., "Byzantine-Robust Distributed Learning: Towards Optimal Statistical
 Rates", ICML 2018); Krum and Multi-Krum (Blanchard et al., "Machine Learning with Adversaries:
-Byzantine Tolerant Gradient Descent", NeurIPS 2017).
+Byzantine Tolerant Gradient Descent", NeurIPS 2017); centered clipping (Karimireddy et al.,
+"Learning from History for Byzantine Robust Optimization", ICML 2021), here centered on the
+coordinate-wise median with a radius scaled to the sources' median distance from it.
+
+Every function reduces the sources in index order, so equal inputs give bit-equal outputs.
 """
 
 from __future__ import annotations
@@ -39,7 +43,39 @@ def trimmed_mean(stack: torch.Tensor, trim_ratio: float) -> torch.Tensor:
     k = trimmed_count(n, trim_ratio)
     if n - 2 * k < 1:
         raise ValueError(f"trim ratio {trim_ratio} leaves nothing of {n} values")
+    return trimmed_mean_k(stack, k)
+
+
+def trimmed_mean_k(stack: torch.Tensor, k: int) -> torch.Tensor:
+    """Coordinate-wise mean after dropping the `k` lowest and the `k` highest values."""
+    n = stack.shape[0]
+    if k < 0 or n - 2 * k < 1:
+        raise ValueError(f"trimming {k} per end leaves nothing of {n} values")
     return stack.sort(dim=0).values[k : n - k].mean(dim=0)
+
+
+def centered_clip(stack: torch.Tensor, radius_factor: float = 1.0) -> torch.Tensor:
+    """Mean of the sources after pulling each within a radius of the coordinate-wise median.
+
+    The radius is `radius_factor` times the median of the sources' distances to the median, so
+    it follows the honest spread whatever the scale; a source farther out keeps its direction
+    but only that length, which bounds what any one source can move the result.
+    """
+    if radius_factor <= 0:
+        raise ValueError(f"radius_factor must be positive, got {radius_factor}")
+    center = median(stack)
+    n = stack.shape[0]
+    deviations = (stack - center).reshape(n, -1)
+    norms = deviations.double().pow(2).sum(dim=1).sqrt()
+    radius = float(median(norms)) * radius_factor
+    scale = torch.ones(n, dtype=torch.float64)
+    far = norms > radius
+    scale[far] = radius / norms[far]
+    clipped = deviations * scale.to(stack.dtype).unsqueeze(1)
+    acc = torch.zeros_like(center).reshape(-1)
+    for row in clipped:
+        acc.add_(row)
+    return center + (acc / n).reshape(center.shape)
 
 
 def pairwise_sq_distances(stack: torch.Tensor) -> torch.Tensor:
