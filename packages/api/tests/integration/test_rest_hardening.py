@@ -7,6 +7,7 @@ while honest REST calls keep succeeding, with the node's memory (process and chi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mlnode.common.testing import MLNodeProcess, wait_until
+from mlnode.common.testing import MLNodeProcess, WaitTimeout, wait_until
 from mlnode.common.testing.node_process import free_port
 from mlnode.common.testing.schema_fuzz import fuzz_rest_api, tree_rss
 from mlnode.infer.testing.support import FAKE_ENGINE
@@ -89,9 +90,9 @@ class HonestCalls:
                 time.sleep(0.02)
 
     def _wait_for_more(self) -> None:
-        seen, deadline = self.ok, time.monotonic() + 30
-        while self.ok == seen and time.monotonic() < deadline and not self.failures:
-            time.sleep(0.01)
+        seen = self.ok
+        with contextlib.suppress(WaitTimeout):  # judged just below, with the failures
+            wait_until(lambda: self.ok > seen or self.failures, timeout_s=30, interval_s=0.01)
         assert self.ok > seen, f"no honest call succeeded: {self.failures[:5]}"
 
     def __enter__(self) -> HonestCalls:
