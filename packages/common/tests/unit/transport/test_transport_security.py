@@ -215,7 +215,10 @@ def test_peer_removed_mid_session(pair: Pair) -> None:
     pair.bob.peers.remove("alice")
     sender.join(10)  # the server ends the call at once, while the sender still holds frames
     go_on.set()
-    assert result == [grpc.StatusCode.CANCELLED]
+    # Which code the client sees depends on whether the removal cancels the call before or
+    # after the handler reads the next frame; both are the server ending it.
+    assert len(result) == 1
+    assert result[0] in {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAUTHENTICATED}
     assert pair.bob.inbox.pending() == []
     pair.bob.peers.put(Peer("alice", pair.alice.identity.public_key, tasks=frozenset({"t"})))
     assert_nothing_delivered_and_server_up(pair)
