@@ -95,8 +95,8 @@ lint: setup-dev-env ## ruff check and format check
 lint-docker: setup-dev-env ## hadolint over docker/Dockerfile*
 	$(VENV)/bin/hadolint --config docker/hadolint.yaml docker/Dockerfile docker/Dockerfile.cpu
 
-typecheck: setup-dev-env ## mypy strict over every package's sources
-	$(VENV)/bin/mypy $(addsuffix /src/mlnode,$(PKG_DIRS))
+typecheck: setup-dev-env ## mypy strict over every package's sources and tests (tests: see pyproject)
+	$(VENV)/bin/mypy $(addsuffix /src/mlnode,$(PKG_DIRS)) $(wildcard $(addsuffix /tests,$(PKG_DIRS))) conftest.py
 
 bench: setup-dev-env ## Every package's benchmark (prints ratios measured in one run)
 	@for p in $(PACKAGES); do $(MAKE) --no-print-directory -C packages/$$p bench PYTHON=$(abspath $(PY)) || exit 1; done

@@ -23,8 +23,9 @@ async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
     opened: list[InferService] = []
 
     async def make(**overrides: Any) -> InferService:
-        node = NodeSettings(_env_file=None, state_dir=tmp_path)  # type: ignore[call-arg]
-        service = InferService(fake_settings(tmp_path / "logs", **overrides), NodeContext(node))
+        ctx = NodeContext(NodeSettings(_env_file=None, state_dir=tmp_path))
+        service = InferService(fake_settings(tmp_path / "logs", **overrides), ctx)
+        ctx.gate.register(service)
         await service.open()
         opened.append(service)
         return service

@@ -1,7 +1,7 @@
 """Convergence and communication of DiLoCo (H inner steps) against averaging every step (H = 1).
 
 Three workers run in threads of this process and exchange pseudo-gradients over the in-memory
-transport (`mlnode.train.testing.MemoryHub`; the same round code runs over the signed gRPC
+transport (`mlnode.common.testing.TransportHub`; the same round code runs over the signed gRPC
 transport in the integration test). Both runs see the same samples: batch k of rank r depends
 only on (seed, r, k). The baseline averages the weights after every inner step (outer SGD with
 lr 1 and no momentum); DiLoCo syncs every H steps with outer lr 0.7 and Nesterov momentum 0.9.
@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
+from mlnode.common.testing import TransportHub
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
-from mlnode.train.testing import MemoryHub, write_tiny_corpus
+from mlnode.train.testing import write_tiny_corpus
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
 WORKERS = 3
@@ -78,12 +79,12 @@ def run(
         if h == 1
         else {"outer_lr": 0.7, "outer_momentum": 0.9, "nesterov": True}
     )
-    hub = MemoryHub()
+    hub = TransportHub()
     trainers, progress = [], []
     for rank in range(WORKERS):
         req = request(corpus, rank, h, steps, outer, compression)
         env = TrainerEnv(
-            hub.transport(f"w{rank}"),
+            hub.node(f"w{rank}"),
             torch.device(device),
             root / f"h{h}-{compression}-{rank}",
             join_timeout_s=5.0,

@@ -7,6 +7,7 @@ while honest REST calls keep succeeding, with the node's memory (process and chi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mlnode.common.testing import MLNodeProcess
+from mlnode.common.testing import MLNodeProcess, WaitTimeout, wait_until
 from mlnode.common.testing.node_process import free_port
 from mlnode.common.testing.schema_fuzz import fuzz_rest_api, tree_rss
 from mlnode.infer.testing.support import FAKE_ENGINE
@@ -89,9 +90,9 @@ class HonestCalls:
                 time.sleep(0.02)
 
     def _wait_for_more(self) -> None:
-        seen, deadline = self.ok, time.monotonic() + 30
-        while self.ok == seen and time.monotonic() < deadline and not self.failures:
-            time.sleep(0.01)
+        seen = self.ok
+        with contextlib.suppress(WaitTimeout):  # judged just below, with the failures
+            wait_until(lambda: self.ok > seen or self.failures, timeout_s=30, interval_s=0.01)
         assert self.ok > seen, f"no honest call succeeded: {self.failures[:5]}"
 
     def __enter__(self) -> HonestCalls:
@@ -271,13 +272,13 @@ def test_callback_password_stays_out_of_logs_and_status(node: MLNodeProcess) -> 
     }
     with api(node) as client:
         assert client.post("/pow/init/generate", json=body).status_code == 200
-        deadline = time.monotonic() + 60
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = client.get("/pow/status").json()
-            if status.get("batches_pending") and "POST" in (status.get("last_error") or ""):
-                break
-            time.sleep(0.2)
+        status: dict[str, Any] = wait_until(
+            lambda: client.get("/pow/status").json(),
+            lambda s: bool(s.get("batches_pending")) and "POST" in (s.get("last_error") or ""),
+            timeout_s=60,
+            interval_s=0.2,
+            what="a failed callback",
+        )
         assert "POST http://mlnode:***@127.0.0.1" in status["last_error"], status
         everything = json.dumps([status, client.get("/state").json()])
         assert client.post("/pow/stop").status_code == 200

@@ -5,20 +5,26 @@ from pathlib import Path
 import httpx
 import psutil
 
-from mlnode.common.testing import MLNodeProcess
+from mlnode.common.testing import MLNodeProcess, wait_until
+
+
+def readyz(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2)
+    except httpx.HTTPError:
+        return None
 
 
 def wait_ready(url: str, timeout_s: float = 30.0) -> httpx.Response:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            answer = httpx.get(f"{url}/readyz", timeout=2)
-            if answer.status_code == 200:
-                return answer
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("not ready")
+    answer = wait_until(
+        lambda: readyz(url),
+        lambda a: a is not None and a.status_code == 200,
+        timeout_s=timeout_s,
+        interval_s=0.1,
+        what="/readyz 200",
+    )
+    assert answer is not None
+    return answer
 
 
 def test_server_serves_routes_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:

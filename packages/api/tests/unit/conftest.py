@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI, Request
@@ -13,10 +14,10 @@ from pydantic import BaseModel, Field
 
 from mlnode.api.app import create_app
 from mlnode.api.settings import MLNodeSettings
+from mlnode.api.testing import make_settings
 from mlnode.common.context import NodeContext
 from mlnode.common.deps import resolve_service
-from mlnode.common.lifecycle import ServiceKind, ServiceStatus, WorkerService
-from mlnode.common.settings import NodeSettings
+from mlnode.common.lifecycle import Service, ServiceKind, ServiceStatus, WorkerService
 
 
 class SleepRequest(BaseModel):
@@ -47,14 +48,12 @@ async def start(name: str, body: SleepRequest, request: Request) -> ServiceStatu
     return await resolve_service(request, SERVICES[name]).start(body)
 
 
-def build(_: MLNodeSettings, ctx: NodeContext) -> None:
-    SleepService(ctx.gate)
-    TrainLike(ctx.gate)
+def build(_: MLNodeSettings, ctx: NodeContext) -> list[Service[Any]]:
+    return [SleepService(ctx.gate), TrainLike(ctx.gate)]
 
 
 def make_app(tmp_path: Path, token: str | None = None) -> FastAPI:
-    settings = MLNodeSettings(node=NodeSettings(state_dir=tmp_path / "state", api_token=token))
-    app = create_app(settings, services=build)
+    app = create_app(make_settings(tmp_path, node={"api_token": token}), services=build)
     app.include_router(router, prefix="/api/v1")
     return app
 

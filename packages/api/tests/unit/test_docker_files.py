@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -91,8 +92,9 @@ def test_dockerfiles_pass_hadolint():
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict:
-    return yaml.safe_load((DOCKER / "compose.yml").read_text())
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DOCKER / "compose.yml").read_text())
+    return loaded
 
 
 def test_each_node_keeps_its_state_on_its_own_volume_and_publishes_on_loopback(compose):

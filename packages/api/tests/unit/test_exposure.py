@@ -1,13 +1,15 @@
 """When the node refuses to serve its REST API without a token."""
 
+from typing import Any
+
 import pytest
 
 from mlnode.api.exposure import exposure_problem, is_loopback
 from mlnode.common.settings import NodeSettings
 
 
-def node(**values: object) -> NodeSettings:
-    return NodeSettings(_env_file=None, **values)  # type: ignore[call-arg]
+def node(**values: Any) -> NodeSettings:
+    return NodeSettings(_env_file=None, **values)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])

@@ -1,24 +1,28 @@
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from mlnode.common.testing import wait_until
+
 from .conftest import make_app
 
 
 def state(client: TestClient) -> str:
-    return client.get("/api/v1/state").json()["state"]
+    state: str = client.get("/api/v1/state").json()["state"]
+    return state
 
 
 def wait_state(client: TestClient, wanted: str) -> None:
-    for _ in range(200):
-        if state(client) == wanted:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"state {state(client)}, wanted {wanted}")
+    wait_until(lambda: state(client), lambda s: s == wanted, timeout_s=2, what=f"state {wanted}")
+
+
+def wait_unready(client: TestClient) -> None:
+    wait_until(
+        lambda: client.get("/readyz").status_code, lambda c: c == 503, timeout_s=2, what="503"
+    )
 
 
 def test_fresh_node_is_stopped(client: TestClient) -> None:
@@ -43,11 +47,7 @@ def test_stop_from_every_state_ends_stopped(client: TestClient, setup: str) -> N
         client.post("/api/v1/test/pow/start", json={"seconds": 30})
     elif setup == "failed":
         client.post("/api/v1/test/pow/start", json={"seconds": 0, "fail": True})
-        for _ in range(200):
-            if not client.get("/readyz").status_code == 200:
-                break
-            time.sleep(0.01)
-        assert client.get("/readyz").status_code == 503
+        wait_unready(client)
     elif setup == "finished":
         client.post("/api/v1/test/pow/start", json={"seconds": 0})
         wait_state(client, "STOPPED")
@@ -64,10 +64,7 @@ def test_stop_from_every_state_ends_stopped(client: TestClient, setup: str) -> N
 
 def test_worker_failure_shows_in_status_readyz_and_metrics(client: TestClient) -> None:
     client.post("/api/v1/test/pow/start", json={"seconds": 0, "fail": True})
-    for _ in range(200):
-        if client.get("/readyz").status_code == 503:
-            break
-        time.sleep(0.01)
+    wait_unready(client)
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["problems"] == ["POW: RuntimeError: worker exploded"]

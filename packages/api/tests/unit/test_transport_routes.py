@@ -4,15 +4,16 @@ import base64
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from mlnode.api.app import create_app
 from mlnode.api.settings import MLNodeSettings
+from mlnode.api.testing import make_settings
 from mlnode.common.settings import NodeSettings
 from mlnode.common.transport.auth import Identity
-from mlnode.common.transport.settings import TransportSettings
 
 
 def key() -> str:
@@ -20,11 +21,7 @@ def key() -> str:
 
 
 def app_client(state_dir: Path) -> TestClient:
-    settings = MLNodeSettings(
-        node=NodeSettings(state_dir=state_dir),
-        transport=TransportSettings(host="127.0.0.1", port=0),
-    )
-    return TestClient(create_app(settings))
+    return TestClient(create_app(make_settings(state_dir, node={"state_dir": state_dir})))
 
 
 @pytest.fixture
@@ -61,7 +58,7 @@ def test_peer_crud_and_persistence(tmp_path: Path) -> None:
 
 def test_put_set_replaces_everything_at_once(client: TestClient) -> None:
     client.put("/api/v1/peers/old", json={"public_key": key()})
-    new = [
+    new: list[dict[str, Any]] = [
         {"peer_id": "a", "public_key": key()},
         {"peer_id": "b", "public_key": key(), "tasks": None},
     ]

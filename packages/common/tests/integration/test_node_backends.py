@@ -1,12 +1,18 @@
 import signal
 import subprocess
 import sys
-import time
+from typing import Any
 
 import httpx
 import pytest
 
-from mlnode.common.testing import BackendUnavailable, CallbackReceiver, free_port, open_backend
+from mlnode.common.testing import (
+    BackendUnavailable,
+    CallbackReceiver,
+    free_port,
+    open_backend,
+    wait_until,
+)
 from mlnode.common.testing.peer_mesh import main as peer_mesh_main
 
 
@@ -36,7 +42,7 @@ def test_a_killed_node_stops_answering(mlnode_factory):
         httpx.get(f"{node.url}/livez", timeout=2)
 
 
-def known_peer(node_url: str, peer_id: str) -> dict:
+def known_peer(node_url: str, peer_id: str) -> dict[str, Any]:
     """The peer entry from GET /api/v1/peers, whether it answers a list or {"peers": [...]}."""
     answer = httpx.get(f"{node_url}/api/v1/peers")
     assert answer.status_code == 200, answer.text
@@ -44,7 +50,8 @@ def known_peer(node_url: str, peer_id: str) -> dict:
     entries = body.get("peers", body) if isinstance(body, dict) else body
     matching = [e for e in entries if e.get("peer_id") == peer_id]
     assert len(matching) == 1, f"{peer_id} not known at {node_url}: {body}"
-    return matching[0]
+    entry: dict[str, Any] = matching[0]
+    return entry
 
 
 def test_three_nodes_learn_each_others_keys_like_the_compose_init_step(mlnode_factory):
@@ -62,6 +69,14 @@ def test_three_nodes_learn_each_others_keys_like_the_compose_init_step(mlnode_fa
                 assert entry["address"] == peer.peer_grpc_address
 
 
+def answers(url: str) -> bool:
+    try:
+        httpx.get(url)
+    except httpx.ConnectError:
+        return False
+    return True
+
+
 def test_callback_receiver_runs_as_the_compose_service_does(tmp_path):
     port = free_port()
     journal = tmp_path / "callbacks.jsonl"
@@ -69,12 +84,7 @@ def test_callback_receiver_runs_as_the_compose_service_does(tmp_path):
     proc = subprocess.Popen([*command, "--port", str(port), "--journal", str(journal)])
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                httpx.get(f"{url}/livez")
-                break
-            except httpx.ConnectError:
-                time.sleep(0.05)
+        wait_until(lambda: answers(f"{url}/livez"), timeout_s=5, interval_s=0.05, what="livez")
         assert httpx.post(f"{url}/validated", content=b'{"fraud_detected": false}').is_success
         assert httpx.get(f"{url}/received").json()[0]["body"] == {"fraud_detected": False}
         assert "/validated" in journal.read_text()

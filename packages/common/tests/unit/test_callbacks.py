@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from mlnode.common.callbacks import CallbackSender, callback_url
+from mlnode.common.testing import wait_until
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 
 
@@ -71,9 +72,7 @@ def test_refused_callback_is_dropped_not_retried(sender: CallbackSender) -> None
     with CallbackReceiver() as receiver:
         receiver.status_code = 400
         sender.submit(receiver.url, "generated", {"i": 0})
-        deadline = time.monotonic() + 10
-        while sender.stats().dropped == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: sender.stats().dropped, timeout_s=10, what="a dropped callback")
     stats = sender.stats()
     assert (stats.dropped, stats.pending, stats.sent) == (1, 0, 0)
 

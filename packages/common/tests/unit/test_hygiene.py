@@ -3,6 +3,7 @@
 import pytest
 
 from mlnode.common.hygiene import child_env, is_secret_name, redact_argv, redact_text, redact_url
+from mlnode.common.testing import wait_until
 
 
 @pytest.mark.parametrize(
@@ -116,11 +117,8 @@ def test_callback_errors_hide_the_password_and_are_logged_once(caplog) -> None:
     caplog.set_level(logging.DEBUG, logger="mlnode.common.callbacks")
     sender.start()
     sender.submit(f"http://u:pw-123456@127.0.0.1:{free_port()}", "generated", {"i": 1})
-    import time
 
-    deadline = time.monotonic() + 10
-    while sender.stats().retries < 5 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: sender.stats().retries >= 5, timeout_s=10, interval_s=0.01, what="5 retries")
     stats = sender.stats()
     sender.close(flush_timeout_s=0)
     assert stats.retries >= 5 and stats.last_error is not None

@@ -1,10 +1,12 @@
 import asyncio
 import threading
+from typing import Any, TypeVar
 
 import pytest
 
 from mlnode.common.errors import InvalidRequest, ServiceConflict
 from mlnode.common.lifecycle import AlreadyRunning, Phase, ServiceGate, ServiceKind, WorkerService
+from mlnode.common.testing import wait_until_async
 
 
 class Job:
@@ -35,16 +37,25 @@ class OtherService(JobService):
     kind = ServiceKind.TRAIN
 
 
+ServiceT = TypeVar("ServiceT", bound=WorkerService[Any])
+
+
+def registered(cls: type[ServiceT], gate: ServiceGate | None = None) -> ServiceT:
+    """A service built for `gate` and registered with it, as `create_app` does."""
+    gate = gate or ServiceGate()
+    service = cls(gate)
+    gate.register(service)
+    return service
+
+
 async def wait_phase(service: WorkerService[Job], phase: Phase) -> None:
-    for _ in range(200):
-        if service.status().phase is phase:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"phase {service.status().phase}, wanted {phase}")
+    await wait_until_async(
+        lambda: service.status().phase, lambda p: p is phase, timeout_s=2, what=phase
+    )
 
 
 async def test_start_runs_then_stop_ends_stopped() -> None:
-    service = JobService(ServiceGate())
+    service = registered(JobService)
     status = await service.start(Job())
     assert status.running and status.phase is Phase.RUNNING and status.started_at is not None
     await service.stop()
@@ -53,7 +64,7 @@ async def test_start_runs_then_stop_ends_stopped() -> None:
 
 
 async def test_worker_exception_is_captured_in_status_and_health() -> None:
-    service = JobService(ServiceGate())
+    service = registered(JobService)
     await service.start(Job(fail="boom in worker"))
     await wait_phase(service, Phase.FAILED)
     status = service.status()
@@ -62,7 +73,7 @@ async def test_worker_exception_is_captured_in_status_and_health() -> None:
 
 
 async def test_next_start_clears_the_failure() -> None:
-    service = JobService(ServiceGate())
+    service = registered(JobService)
     await service.start(Job(fail="first"))
     await wait_phase(service, Phase.FAILED)
     await service.start(Job(wait=False))
@@ -71,7 +82,7 @@ async def test_next_start_clears_the_failure() -> None:
 
 
 async def test_stop_after_failure_keeps_message_and_is_healthy() -> None:
-    service = JobService(ServiceGate())
+    service = registered(JobService)
     await service.start(Job(fail="kept"))
     await wait_phase(service, Phase.FAILED)
     await service.stop()
@@ -84,7 +95,7 @@ async def test_stop_after_failure_keeps_message_and_is_healthy() -> None:
 
 
 async def test_refused_start_leaves_service_healthy_and_idle() -> None:
-    service = JobService(ServiceGate())
+    service = registered(JobService)
     with pytest.raises(InvalidRequest):
         await service.start(Job(fail="refuse"))
     status = service.status()
@@ -94,7 +105,7 @@ async def test_refused_start_leaves_service_healthy_and_idle() -> None:
 
 async def test_other_service_running_is_a_conflict_naming_it() -> None:
     gate = ServiceGate()
-    pow_service, train_service = JobService(gate), OtherService(gate)
+    pow_service, train_service = registered(JobService, gate), registered(OtherService, gate)
     await pow_service.start(Job())
     with pytest.raises(ServiceConflict) as caught:
         await train_service.start(Job())
@@ -107,7 +118,7 @@ async def test_other_service_running_is_a_conflict_naming_it() -> None:
 
 
 async def test_second_start_of_same_service_is_refused() -> None:
-    service = JobService(ServiceGate())
+    service = registered(JobService)
     await service.start(Job())
     with pytest.raises(AlreadyRunning):
         await service.start(Job())
@@ -116,7 +127,7 @@ async def test_second_start_of_same_service_is_refused() -> None:
 
 async def test_concurrent_starts_exactly_one_wins() -> None:
     gate = ServiceGate()
-    a, b = JobService(gate), OtherService(gate)
+    a, b = registered(JobService, gate), registered(OtherService, gate)
     results = await asyncio.gather(a.start(Job()), b.start(Job()), return_exceptions=True)
     winners = [r for r in results if not isinstance(r, BaseException)]
     losers = [r for r in results if isinstance(r, ServiceConflict)]
@@ -127,14 +138,24 @@ async def test_concurrent_starts_exactly_one_wins() -> None:
 
 def test_gate_refuses_two_instances_of_one_class() -> None:
     gate = ServiceGate()
-    JobService(gate)
+    registered(JobService, gate)
     with pytest.raises(ValueError, match="registered already"):
-        JobService(gate)
+        registered(JobService, gate)
+
+
+async def test_a_service_starts_only_once_registered_with_its_own_gate() -> None:
+    gate = ServiceGate()
+    service = JobService(gate)
+    with pytest.raises(RuntimeError, match="not registered"):
+        await service.start(Job())
+    with pytest.raises(ValueError, match="another gate"):
+        ServiceGate().register(service)
+    assert gate.services == ()
 
 
 def test_gate_get_finds_service_by_class() -> None:
     gate = ServiceGate()
-    service = JobService(gate)
+    service = registered(JobService, gate)
     assert gate.get(JobService) is service
     with pytest.raises(LookupError):
         gate.get(OtherService)
@@ -152,7 +173,7 @@ class StubbornService(WorkerService[threading.Event]):
 
 async def test_a_worker_that_outlives_stop_keeps_the_gate_until_it_ends() -> None:
     gate = ServiceGate()
-    stubborn, other = StubbornService(gate), OtherService(gate)
+    stubborn, other = registered(StubbornService, gate), registered(OtherService, gate)
     let_go = threading.Event()
     await stubborn.start(let_go)
     await stubborn.stop()

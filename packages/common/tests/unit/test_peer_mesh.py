@@ -1,3 +1,5 @@
+from typing import Any
+
 import httpx
 import pytest
 
@@ -9,7 +11,7 @@ class FakeNodes:
 
     def __init__(self, names, refuse_at=None):
         self.keys = {f"{n}:8080": f"key-of-{n}" for n in names}
-        self.peers = {f"{n}:8080": {} for n in names}
+        self.peers: dict[str, dict[str, Any]] = {f"{n}:8080": {} for n in names}
         self.refuse_at = refuse_at
 
     def __call__(self, request: httpx.Request) -> httpx.Response:

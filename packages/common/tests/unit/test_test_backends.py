@@ -72,7 +72,7 @@ def test_container_handle_maps_published_ports_and_peer_addresses():
     from mlnode.common.testing.backends import ContainerNode
 
     container = FakeContainer()
-    node = ContainerNode("node2", container)
+    node = ContainerNode("node2", container)  # type: ignore[arg-type]  # the handle uses 4 methods
     assert node.url == "http://10.0.0.5:32768"
     assert node.grpc_address == "10.0.0.5:32769"
     assert node.inference_url == "http://10.0.0.5:32770"

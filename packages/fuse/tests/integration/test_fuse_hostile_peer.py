@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import httpx
 import pytest
 import torch
 
+from mlnode.common.testing import wait_until
 from mlnode.common.testing.node_process import MLNodeProcess
 from mlnode.common.transport.api import TensorMeta
 from mlnode.common.transport.auth import Identity
@@ -40,7 +41,7 @@ PEAK_BOUND = 256 * MIB
 class LyingProvider:
     """Lists the model's true shapes; serves `w` 1 GiB large, or only after `release`."""
 
-    def __init__(self, drip: bool, shapes: dict[str, tuple[int, ...]] = SHAPES) -> None:
+    def __init__(self, drip: bool, shapes: Mapping[str, tuple[int, ...]] = SHAPES) -> None:
         self.drip = drip
         self.shapes = shapes
         self.release = threading.Event()
@@ -113,13 +114,14 @@ def start(fuser: MLNodeProcess, task: str, sources: list[dict[str, Any]], out: P
 
 
 def wait_ended(fuser: MLNodeProcess, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status: dict[str, Any] = api(fuser, "GET", "/fuse/status").json()
-        if status["phase"] not in ("STARTING", "RUNNING", "STOPPING"):
-            return status
-        time.sleep(0.1)
-    raise TimeoutError("fusion did not end")
+    status: dict[str, Any] = wait_until(
+        lambda: api(fuser, "GET", "/fuse/status").json(),
+        lambda s: s["phase"] not in ("STARTING", "RUNNING", "STOPPING"),
+        timeout_s=timeout_s,
+        interval_s=0.1,
+        what="the fusion to end",
+    )
+    return status
 
 
 def honest_fusion_works(fuser: MLNodeProcess, tmp_path: Path, name: str) -> None:
@@ -129,7 +131,7 @@ def honest_fusion_works(fuser: MLNodeProcess, tmp_path: Path, name: str) -> None
     assert wait_ended(fuser)["phase"] == "FINISHED"
 
 
-def test_a_tensor_larger_than_listed_is_refused_at_its_header(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_tensor_larger_than_listed_is_refused_at_its_header(world, tmp_path: Path) -> None:
     fuser, _, providers = world
     local = write_checkpoint(tmp_path / "local", random_model(1, SHAPES))
     peak = vm(fuser, "VmHWM")
@@ -142,7 +144,7 @@ def test_a_tensor_larger_than_listed_is_refused_at_its_header(world, tmp_path: P
     honest_fusion_works(fuser, tmp_path, "after-lie")
 
 
-def test_a_dripping_peer_fails_the_fusion_at_its_deadline(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_dripping_peer_fails_the_fusion_at_its_deadline(world, tmp_path: Path) -> None:
     fuser, _, _ = world
     local = write_checkpoint(tmp_path / "local", random_model(1, SMALL))
     start(fuser, "drip", [{"peer_id": "liar"}, {"path": str(local)}], tmp_path / "out")
@@ -151,15 +153,12 @@ def test_a_dripping_peer_fails_the_fusion_at_its_deadline(world, tmp_path: Path)
     honest_fusion_works(fuser, tmp_path, "after-drip")
 
 
-def test_stop_returns_once_the_worker_no_longer_pulls(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_stop_returns_once_the_worker_no_longer_pulls(world, tmp_path: Path) -> None:
     fuser, _, providers = world
     drip = providers["drip-long"]  # its fetch deadline (167 s) is past stop's wait (30 s)
     local = write_checkpoint(tmp_path / "local", random_model(1, BIG))
     start(fuser, "drip-long", [{"peer_id": "liar"}, {"path": str(local)}], tmp_path / "out")
-    deadline = time.monotonic() + 30
-    while not drip.calls and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert drip.calls, "the fusion never pulled"
+    wait_until(lambda: drip.calls, timeout_s=30, interval_s=0.05, what="the fusion's first pull")
     stopped = api(fuser, "POST", "/fuse/stop").json()
     # STOPPED means the worker ended: its pull was cancelled, not waited out (STOPPING then)
     assert stopped["phase"] == "STOPPED", stopped

@@ -7,9 +7,8 @@ a node whose key the holder does not know must not get a tensor.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import httpx
 import pytest
 import torch
 
+from mlnode.common.testing import wait_until
 from mlnode.common.testing.node_process import MLNodeProcess
 from mlnode.fuse.executor import FusionProgress
 from mlnode.fuse.job import prepare, run
@@ -41,6 +41,11 @@ def start_node(state_dir: Path, attempts: int = 3) -> MLNodeProcess:
     raise AssertionError("unreachable")
 
 
+def stop_started(future: Future[MLNodeProcess]) -> None:
+    if future.exception() is None:
+        future.result().terminate()
+
+
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, MLNodeProcess]]:
     root = tmp_path_factory.mktemp("nodes")
@@ -48,7 +53,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, MLNode
     with ExitStack() as stack, ThreadPoolExecutor(len(names)) as pool:
         futures = {name: pool.submit(start_node, root / name) for name in names}
         for future in futures.values():
-            stack.callback(lambda f=future: None if f.exception() else f.result().terminate())
+            stack.callback(stop_started, future)
         yield {name: future.result() for name, future in futures.items()}
 
 
@@ -81,13 +86,14 @@ def fuse_body(sources: list[dict[str, Any]], base: Path, output: Path) -> dict[s
 
 
 def wait_done(node: MLNodeProcess) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        status: dict[str, Any] = api(node, "GET", "/fuse/status").json()
-        if status["phase"] not in ("STARTING", "RUNNING", "STOPPING"):
-            return status
-        time.sleep(0.1)
-    raise TimeoutError("fusion did not finish")
+    status: dict[str, Any] = wait_until(
+        lambda: api(node, "GET", "/fuse/status").json(),
+        lambda s: s["phase"] not in ("STARTING", "RUNNING", "STOPPING"),
+        timeout_s=120,
+        interval_s=0.1,
+        what="fusion to end",
+    )
+    return status
 
 
 def test_pulled_fusion_equals_local_fusion_and_strangers_cannot_pull(

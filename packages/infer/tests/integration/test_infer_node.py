@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 
+from mlnode.common.testing import wait_until
 from mlnode.common.testing.node_process import MLNodeProcess
 from mlnode.infer.testing.support import FAKE_ENGINE
 
@@ -27,7 +28,7 @@ def up_body(*args: str) -> dict[str, object]:
 
 def gone(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -87,10 +88,12 @@ def test_refused_args_and_failed_start(node: MLNodeProcess) -> None:
         assert readyz.status_code == 503 and "told to fail" in readyz.text
 
         assert rest.post("/inference/up/async", json=up_body()).status_code == 202
-        deadline = time.monotonic() + 30
-        while rest.get("/inference/up/status").json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(
+            lambda: rest.get("/inference/up/status").json()["status"],
+            lambda status: status == "running",
+            timeout_s=30,
+            interval_s=0.1,
+        )
         assert httpx.get(f"{node.url}/readyz").status_code == 200
 
 
@@ -147,10 +150,7 @@ def test_engines_left_by_a_killed_node_are_reaped_at_the_next_start(tmp_path: Pa
         first.kill()
     try:
         with MLNodeProcess(tmp_path / "node", FAKE_ENV):
-            deadline = time.monotonic() + 10
-            while not gone(pid):
-                assert time.monotonic() < deadline, "orphaned engine still runs"
-                time.sleep(0.1)
+            wait_until(lambda: gone(pid), timeout_s=10, interval_s=0.1, what="the orphan's end")
     finally:
         if not gone(pid):
             os.killpg(pid, signal.SIGKILL)

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 
 async def test_one_engine_per_discovered_gpu(tmp_path: Path) -> None:
-    node = NodeSettings(_env_file=None, state_dir=tmp_path)  # type: ignore[call-arg]
-    service = InferService(fake_settings(tmp_path / "logs", gpus=None), NodeContext(node))
+    ctx = NodeContext(NodeSettings(_env_file=None, state_dir=tmp_path))
+    service = InferService(fake_settings(tmp_path / "logs", gpus=None), ctx)
+    ctx.gate.register(service)
     await service.open()
     try:
         await service.up(InferenceUpRequest(model="tiny"))

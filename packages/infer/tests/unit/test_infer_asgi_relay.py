@@ -10,7 +10,9 @@ from mlnode.infer.schemas import InferenceUpRequest
 from mlnode.infer.testing.support import eventually
 
 
-def scope(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict:
+def scope(
+    method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> dict[str, Any]:
     return {
         "type": "http",
         "method": method,

@@ -98,7 +98,7 @@ def first_stalled_read(judge: ProgressJudge, reads: list[tuple[float, ProgressSa
 
 
 def test_default_settings_report_a_hang_within_two_minutes() -> None:
-    settings = InferSettings(_env_file=None)  # type: ignore[call-arg]
+    settings = InferSettings(_env_file=None)
     step = settings.liveness_interval_s
     reads = [step * i for i in range(1, 40)]
     # Busy and stepping, then the scheduler hangs just after the read at t=100.

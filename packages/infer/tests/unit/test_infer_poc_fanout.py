@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -123,7 +124,7 @@ async def test_queued_generate_ids_name_their_instance(two_engines, receiver) ->
         ids.append(body["request_id"])
     assert {int(i.split(":")[0]) for i in ids} == ports, "round robin reaches both instances"
 
-    results: list[dict] = []
+    results: list[dict[str, Any]] = []
     for _ in range(400):
         results = [(await fanout.generate_result(i))[1] for i in ids]
         if all(r["status"] == "completed" for r in results):

@@ -1,6 +1,7 @@
 """The pure parts of validation: request translation, id rewriting, forced plans, engine flags."""
 
 import json
+from typing import Any
 
 import pytest
 
@@ -87,7 +88,7 @@ def test_enforced_tokens_win_over_enforced_str() -> None:
         ({"enforced_str": "x", "vllm_xargs": [1]}, "vllm_xargs"),
     ],
 )
-def test_malformed_gonka_fields_are_422(body: dict, param: str) -> None:
+def test_malformed_gonka_fields_are_422(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         read_request(body, chat=True)
     assert caught.value.param == param
@@ -117,7 +118,7 @@ def test_decimal() -> None:
     assert decimal(7) == 7
 
 
-def _chat_answer(bytes_of_chosen: list[int]) -> dict:
+def _chat_answer(bytes_of_chosen: list[int]) -> dict[str, Any]:
     top = [{"token": "token_id:41", "logprob": -3.5, "bytes": list(b"token_id:41")}]
     entry = {"token": "token_id:41", "logprob": -3.5, "bytes": bytes_of_chosen, "top_logprobs": top}
     return {"choices": [{"index": 0, "logprobs": {"content": [entry]}, "token_ids": [41]}]}

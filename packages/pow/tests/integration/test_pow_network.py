@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from mlnode.common.testing import MLNodeProcess
+from mlnode.common.testing import MLNodeProcess, wait_until
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.pow.compute.engine import DistanceEngine
 from mlnode.pow.compute.model import PowModel
 from mlnode.pow.compute.params import ModelParams
 
-TINY = {
+TINY: dict[str, Any] = {
     "dim": 64,
     "n_layers": 2,
     "n_heads": 4,
@@ -68,13 +68,6 @@ def pow_status(node: MLNodeProcess) -> dict[str, Any]:
     return body
 
 
-def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MLNodeProcess, ...]]:
     """A prover and a validator MLNode."""
@@ -92,7 +85,12 @@ def local_distances(block_hash: str, nonces: list[int]) -> np.ndarray:
 
 def generate_proofs(node: MLNodeProcess, block_hash: str, url: str, count: int) -> None:
     assert post_raw(node, "/init/generate", init_body(block_hash, url)).status_code == 200
-    wait_until(lambda: pow_status(node)["proofs_found"] >= count, 120, f"{count} proofs")
+    wait_until(
+        lambda: pow_status(node)["proofs_found"] >= count,
+        timeout_s=120,
+        interval_s=0.1,
+        what=f"{count} proofs",
+    )
     assert post_raw(node, "/stop", {}).status_code == 200
 
 
@@ -103,7 +101,12 @@ def test_generated_batches_validate_and_forgeries_are_caught(
     block_hash = "roundtrip-block"
     with CallbackReceiver() as receiver:
         generate_proofs(prover, block_hash, receiver.url, count=40)
-        wait_until(lambda: pow_status(prover)["batches_pending"] == 0, 30, "delivery")
+        wait_until(
+            lambda: pow_status(prover)["batches_pending"] == 0,
+            timeout_s=30,
+            interval_s=0.1,
+            what="delivery",
+        )
         batches = receiver.bodies("generated")
         nonces = [n for b in batches for n in b["nonces"]]
         claimed = [d for b in batches for d in b["dist"]]
@@ -150,7 +153,12 @@ def test_every_batch_arrives_after_a_receiver_outage(nodes: tuple[MLNodeProcess,
     assert "mlnode_pow_callback_retries_total" in metrics
     with receiver:
         post_raw(prover, "/stop", {})
-        wait_until(lambda: pow_status(prover)["batches_pending"] == 0, 60, "delivery")
+        wait_until(
+            lambda: pow_status(prover)["batches_pending"] == 0,
+            timeout_s=60,
+            interval_s=0.1,
+            what="delivery",
+        )
         after = pow_status(prover)
         received = receiver.bodies("generated")
     assert after["batches_dropped"] == before["batches_dropped"]

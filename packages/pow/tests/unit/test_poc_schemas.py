@@ -199,7 +199,7 @@ def test_callback_bodies() -> None:
         block_hash="bh",
         block_height=1,
         node_id=0,
-        artifacts=[{"nonce": 4, "vector_b64": "AAAA"}],  # type: ignore[list-item]
+        artifacts=[{"nonce": 4, "vector_b64": "AAAA"}],
         encoding=PocEncoding(k_dim=12),
     ).model_dump(mode="json", exclude_none=True)
     assert mined["artifacts"] == [{"nonce": 4, "vector_b64": "AAAA"}]

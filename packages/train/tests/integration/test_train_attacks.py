@@ -12,7 +12,6 @@ agree on one hash each round, and end within 5% of the clean run's eval loss.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import torch
 
-from mlnode.common.testing import MLNodeProcess, free_port
+from mlnode.common.testing import MLNodeProcess, free_port, wait_until
 from mlnode.common.transport.auth import decode_public_key, encode_key
 from mlnode.common.transport.peers import Peer
 from mlnode.common.transport.settings import TransportSettings
@@ -121,16 +120,17 @@ def run_task(
     attacker = AttackerTrainer(req, env, progress, attacks)
     thread = threading.Thread(target=attacker.run, args=(threading.Event(),), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 300
     finals: dict[int, dict[str, Any]] = {}
-    while len(finals) < len(nodes) and time.monotonic() < deadline:
+
+    def all_finished() -> bool:
         for rank, node in nodes.items():
             body = status(node)
             assert body["phase"] != "FAILED", body["last_error"]
             if body["phase"] == "FINISHED":
                 finals[rank] = body["progress"]
-        time.sleep(0.5)
-    assert len(finals) == len(nodes), {r: status(n)["phase"] for r, n in nodes.items()}
+        return len(finals) == len(nodes)
+
+    wait_until(all_finished, timeout_s=300, interval_s=0.5, what="every honest node to finish")
     thread.join(60)
     attacker.unserve()
     return finals, progress
@@ -165,4 +165,4 @@ def test_honest_nodes_withstand_an_attacker_that_tries_everything(
     assert all(len(found) == 1 for found in per_round.values()), per_round
     reference = final_eval(clean[HONEST[0]])
     assert abs(final_eval(attacked[HONEST[0]]) - reference) <= 0.05 * reference
-    assert attacker.snapshot()["outer_round"] < TAKEOVER_LEAD
+    assert attacker.snapshot().outer_round < TAKEOVER_LEAD

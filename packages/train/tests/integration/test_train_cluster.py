@@ -8,7 +8,6 @@ checkpoint plus the current weights pulled from a peer.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mlnode.common.testing import MLNodeProcess
+from mlnode.common.testing import MLNodeProcess, WaitTimeout, wait_until
 
 TASK = "task-int"
 NODES = 3
@@ -46,19 +45,18 @@ def register(nodes: dict[int, MLNodeProcess], rank: int, others: list[int]) -> N
 
 
 def status(node: MLNodeProcess) -> dict[str, Any]:
-    return httpx.get(f"{node.url}/api/v1/train/status", timeout=10).json()
+    body: dict[str, Any] = httpx.get(f"{node.url}/api/v1/train/status", timeout=10).json()
+    return body
 
 
 def wait_for(
     check: Callable[[], bool], what: str, nodes: dict[int, MLNodeProcess], timeout: float = 180
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    logs = "\n".join(f"--- {r}\n{n.log()[-3000:]}" for r, n in nodes.items())
-    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+    try:
+        wait_until(check, timeout_s=timeout, interval_s=0.2, what=what)
+    except WaitTimeout as exc:
+        logs = "\n".join(f"--- {r}\n{n.log()[-3000:]}" for r, n in nodes.items())
+        raise AssertionError(f"{exc}\n{logs}") from None
 
 
 def train_logs(nodes: dict[int, MLNodeProcess]) -> str:
@@ -121,7 +119,7 @@ def test_three_nodes_train_survive_a_kill_and_resume(
         body = status(nodes[rank])
         assert body["phase"] != "FAILED", body["last_error"]
         seen[rank].update(hashes(body))
-        return int(body["progress"].get("outer_round", 0))
+        return int((body["progress"] or {}).get("outer_round", 0))
 
     # 1. Train a few rounds; the weights match after every outer step and the loss falls.
     for rank in range(NODES):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib.metadata import version
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -24,28 +25,38 @@ from mlnode.api.services import FEATURE_ROUTERS, build_services
 from mlnode.api.settings import MLNodeSettings
 from mlnode.api.versions import inference_service
 from mlnode.common.context import NodeContext
+from mlnode.common.lifecycle import Service
+from mlnode.common.transport.api import TensorTransport
 from mlnode.common.transport.routes import router as transport_router
 from mlnode.common.transport.transport import GrpcTransport
 from mlnode.common.urlprefix import VersionPrefix
 
-ServiceFactory = Callable[[MLNodeSettings, NodeContext], None]
+#: Builds the node's services from its settings and shared objects (tests pass their own).
+ServiceFactory = Callable[[MLNodeSettings, NodeContext], Sequence[Service[Any]]]
 
 
 def create_app(
-    settings: MLNodeSettings | None = None, services: ServiceFactory | None = None
+    settings: MLNodeSettings | None = None,
+    services: ServiceFactory | None = None,
+    transport: TensorTransport | None = None,
 ) -> FastAPI:
-    """Build the app; `services` replaces the default service factory (tests)."""
+    """Build the app; tests may replace the service factory and the services' transport.
+
+    The node's gRPC transport is started and stopped with the server either way; a `transport`
+    given here is what the services use instead (an in-memory fake).
+    """
     settings = settings or MLNodeSettings.load()
-    transport = GrpcTransport(settings.transport, settings.node.state_dir)
-    ctx = NodeContext(settings=settings.node, transport=transport)
-    (services or build_services)(settings, ctx)
+    grpc_transport = GrpcTransport(settings.transport, settings.node.state_dir)
+    ctx = NodeContext(settings=settings.node, transport=transport or grpc_transport)
+    for service in (services or build_services)(settings, ctx):
+        ctx.gate.register(service)
     node = NodeState(ctx.gate, stop_timeout_s=settings.node.shutdown_timeout_s)
     register_node_metrics(ctx.metrics, node)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         settings.node.ensure_state_dir()
-        await asyncio.to_thread(transport.start)
+        await asyncio.to_thread(grpc_transport.start)
         try:
             await node.open()
             try:
@@ -53,7 +64,7 @@ def create_app(
             finally:
                 await node.close()
         finally:
-            await asyncio.to_thread(transport.stop)
+            await asyncio.to_thread(grpc_transport.stop)
 
     app = FastAPI(
         title="MLNode",

@@ -6,6 +6,15 @@ from pydantic import BaseModel, Field
 
 from mlnode.common.hardware import Hardware
 from mlnode.common.lifecycle import ServiceStatus
+from mlnode.fuse.schemas import FuseServiceStatus
+from mlnode.infer.schemas import InferServiceStatus
+from mlnode.pow.schemas import PowServiceStatus
+from mlnode.train.schemas import TrainStatus
+
+#: A service's status with its own progress schema (the plain one for services without one).
+AnyServiceStatus = (
+    PowServiceStatus | InferServiceStatus | TrainStatus | FuseServiceStatus | ServiceStatus
+)
 
 
 class NodeStateResponse(BaseModel):
@@ -17,7 +26,9 @@ class NodeStateResponse(BaseModel):
         False, description="True when the engine keeps serving inference while it validates PoC."
     )
     loaded_model: str | None = Field(None, description="Model the engines serve, if any.")
-    services: list[ServiceStatus] = Field(description="Status of every service.")
+    services: list[AnyServiceStatus] = Field(
+        description="Status of every service; `progress` has the schema of the service's kind."
+    )
 
 
 class VersionsResponse(BaseModel):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from mlnode.api.settings import MLNodeSettings
 from mlnode.common.context import NodeContext
+from mlnode.common.lifecycle import Service
 from mlnode.fuse.routes import router as fuse_router
 from mlnode.fuse.service import FuseService
 from mlnode.infer.routes import router as infer_router
@@ -18,9 +21,11 @@ from mlnode.train.service import TrainService
 FEATURE_ROUTERS: tuple[APIRouter, ...] = (pow_router, infer_router, train_router, fuse_router)
 
 
-def build_services(settings: MLNodeSettings, ctx: NodeContext) -> None:
-    """Create each feature package's service; each registers itself with `ctx.gate`."""
-    PowService(settings.pow, ctx)
-    FuseService(settings.fuse, ctx)
-    InferService(settings.infer, ctx)
-    TrainService(settings.train, ctx)
+def build_services(settings: MLNodeSettings, ctx: NodeContext) -> list[Service[Any]]:
+    """Create each feature package's service; `create_app` registers them with `ctx.gate`."""
+    return [
+        PowService(settings.pow, ctx),
+        FuseService(settings.fuse, ctx),
+        InferService(settings.infer, ctx),
+        TrainService(settings.train, ctx),
+    ]

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypeVar as DefaultedTypeVar
 
 from mlnode.common.errors import MLNodeError, ServiceConflict
 from mlnode.common.hygiene import redact_text
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT")
 ServiceT = TypeVar("ServiceT", bound="Service[Any]")
+#: The progress model of a service's status (each package has its own; any when unspecified).
+ProgressT = DefaultedTypeVar("ProgressT", default=Any)
+StatusT = TypeVar("StatusT", bound="ServiceStatus[Any]")
 
 
 class ServiceKind(StrEnum):
@@ -51,8 +55,8 @@ class Phase(StrEnum):
 ACTIVE_PHASES = frozenset({Phase.STARTING, Phase.RUNNING, Phase.STOPPING})
 
 
-class ServiceStatus(BaseModel):
-    """Status of one service, as every package reports it."""
+class ServiceStatus(BaseModel, Generic[ProgressT]):
+    """Status of one service, as every package reports it; `progress` has the package's schema."""
 
     kind: ServiceKind = Field(description="Which service this is.")
     phase: Phase = Field(description="Phase of the current or last job.")
@@ -61,8 +65,8 @@ class ServiceStatus(BaseModel):
     started_at: datetime | None = Field(None, description="When the current or last job started.")
     finished_at: datetime | None = Field(None, description="When the last job ended.")
     last_error: str | None = Field(None, description="Why the last job failed or was refused.")
-    progress: dict[str, Any] = Field(
-        default_factory=dict, description="Service-specific progress figures."
+    progress: ProgressT | None = Field(
+        None, description="Service-specific figures of the current or last job; null before one."
     )
 
 
@@ -119,10 +123,15 @@ class JobState:
             self.last_error = exc.message
             self.finished_at = datetime.now(UTC)
 
-    def snapshot(self, kind: ServiceKind, progress: dict[str, Any]) -> ServiceStatus:
-        """A consistent copy for status routes."""
+    def snapshot(
+        self,
+        kind: ServiceKind,
+        progress: BaseModel | None,
+        model: type[StatusT] = ServiceStatus,  # type: ignore[assignment]
+    ) -> StatusT:
+        """A consistent copy for status routes, as `model` (the service's status class)."""
         with self._lock:
-            return ServiceStatus(
+            return model(
                 kind=kind,
                 phase=self.phase,
                 running=self.phase in ACTIVE_PHASES,
@@ -135,14 +144,20 @@ class JobState:
 
 
 class ServiceGate:
-    """Registry of the node's services; lets at most one of them run at a time."""
+    """Registry of the node's services; lets at most one of them run at a time.
+
+    The node registers the services it built (`mlnode.api.create_app`); a service never registers
+    itself, and one that is not registered cannot start, so none runs unseen by the others.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._services: list[Service[Any]] = []
 
     def register(self, service: Service[Any]) -> None:
-        """Add a service; one per class."""
+        """Add a service built for this gate; one per class."""
+        if service._gate is not self:
+            raise ValueError(f"{type(service).__name__} was built for another gate")
         if any(type(s) is type(service) for s in self._services):
             raise ValueError(f"{type(service).__name__} is registered already")
         self._services.append(service)
@@ -165,6 +180,8 @@ class ServiceGate:
 
     def claim(self, service: Service[Any]) -> None:
         """Atomically check that no other service runs and mark `service` as starting."""
+        if not any(s is service for s in self._services):
+            raise RuntimeError(f"{type(service).__name__} is not registered with the node's gate")
         with self._lock:
             other = next((s for s in self._services if s is not service and s.is_running()), None)
             if other is not None:
@@ -183,13 +200,14 @@ class Service(ABC, Generic[RequestT]):
     """Base of every package's manager: start / stop / status / is_running / healthy."""
 
     kind: ClassVar[ServiceKind]
+    #: The status class whose `progress` field documents this service's figures.
+    status_model: ClassVar[type[ServiceStatus[Any]]] = ServiceStatus
     #: Whether `start` while running is passed on to `_start` (PoW re-init) instead of a 409.
     restart_while_running: ClassVar[bool] = False
 
     def __init__(self, gate: ServiceGate) -> None:
         self.job = JobState()
         self._gate = gate
-        gate.register(self)
 
     def _enter_starting(self) -> None:
         if self.job.active and not self.restart_while_running:
@@ -221,13 +239,13 @@ class Service(ABC, Generic[RequestT]):
     async def stop(self) -> None:
         """Stop the job if one runs; idempotent."""
 
-    def progress(self) -> dict[str, Any]:
-        """Service-specific figures for `status().progress`."""
-        return {}
+    def progress(self) -> BaseModel | None:
+        """Service-specific figures for `status().progress` (a model of `status_model`'s type)."""
+        return None
 
-    def status(self) -> ServiceStatus:
-        """Current status; never blocks."""
-        return self.job.snapshot(self.kind, self.progress())
+    def status(self) -> ServiceStatus[Any]:
+        """Current status, as `status_model`; never blocks."""
+        return self.job.snapshot(self.kind, self.progress(), self.status_model)
 
     def is_running(self) -> bool:
         """True while the service holds the GPU."""

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import torch
 
+from mlnode.common.testing import wait_until
 from mlnode.common.testing.hostile import Flood, HostileClient, half_open_call, hello_metadata
 from mlnode.common.testing.node_process import MLNodeProcess
 from mlnode.common.transport._gen import tensor_pb2 as pb
@@ -165,10 +166,12 @@ def test_inbox_is_bounded_per_peer_and_expires(
     assert status(b, "VmRSS") - rss < RSS_BOUND
     held = set(deliveries(b))
     assert {("honest-a", "kept"), ("honest-a", "beside-flood"), ("mallory", "big0")} <= held
-    deadline = time.monotonic() + 30  # nothing takes them: they expire (TTL 8 s)
-    while any(peer == "mallory" for peer, _ in deliveries(b)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not any(peer == "mallory" for peer, _ in deliveries(b))
+    wait_until(  # nothing takes them: they expire (TTL 8 s)
+        lambda: not any(peer == "mallory" for peer, _ in deliveries(b)),
+        timeout_s=30,
+        interval_s=0.5,
+        what="mallory's deliveries to expire",
+    )
     assert mallory.push({"w": big}, "after-expiry") == grpc.StatusCode.OK
 
 

@@ -5,6 +5,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,10 +34,10 @@ def register(
     assert r.status_code == 200, r.text
 
 
-def inbox(node: MLNodeProcess) -> list[dict]:
-    deliveries: list[dict] = httpx.get(f"{node.url}/api/v1/transport/inbox", timeout=60).json()[
-        "deliveries"
-    ]
+def inbox(node: MLNodeProcess) -> list[dict[str, Any]]:
+    deliveries: list[dict[str, Any]] = httpx.get(
+        f"{node.url}/api/v1/transport/inbox", timeout=60
+    ).json()["deliveries"]
     return deliveries
 
 

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,12 @@ class Pair:
 
 
 def make_transport(**overrides: object) -> GrpcTransport:
-    options = {"host": "127.0.0.1", "port": 0, "chunk_bytes": 64 * 1024, **overrides}
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "chunk_bytes": 64 * 1024,
+        **overrides,
+    }
     transport = GrpcTransport(
         TransportSettings(**options), identity=Identity.generate(), peers=KnownPeers()
     )

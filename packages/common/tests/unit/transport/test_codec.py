@@ -42,7 +42,7 @@ def test_torch_round_trip_every_dtype_and_shape(dtype: torch.dtype, shape: tuple
 
 
 @pytest.mark.parametrize("dtype", [d for d in DTYPES.values() if d.numpy_dtype is not None])
-def test_numpy_round_trip(dtype) -> None:  # type: ignore[no-untyped-def]
+def test_numpy_round_trip(dtype) -> None:
     array = sample(dtype.torch_dtype, (3, 4)).numpy()
     out = roundtrip(array)
     assert out.dtype == dtype.torch_dtype

@@ -23,7 +23,7 @@ LIMITS = Limits(max_tensor_bytes=1 << 20, max_tensors=8, max_header_bytes=1024)
 TENSORS = {"a": torch.arange(100, dtype=torch.float32), "b": torch.ones(3, 3, dtype=torch.bfloat16)}
 
 
-def frames(tensors=TENSORS, session=SESSION, signer=SENDER, task="t", tag="r1"):  # type: ignore[no-untyped-def]
+def frames(tensors=TENSORS, session=SESSION, signer=SENDER, task="t", tag="r1"):
     """The stream as protobuf frames, so tests can edit them."""
     encoded = [encode(n, t) for n, t in tensors.items()]
     written = write_frames(
@@ -32,7 +32,7 @@ def frames(tensors=TENSORS, session=SESSION, signer=SENDER, task="t", tag="r1"):
     return [pb.Frame.FromString(wire.serialize(f)) for f in written]
 
 
-def read(stream, **kwargs):  # type: ignore[no-untyped-def]
+def read(stream, **kwargs):
     options = {"session": SESSION, "signer_key": SENDER.public_key, "task": "t", "limits": LIMITS}
     return FrameReader(**{**options, **kwargs}).read(stream)
 
@@ -201,7 +201,7 @@ def test_arbitrary_frame_bytes_never_deliver(raws: list[bytes]) -> None:
 def test_header_check_refuses_before_anything_is_reserved() -> None:
     reserved: list[int] = []
 
-    def as_listed(name: str, dtype, shape) -> None:  # type: ignore[no-untyped-def]
+    def as_listed(name: str, dtype, shape) -> None:
         if (name, shape) != ("a", (100,)):
             raise ListingMismatch(f"{name} {shape} is not as listed")
 

@@ -25,7 +25,7 @@ def world() -> tuple[auth.Identity, auth.Identity, KnownPeers, ServerHandshake, 
     return server, client, peers, ServerHandshake(server, peers, ttl_s=30, clock=clock), clock
 
 
-def full_handshake(server, client, handshake, task="t", method=PUSH):  # type: ignore[no-untyped-def]
+def full_handshake(server, client, handshake, task="t", method=PUSH):
     client_nonce = auth.new_nonce()
     server_nonce, signature = handshake.hello(client.public_key, task, client_nonce)
     me_as_server = Peer("server", server.public_key)
@@ -46,7 +46,7 @@ def full_handshake(server, client, handshake, task="t", method=PUSH):  # type: i
     return client_nonce, server_nonce, proof
 
 
-def test_valid_handshake_gives_a_session_both_sides_can_name(world) -> None:  # type: ignore[no-untyped-def]
+def test_valid_handshake_gives_a_session_both_sides_can_name(world) -> None:
     server, client, _, handshake, _ = world
     client_nonce, server_nonce, proof = full_handshake(server, client, handshake)
     session = handshake.open_session(client.public_key, "t", server_nonce, proof, PUSH)
@@ -54,7 +54,7 @@ def test_valid_handshake_gives_a_session_both_sides_can_name(world) -> None:  # 
     assert session.id == auth.session_id(client_nonce, server_nonce)
 
 
-def test_unknown_key_and_wrong_task_are_refused_at_hello(world) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_key_and_wrong_task_are_refused_at_hello(world) -> None:
     _, client, _, handshake, _ = world
     stranger = auth.Identity.generate()
     with pytest.raises(NotAuthenticated, match="not accepted for task"):
@@ -63,7 +63,7 @@ def test_unknown_key_and_wrong_task_are_refused_at_hello(world) -> None:  # type
         handshake.hello(client.public_key, "other", auth.new_nonce())
 
 
-def test_a_proof_works_once(world) -> None:  # type: ignore[no-untyped-def]
+def test_a_proof_works_once(world) -> None:
     server, client, _, handshake, _ = world
     _, server_nonce, proof = full_handshake(server, client, handshake)
     handshake.open_session(client.public_key, "t", server_nonce, proof, PUSH)
@@ -71,7 +71,7 @@ def test_a_proof_works_once(world) -> None:  # type: ignore[no-untyped-def]
         handshake.open_session(client.public_key, "t", server_nonce, proof, PUSH)
 
 
-def test_proof_is_bound_to_method_key_and_freshness(world) -> None:  # type: ignore[no-untyped-def]
+def test_proof_is_bound_to_method_key_and_freshness(world) -> None:
     server, client, _, handshake, clock = world
     _, nonce, proof = full_handshake(server, client, handshake)
     with pytest.raises(NotAuthenticated, match="bad handshake proof"):
@@ -86,7 +86,7 @@ def test_proof_is_bound_to_method_key_and_freshness(world) -> None:  # type: ign
         handshake.open_session(client.public_key, "t", nonce, forged, PUSH)
 
 
-def test_removed_peer_session_is_revoked(world) -> None:  # type: ignore[no-untyped-def]
+def test_removed_peer_session_is_revoked(world) -> None:
     server, client, peers, handshake, _ = world
     _, nonce, proof = full_handshake(server, client, handshake)
     session = handshake.open_session(client.public_key, "t", nonce, proof, PUSH)
@@ -96,7 +96,7 @@ def test_removed_peer_session_is_revoked(world) -> None:  # type: ignore[no-unty
         session.check(peers)
 
 
-def test_client_detects_an_impostor_server(world) -> None:  # type: ignore[no-untyped-def]
+def test_client_detects_an_impostor_server(world) -> None:
     server, client, _, handshake, _ = world
     expected = Peer("server", auth.Identity.generate().public_key, "h:1")
     client_nonce = auth.new_nonce()
@@ -125,7 +125,7 @@ def test_client_detects_an_impostor_server(world) -> None:  # type: ignore[no-un
         )
 
 
-def test_open_sessions_are_cancelled_when_their_peer_goes(world) -> None:  # type: ignore[no-untyped-def]
+def test_open_sessions_are_cancelled_when_their_peer_goes(world) -> None:
     server, client, peers, handshake, _ = world
     sessions = OpenSessions(peers)
     _, nonce, proof = full_handshake(server, client, handshake)

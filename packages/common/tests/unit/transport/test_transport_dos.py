@@ -1,5 +1,6 @@
 """Calls that would hold server threads or memory: each is refused or cut, honest pushes go on."""
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -8,6 +9,7 @@ import grpc
 import pytest
 import torch
 
+from mlnode.common.testing import WaitTimeout, wait_until
 from mlnode.common.testing.hostile import Flood, HostileClient, half_open_call, hello_metadata
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport.api import TensorMeta
@@ -89,7 +91,7 @@ def honest_push_works(alice: GrpcTransport, bob: GrpcTransport, tag: str) -> Non
     assert torch.equal(got["alice"]["x"], torch.arange(1000.0))
 
 
-def test_calls_without_their_message_hold_no_thread(trio) -> None:  # type: ignore[no-untyped-def]
+def test_calls_without_their_message_hold_no_thread(trio) -> None:
     alice, bob, hostile = trio
     stranger = Identity.generate().public_key
     known = alice.identity.public_key
@@ -125,14 +127,14 @@ def test_calls_without_their_message_hold_no_thread(trio) -> None:  # type: igno
     }
 
 
-def test_hello_is_answered_from_headers_alone(trio) -> None:  # type: ignore[no-untyped-def]
+def test_hello_is_answered_from_headers_alone(trio) -> None:
     alice, _, hostile = trio
     future = hostile.half_open(HELLO, hello_metadata(alice.identity.public_key, "t"))
     reply = pb.HelloReply.FromString(future.result(timeout=10))
     assert len(reply.server_nonce) == 32
 
 
-def test_refusals_do_not_say_whose_key_it_is(trio) -> None:  # type: ignore[no-untyped-def]
+def test_refusals_do_not_say_whose_key_it_is(trio) -> None:
     alice, _, hostile = trio
     messages = []
     for key in (alice.identity.public_key, Identity.generate().public_key):
@@ -141,7 +143,7 @@ def test_refusals_do_not_say_whose_key_it_is(trio) -> None:  # type: ignore[no-u
     assert all("alice" not in m and "not accepted for task 'other'" in m for m in messages)
 
 
-def test_a_registered_peers_idle_calls_are_capped_and_cut(trio) -> None:  # type: ignore[no-untyped-def]
+def test_a_registered_peers_idle_calls_are_capped_and_cut(trio) -> None:
     alice, bob, hostile = trio
     idle = [hostile.idle_session(PUSH) for _ in range(6)] + [hostile.idle_session(FETCH)]
     time.sleep(0.3)
@@ -155,11 +157,11 @@ def test_a_registered_peers_idle_calls_are_capped_and_cut(trio) -> None:  # type
     assert hostile.idle_session(PUSH).exception(timeout=10).code() == grpc.StatusCode.CANCELLED
 
 
-def test_fetch_that_is_never_read_is_cut(trio) -> None:  # type: ignore[no-untyped-def]
+def test_fetch_that_is_never_read_is_cut(trio) -> None:
     alice, bob, hostile = trio
 
     class Big:
-        def describe(self):  # type: ignore[no-untyped-def]
+        def describe(self):
             return []
 
         def get(self, name: str) -> torch.Tensor:
@@ -175,7 +177,7 @@ def test_fetch_that_is_never_read_is_cut(trio) -> None:  # type: ignore[no-untyp
     honest_push_works(alice, bob, "after")
 
 
-def test_absurd_headers_get_invalid_argument(trio) -> None:  # type: ignore[no-untyped-def]
+def test_absurd_headers_get_invalid_argument(trio) -> None:
     alice, bob, hostile = trio
     absurd = [
         ("uint8", [0, 1 << 62, 4], 0),
@@ -220,15 +222,19 @@ def test_inbox_flood_by_one_peer_leaves_room_for_others() -> None:
         bob.stop()
 
 
-def test_raw_flood_of_idle_and_half_open_connections(trio) -> None:  # type: ignore[no-untyped-def]
+def test_raw_flood_of_idle_and_half_open_connections(trio) -> None:
     alice, bob, _ = trio
     address = f"127.0.0.1:{bob.port}"
     payload = half_open_call(address, HELLO, hello_metadata(alice.identity.public_key, "t"))
     floods = [Flood(address, 100).start(), Flood(address, 100, payload).start()]
     try:
-        deadline = time.monotonic() + 10
-        while any(f.opened < f.count for f in floods) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with contextlib.suppress(WaitTimeout):  # a flood the server holds off stays short
+            wait_until(
+                lambda: all(f.opened >= f.count for f in floods),
+                timeout_s=10,
+                interval_s=0.05,
+                what="the floods to open",
+            )
         for i in range(5):
             honest_push_works(alice, bob, f"flood{i}")
     finally:
@@ -249,12 +255,12 @@ def test_watchdog_watch_fires_once_the_condition_holds() -> None:
     assert dog.fire_expired() == 1 and fired == [1]
 
 
-def test_a_fetch_in_progress_ends_when_cancelled(trio) -> None:  # type: ignore[no-untyped-def]
+def test_a_fetch_in_progress_ends_when_cancelled(trio) -> None:
     alice, bob, _ = trio
     release = threading.Event()
 
     class Stuck:
-        def describe(self):  # type: ignore[no-untyped-def]
+        def describe(self):
             return [TensorMeta("w", torch.float32, (2,))]
 
         def get(self, name: str) -> torch.Tensor:

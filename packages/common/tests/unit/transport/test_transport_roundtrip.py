@@ -29,10 +29,11 @@ def every_kind() -> dict[str, torch.Tensor | np.ndarray]:
     tensors: dict[str, torch.Tensor | np.ndarray] = {}
     for name, d in DTYPES.items():
         base = torch.arange(-30, 30).reshape(6, 10)
-        tensors[name] = (base % 2 == 0) if d.torch_dtype is torch.bool else base.to(d.torch_dtype)
-        tensors[f"{name}-scalar"] = tensors[name][1, 1].clone()
-        tensors[f"{name}-empty"] = tensors[name][:0]
-        tensors[f"{name}-strided"] = tensors[name].t()[::3]
+        tensor = (base % 2 == 0) if d.torch_dtype is torch.bool else base.to(d.torch_dtype)
+        tensors[name] = tensor
+        tensors[f"{name}-scalar"] = tensor[1, 1].clone()
+        tensors[f"{name}-empty"] = tensor[:0]
+        tensors[f"{name}-strided"] = tensor.t()[::3]
     tensors["bf16-bits"] = torch.randint(-(2**15), 2**15, (999,), dtype=torch.int16).view(
         torch.bfloat16
     )
@@ -185,7 +186,7 @@ def test_concurrent_sends_from_many_threads(pair: Pair) -> None:
     def push(i: int) -> None:
         try:
             pair.alice.send("bob", {"x": torch.full((50_000,), float(i))}, "t", f"c{i}")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=push, args=(i,)) for i in range(6)]

@@ -4,6 +4,7 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -45,7 +46,7 @@ class Attacker:
             CallTimeouts(5, 30),
         )
 
-    def session(self, task: str = "t") -> tuple[bytes, tuple]:
+    def session(self, task: str = "t") -> tuple[bytes, tuple[Any, ...]]:
         return self.client.handshake(task, PUSH)
 
     def frames(self, session: bytes, tensors=PAYLOAD, signer=None, tag="r") -> list[pb.Frame]:
@@ -72,7 +73,7 @@ def spy(pair: Pair) -> list[object]:
     assert handlers is not None
     original = handlers.push
 
-    def push(session, frames):  # type: ignore[no-untyped-def]
+    def push(session, frames):
         calls.append(session)
         return original(session, frames)
 
@@ -214,7 +215,10 @@ def test_peer_removed_mid_session(pair: Pair) -> None:
     pair.bob.peers.remove("alice")
     sender.join(10)  # the server ends the call at once, while the sender still holds frames
     go_on.set()
-    assert result == [grpc.StatusCode.CANCELLED]
+    # Which code the client sees depends on whether the removal cancels the call before or
+    # after the handler reads the next frame; both are the server ending it.
+    assert len(result) == 1
+    assert result[0] in {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAUTHENTICATED}
     assert pair.bob.inbox.pending() == []
     pair.bob.peers.put(Peer("alice", pair.alice.identity.public_key, tasks=frozenset({"t"})))
     assert_nothing_delivered_and_server_up(pair)

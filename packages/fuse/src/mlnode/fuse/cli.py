@@ -52,9 +52,9 @@ def fuse(request: FuseRequest) -> Path:
     done = progress.snapshot()
     log.info(
         "%d tensors, %.2f GB at %.2f GB/s",
-        done["tensors_done"],
-        done["bytes_done"] / 1e9,
-        done["bytes_per_s"] / 1e9,
+        done.tensors_done,
+        done.bytes_done / 1e9,
+        done.bytes_per_s / 1e9,
     )
     return output
 

@@ -20,6 +20,7 @@ from mlnode.fuse.io.source import TensorSource
 from mlnode.fuse.io.writer import ShardedWriter
 from mlnode.fuse.methods.base import FusionMethod, ResolvedParams
 from mlnode.fuse.plan import Action, FusionPlan, TensorTask
+from mlnode.fuse.schemas import FuseProgress
 
 Loaded = tuple[list[torch.Tensor], torch.Tensor | None]
 
@@ -59,18 +60,18 @@ class FusionProgress:
         with self._lock:
             self.ended = time.monotonic()
 
-    def snapshot(self) -> dict[str, float | int]:
+    def snapshot(self) -> FuseProgress:
         """Counters and the output rate so far."""
         with self._lock:
             end = self.ended if self.ended is not None else time.monotonic()
             elapsed = max(end - self.started, 1e-9)
-            return {
-                "tensors_done": self.tensors_done,
-                "tensors_total": self.tensors_total,
-                "bytes_done": self.bytes_done,
-                "bytes_total": self.bytes_total,
-                "bytes_per_s": self.bytes_done / elapsed,
-            }
+            return FuseProgress(
+                tensors_done=self.tensors_done,
+                tensors_total=self.tensors_total,
+                bytes_done=self.bytes_done,
+                bytes_total=self.bytes_total,
+                bytes_per_s=self.bytes_done / elapsed,
+            )
 
 
 @dataclass

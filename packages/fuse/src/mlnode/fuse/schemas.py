@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlnode.common.lifecycle import Phase
+from mlnode.common.lifecycle import Phase, ServiceStatus
 from mlnode.fuse.methods.base import MethodName
 
 SIZE_UNITS = {
@@ -95,18 +95,27 @@ class FuseRequest(BaseModel):
         return self
 
 
-class FuseJobStatus(BaseModel):
+class FuseProgress(BaseModel):
+    """Figures of the current or last fusion."""
+
+    tensors_done: int = Field(0, description="Output tensors written.")
+    tensors_total: int = Field(0, description="Output tensors planned.")
+    bytes_done: int = Field(0, description="Output bytes written.")
+    bytes_total: int = Field(0, description="Output bytes planned.")
+    bytes_per_s: float = Field(0.0, description="Output bytes per second so far.")
+
+
+class FuseServiceStatus(ServiceStatus[FuseProgress]):
+    """The fusion service in `GET /api/v1/state`."""
+
+
+class FuseJobStatus(FuseProgress):
     """The current or last fusion."""
 
     phase: Phase = Field(description="Phase of the current or last fusion.")
     task_id: str | None = Field(None, description="Task of the current or last fusion.")
     method: MethodName | None = Field(None, description="Its method.")
     output: str | None = Field(None, description="Its output directory.")
-    tensors_done: int = Field(0, description="Output tensors written.")
-    tensors_total: int = Field(0, description="Output tensors planned.")
-    bytes_done: int = Field(0, description="Output bytes written.")
-    bytes_total: int = Field(0, description="Output bytes planned.")
-    bytes_per_s: float = Field(0.0, description="Output bytes per second so far.")
     started_at: datetime | None = Field(None, description="When it started.")
     finished_at: datetime | None = Field(None, description="When it ended.")
     error: str | None = Field(None, description="Why it failed or was refused.")

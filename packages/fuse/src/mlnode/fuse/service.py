@@ -5,22 +5,28 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import Counter
 
 from mlnode.common.context import NodeContext
-from mlnode.common.errors import InvalidRequest, MLNodeError, NotFound, Unavailable
+from mlnode.common.errors import InvalidRequest, MLNodeError, NotFound
 from mlnode.common.lifecycle import ServiceKind, WorkerService
 from mlnode.common.transport.api import TensorTransport
 from mlnode.fuse.executor import FusionProgress
 from mlnode.fuse.io.local import LocalSafetensors, SourceNotFound
 from mlnode.fuse.io.peer import SharedModel
 from mlnode.fuse.io.st_format import SafetensorsFormatError, tensor_nbytes
-from mlnode.fuse.job import NoTransport, PreparedFusion, prepare, run
+from mlnode.fuse.job import PreparedFusion, prepare, run
 from mlnode.fuse.methods.base import InvalidFusion
 from mlnode.fuse.plan import IncompatibleModels
-from mlnode.fuse.schemas import FuseJobStatus, FuseRequest, ShareRequest, ShareStatus
+from mlnode.fuse.schemas import (
+    FuseJobStatus,
+    FuseProgress,
+    FuseRequest,
+    FuseServiceStatus,
+    ShareRequest,
+    ShareStatus,
+)
 from mlnode.fuse.settings import FuseSettings
 
 #: Errors of opening and checking models that are the request's fault (422).
@@ -31,11 +37,12 @@ class FuseService(WorkerService[FuseRequest]):
     """Fuses models into a new checkpoint; shares local models with the peers of a task."""
 
     kind = ServiceKind.FUSE
+    status_model = FuseServiceStatus
 
     def __init__(self, settings: FuseSettings, ctx: NodeContext) -> None:
         super().__init__(ctx.gate)
         self.settings = settings
-        self.transport: TensorTransport | None = ctx.transport
+        self.transport: TensorTransport = ctx.transport
         self._request: FuseRequest | None = None
         self._prepared: PreparedFusion | None = None
         self._progress = FusionProgress()
@@ -56,8 +63,6 @@ class FuseService(WorkerService[FuseRequest]):
             return prepare(request, self.transport, self.settings)
         except InvalidFusion as exc:
             raise InvalidRequest(str(exc), param=exc.param) from exc
-        except NoTransport as exc:
-            raise Unavailable(str(exc)) from exc
         except BAD_INPUT as exc:
             raise InvalidRequest(str(exc)) from exc
 
@@ -77,7 +82,7 @@ class FuseService(WorkerService[FuseRequest]):
             self._running = None
         self._fusions.labels("finished").inc()
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> FuseProgress:
         """Tensors and bytes done, and the rate."""
         return self._progress.snapshot()
 
@@ -93,7 +98,7 @@ class FuseService(WorkerService[FuseRequest]):
             started_at=status.started_at,
             finished_at=status.finished_at,
             error=status.last_error,
-            **status.progress,
+            **self.progress().model_dump(),
         )
 
     async def start_job(self, request: FuseRequest) -> FuseJobStatus:
@@ -114,20 +119,14 @@ class FuseService(WorkerService[FuseRequest]):
         await self.stop()
         return self.job_status()
 
-    def _transport(self) -> TensorTransport:
-        if self.transport is None:
-            raise Unavailable("this node has no transport: models cannot be shared")
-        return self.transport
-
     async def share(self, request: ShareRequest) -> ShareStatus:
         """Offer a local checkpoint to the task's known peers (replaces the task's earlier one)."""
-        transport = self._transport()
         try:
             model = await asyncio.to_thread(LocalSafetensors, Path(request.path))
         except (SourceNotFound, SafetensorsFormatError, OSError) as exc:
             raise InvalidRequest(str(exc), param="path") from exc
         metas = model.describe().values()
-        await asyncio.to_thread(transport.serve, request.task_id, SharedModel(model))
+        await asyncio.to_thread(self.transport.serve, request.task_id, SharedModel(model))
         share = ShareStatus(
             task_id=request.task_id,
             path=request.path,
@@ -145,7 +144,7 @@ class FuseService(WorkerService[FuseRequest]):
         entry = self._shares.pop(task_id, None)
         if entry is None:
             raise NotFound(f"no model is shared for task {task_id}", param="task_id")
-        await asyncio.to_thread(self._transport().unserve, task_id)
+        await asyncio.to_thread(self.transport.unserve, task_id)
         entry[1].close()
         return entry[0]
 

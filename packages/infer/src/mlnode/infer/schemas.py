@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mlnode.common.lifecycle import ServiceStatus
+
 
 class InferenceUpRequest(BaseModel):
     """`POST /inference/up` body, as the network node sends it."""
@@ -99,3 +101,16 @@ class InferenceStatus(BaseModel):
     started_at: datetime | None = Field(None, description="When the current start began.")
     error: str | None = Field(None, description="Last failure.")
     instances: list[InstanceStatus] = Field(default_factory=list, description="Engine instances.")
+
+
+class InferProgress(BaseModel):
+    """Figures of the inference service."""
+
+    instances: int = Field(description="Engine instances started.")
+    healthy_instances: int = Field(description="Instances that answer their health check.")
+    requests_in_flight: int = Field(description="Requests the proxy is relaying now.")
+    inference_port: int = Field(description="Port of the OpenAI-compatible proxy.")
+
+
+class InferServiceStatus(ServiceStatus[InferProgress]):
+    """The inference service in `GET /api/v1/state`."""

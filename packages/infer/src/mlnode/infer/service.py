@@ -35,6 +35,8 @@ from mlnode.infer.schemas import (
     InferenceUpRequest,
     InferenceUpResponse,
     InferenceUpStatus,
+    InferProgress,
+    InferServiceStatus,
     InstanceStatus,
     UpPhase,
 )
@@ -62,6 +64,7 @@ class InferService(Service[InferenceUpRequest]):
     """Starts vLLM engines for `/inference/up`, watches them and proxies `/v1/*` to them."""
 
     kind = ServiceKind.INFERENCE
+    status_model = InferServiceStatus
 
     def __init__(self, settings: InferSettings, ctx: NodeContext) -> None:
         super().__init__(ctx.gate)
@@ -242,22 +245,22 @@ class InferService(Service[InferenceUpRequest]):
         """False when the last start failed or an instance is not serving."""
         return super().healthy() and self._problem() is None
 
-    def status(self) -> ServiceStatus:
+    def status(self) -> ServiceStatus[Any]:
         """Node-level status; a dead instance shows in `last_error`."""
         status = super().status()
         if status.last_error is None:
             status.last_error = self._problem()
         return status
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> InferProgress:
         """Instances, healthy instances and requests in flight."""
         instances = self._group.instances if self._group is not None else []
-        return {
-            "instances": len(instances),
-            "healthy_instances": sum(i.state is InstanceState.HEALTHY for i in instances),
-            "requests_in_flight": self.balancer.total_in_flight(),
-            "inference_port": self.settings.port,
-        }
+        return InferProgress(
+            instances=len(instances),
+            healthy_instances=sum(i.state is InstanceState.HEALTHY for i in instances),
+            requests_in_flight=self.balancer.total_in_flight(),
+            inference_port=self.settings.port,
+        )
 
     def up_status(self) -> InferenceUpStatus:
         """`/inference/up/status`."""

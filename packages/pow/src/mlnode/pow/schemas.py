@@ -6,6 +6,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlnode.common.lifecycle import ServiceStatus
 from mlnode.pow.compute.params import ModelParams
 
 
@@ -113,3 +114,7 @@ class PowAccepted(BaseModel):
 
     status: str = Field("OK", description="OK when queued.")
     queued: int = Field(description="Batches waiting for validation, this one included.")
+
+
+class PowServiceStatus(ServiceStatus[PowStatus]):
+    """The PoW service in `GET /api/v1/state`; its progress is the PoW status body."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -20,7 +21,14 @@ from mlnode.pow.compute.nonces import NonceShare, node_shares
 from mlnode.pow.compute.params import ModelParams
 from mlnode.pow.metrics import PowCollector
 from mlnode.pow.models import ModelCache, ModelKey
-from mlnode.pow.schemas import PowAccepted, PowInitRequest, PowPhase, PowStatus, ProofBatch
+from mlnode.pow.schemas import (
+    PowAccepted,
+    PowInitRequest,
+    PowPhase,
+    PowServiceStatus,
+    PowStatus,
+    ProofBatch,
+)
 from mlnode.pow.settings import PowSettings
 from mlnode.pow.stats import PowStats
 from mlnode.pow.validation import MalformedBatch, check_batch
@@ -41,6 +49,7 @@ class PowService(WorkerService[PowStart]):
     """Proof-of-Work: one job per init; re-init replaces the job and keeps a matching model."""
 
     kind = ServiceKind.POW
+    status_model = PowServiceStatus
     restart_while_running = True
 
     def __init__(self, settings: PowSettings, ctx: NodeContext) -> None:
@@ -183,12 +192,13 @@ class PowService(WorkerService[PowStart]):
         """Stop the job and free the model; pending callbacks are still delivered."""
         await super().stop()
         self._phase = PowPhase.STOPPED if self._init is not None else PowPhase.NO_CONTROLLER
-        self.models.release()
+        # Off the loop: release waits for a model build still holding the cache's lock.
+        await asyncio.to_thread(self.models.release)
 
     async def close(self) -> None:
-        """Server shutdown: stop, then give the callbacks a last chance."""
+        """Server shutdown: stop, then give the callbacks a last chance (off the loop)."""
         await self.stop()
-        self.sender.close(flush_timeout_s=2.0)
+        await asyncio.to_thread(self.sender.close, 2.0)
 
     def _resume_point(self, init: PowInitRequest, shares: list[NonceShare]) -> dict[int, int]:
         """Progress of the same search (block, key, shares) to continue from, or a fresh one."""
@@ -235,6 +245,6 @@ class PowService(WorkerService[PowStart]):
             return PowPhase.NO_CONTROLLER
         return PowPhase.STOPPED
 
-    def progress(self) -> dict[str, object]:
+    def progress(self) -> PowStatus:
         """The PoW status body inside the generic service status."""
-        return self.pow_status().model_dump(mode="json")
+        return self.pow_status()

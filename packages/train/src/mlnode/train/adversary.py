@@ -133,7 +133,6 @@ class AttackerTrainer(DilocoTrainer):
 
         Taking them also empties its inbox, so honest sends to it keep being accepted.
         """
-        assert self.env.transport is not None
         tag = f"outer-{self.round}-{self.base_digest[:16]}/chunk-0"
         got = receive_until(
             self.env.transport,
@@ -159,7 +158,6 @@ class AttackerTrainer(DilocoTrainer):
         own = {n: g.cpu() for n, g in grads.items()}
         crafted = craft(self.attack, own, honest, self.round)
         weight = 1e9 if self.attack is Attack.WEIGHT else float(self.tokens_per_round)
-        assert self.env.transport is not None
         quick = dataclasses.replace(self.round_config, timeout_s=0.1, chunk_timeout_s=0.1)
         result = run_round(
             self.env.transport,
@@ -224,7 +222,7 @@ def run_workers(
         thread.start()
     for thread in threads:
         thread.join()
-    finals = [p.snapshot() for p in progress]
+    finals = [p.snapshot().model_dump(mode="json") for p in progress]
     for status, trainer in zip(finals, trainers, strict=True):
         status["final_eval"] = trainer.inner.evaluate(trainer.eval_set)
         status["errors"] = errors

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from mlnode.train.schemas import TrainJobProgress
 
 GAUGES = {
     "inner_step": "Inner optimizer steps done.",
@@ -21,31 +22,32 @@ GAUGES = {
 class TrainCollector(Collector):
     """`mlnode_train_*` gauges from a progress snapshot."""
 
-    def __init__(self, progress: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, progress: Callable[[], TrainJobProgress | None]) -> None:
         self.progress = progress
 
     def collect(self) -> Iterator[Metric]:
-        """One gauge per figure; absent figures are skipped."""
+        """One gauge per figure; unset figures (and all, before the first job) are skipped."""
         figures = self.progress()
+        if figures is None:
+            return
         for name, help_text in GAUGES.items():
-            value = figures.get(name)
+            value = getattr(figures, name)
             if isinstance(value, int | float):
                 yield GaugeMetricFamily(f"mlnode_train_{name}", help_text, value=float(value))
-        if "peers_alive" in figures:
+        yield GaugeMetricFamily(
+            "mlnode_train_peers_alive",
+            "Peers whose pseudo-gradient went into the last round.",
+            value=float(len(figures.peers_alive)),
+        )
+        history = figures.loss_history
+        if history and history[-1].loss is not None:
             yield GaugeMetricFamily(
-                "mlnode_train_peers_alive",
-                "Peers whose pseudo-gradient went into the last round.",
-                value=float(len(figures["peers_alive"])),
-            )
-        history = figures.get("loss_history") or []
-        if history and history[-1].get("loss") is not None:
-            yield GaugeMetricFamily(
-                "mlnode_train_loss", "Mean train loss of the last round.", value=history[-1]["loss"]
+                "mlnode_train_loss", "Mean train loss of the last round.", value=history[-1].loss
             )
 
 
 def register_train_metrics(
-    registry: CollectorRegistry, progress: Callable[[], dict[str, Any]]
+    registry: CollectorRegistry, progress: Callable[[], TrainJobProgress | None]
 ) -> None:
     """Add the training collector to the node's registry."""
     registry.register(TrainCollector(progress))

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import torch
 import torch.distributed as dist
@@ -38,7 +38,7 @@ from mlnode.train.local import (
     sync_state,
     weights_agree,
 )
-from mlnode.train.schemas import TrainRequest
+from mlnode.train.schemas import LocalRankInfo, TrainRequest
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +182,15 @@ class LocalRanks:
             pending.pop(0)
         return True
 
-    def describe(self) -> list[dict[str, Any]]:
+    def describe(self) -> list[LocalRankInfo]:
         """Every local rank, for status bodies."""
-        ranks: list[dict[str, Any]] = [
-            {"local_rank": 0, "device": str(self.devices[0]), "pid": os.getpid(), "log": None}
-        ]
-        return ranks + [
-            {"local_rank": f.rank, "device": str(f.device), "pid": f.process.pid,
-             "log": str(f.log_path)}
+        me = LocalRankInfo(local_rank=0, device=str(self.devices[0]), pid=os.getpid(), log=None)
+        return [me] + [
+            LocalRankInfo(
+                local_rank=f.rank, device=str(f.device), pid=f.process.pid, log=str(f.log_path)
+            )
             for f in self.followers
-        ]  # fmt: skip
+        ]
 
     def step(self, inner: InnerLoop, batch: torch.Tensor, step: int) -> float:
         """Inner step `step` of the node's `batch` on every local rank; the node's mean loss."""
@@ -269,6 +268,6 @@ class LocalRanks:
             if dist.is_initialized():
                 try:
                     dist.destroy_process_group()
-                except Exception:  # noqa: BLE001 - a broken group is gone all the same
+                except Exception:  # a broken group is gone all the same
                     log.warning("destroying the local process group failed", exc_info=True)
         self._store = None

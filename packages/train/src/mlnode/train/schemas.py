@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -206,12 +206,102 @@ class RobustStatus(BaseModel):
     )
 
 
-class TrainStatus(ServiceStatus):
-    """GET /api/v1/train/status: the service status; figures are in `progress`.
+class LocalRankInfo(BaseModel):
+    """One local rank of this node (rank 0 is the node's own process)."""
 
-    `progress` holds task_id, rank, world_size, inner_step, outer_round, loss_history
-    ([{outer_round, loss, eval_loss}]), tokens_per_s, bytes_sent, bytes_received, peers_alive,
-    round_failures, weights_sha256, weights_agree, robust (max_faulty, aggregation, the gate's
-    scores and kept workers, refused states), and with several local devices local_ranks
-    (device, pid, log) and local_weights_agree.
-    """
+    local_rank: int = Field(description="Index among the node's local ranks.")
+    device: str = Field(description="Torch device of the rank.")
+    pid: int = Field(description="Process id of the rank.")
+    log: str | None = Field(description="Log file of a follower process; null for rank 0.")
+
+
+class LossPoint(BaseModel):
+    """Losses of one finished outer round."""
+
+    outer_round: int = Field(description="The round.")
+    loss: float | None = Field(description="Mean train loss of its inner steps.")
+    eval_loss: float | None = Field(description="Loss on the held-out share, if any.")
+
+
+class RoundHash(BaseModel):
+    """The weights this worker holds after an outer round."""
+
+    outer_round: int = Field(description="The round.")
+    sha256: str = Field(description="Hash of the weights.")
+
+
+class TrainFigures(BaseModel):
+    """The figures a training job updates as it runs (assignments are validated)."""
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    task_id: str = Field(description="Task of the job.")
+    rank: int = Field(description="This worker's rank in the task.")
+    world_size: int = Field(description="Workers of the task.")
+    inner_step: int = Field(0, description="Inner optimizer steps done.")
+    outer_round: int = Field(0, description="Outer rounds done.")
+    total_rounds: int | None = Field(None, description="Outer rounds the job runs.")
+    tokens_per_s: float | None = Field(None, description="Tokens per second, last round.")
+    bytes_sent: int = Field(0, description="Pseudo-gradient payload bytes sent.")
+    bytes_received: int = Field(0, description="Pseudo-gradient payload bytes received.")
+    peers_alive: list[str] = Field(
+        default_factory=list, description="Peers whose pseudo-gradient went into the last round."
+    )
+    round_failures: dict[str, str] = Field(
+        default_factory=dict, description="Peers left out of the last round, with the reason."
+    )
+    weights_sha256: str | None = Field(None, description="Hash of the current weights.")
+    weights_agree: bool | None = Field(
+        None, description="Whether the last vote found this worker's weights in the majority."
+    )
+    resumed_from: int | None = Field(None, description="Round of the checkpoint resumed from.")
+    pulled_from: str | None = Field(None, description="Peer whose state was last taken.")
+    last_checkpoint: str | None = Field(None, description="Directory of the last checkpoint.")
+    local_ranks: list[LocalRankInfo] = Field(
+        default_factory=list, description="Local ranks, with several local devices."
+    )
+    local_weights_agree: bool | None = Field(
+        None, description="Whether every local rank held the same weights at the last check."
+    )
+    robust: RobustStatus | None = Field(
+        None, description="The job's defences against faulty peers, and what they did."
+    )
+
+
+class TrainFigureUpdate(TypedDict, total=False):
+    """Keyword arguments of `TrainProgress.set`: the fields of `TrainFigures`, checked by mypy."""
+
+    task_id: str
+    rank: int
+    world_size: int
+    inner_step: int
+    outer_round: int
+    total_rounds: int | None
+    tokens_per_s: float | None
+    bytes_sent: int
+    bytes_received: int
+    peers_alive: list[str]
+    round_failures: dict[str, str]
+    weights_sha256: str | None
+    weights_agree: bool | None
+    resumed_from: int | None
+    pulled_from: str | None
+    last_checkpoint: str | None
+    local_ranks: list[LocalRankInfo]
+    local_weights_agree: bool | None
+    robust: RobustStatus | None
+
+
+class TrainJobProgress(TrainFigures):
+    """`progress` of the training status: the figures and the recent history."""
+
+    loss_history: list[LossPoint] = Field(
+        default_factory=list, description="Losses of the recent outer rounds."
+    )
+    weights_history: list[RoundHash] = Field(
+        default_factory=list, description="Weight hashes of the recent outer rounds."
+    )
+
+
+class TrainStatus(ServiceStatus[TrainJobProgress]):
+    """GET /api/v1/train/status: the service status; figures are in `progress`."""

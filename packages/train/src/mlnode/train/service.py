@@ -8,18 +8,17 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from mlnode.common.context import NodeContext
-from mlnode.common.errors import InvalidRequest, Unavailable
+from mlnode.common.errors import InvalidRequest
 from mlnode.common.lifecycle import ServiceKind, ServiceStatus, WorkerService
 from mlnode.common.transport import TensorTransport
 from mlnode.train.legacy import LegacyTrainBody, to_train_request
 from mlnode.train.metrics import register_train_metrics
 from mlnode.train.progress import TrainProgress
-from mlnode.train.schemas import TrainRequest
+from mlnode.train.schemas import TrainJobProgress, TrainRequest, TrainStatus
 from mlnode.train.settings import TrainSettings
 from mlnode.train.sizing import check_request_fits
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
@@ -29,12 +28,13 @@ class TrainService(WorkerService[TrainRequest]):
     """POST /train/start builds the worker (bad input is a 422 here), then trains in a thread."""
 
     kind = ServiceKind.TRAIN
+    status_model = TrainStatus
 
     def __init__(self, settings: TrainSettings, ctx: NodeContext) -> None:
         super().__init__(ctx.gate)
         self.settings = settings
         self.state_dir = ctx.settings.state_dir
-        self.transport: TensorTransport | None = ctx.transport
+        self.transport: TensorTransport = ctx.transport
         self._progress: TrainProgress | None = None
         self._trainer: DilocoTrainer | None = None
         self._serving: DilocoTrainer | None = None
@@ -54,8 +54,6 @@ class TrainService(WorkerService[TrainRequest]):
         return root / request.task_id
 
     async def _start(self, request: TrainRequest) -> None:
-        if request.world_size > 1 and self.transport is None:
-            raise Unavailable("this MLNode has no tensor transport, so it can only train alone")
         if self.settings.torch_threads is not None:
             torch.set_num_threads(self.settings.torch_threads)
         if self.settings.torch_device().type == "cuda" and not torch.cuda.is_available():
@@ -98,6 +96,6 @@ class TrainService(WorkerService[TrainRequest]):
             self._serving.unserve()
             self._serving = None
 
-    def progress(self) -> dict[str, Any]:
+    def progress(self) -> TrainJobProgress | None:
         """Figures of the current or last job."""
-        return self._progress.snapshot() if self._progress is not None else {}
+        return self._progress.snapshot() if self._progress is not None else None

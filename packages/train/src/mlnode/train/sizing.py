@@ -220,7 +220,7 @@ def build_config(values: Mapping[str, Any], where: str) -> Any:
         raise InvalidRequest(f"{where}.model_type must be a string", param=f"{where}.model_type")
     try:
         return AutoConfig.for_model(model_type, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - a config from outside may fail in any way: 422
+    except Exception as exc:  # a config from outside may fail in any way: 422
         named = re.search(r"field '(\w+)'", str(exc))
         param = f"{where}.{named.group(1)}" if named else where
         raise InvalidRequest(f"{where} is not usable: {exc}", param=param) from exc
@@ -234,7 +234,7 @@ def exact_params(config: Any, where: str) -> int:
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
-    except Exception as exc:  # noqa: BLE001 - whatever a config from outside breaks: 422
+    except Exception as exc:  # whatever a config from outside breaks: 422
         raise InvalidRequest(f"no causal LM for {where}: {exc}", param=where) from exc
     return sum(p.numel() for p in model.parameters())
 

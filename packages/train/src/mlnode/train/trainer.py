@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 class TrainerEnv:
     """What the node gives a trainer."""
 
-    transport: TensorTransport | None
+    transport: TensorTransport
     device: torch.device
     checkpoint_dir: Path
     vote_timeout_s: float = 30.0
@@ -123,7 +123,7 @@ class DilocoTrainer:
     @property
     def networked(self) -> bool:
         """Whether this worker has peers to sync with."""
-        return bool(self.peers) and self.env.transport is not None
+        return bool(self.peers)
 
     def run(self, stop: threading.Event) -> None:
         """Train until done or `stop` is set; a stop mid-round keeps the last checkpoint.
@@ -159,7 +159,6 @@ class DilocoTrainer:
     def unserve(self) -> None:
         """Stop offering this worker's state to peers."""
         if self.networked:
-            assert self.env.transport is not None
             self.env.transport.unserve(self.req.task_id)
 
     def _adopt(self, round_index: int, params: Tensors, momentum: Tensors) -> None:
@@ -194,7 +193,6 @@ class DilocoTrainer:
     def _offers_of(
         self, peers: list[str], wait_s: float, stop: threading.Event
     ) -> dict[str, dict[int, str]]:
-        assert self.env.transport is not None
         return peer_states(self.env.transport, peers, self.req.task_id, wait_s, stop)
 
     def _catch_up(self, offers: dict[str, dict[int, str]], level: bool) -> bool:
@@ -214,7 +212,6 @@ class DilocoTrainer:
     def _take(self, round_index: int, digest: str, holders: list[str]) -> bool:
         """Pull the state hashing to `digest` from the first holder that serves it intact."""
         transport = self.env.transport
-        assert transport is not None
         for holder in holders:
             try:
                 snapshot = pull_snapshot(
@@ -242,11 +239,10 @@ class DilocoTrainer:
 
     def _report(self, **fields: object) -> None:
         self.robust = self.robust.model_copy(update=fields)
-        self.progress.set(robust=self.robust.model_dump(mode="json"))
+        self.progress.set(robust=self.robust)
 
     def _announce(self, digest: str) -> None:
         """Count for the state just taken in the votes of peers still waiting on this round."""
-        assert self.env.transport is not None
         announce(self.env.transport, self.peers, self.req.task_id, self.round, digest)
 
     def _publish(self) -> str:
@@ -258,7 +254,6 @@ class DilocoTrainer:
         )
         self.provider.publish(snapshot)
         if self.networked:
-            assert self.env.transport is not None
             self.env.transport.serve(self.req.task_id, self.provider)
         self.base_digest = snapshot.state_digest()
         self.weights_digest = snapshot.digest()
@@ -281,7 +276,6 @@ class DilocoTrainer:
     def _exchange(self, grads: Tensors, stop: threading.Event) -> RoundResult:
         if not self.networked:
             return RoundResult(average=grads, results={self.req.rank: "self"}, failures={})
-        assert self.env.transport is not None
         result = run_round(
             self.env.transport,
             self.peers,
@@ -362,7 +356,6 @@ class DilocoTrainer:
             self.progress.set(weights_sha256=self.weights_digest, weights_agree=True)
             return
         transport = self.env.transport
-        assert transport is not None
         reachable = {
             p: r for p, r in self.peers.items() if not result.failures.get(p, "").startswith("send")
         }

@@ -177,7 +177,7 @@ def docker_unavailable_reason() -> str | None:
             client.ping()
         finally:
             client.close()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no engine", with its reason
+    except Exception as exc:  # any failure means "no engine", with its reason
         return f"no Docker engine is reachable ({type(exc).__name__}: {exc})"
     return None
 
@@ -234,7 +234,7 @@ class ContainerBackend:
     """Containers of the MLNode image on one private network; nodes know each other by name."""
 
     kind = "container"
-    bind_host = "0.0.0.0"  # noqa: S104 - the containers reach the test process via the gateway
+    bind_host = "0.0.0.0"  # the containers reach the test process via the gateway
     host_alias = "host.docker.internal"
 
     def __init__(self, image: str, ready_timeout_s: float = 120.0) -> None:

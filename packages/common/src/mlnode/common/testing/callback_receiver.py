@@ -90,7 +90,7 @@ class _Store:
 class _Handler(BaseHTTPRequestHandler):
     server: _ReceiverServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
         log.debug("%s " + format, self.address_string(), *args)
 
     def _reply(self, status: HTTPStatus, body: Any) -> None:
@@ -101,7 +101,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+    def do_POST(self) -> None:  # stdlib naming
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
             self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
@@ -120,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         store.add({"path": path, "body": body, "received_at": time.time()})
         self._reply(HTTPStatus.OK, {"status": "OK"})
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:  # stdlib naming
         url = urlsplit(self.path)
         if url.path == "/livez":
             self._reply(HTTPStatus.OK, {"status": "ok"})
@@ -130,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(HTTPStatus.NOT_FOUND, {"error": f"no route {url.path}"})
 
-    def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
+    def do_DELETE(self) -> None:  # stdlib naming
         if urlsplit(self.path).path != "/received":
             self._reply(HTTPStatus.NOT_FOUND, {"error": "only /received can be deleted"})
             return

@@ -1,14 +1,23 @@
-"""In-memory `TensorTransport` for unit tests of train and fuse (no grpc, no keys).
+"""In-memory `TensorTransport` for unit tests and benchmarks of every package: no grpc, no keys.
 
-Nodes made from one `TransportHub` reach each other by peer id. Tensors pass through the real
-codec (same dtypes, same copies as the wire), pushes land in a real `Inbox`, and the hub can take
-a peer offline to test what survivors do.
+Nodes made from one `TransportHub` reach each other by peer id (a node is made on first use, by
+`hub.node(peer_id)` or by a call to it). Tensors pass through the real
+codec (same dtypes, same copies as the wire), pushes land in a real `Inbox`, providers sit in the
+real `Providers` registry. Faults a test can drive:
+
+- `hub.set_offline(peer)`: calls to the peer fail with `PeerUnreachable`; it keeps what it held.
+- `hub.kill(peer)` / `hub.revive(peer)`: a dead peer is unreachable, cannot call out either, and
+  loses its inbox and providers, as a crashed process does; revived, it starts empty.
+- `node.lose = lambda peer, tag: ...`: pushes it matches vanish on the way, as on a lossy link.
+- `TransportHub(registered_only=True)`: a node reaches only existing peers in its `known` set that
+  also know it (the real transport's registered keys); otherwise `PeerUnknown`, or
+  `NotAuthenticated` (the peer refuses an unknown key).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 
@@ -24,6 +33,7 @@ from mlnode.common.transport.codec import CodecError, TensorBuffer, encode
 from mlnode.common.transport.errors import (
     FetchCancelled,
     LimitExceeded,
+    NotAuthenticated,
     NotOffered,
     PeerUnreachable,
 )
@@ -45,46 +55,92 @@ def wire_copy(name: str, tensor: TensorLike) -> torch.Tensor:
 class TransportHub:
     """A set of in-memory nodes that can reach each other."""
 
-    def __init__(self) -> None:
+    def __init__(self, registered_only: bool = False) -> None:
+        """Nodes reach every other node, or with `registered_only` only mutually known ones."""
+        self.registered_only = registered_only
         self._lock = threading.Lock()
         self._nodes: dict[str, FakeTransport] = {}
         self._offline: set[str] = set()
+        self._dead: set[str] = set()
 
     def node(self, peer_id: str) -> FakeTransport:
         """The node named `peer_id` (created on first use)."""
         with self._lock:
-            return self._nodes.setdefault(peer_id, FakeTransport(self, peer_id))
+            node = self._nodes.get(peer_id)
+        return node if node is not None else FakeTransport(self, peer_id)
+
+    #: The name train's tests and benchmark knew the hub's nodes by.
+    transport = node
+
+    def attach(self, node: FakeTransport) -> None:
+        """Make `node` the one its peer id reaches (a node joins its hub when built)."""
+        with self._lock:
+            self._nodes[node.peer_id] = node
 
     def set_offline(self, peer_id: str, offline: bool = True) -> None:
         """Calls to an offline node fail with PeerUnreachable."""
         with self._lock:
             (self._offline.add if offline else self._offline.discard)(peer_id)
 
-    def reach(self, peer_id: str) -> FakeTransport:
-        """The node a call to `peer_id` lands on."""
+    def kill(self, peer_id: str) -> None:
+        """The node crashes: unreachable, unable to call out, its inbox and providers gone."""
         with self._lock:
-            if peer_id in self._offline:
-                raise PeerUnreachable(f"peer {peer_id} is offline")
+            self._dead.add(peer_id)
             node = self._nodes.get(peer_id)
-        if node is None:
-            raise PeerUnknown(f"peer {peer_id!r} is not a known peer")
+        if node is not None:
+            node.inbox, node.providers = Inbox(), Providers()
+
+    def revive(self, peer_id: str) -> None:
+        """A killed node is back, with an empty inbox and nothing served."""
+        with self._lock:
+            self._dead.discard(peer_id)
+
+    def check_alive(self, peer_id: str) -> None:
+        """PeerUnreachable when `peer_id` was killed and not revived."""
+        with self._lock:
+            if peer_id in self._dead:
+                raise PeerUnreachable(f"peer {peer_id} is down")
+
+    def reach(self, caller: str, peer_id: str) -> FakeTransport:
+        """The node a call from `caller` to `peer_id` lands on."""
+        self.check_alive(caller)
+        with self._lock:
+            if peer_id in self._offline or peer_id in self._dead:
+                raise PeerUnreachable(f"peer {peer_id} is not reachable from {caller}")
+            node = self._nodes.get(peer_id)
+            me = self._nodes.get(caller)
+        if not self.registered_only:
+            return node if node is not None else self.node(peer_id)
+        if node is None or me is None or peer_id not in me.known:
+            raise PeerUnknown(f"peer {peer_id!r} is not a known peer of {caller}")
+        if caller not in node.known:
+            raise NotAuthenticated(f"{peer_id} does not know {caller}")
         return node
 
 
 class FakeTransport:
-    """One node of a `TransportHub`; implements `TensorTransport`."""
+    """One node of a `TransportHub`; implements `TensorTransport` and joins the hub when built."""
 
     def __init__(self, hub: TransportHub, peer_id: str) -> None:
+        """A node named `peer_id` with an empty inbox, reachable through `hub`."""
         self.hub = hub
         self.peer_id = peer_id
         self.inbox = Inbox()
         self.providers = Providers()
+        #: Peers whose keys this node registered (checked when the hub is `registered_only`).
+        self.known: set[str] = set()
+        #: Pushes for which `lose(peer_id, tag)` is true vanish on the way.
+        self.lose: Callable[[str, str], bool] | None = None
         self.sent: list[tuple[str, str, str, list[str]]] = []
+        self.fetched: list[tuple[str, str, list[str]]] = []
+        hub.attach(self)
 
     def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
         """Deliver copies of `tensors` into the peer's inbox."""
         copies = {name: wire_copy(name, t) for name, t in tensors.items()}
-        self.hub.reach(peer_id).inbox.put(task, tag, self.peer_id, copies)
+        target = self.hub.reach(self.peer_id, peer_id)
+        if self.lose is None or not self.lose(peer_id, tag):
+            target.inbox.put(task, tag, self.peer_id, copies)
         self.sent.append((peer_id, task, tag, list(copies)))
 
     def receive(
@@ -105,7 +161,7 @@ class FakeTransport:
         self, peer_id: str, task: str, *, timeout: float | None = None
     ) -> list[TensorMeta]:
         """What the peer offers for `task`."""
-        return list(self.hub.reach(peer_id).providers.get(task).describe())
+        return list(self.hub.reach(self.peer_id, peer_id).providers.get(task).describe())
 
     def fetch(
         self,
@@ -120,11 +176,12 @@ class FakeTransport:
         """Copies of the named tensors of the peer's provider for `task` (as `expected`)."""
         if cancel is not None and cancel.is_set():
             raise FetchCancelled(f"fetch from peer {peer_id} cancelled")
-        provider = self.hub.reach(peer_id).providers.get(task)
+        provider = self.hub.reach(self.peer_id, peer_id).providers.get(task)
         offered = {m.name for m in provider.describe()}
         missing = [n for n in names if n not in offered]
         if missing:
             raise NotOffered(f"not offered for task {task!r}: {missing}")
+        self.fetched.append((peer_id, task, list(names)))
         got = {name: wire_copy(name, provider.get(name)) for name in names}
         check_as_listed(peer_id, got, expected)
         return got

@@ -85,7 +85,7 @@ class TransportServicer(pb_grpc.TransportServicer):
     def _read(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
         return self.watchdog.guarded(iter(requests), self.idle_timeout_s, context.cancel)
 
-    def Hello(self, request_iterator: Iterator[bytes], context: Any) -> pb.HelloReply:  # noqa: N802
+    def Hello(self, request_iterator: Iterator[bytes], context: Any) -> pb.HelloReply:
         """Answer the client's challenge with ours, signed (the body is never read)."""
         grant = cast(HelloGrant, cast(AuthContext, context).auth)
         try:
@@ -98,19 +98,19 @@ class TransportServicer(pb_grpc.TransportServicer):
             server_key=self.handshake.identity.public_key, server_nonce=nonce, signature=signature
         )
 
-    def Push(self, request_iterator: Iterator[wire.FrameLike], context: Any) -> pb.PushReply:  # noqa: N802
+    def Push(self, request_iterator: Iterator[wire.FrameLike], context: Any) -> pb.PushReply:
         """Receive a pushed stream into the inbox."""
         with self._serving(context) as session:
             frames = self._read(request_iterator, context)
             return pb.PushReply(accepted=self.handlers.push(session, frames))
 
-    def List(self, request_iterator: Iterator[bytes], context: Any) -> pb.ListReply:  # noqa: N802
+    def List(self, request_iterator: Iterator[bytes], context: Any) -> pb.ListReply:
         """The signed list of tensors offered for the session's task (the empty body is unread)."""
         with self._serving(context) as session:
             listing, signature = self.handlers.listing(session)
             return pb.ListReply(listing=listing, signature=signature)
 
-    def Fetch(  # noqa: N802
+    def Fetch(
         self, request_iterator: Iterator[pb.FetchRequest], context: Any
     ) -> Iterator[wire.WireFrame]:
         """Stream the named tensors, signed; a peer that stops reading is cut at the deadline."""

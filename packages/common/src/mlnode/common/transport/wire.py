@@ -25,7 +25,7 @@ class ChunkFrame:
     def __init__(self, chunk: memoryview) -> None:
         self.chunk = chunk
 
-    def WhichOneof(self, group: str) -> Literal["chunk"]:  # noqa: N802 (the protobuf name)
+    def WhichOneof(self, group: str) -> Literal["chunk"]:  # the protobuf name
         """The oneof case, as `pb.Frame.WhichOneof` says it."""
         return "chunk"
 
@@ -35,7 +35,7 @@ class BadFrame:
 
     __slots__ = ()
 
-    def WhichOneof(self, group: str) -> Literal["unparsable"]:  # noqa: N802 (the protobuf name)
+    def WhichOneof(self, group: str) -> Literal["unparsable"]:  # the protobuf name
         """A case no valid frame has."""
         return "unparsable"
 

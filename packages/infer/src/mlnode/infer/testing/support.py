@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlnode.common.testing.wait import wait_until_async
 from mlnode.infer.engine import free_port
 from mlnode.infer.settings import InferSettings
 
@@ -34,9 +33,5 @@ def fake_settings(log_dir: Path, **overrides: Any) -> InferSettings:
 
 
 async def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    """Wait until `check()` holds; AssertionError after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+    """The name infer's tests knew `mlnode.common.testing.wait_until_async` by."""
+    await wait_until_async(check, timeout_s=timeout_s, interval_s=0.05)

@@ -130,7 +130,7 @@ class _Exchange:
             try:
                 self.transport.send(peer, wire, self.task, tag)
                 self.bytes_sent += wire_bytes(wire)
-            except Exception as exc:  # noqa: BLE001 - any send failure only removes that peer
+            except Exception as exc:  # any send failure only removes that peer
                 self.drop(peer, f"send failed: {type(exc).__name__}: {exc}")
 
     def gather(self, tag: str, timeout: float) -> dict[str, Tensors]:

@@ -146,7 +146,7 @@ def peer_states(
         for peer in [p for p in peers if p not in offers]:
             try:
                 states = offered_states(transport, peer, task)
-            except Exception as exc:  # noqa: BLE001 - not up (yet): ask again or give up
+            except Exception as exc:  # not up (yet): ask again or give up
                 log.debug("no offer from %s: %s", peer, exc)
                 continue
             if states:
@@ -238,7 +238,7 @@ def announce(
     for peer in peers:
         try:
             transport.send(peer, payload, task, _hash_tag(round_index))
-        except Exception as exc:  # noqa: BLE001 - a peer that cannot hear us just has no vote
+        except Exception as exc:  # a peer that cannot hear us just has no vote
             log.warning("hash to %s not sent: %s", peer, exc)
             unreachable.add(peer)
     return unreachable

@@ -89,10 +89,10 @@ def test_fedavg_of_shard_fine_tunes_beats_each_copy(tmp_path: Path) -> None:
     fused = tiny_model()
     fused.load_state_dict(load_file(str(tmp_path / "fused" / "model.safetensors")))
 
-    scores = {"pretrained": accuracy(pre, held_x, held_y)}
+    scores: dict[str, float] = {"pretrained": accuracy(pre, held_x, held_y)}
     for i in range(len(shards)):
         copy = tiny_model()
-        copy.load_state_dict(load_file(sources[i]["path"] + "/model.safetensors"))
+        copy.load_state_dict(load_file(f"{sources[i]['path']}/model.safetensors"))
         scores[f"copy {i} (classes {'0-3' if i == 0 else '4-7'})"] = accuracy(copy, held_x, held_y)
     scores["fedavg fused"] = accuracy(fused, held_x, held_y)
     union = tiny_model()

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from mlnode.common.testing import TransportHub
 from mlnode.train.diloco.math import Compression, Tensors
 from mlnode.train.diloco.round import (
     ErrorFeedback,
@@ -13,7 +14,6 @@ from mlnode.train.diloco.round import (
     plan_chunks,
     run_round,
 )
-from mlnode.train.testing import MemoryHub
 
 NAMES = ["w0", "w1", "w2"]
 
@@ -26,7 +26,7 @@ def grads_of(rank: int) -> Tensors:
 
 
 def run_workers(
-    hub: MemoryHub,
+    hub: TransportHub,
     ranks: list[int],
     compression: Compression = Compression.NONE,
     timeout_s: float = 5.0,
@@ -39,7 +39,7 @@ def run_workers(
         peers = {n: r for r, n in enumerate(NAMES) if r != rank}
         config = RoundConfig("task", rank, compression, timeout_s, timeout_s, chunk_bytes)
         results[rank] = run_round(
-            hub.transport(NAMES[rank]), peers, config, 0, grads(rank), 1.0, ErrorFeedback()
+            hub.node(NAMES[rank]), peers, config, 0, grads(rank), 1.0, ErrorFeedback()
         )
 
     threads = [threading.Thread(target=work, args=(r,)) for r in ranks]
@@ -51,7 +51,7 @@ def run_workers(
 
 
 def test_three_workers_get_the_same_mean() -> None:
-    results = run_workers(MemoryHub(), [0, 1, 2])
+    results = run_workers(TransportHub(), [0, 1, 2])
 
     expected = torch.full((4,), 2.0)
     for result in results.values():
@@ -65,7 +65,7 @@ def test_three_workers_get_the_same_mean() -> None:
 
 def test_a_silent_peer_is_left_out_and_survivors_agree() -> None:
     started = time.monotonic()
-    results = run_workers(MemoryHub(), [0, 1], timeout_s=1.0)
+    results = run_workers(TransportHub(), [0, 1], timeout_s=1.0)
 
     assert time.monotonic() - started < 10
     assert torch.equal(results[0].average["a"], torch.full((4,), 1.5))
@@ -77,7 +77,7 @@ def test_a_silent_peer_is_left_out_and_survivors_agree() -> None:
 
 
 def test_a_dead_peer_fails_fast() -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     hub.kill("w2")
     started = time.monotonic()
 
@@ -93,7 +93,7 @@ def test_compressed_rounds_are_bit_identical_across_workers(mode: Compression) -
     torch.manual_seed(0)
     noise = {r: {"a": torch.randn(64), "b": torch.randn(8, 8)} for r in range(3)}
 
-    results = run_workers(MemoryHub(), [0, 1, 2], compression=mode, grads=noise.__getitem__)
+    results = run_workers(TransportHub(), [0, 1, 2], compression=mode, grads=noise.__getitem__)
 
     true_mean = torch.stack([noise[r]["b"] for r in range(3)]).mean(0)
     for result in results.values():
@@ -104,8 +104,8 @@ def test_compressed_rounds_are_bit_identical_across_workers(mode: Compression) -
 
 
 def test_small_chunks_give_the_same_average() -> None:
-    whole = run_workers(MemoryHub(), [0, 1, 2])
-    chunked = run_workers(MemoryHub(), [0, 1, 2], chunk_bytes=8)
+    whole = run_workers(TransportHub(), [0, 1, 2])
+    chunked = run_workers(TransportHub(), [0, 1, 2], chunk_bytes=8)
 
     assert len(plan_chunks(grads_of(0), 8)) == 2
     for rank in range(3):
@@ -128,7 +128,7 @@ def test_stop_ends_the_wait() -> None:
     started = time.monotonic()
 
     result = run_round(
-        MemoryHub().transport("w0"), {"w1": 1}, config, 0, grads_of(0), 1.0, ErrorFeedback(), stop
+        TransportHub().node("w0"), {"w1": 1}, config, 0, grads_of(0), 1.0, ErrorFeedback(), stop
     )
 
     assert time.monotonic() - started < 5

@@ -13,32 +13,27 @@ from fastapi.testclient import TestClient
 
 from mlnode.api.app import create_app
 from mlnode.api.settings import MLNodeSettings
+from mlnode.api.testing import make_settings
 from mlnode.common.context import NodeContext
-from mlnode.common.settings import NodeSettings
-from mlnode.common.transport.api import TensorMeta
-from mlnode.common.transport.settings import TransportSettings
+from mlnode.common.lifecycle import Service
+from mlnode.common.testing import TransportHub, wait_until
+from mlnode.common.transport.api import TensorMeta, TensorTransport
+from mlnode.common.transport.errors import NotOffered
 from mlnode.fuse.service import FuseService
-from mlnode.fuse.settings import FuseSettings
 from mlnode.fuse.testing import random_model, write_checkpoint
 
 SHAPES = {"a.weight": (16, 4), "b.weight": (4,)}
 
 
-def make_client(tmp_path: Path, transport: Any) -> TestClient:
-    def services(settings: MLNodeSettings, ctx: NodeContext) -> None:
-        ctx.transport = transport
-        FuseService(settings.fuse, ctx)
+def make_client(tmp_path: Path, transport: TensorTransport | None) -> TestClient:
+    def services(settings: MLNodeSettings, ctx: NodeContext) -> list[Service[Any]]:
+        return [FuseService(settings.fuse, ctx)]
 
-    settings = MLNodeSettings(
-        node=NodeSettings(state_dir=tmp_path / "state"),
-        transport=TransportSettings(host="127.0.0.1", port=0),
-        fuse=FuseSettings(),
-    )
-    return TestClient(create_app(settings, services=services))
+    return TestClient(create_app(make_settings(tmp_path), services=services, transport=transport))
 
 
 @pytest.fixture
-def client(tmp_path: Path, network: Any) -> Iterator[TestClient]:
+def client(tmp_path: Path, network: TransportHub) -> Iterator[TestClient]:
     with make_client(tmp_path, network.node("me")) as c:
         yield c
 
@@ -62,13 +57,12 @@ def body(tmp_path: Path, models: list[str], **extra: Any) -> dict[str, Any]:
 
 
 def wait_done(client: TestClient) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status: dict[str, Any] = client.get("/api/v1/fuse/status").json()
-        if status["phase"] not in ("STARTING", "RUNNING", "STOPPING"):
-            return status
-        time.sleep(0.02)
-    raise TimeoutError("fusion did not finish")
+    status: dict[str, Any] = wait_until(
+        lambda: client.get("/api/v1/fuse/status").json(),
+        lambda s: s["phase"] not in ("STARTING", "RUNNING", "STOPPING"),
+        what="fusion to end",
+    )
+    return status
 
 
 def test_start_runs_in_the_background_and_reports_progress(
@@ -138,16 +132,17 @@ def test_existing_output_is_refused(client: TestClient, tmp_path: Path, models: 
 
 
 def test_share_offers_the_model_to_the_transport(
-    client: TestClient, network: Any, models: list[str]
+    client: TestClient, network: TransportHub, models: list[str]
 ) -> None:
     response = client.post("/api/v1/fuse/share", json={"task_id": "t", "path": models[0]})
     assert response.status_code == 200, response.text
     assert response.json() == {"task_id": "t", "path": models[0], "tensors": 2, "bytes": 272}
-    provider = network.nodes["me"].served["t"]
+    provider = network.node("me").providers.get("t")
     assert {m.name for m in provider.describe()} == set(SHAPES)
     assert [s["task_id"] for s in client.get("/api/v1/fuse/shares").json()] == ["t"]
     assert client.delete("/api/v1/fuse/share/t").status_code == 200
-    assert "t" not in network.nodes["me"].served
+    with pytest.raises(NotOffered):
+        network.node("me").providers.get("t")
     assert client.delete("/api/v1/fuse/share/t").status_code == 404
 
 
@@ -156,12 +151,14 @@ def test_share_of_a_missing_model_is_422(client: TestClient, tmp_path: Path) -> 
     assert response.status_code == 422
 
 
-def test_without_transport_peers_and_shares_are_503(tmp_path: Path, models: list[str]) -> None:
-    with make_client(tmp_path, None) as client:
+def test_over_the_node_grpc_transport_an_unregistered_peer_is_403(
+    tmp_path: Path, models: list[str]
+) -> None:
+    with make_client(tmp_path, None) as client:  # the node's own, signed transport
         peer = body(tmp_path, models, sources=[{"peer_id": "p"}])
-        assert client.post("/api/v1/fuse/start", json=peer).status_code == 503
+        assert client.post("/api/v1/fuse/start", json=peer).status_code == 403
         share = client.post("/api/v1/fuse/share", json={"task_id": "t", "path": models[0]})
-        assert share.status_code == 503
+        assert share.status_code == 200, share.text
 
 
 def test_unknown_peer_is_403(client: TestClient, tmp_path: Path, models: list[str]) -> None:
@@ -184,17 +181,21 @@ class SlowModel:
         return torch.ones(8)
 
 
-def test_stop_mid_fusion_leaves_no_output(client: TestClient, network: Any, tmp_path: Path) -> None:
+def test_stop_mid_fusion_leaves_no_output(
+    client: TestClient, network: TransportHub, tmp_path: Path
+) -> None:
     slow = network.node("slow")
     slow.known.add("me")
-    network.nodes["me"].known.add("slow")
+    network.node("me").known.add("slow")
     slow.serve("t", SlowModel(200))
     request = body(tmp_path, [], sources=[{"peer_id": "slow"}])
     assert client.post("/api/v1/fuse/start", json=request).status_code == 202
-    deadline = time.monotonic() + 10
-    while client.get("/api/v1/fuse/status").json()["tensors_done"] < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(
+        lambda: client.get("/api/v1/fuse/status").json()["tensors_done"],
+        lambda done: done >= 2,
+        timeout_s=10,
+        what="two tensors fused",
+    )
     stopped = client.post("/api/v1/fuse/stop").json()
     assert stopped["phase"] == "STOPPED"
     assert 2 <= stopped["tensors_done"] < 200

@@ -147,11 +147,11 @@ class RecordingNode(FakeTransport):
 
     timeouts: list[float | None]
 
-    def list_tensors(self, peer_id: str, task: str, *, timeout: float | None = None):  # type: ignore[no-untyped-def]
+    def list_tensors(self, peer_id: str, task: str, *, timeout: float | None = None):
         self.timeouts = [timeout]
         return super().list_tensors(peer_id, task, timeout=timeout)
 
-    def fetch(self, peer_id, task, names, *, expected=None, timeout=None, cancel=None):  # type: ignore[no-untyped-def]
+    def fetch(self, peer_id, task, names, *, expected=None, timeout=None, cancel=None):
         self.timeouts.append(timeout)
         return super().fetch(
             peer_id, task, names, expected=expected, timeout=timeout, cancel=cancel

@@ -19,7 +19,6 @@ from mlnode.train.diloco.sync import (
     vote,
 )
 from mlnode.train.diloco.validate import layout_of
-from mlnode.train.testing import MemoryHub
 
 
 def snapshot(round_index: int, value: float) -> Snapshot:
@@ -36,20 +35,20 @@ def test_provider_keeps_the_newest_snapshots() -> None:
 
 
 def test_pull_snapshot_takes_the_asked_round_or_the_newest() -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     provider = SnapshotProvider()
     provider.publish(snapshot(4, 4.0))
     provider.publish(snapshot(5, 5.0))
-    hub.transport("w1").serve("task", provider)
+    hub.node("w1").serve("task", provider)
 
-    assert pull_snapshot(hub.transport("w0"), "w1", "task", 4).params["w"][0] == 4.0
-    pulled = pull_snapshot(hub.transport("w0"), "w1", "task", 9)
+    assert pull_snapshot(hub.node("w0"), "w1", "task", 4).params["w"][0] == 4.0
+    pulled = pull_snapshot(hub.node("w0"), "w1", "task", 9)
     assert pulled.round == 5
     assert torch.equal(pulled.momentum["w"], torch.zeros(3))
 
 
 def test_vote_majority_wins_and_names_its_holders() -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     names = ["w0", "w1", "w2"]
     digests = ["aa" * 32, "aa" * 32, "bb" * 32]
     outcomes = {}
@@ -57,7 +56,7 @@ def test_vote_majority_wins_and_names_its_holders() -> None:
     def work(rank: int) -> None:
         peers = {n: r for r, n in enumerate(names) if r != rank}
         outcomes[rank] = vote(
-            hub.transport(names[rank]),
+            hub.node(names[rank]),
             peers,
             list(peers),
             task="t",
@@ -81,14 +80,14 @@ def test_vote_majority_wins_and_names_its_holders() -> None:
 
 
 def test_vote_tie_goes_to_the_lowest_rank() -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     names, digests = ["w0", "w1"], ["cc" * 32, "dd" * 32]
     outcomes = {}
 
     def work(rank: int) -> None:
         other = {names[1 - rank]: 1 - rank}
         outcomes[rank] = vote(
-            hub.transport(names[rank]),
+            hub.node(names[rank]),
             other,
             list(other),
             task="t",
@@ -109,15 +108,15 @@ def test_vote_tie_goes_to_the_lowest_rank() -> None:
 
 
 def test_a_hash_announced_after_a_pull_counts_in_the_vote_of_a_waiting_peer() -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     peers = {"w1": 1, "w2": 2}
     # w2 took w1's state without voting; a later, corrected hash replaces an earlier one.
-    announce(hub.transport("w2"), ["w0", "w1"], "t", 4, "ee" * 32)
-    announce(hub.transport("w2"), ["w0", "w1"], "t", 4, "dd" * 32)
-    announce(hub.transport("w1"), ["w0"], "t", 4, "dd" * 32)
+    announce(hub.node("w2"), ["w0", "w1"], "t", 4, "ee" * 32)
+    announce(hub.node("w2"), ["w0", "w1"], "t", 4, "dd" * 32)
+    announce(hub.node("w1"), ["w0"], "t", 4, "dd" * 32)
 
     outcome = vote(
-        hub.transport("w0"),
+        hub.node("w0"),
         peers,
         list(peers),
         task="t",
@@ -131,12 +130,12 @@ def test_a_hash_announced_after_a_pull_counts_in_the_vote_of_a_waiting_peer() ->
     assert outcome.winner == "dd" * 32 and outcome.holders == ["w1", "w2"]
     assert outcome.hashes == {0: "cc" * 32, 1: "dd" * 32, 2: "dd" * 32}
     hub.kill("w1")
-    assert announce(hub.transport("w2"), ["w0", "w1"], "t", 5, "dd" * 32) == {"w1"}
+    assert announce(hub.node("w2"), ["w0", "w1"], "t", 5, "dd" * 32) == {"w1"}
 
 
 def test_a_worker_alone_wins_its_own_vote() -> None:
     outcome = vote(
-        MemoryHub().transport("w1"),
+        TransportHub().node("w1"),
         {"w0": 0},
         ["w0"],
         task="t",
@@ -156,13 +155,13 @@ def test_snapshot_digest_is_the_weights_hash() -> None:
 
 
 def test_peer_states_waits_for_a_peer_that_starts_serving_late() -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     provider = SnapshotProvider()
     provider.publish(snapshot(6, 1.0))
-    timer = threading.Timer(0.3, hub.transport("w1").serve, args=("t", provider))
+    timer = threading.Timer(0.3, hub.node("w1").serve, args=("t", provider))
     timer.start()
 
-    offers = peer_states(hub.transport("w0"), ["w1", "w2"], "t", wait_s=1.5)
+    offers = peer_states(hub.node("w0"), ["w1", "w2"], "t", wait_s=1.5)
 
     # w2 never served: given up after wait_s; w1 states the hash of what it serves.
     assert offers == {"w1": {6: snapshot(6, 1.0).state_digest()}}

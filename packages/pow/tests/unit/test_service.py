@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
-import time
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from mlnode.common.context import NodeContext
 from mlnode.common.errors import MLNodeError
 from mlnode.common.lifecycle import ServiceGate
 from mlnode.common.settings import NodeSettings
+from mlnode.common.testing import wait_until
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.pow.routes import router
 from mlnode.pow.service import PowService
@@ -37,8 +39,9 @@ def app_parts() -> Iterator[tuple[TestClient, PowService, CollectorRegistry]]:
     settings = PowSettings(
         device="cpu", callback_backoff_initial_s=0.05, callback_backoff_max_s=0.2
     )
-    ctx = NodeContext(settings=NodeSettings(), gate=gate, metrics=registry)
+    ctx = NodeContext(settings=NodeSettings(_env_file=None), gate=gate, metrics=registry)
     service = PowService(settings, ctx)
+    gate.register(service)
     app = FastAPI()
     app.state.gate = gate
     app.include_router(router, prefix="/api/v1")
@@ -71,13 +74,14 @@ def init_body(vectors: dict[str, Any], url: str, **changes: Any) -> dict[str, An
 
 
 def wait_status(client: TestClient, status: str, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body: dict[str, Any] = client.get("/api/v1/pow/status").json()
-        if body["status"] == status and body["is_model_initialized"]:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
+    body: dict[str, Any] = wait_until(
+        lambda: client.get("/api/v1/pow/status").json(),
+        lambda b: b["status"] == status and b["is_model_initialized"],
+        timeout_s=timeout_s,
+        interval_s=0.05,
+        what=f"PoW {status}",
+    )
+    return body
 
 
 def test_status_before_init(app_parts: Any) -> None:
@@ -160,7 +164,7 @@ def test_malformed_batches_are_422_and_worker_survives(
         "dist": [1.0, 1.0],
         "node_id": 0,
     }
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "nonces": {"nonces": [0, 0]},
         "dist": {"dist": [1.0]},
         "block_hash": {"block_hash": "stale"},
@@ -204,3 +208,45 @@ def test_reinit_continues_the_search_without_repeating_nonces(
     client.post("/api/v1/pow/stop")
     nonces = [n for b in receiver.bodies("generated") for n in b["nonces"]]
     assert len(nonces) == len(set(nonces))
+
+
+def bare_service() -> PowService:
+    ctx = NodeContext(settings=NodeSettings(_env_file=None))
+    service = PowService(PowSettings(_env_file=None, device="cpu"), ctx)
+    ctx.gate.register(service)
+    return service
+
+
+async def test_stop_while_a_model_build_runs_leaves_the_loop_free() -> None:
+    service = bare_service()
+    building, loop_ran = threading.Event(), threading.Event()
+    freed_by_loop: list[bool] = []
+
+    def build() -> None:  # holds the cache's lock as a build in progress does
+        with service.models._lock:
+            building.set()
+            freed_by_loop.append(loop_ran.wait(10))
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    building.wait(5)
+    stopping = asyncio.create_task(service.stop())
+    await asyncio.sleep(0.05)  # stop now waits for the build
+    loop_ran.set()
+    await stopping
+    builder.join(15)
+    assert freed_by_loop == [True]
+    service.sender.close(flush_timeout_s=0)
+
+
+async def test_close_with_undelivered_callbacks_leaves_the_loop_free() -> None:
+    service = bare_service()
+    with CallbackReceiver() as receiver:
+        receiver.status_code = 503  # the network node is down: the callback stays pending
+        service.sender.start()
+        service.sender.submit(receiver.url, "generated", {"i": 0})
+        closing = asyncio.create_task(service.close())
+        await asyncio.sleep(0.2)  # close flushes for up to 2 s; the loop runs meanwhile
+        assert not closing.done()
+        await closing
+    assert service.sender.stats().dropped == 1

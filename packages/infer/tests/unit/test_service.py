@@ -10,8 +10,8 @@ import pytest
 
 from mlnode.common.errors import EngineFailed, InvalidRequest, Unavailable
 from mlnode.common.lifecycle import AlreadyRunning, Phase
+from mlnode.common.testing import wait_until_async
 from mlnode.infer.schemas import InferenceUpRequest, UpPhase
-from mlnode.infer.testing.support import eventually
 
 
 def up_request(*args: str) -> InferenceUpRequest:
@@ -21,7 +21,7 @@ def up_request(*args: str) -> InferenceUpRequest:
 def gone(pid: int | None) -> bool:
     assert pid is not None
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -94,7 +94,7 @@ async def test_async_up_reports_starting_then_running(make_service) -> None:
     answer = await service.up_async(up_request("--start-delay", "1"))
     assert answer.status == "starting"
     assert service.up_status().status is UpPhase.STARTING
-    await eventually(lambda: service.up_status().status is UpPhase.RUNNING)
+    await wait_until_async(lambda: service.up_status().status is UpPhase.RUNNING, timeout_s=15)
 
 
 async def test_one_instance_per_gpu_group(make_service, client) -> None:
@@ -116,7 +116,7 @@ async def test_health_flap_takes_instance_out_and_back(make_service, client) -> 
     engine = f"http://127.0.0.1:{service.inference_status().instances[0].port}"
 
     await client.post(f"{engine}/control/health", json={"ok": False})
-    await eventually(lambda: not service.healthy())
+    await wait_until_async(lambda: not service.healthy(), timeout_s=15)
     assert service.inference_status().instances[0].state == "unhealthy"
     assert "engine 0 is unhealthy" in (service.status().last_error or "")
     assert (await client.get(f"{port_of(service)}/health")).status_code == 503
@@ -124,7 +124,7 @@ async def test_health_flap_takes_instance_out_and_back(make_service, client) -> 
     assert refused.status_code == 503
 
     await client.post(f"{engine}/control/health", json={"ok": True})
-    await eventually(service.healthy)
+    await wait_until_async(service.healthy, timeout_s=15)
     assert (await client.post(f"{port_of(service)}/v1/completions", json={})).status_code == 200
 
 
@@ -137,15 +137,15 @@ async def test_dead_instance_is_restarted_up_to_the_limit(make_service, client) 
 
     def restarted() -> bool:
         instance = service.inference_status().instances[0]
-        return instance.restarts == 1 and instance.state == "healthy"
+        return bool(instance.restarts == 1 and instance.state == "healthy")
 
-    await eventually(restarted)
+    await wait_until_async(restarted, timeout_s=15)
     second_pid = service.inference_status().instances[0].pid
     assert second_pid not in (None, first_pid)
     assert (await client.post(f"{port_of(service)}/v1/completions", json={})).status_code == 200
 
     os.kill(second_pid, signal.SIGKILL)
-    await eventually(lambda: service.job.phase is Phase.FAILED)
+    await wait_until_async(lambda: service.job.phase is Phase.FAILED, timeout_s=15)
     assert "every engine instance exited" in (service.job.last_error or "")
     assert not service.healthy() and not service.is_running()
     assert service.inference_status().instances[0].state == "dead"
@@ -158,7 +158,9 @@ async def test_dead_instance_shows_in_status_and_the_other_serves(make_service, 
     assert victim.pid is not None
     os.kill(victim.pid, signal.SIGKILL)
 
-    await eventually(lambda: service.inference_status().instances[0].state == "dead")
+    await wait_until_async(
+        lambda: service.inference_status().instances[0].state == "dead", timeout_s=15
+    )
     assert not service.healthy()
     dead = service.inference_status().instances[0]
     assert dead.state == "dead" and dead.exit_code == -signal.SIGKILL

@@ -1,40 +1,33 @@
 """Several DiLoCo workers in threads over an in-memory hub, with faults."""
 
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mlnode.common.transport.api import TensorLike
+from mlnode.common.testing import FakeTransport, TransportHub, not_none, wait_until
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
-from mlnode.train.testing import MemoryHub, MemoryTransport
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
 
-class DroppingTransport(MemoryTransport):
-    """Loses the pseudo-gradient chunks of rounds whose tag starts with `drop_prefix`
+def dropping(node: FakeTransport, drop_prefix: str, drop_to: str | None = None) -> FakeTransport:
+    """`node`, losing the pseudo-gradient chunks of rounds whose tag starts with `drop_prefix`
     (sent to `drop_to` only, when given)."""
 
-    def __init__(
-        self, hub: MemoryHub, name: str, drop_prefix: str, drop_to: str | None = None
-    ) -> None:
-        super().__init__(hub, name)
-        self.drop_prefix = drop_prefix
-        self.drop_to = drop_to
+    def lose(peer: str, tag: str) -> bool:
+        chunk = tag.startswith(drop_prefix) and "/chunk-" in tag
+        return chunk and drop_to in (None, peer)
 
-    def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
-        dropped = tag.startswith(self.drop_prefix) and "/chunk-" in tag
-        if not (dropped and self.drop_to in (None, peer_id)):
-            super().send(peer_id, tensors, task, tag)
+    node.lose = lose
+    return node
 
 
 def make_trainer(
     make_request: Callable[..., dict[str, Any]],
-    transport: MemoryTransport | None,
+    transport: FakeTransport,
     rank: int,
     world: int,
     ckpt: Path,
@@ -44,6 +37,11 @@ def make_trainer(
     progress = TrainProgress(request.task_id, rank, world)
     env = TrainerEnv(transport, torch.device("cpu"), ckpt, vote_timeout_s=5.0, join_timeout_s=5.0)
     return DilocoTrainer(request, env, progress), progress
+
+
+def alone() -> FakeTransport:
+    """The transport of a worker without peers."""
+    return TransportHub().node("w0")
 
 
 def run_all(trainers: list[DilocoTrainer], stops: list[threading.Event] | None = None) -> None:
@@ -58,15 +56,15 @@ def run_all(trainers: list[DilocoTrainer], stops: list[threading.Event] | None =
 
 
 def hashes(progress: TrainProgress) -> dict[int, str]:
-    return {h["outer_round"]: h["sha256"] for h in progress.snapshot()["weights_history"]}
+    return {h.outer_round: h.sha256 for h in progress.snapshot().weights_history}
 
 
 def when(condition: Callable[[], bool], action: Callable[[], None]) -> threading.Thread:
     def watch() -> None:
-        deadline = time.monotonic() + 60
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        action()
+        try:
+            wait_until(condition, timeout_s=60, interval_s=0.01, what="the fault's moment")
+        finally:
+            action()
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -74,34 +72,33 @@ def when(condition: Callable[[], bool], action: Callable[[], None]) -> threading
 
 
 def test_three_workers_learn_and_stay_identical(make_request, tmp_path) -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     pairs = [
-        make_trainer(make_request, hub.transport(f"w{r}"), r, 3, tmp_path / f"c{r}")
-        for r in range(3)
+        make_trainer(make_request, hub.node(f"w{r}"), r, 3, tmp_path / f"c{r}") for r in range(3)
     ]
 
     run_all([t for t, _ in pairs])
 
-    history = [p.snapshot()["loss_history"] for _, p in pairs]
+    history = [p.snapshot().loss_history for _, p in pairs]
     assert len(history[0]) == 4
-    assert history[0][-1]["eval_loss"] < history[0][0]["eval_loss"] - 0.5
-    assert history[0][-1]["loss"] < history[0][0]["loss"]
+    assert not_none(history[0][-1].eval_loss) < not_none(history[0][0].eval_loss) - 0.5
+    assert not_none(history[0][-1].loss) < not_none(history[0][0].loss)
     per_round = [hashes(p) for _, p in pairs]
     assert per_round[0] == per_round[1] == per_round[2]
     assert len(set(per_round[0].values())) == 4
     status = pairs[1][1].snapshot()
-    assert status["peers_alive"] == ["w0", "w2"] and status["weights_agree"] is True
-    assert status["bytes_sent"] > 0 and status["tokens_per_s"] > 0
+    assert status.peers_alive == ["w0", "w2"] and status.weights_agree is True
+    assert status.bytes_sent > 0 and not_none(status.tokens_per_s) > 0
 
 
 def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
     make_request, tmp_path
 ) -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     pairs = [
         make_trainer(
             make_request,
-            hub.transport(f"w{r}"),
+            hub.node(f"w{r}"),
             r,
             3,
             tmp_path / f"c{r}",
@@ -117,14 +114,14 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
         hub.kill("w2")
         stops[2].set()
 
-    when(lambda: victim.snapshot()["inner_step"] >= 7, kill)
+    when(lambda: victim.snapshot().inner_step >= 7, kill)
     survivors = threading.Thread(target=run_all, args=([pairs[0][0], pairs[1][0]], stops[:2]))
     survivors.start()
     pairs[2][0].run(stops[2])
     hub.revive("w2")
     reborn, reborn_progress = make_trainer(
         make_request,
-        hub.transport("w2"),
+        hub.node("w2"),
         2,
         3,
         tmp_path / "c2",
@@ -140,23 +137,24 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
     assert all(first[r] == second[r] for r in first.keys() & second.keys())
     assert 8 in first and 8 in second and len(first.keys() | second.keys()) == 8
     reborn_status = reborn_progress.snapshot()
-    assert reborn_status["resumed_from"] >= 1
-    if reborn_status["pulled_from"] is None:
+    resumed_from = not_none(reborn_status.resumed_from)
+    assert resumed_from >= 1
+    if reborn_status.pulled_from is None:
         # Its checkpoint already held the peers' state of that round: it trained on with them.
         own = hashes(reborn_progress)
-        assert all(own[r] == first[r] for r in range(reborn_status["resumed_from"] + 1, 9))
+        assert all(own[r] == first[r] for r in range(resumed_from + 1, 9))
     else:
-        assert reborn_status["pulled_from"] in {"w0", "w1"}
-    assert reborn_status["outer_round"] == 8
-    assert reborn_status["weights_sha256"] == first[8]
+        assert reborn_status.pulled_from in {"w0", "w1"}
+    assert reborn_status.outer_round == 8
+    assert reborn_status.weights_sha256 == first[8]
 
 
 def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     pairs = [
         make_trainer(
             make_request,
-            DroppingTransport(hub, f"w{r}", "outer-1-") if r == 2 else hub.transport(f"w{r}"),
+            dropping(hub.node(f"w{r}"), "outer-1-") if r == 2 else hub.node(f"w{r}"),
             r,
             3,
             tmp_path / f"c{r}",
@@ -169,20 +167,18 @@ def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None
 
     per_round = [hashes(p) for _, p in pairs]
     assert per_round[0] == per_round[1] == per_round[2]
-    assert pairs[2][1].snapshot()["pulled_from"] in {"w0", "w1"}
-    assert pairs[0][1].snapshot()["round_failures"] == {}  # later rounds had everyone
+    assert pairs[2][1].snapshot().pulled_from in {"w0", "w1"}
+    assert pairs[0][1].snapshot().round_failures == {}  # later rounds had everyone
 
 
 def test_a_worker_that_missed_one_live_peer_learns_it_is_the_odd_one_out(
     make_request, tmp_path
 ) -> None:
-    hub = MemoryHub()
+    hub = TransportHub()
     pairs = [
         make_trainer(
             make_request,
-            DroppingTransport(hub, "w0", "outer-1-", drop_to="w1")
-            if r == 0
-            else hub.transport(f"w{r}"),
+            dropping(hub.node("w0"), "outer-1-", drop_to="w1") if r == 0 else hub.node(f"w{r}"),
             r,
             3,
             tmp_path / f"c{r}",
@@ -195,28 +191,28 @@ def test_a_worker_that_missed_one_live_peer_learns_it_is_the_odd_one_out(
 
     recorded: dict[int, set[str]] = {}
     for _, progress in pairs:
-        for entry in progress.snapshot()["weights_history"]:
-            recorded.setdefault(entry["outer_round"], set()).add(entry["sha256"])
+        for entry in progress.snapshot().weights_history:
+            recorded.setdefault(entry.outer_round, set()).add(entry.sha256)
     assert all(len(digests) == 1 for digests in recorded.values()), recorded
-    assert pairs[1][1].snapshot()["pulled_from"] in {"w0", "w2"}
+    assert pairs[1][1].snapshot().pulled_from in {"w0", "w2"}
 
 
 def test_stop_then_start_resumes_bit_identically(make_request, tmp_path) -> None:
     straight, straight_progress = make_trainer(
-        make_request, None, 0, 1, tmp_path / "a", optim=optim(40)
+        make_request, alone(), 0, 1, tmp_path / "a", optim=optim(40)
     )
     straight.run(threading.Event())
 
-    first, progress = make_trainer(make_request, None, 0, 1, tmp_path / "b", optim=optim(40))
+    first, progress = make_trainer(make_request, alone(), 0, 1, tmp_path / "b", optim=optim(40))
     stop = threading.Event()
-    when(lambda: progress.snapshot()["outer_round"] >= 2, stop.set)
+    when(lambda: progress.snapshot().outer_round >= 2, stop.set)
     first.run(stop)
-    stopped_at = progress.snapshot()["outer_round"]
+    stopped_at = progress.snapshot().outer_round
     assert 2 <= stopped_at < 8
-    second, resumed = make_trainer(make_request, None, 0, 1, tmp_path / "b", optim=optim(40))
+    second, resumed = make_trainer(make_request, alone(), 0, 1, tmp_path / "b", optim=optim(40))
     second.run(threading.Event())
 
-    assert resumed.snapshot()["resumed_from"] == stopped_at
+    assert resumed.snapshot().resumed_from == stopped_at
     assert hashes(resumed)[8] == hashes(straight_progress)[8]
 
 

@@ -48,7 +48,7 @@ def test_fedavg_weights_by_sample_count() -> None:
 
 def test_task_arithmetic_adds_scaled_task_vectors() -> None:
     base = T([1.0, 1.0])
-    out = merge("task_arithmetic", [T([2.0, 1.0]), T([1.0, 3.0])], base=base, **{"lambda": 0.5})
+    out = merge("task_arithmetic", [T([2.0, 1.0]), T([1.0, 3.0])], base=base, **{"lambda": 0.5})  # type: ignore[arg-type]
     assert torch.allclose(out, T([1.5, 2.0]))
 
 

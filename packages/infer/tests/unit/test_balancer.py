@@ -25,7 +25,7 @@ def test_picks_least_busy() -> None:
 def test_ties_rotate() -> None:
     lb = LeastConnections()
     lb.set_backends([A, B])
-    picks = Counter()
+    picks: Counter[Backend] = Counter()
     for _ in range(10):
         backend = lb.acquire()
         assert backend is not None

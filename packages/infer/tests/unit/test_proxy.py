@@ -2,14 +2,15 @@
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 import pytest
 
+from mlnode.common.testing import wait_until_async
 from mlnode.infer.balancer import Backend
 from mlnode.infer.engine import free_port
 from mlnode.infer.schemas import InferenceUpRequest
-from mlnode.infer.testing.support import eventually
 
 
 def up_request(*args: str) -> InferenceUpRequest:
@@ -20,8 +21,9 @@ def base(service) -> str:
     return f"http://127.0.0.1:{service.settings.port}"
 
 
-async def engine_stats(client: httpx.AsyncClient, port: int) -> dict:
-    return (await client.get(f"http://127.0.0.1:{port}/control/stats")).json()
+async def engine_stats(client: httpx.AsyncClient, port: int) -> dict[str, Any]:
+    stats: dict[str, Any] = (await client.get(f"http://127.0.0.1:{port}/control/stats")).json()
+    return stats
 
 
 async def test_forwards_method_path_query_headers_and_body(make_service, client) -> None:
@@ -92,7 +94,9 @@ async def test_engine_crash_mid_stream_ends_with_an_error_event(make_service, cl
     assert len(events) == 3
     error = json.loads(events[-1].removeprefix("data: "))["error"]
     assert error["code"] == "engine_failed" and "mid-response" in error["message"]
-    await eventually(lambda: service.inference_status().instances[0].state == "dead")
+    await wait_until_async(
+        lambda: service.inference_status().instances[0].state == "dead", timeout_s=15
+    )
     assert (await client.post(f"{base(service)}/v1/completions", json={})).status_code == 503
 
 
@@ -101,7 +105,9 @@ async def test_engine_crash_mid_body_cuts_the_client_connection(make_service, cl
     await service.up(up_request())
     with pytest.raises(httpx.RemoteProtocolError):
         await client.post(f"{base(service)}/v1/completions", json={"die_mid_body": True})
-    await eventually(lambda: service.inference_status().instances[0].state == "dead")
+    await wait_until_async(
+        lambda: service.inference_status().instances[0].state == "dead", timeout_s=15
+    )
 
 
 async def test_client_disconnect_cancels_the_upstream_request(make_service, client) -> None:
@@ -110,11 +116,10 @@ async def test_client_disconnect_cancels_the_upstream_request(make_service, clie
     port = service.inference_status().instances[0].port
     async with client.stream("POST", f"{base(service)}/v1/completions", json={"stream": True}) as s:
         await anext(s.aiter_raw())
-    await eventually(lambda: service.balancer.total_in_flight() == 0, timeout_s=5)
-    deadline = asyncio.get_running_loop().time() + 5
-    while (await engine_stats(client, port))["cancelled"] != 1:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.05)
+    await wait_until_async(lambda: service.balancer.total_in_flight() == 0, timeout_s=5)
+    await wait_until_async(
+        lambda: engine_stats(client, port), lambda s: s["cancelled"] == 1, timeout_s=5
+    )
     assert (await engine_stats(client, port))["in_flight"] == 0
 
 
@@ -122,7 +127,7 @@ async def test_two_instances_balanced_by_requests_in_flight(make_service, client
     service = await make_service(gpus=[0, 1])
     await service.up(up_request())
     held = asyncio.create_task(client.post(f"{base(service)}/v1/completions", json={"hold_s": 2.0}))
-    await eventually(lambda: service.balancer.total_in_flight() == 1, timeout_s=5)
+    await wait_until_async(lambda: service.balancer.total_in_flight() == 1, timeout_s=5)
     busy = [i for i in service.inference_status().instances if i.requests_in_flight == 1]
     assert len(busy) == 1
     quick_ports = set()
@@ -146,6 +151,6 @@ async def test_client_gone_while_sending_its_body_is_cleaned_up(make_service, cl
 
     with pytest.raises(RuntimeError):
         await client.post(f"{base(service)}/v1/echo", content=broken_body())
-    await eventually(lambda: service.balancer.total_in_flight() == 0, timeout_s=5)
+    await wait_until_async(lambda: service.balancer.total_in_flight() == 0, timeout_s=5)
     response = await client.post(f"{base(service)}/v1/echo", content=b"{}")
     assert response.status_code == 200 and response.json()["body"] == "{}"

@@ -1,6 +1,5 @@
 """The /api/v1/train routes on the real app, with the real service (single worker, no transport)."""
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,31 +8,29 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlnode.api.app import create_app
-from mlnode.api.settings import MLNodeSettings
-from mlnode.common.settings import NodeSettings
-from mlnode.common.transport.settings import TransportSettings
-from mlnode.train.settings import TrainSettings
+from mlnode.api.testing import make_settings
+from mlnode.common.testing import wait_until
+from mlnode.train.progress import TrainProgress
+from mlnode.train.schemas import TrainFigures, TrainFigureUpdate
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = MLNodeSettings(
-        node=NodeSettings(state_dir=tmp_path / "state"),
-        transport=TransportSettings(host="127.0.0.1", port=0),
-        train=TrainSettings(device="cpu", torch_threads=1, join_timeout_s=0.5),
+    settings = make_settings(
+        tmp_path, train={"device": "cpu", "torch_threads": 1, "join_timeout_s": 0.5}
     )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
 def wait_phase(client: TestClient, phases: set[str], timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get("/api/v1/train/status").json()
-        if body["phase"] in phases:
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"phase never reached {phases}: {body}")
+    body: dict[str, Any] = wait_until(
+        lambda: client.get("/api/v1/train/status").json(),
+        lambda b: b["phase"] in phases,
+        timeout_s=timeout,
+        what=f"phase in {phases}",
+    )
+    return body
 
 
 def test_a_single_worker_trains_to_the_end(client, make_request) -> None:
@@ -127,3 +124,17 @@ def test_an_unknown_peer_is_left_out_and_the_worker_trains_on(client, make_reque
     assert "ghost" in status["progress"]["round_failures"]
     assert "send failed" in status["progress"]["round_failures"]["ghost"]
     assert status["progress"]["peers_alive"] == []
+
+
+def test_progress_figures_are_checked_by_name_and_type() -> None:
+    progress = TrainProgress("t", 0, 1)
+    progress.set(outer_round=3, peers_alive=["w1"])
+    with pytest.raises(ValueError, match="outer_rond"):
+        progress.set(outer_rond=4)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="outer_round"):
+        progress.set(outer_round="three")  # type: ignore[arg-type]
+    assert progress.snapshot().outer_round == 3
+
+
+def test_the_typed_update_names_every_figure() -> None:
+    assert TrainFigureUpdate.__annotations__.keys() == TrainFigures.model_fields.keys()

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mlnode.common.testing import TransportHub
 from mlnode.fuse.executor import FusionProgress, FusionStopped, NonFiniteTensor, is_finite
 from mlnode.fuse.io.local import LocalSafetensors
 from mlnode.fuse.io.peer import SharedModel
@@ -115,25 +116,25 @@ def test_stopped_fusion_leaves_no_output(tmp_path: Path, two_models: tuple[Path,
 
 
 def test_fusion_from_peers_equals_local_fusion_bit_for_bit(
-    tmp_path: Path, two_models: tuple[Path, Path], network: Any
+    tmp_path: Path, two_models: tuple[Path, Path], network: TransportHub
 ) -> None:
     a, b = two_models
     fuser, peer_a, peer_b = network.node("f"), network.node("pa"), network.node("pb")
     for node, path in ((peer_a, a), (peer_b, b)):
         node.known.add("f")
-        fuser.known.add(node.node_id)
+        fuser.known.add(node.peer_id)
         node.serve("task-1", SharedModel(LocalSafetensors(path)))
     ties = {"method": "ties", "params": {"density": 0.5}, "base": {"path": str(a)}}
     remote = request(tmp_path, [{"peer_id": "pa"}, {"peer_id": "pb"}], **ties)
     remote_out = fuse(remote, fuser)
-    assert fuser.fetches == 2 * len(SHAPES)
+    assert sum(len(names) for _, _, names in fuser.fetched) == 2 * len(SHAPES)
     local = request(tmp_path / "local", [{"path": str(a)}, {"path": str(b)}], **ties)
     local_out = fuse(local)
     assert all(torch.equal(remote_out[n], local_out[n]) for n in SHAPES)
 
 
 def test_unknown_peer_cannot_pull(
-    tmp_path: Path, two_models: tuple[Path, Path], network: Any
+    tmp_path: Path, two_models: tuple[Path, Path], network: TransportHub
 ) -> None:
     stranger, owner = network.node("s"), network.node("o")
     owner.serve("task-1", SharedModel(LocalSafetensors(two_models[0])))

@@ -1,6 +1,7 @@
 """The memory estimate of a training request, judged before any model is built."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ TINY = {
 }
 
 
-def request(tmp_path: Path, config: dict | None = None, **extra) -> TrainRequest:
+def request(tmp_path: Path, config: dict[str, Any] | None = None, **extra) -> TrainRequest:
     data = tmp_path / "corpus.txt"
     data.write_text("hello world " * 100)
     body = {
@@ -32,7 +33,7 @@ def request(tmp_path: Path, config: dict | None = None, **extra) -> TrainRequest
     return TrainRequest.model_validate(body)
 
 
-def real_params(config: dict) -> int:
+def real_params(config: dict[str, Any]) -> int:
     model = AutoModelForCausalLM.from_config(build_config(config, "model.config"))
     return sum(p.numel() for p in model.parameters())
 
@@ -53,7 +54,7 @@ def real_params(config: dict) -> int:
         {"model_type": "qwen3", **TINY, "head_dim": 32},
     ],
 )
-def test_analytic_count_is_close_to_the_real_model(config: dict) -> None:
+def test_analytic_count_is_close_to_the_real_model(config: dict[str, Any]) -> None:
     built = build_config(config, "model.config")
     analytic = sum(count_params(config_sizes(built, "model.config")).values())
     real = real_params(config)
@@ -88,7 +89,7 @@ def test_default_config_is_a_7b_model_and_is_refused(tmp_path: Path) -> None:
     ],
 )
 def test_huge_configs_are_refused_naming_the_field(
-    tmp_path: Path, config: dict, param: str
+    tmp_path: Path, config: dict[str, Any], param: str
 ) -> None:
     with pytest.raises(InvalidRequest) as refused:
         check_request_fits(request(tmp_path, config), 4 * GIB)
@@ -119,7 +120,7 @@ def test_long_sequences_count_their_activations(tmp_path: Path) -> None:
         ({"model_type": 7}, "model.config.model_type"),
     ],
 )
-def test_malformed_configs_are_422(tmp_path: Path, config: dict, param: str) -> None:
+def test_malformed_configs_are_422(tmp_path: Path, config: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as refused:
         check_request_fits(request(tmp_path, config), 4 * GIB)
     assert refused.value.param == param

@@ -13,29 +13,16 @@ import psutil
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from pydantic import ValidationError
 
 from mlnode.api.app import create_app
-from mlnode.api.settings import MLNodeSettings
-from mlnode.common.errors import InvalidRequest
-from mlnode.common.settings import NodeSettings
-from mlnode.common.transport.settings import TransportSettings
-from mlnode.train.local import local_optim
+from mlnode.api.testing import make_settings
+from mlnode.common.testing import TransportHub, not_none, wait_until
 from mlnode.train.progress import TrainProgress
-from mlnode.train.schemas import OptimConfig, TrainRequest
-from mlnode.train.settings import TrainSettings
+from mlnode.train.schemas import TrainRequest
 from mlnode.train.testing import follower_hashes
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_trainer(
@@ -43,12 +30,14 @@ def make_trainer(
 ) -> tuple[DilocoTrainer, TrainProgress]:
     request = TrainRequest.model_validate(make_request(**overrides))
     progress = TrainProgress(request.task_id, 0, 1)
-    env = TrainerEnv(None, CPU, ckpt, local_devices=(CPU,) * ranks, torch_threads=1)
+    env = TrainerEnv(
+        TransportHub().node("w0"), CPU, ckpt, local_devices=(CPU,) * ranks, torch_threads=1
+    )
     return DilocoTrainer(request, env, progress), progress
 
 
 def hashes(progress: TrainProgress) -> dict[int, str]:
-    return {h["outer_round"]: h["sha256"] for h in progress.snapshot()["weights_history"]}
+    return {h.outer_round: h.sha256 for h in progress.snapshot().weights_history}
 
 
 def follower_pids() -> list[int]:
@@ -65,7 +54,7 @@ def follower_pids() -> list[int]:
 def gone(process: psutil.Process) -> bool:
     """Exited (an orphan's zombie counts: reaping it is init's business)."""
     try:
-        return process.status() == psutil.STATUS_ZOMBIE
+        return bool(process.status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
@@ -78,18 +67,18 @@ def test_two_local_ranks_train_like_one_process(make_request, tmp_path) -> None:
     double.run(threading.Event())
 
     status = progress.snapshot()
-    history, reference = status["loss_history"], single_progress.snapshot()["loss_history"]
-    assert len(history) == 4 and history[-1]["loss"] < history[0]["loss"] - 1.0
+    history, reference = status.loss_history, single_progress.snapshot().loss_history
+    assert len(history) == 4 and not_none(history[-1].loss) < not_none(history[0].loss) - 1.0
     for mine, theirs in zip(history, reference, strict=True):
-        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
-        assert mine["eval_loss"] == pytest.approx(theirs["eval_loss"], rel=1e-4)
+        assert mine.loss == pytest.approx(theirs.loss, rel=1e-4)
+        assert mine.eval_loss == pytest.approx(theirs.eval_loss, rel=1e-4)
     for name, weight in single.inner.weights().items():
         assert torch.allclose(double.inner.weights()[name], weight, atol=1e-5), name
-    assert status["local_weights_agree"] is True
-    assert [r["local_rank"] for r in status["local_ranks"]] == [0, 1]
-    assert follower_hashes(tmp_path / "two") == {1: status["weights_sha256"]}
-    assert not psutil.pid_exists(status["local_ranks"][1]["pid"])
-    assert single_progress.snapshot()["local_ranks"] == []  # alone: no follower, no group
+    assert status.local_weights_agree is True
+    assert [r.local_rank for r in status.local_ranks] == [0, 1]
+    assert follower_hashes(tmp_path / "two") == {1: status.weights_sha256}
+    assert not psutil.pid_exists(status.local_ranks[1].pid)
+    assert single_progress.snapshot().local_ranks == []  # alone: no follower, no group
 
 
 def test_a_resumed_node_gives_its_followers_the_optimizer_state(make_request, tmp_path) -> None:
@@ -101,25 +90,30 @@ def test_a_resumed_node_gives_its_followers_the_optimizer_state(make_request, tm
     watcher = threading.Thread(target=stop_at_round, args=(progress, 2, stop), daemon=True)
     watcher.start()
     first.run(stop)
-    stopped_at = progress.snapshot()["outer_round"]
+    stopped_at = progress.snapshot().outer_round
     assert 2 <= stopped_at < 8
 
     second, resumed = make_trainer(make_request, tmp_path / "b", 2, optim=optim)
     second.run(threading.Event())
 
     status = resumed.snapshot()
-    assert status["resumed_from"] == stopped_at
+    assert status.resumed_from == stopped_at
     # A follower with fresh AdamW moments would step differently and skew the averaged gradients.
-    assert status["local_weights_agree"] is True
+    assert status.local_weights_agree is True
     assert hashes(resumed)[8] == hashes(straight_progress)[8]
     assert follower_hashes(tmp_path / "b") == {1: hashes(resumed)[8]}
 
 
 def stop_at_round(progress: TrainProgress, round_index: int, stop: threading.Event) -> None:
-    deadline = time.monotonic() + 60
-    while progress.snapshot()["outer_round"] < round_index and time.monotonic() < deadline:
-        time.sleep(0.005)
-    stop.set()
+    try:
+        wait_until(
+            lambda: progress.snapshot().outer_round >= round_index,
+            timeout_s=60,
+            interval_s=0.005,
+            what=f"round {round_index}",
+        )
+    finally:
+        stop.set()
 
 
 def test_one_local_rank_is_the_plain_path(make_request, tmp_path) -> None:
@@ -131,23 +125,19 @@ def test_one_local_rank_is_the_plain_path(make_request, tmp_path) -> None:
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = MLNodeSettings(
-        node=NodeSettings(state_dir=tmp_path / "state"),
-        transport=TransportSettings(host="127.0.0.1", port=0),
-        train=TrainSettings(device="cpu", local_devices="2", torch_threads=1, join_timeout_s=0.5),
+    settings = make_settings(
+        tmp_path,
+        train={"device": "cpu", "local_devices": "2", "torch_threads": 1, "join_timeout_s": 0.5},
     )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
 def wait_for(client: TestClient, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        body = client.get("/api/v1/train/status").json()
-        if check(body):
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"never reached: {body}")
+    body: dict[str, Any] = wait_until(
+        lambda: client.get("/api/v1/train/status").json(), check, timeout_s=60, interval_s=0.05
+    )
+    return body
 
 
 def running_follower(client: TestClient) -> int:
@@ -173,10 +163,7 @@ def test_stop_kills_the_follower(client, make_request) -> None:
 
 def test_a_stop_while_the_follower_starts_kills_it_at_once(client, make_request) -> None:
     client.post("/api/v1/train/start", json=make_request(optim={"total_steps": 100000}))
-    deadline = time.monotonic() + 10
-    while not follower_pids() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    (pid,) = follower_pids()
+    (pid,) = wait_until(follower_pids, timeout_s=10, interval_s=0.01, what="a follower")
     started = time.monotonic()
 
     body = client.post("/api/v1/train/stop").json()
@@ -214,10 +201,8 @@ def test_a_batch_the_local_ranks_cannot_share_is_refused(client, make_request) -
 
 
 def test_shutdown_kills_the_follower(tmp_path, make_request) -> None:
-    settings = MLNodeSettings(
-        node=NodeSettings(state_dir=tmp_path / "state"),
-        transport=TransportSettings(host="127.0.0.1", port=0),
-        train=TrainSettings(device="cpu", local_devices="2", torch_threads=1),
+    settings = make_settings(
+        tmp_path, train={"device": "cpu", "local_devices": "2", "torch_threads": 1}
     )
     with TestClient(create_app(settings)) as client:
         client.post("/api/v1/train/start", json=make_request(optim={"total_steps": 100000}))
@@ -226,54 +211,17 @@ def test_shutdown_kills_the_follower(tmp_path, make_request) -> None:
     assert not psutil.pid_exists(pid) and follower_pids() == []
 
 
-@pytest.mark.parametrize(
-    ("value", "devices"),
-    [("auto", [CPU]), ("1", [CPU]), ("3", [CPU, CPU, CPU])],
-)
-def test_local_devices_on_cpu(value: str, devices: list[torch.device]) -> None:
-    assert TrainSettings(device="cpu", local_devices=value).local_device_list() == devices
-
-
-def test_local_devices_from_the_environment(monkeypatch) -> None:
-    monkeypatch.setenv("MLNODE_TRAIN_LOCAL_DEVICES", "2")
-
-    assert TrainSettings(device="cpu").local_device_list() == [CPU, CPU]
-
-
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1,1", "0,"])
-def test_malformed_local_devices_are_refused(value: str) -> None:
-    with pytest.raises(ValidationError, match="local_devices"):
-        TrainSettings(local_devices=value)
-
-
-def test_a_gpu_list_needs_cuda() -> None:
-    with pytest.raises(InvalidRequest, match="training is on CPU"):
-        TrainSettings(device="cpu", local_devices="0,1").local_device_list()
-
-
-@pytest.mark.parametrize(
-    ("batch", "micro", "share", "share_micro"),
-    [(8, 4, 4, 4), (8, None, 4, 4), (12, 4, 6, 2), (8, 8, 4, 4)],
-)
-def test_each_local_rank_takes_an_equal_share(batch, micro, share, share_micro) -> None:
-    optim = OptimConfig(batch_size=batch, micro_batch_size=micro)
-
-    mine = local_optim(optim, 2)
-
-    assert (mine.batch_size, mine.micro_batch_size) == (share, share_micro)
-    assert local_optim(optim, 1) is optim
-
-
 NODE_SCRIPT = """
 import sys, threading, torch
 from pathlib import Path
+from mlnode.common.testing import TransportHub
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 torch.set_num_threads(1)
 request = TrainRequest.model_validate_json(Path(sys.argv[1]).read_text())
 cpu = torch.device("cpu")
-env = TrainerEnv(None, cpu, Path(sys.argv[2]), local_devices=(cpu, cpu))
+env = TrainerEnv(TransportHub().node("w0"), cpu, Path(sys.argv[2]), local_devices=(cpu, cpu))
 DilocoTrainer(request, env, TrainProgress("t", 0, 1)).run(threading.Event())
 """
 
@@ -284,18 +232,18 @@ def test_a_follower_does_not_outlive_a_killed_node(make_request, tmp_path) -> No
     node = psutil.Popen(
         [sys.executable, "-c", NODE_SCRIPT, str(tmp_path / "request.json"), str(tmp_path / "n")]
     )
-    deadline = time.monotonic() + 60
-    while "local rank 1 on cpu" not in log_text(tmp_path / "n") and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(
+        lambda: "local rank 1 on cpu" in log_text(tmp_path / "n"),
+        timeout_s=60,
+        interval_s=0.1,
+        what="the follower to start",
+    )
     (follower,) = node.children()
 
     node.kill()
     node.wait()
 
-    deadline = time.monotonic() + 10
-    while not gone(follower) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert gone(follower)
+    wait_until(lambda: gone(follower), timeout_s=10, interval_s=0.1, what="the orphaned follower")
 
 
 def log_text(log_dir: Path) -> str:
