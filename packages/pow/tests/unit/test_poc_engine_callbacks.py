@@ -1,6 +1,7 @@
 """Callback delivery to a real local receiver: success, bounded retries, drops counted."""
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ def receiver() -> Iterator[CallbackReceiver]:
     started.stop()
 
 
-def fast(**overrides: object) -> PocEngineSettings:
+def fast(**overrides: Any) -> PocEngineSettings:
     return PocEngineSettings(
         callback_backoff_s=0.01, callback_backoff_max_s=0.02, callback_timeout_s=5, **overrides
     )

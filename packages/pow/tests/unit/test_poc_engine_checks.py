@@ -1,5 +1,7 @@
 """Request checks of the engine's PoC routes: each refusal has its status and names its field."""
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -19,7 +21,7 @@ FACTS = EngineFacts(
 
 
 def refusal(
-    params: dict[str, object], facts: EngineFacts = FACTS, **settings: object
+    params: dict[str, object], facts: EngineFacts = FACTS, settings: dict[str, Any] | None = None
 ) -> PocHttpError:
     with pytest.raises(PocHttpError) as caught:
         check = PocParams.model_validate(params)
@@ -31,7 +33,7 @@ def refusal(
             batch_size=8,
             n_nonces=8,
             facts=facts,
-            settings=PocEngineSettings(**settings),
+            settings=PocEngineSettings(**(settings or {})),
         )
     return caught.value
 
@@ -56,7 +58,7 @@ def refusal(
 def test_refusals_name_the_field(
     params: dict[str, object], settings: dict[str, object], status: int, param: str
 ) -> None:
-    error = refusal(params, **settings)
+    error = refusal(params, settings=settings)
     assert (error.status, error.param) == (status, param)
     assert error.body()["error"]["param"] == param
 

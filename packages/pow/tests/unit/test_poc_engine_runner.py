@@ -119,9 +119,12 @@ async def test_mining_walks_the_share_and_every_mined_artifact_is_delivered(
     with pytest.raises(PocHttpError) as again:
         await runner.init_generate(mining(receiver.url))
     assert again.value.status == 409
-    await until(
-        lambda: runner.status().stats is not None and runner.status().stats.total_processed >= 12
-    )  # type: ignore[union-attr]
+
+    def processed() -> int:
+        stats = runner.status().stats
+        return stats.total_processed if stats is not None else 0
+
+    await until(lambda: processed() >= 12)
     status = runner.status()
     assert status.status is MiningPhase.GENERATING and status.config is not None
     assert (status.config.group_id, status.config.n_groups) == (1, 2)
