@@ -6,30 +6,25 @@ engine has no forcing plugin.
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from mlnode.infer.testing.gonka import compare, positions, replay_body
 from mlnode.infer.testing.replay_node import (
+    CHAT,
     HAVE_VLLM,
     NO_VLLM,
     assert_decimal_entries,
-    build_tiny_llama,
+    chat,
+    content_of,
     executor_request,
     serving_node,
 )
 
 pytestmark = pytest.mark.skipif(not HAVE_VLLM, reason=NO_VLLM)
 
-CHAT = "/v1/chat/completions"
 SAMPLING = {"temperature": 0.7, "top_p": 0.9, "top_k": 20, "logprobs_mode": "processed_logprobs"}
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +32,6 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Iterato
     env = {"MLNODE_INFER_LOGPROBS_MODE": "processed_logprobs"}
     with serving_node(tmp_path_factory.mktemp("node"), tiny_llama, env) as (_, client):
         yield client
-
-
-def chat(proxy: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    answer = proxy.post(CHAT, json=body)
-    assert answer.status_code == 200, answer.text
-    return answer.json()  # type: ignore[no-any-return]
-
-
-def content_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
-    return answer["choices"][0]["logprobs"]["content"]  # type: ignore[no-any-return]
 
 
 def test_engine_without_the_plugin_answers_503(tmp_path: Path, tiny_llama: Path) -> None:

