@@ -21,7 +21,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 async def _mlnode_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MLNodeError)
-    return JSONResponse(exc.to_body(), status_code=exc.status_code)
+    return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers or None)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -14,6 +14,8 @@ class MLNodeError(Exception):
 
     status_code: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"
+    #: Extra response headers (e.g. `Retry-After`).
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)

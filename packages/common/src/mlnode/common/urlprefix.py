@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-DEFAULT_PATTERN = r"v\d+\.\d+\.\d+(?:-[A-Za-z0-9][A-Za-z0-9.]*)?"
+#: `v3.0.8`, `v3.0.14-rc1`, and image tags with several suffixes such as `v3.1.0-vllm-0.28.0`.
+DEFAULT_PATTERN = r"v\d+\.\d+\.\d+(?:-[A-Za-z0-9][A-Za-z0-9.]*)*"
 
 
 class VersionPrefix:

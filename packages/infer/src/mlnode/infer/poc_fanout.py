@@ -35,6 +35,8 @@ from mlnode.infer.poc_schemas import (
 ENGINE_PREFIX = "/api/v1/pow"
 NO_BACKENDS = "NO_BACKENDS"
 MIXED = "MIXED"
+GENERATING = "GENERATING"
+IDLE = "IDLE"
 UNREACHABLE = "UNREACHABLE"
 _ERROR_TEXT = 300
 
@@ -131,15 +133,14 @@ class PocFanout:
         return PocStopResponse(results=results, errors=errors or None)
 
     async def status(self) -> PocStatusResponse:
-        """GENERATING / IDLE when every instance agrees, MIXED otherwise, NO_BACKENDS."""
+        """The instances' states combined by `aggregate_status`; NO_BACKENDS without any."""
         backends = self.backends()
         if not backends:
             return PocStatusResponse(status=NO_BACKENDS, backends=[])
         answers = await self._fan(backends, "GET", "/status", [None] * len(backends))
         detail = [_backend_status(b, a) for b, a in zip(backends, answers, strict=True)]
-        states = {d.status for d in detail}
         return PocStatusResponse(
-            status=states.pop() if len(states) == 1 else MIXED, backends=detail
+            status=aggregate_status([d.status for d in detail]), backends=detail
         )
 
     async def generate(self, request: PocGenerateRequest) -> JsonAnswer:
@@ -204,6 +205,20 @@ class PocFanout:
         if self._versions is not None and self._versions[0] == keys:
             return self._versions[1]
         return None
+
+
+def aggregate_status(states: Sequence[str]) -> str:
+    """Gonka's rule across instances: GENERATING only if all generate, MIXED if any does.
+
+    IDLE if all are idle, MIXED otherwise (all VALIDATING or all UNREACHABLE included).
+    """
+    if not states:
+        return NO_BACKENDS
+    if all(s == GENERATING for s in states):
+        return GENERATING
+    if all(s == IDLE for s in states):
+        return IDLE
+    return MIXED
 
 
 def _split(

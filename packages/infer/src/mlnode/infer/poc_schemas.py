@@ -105,7 +105,10 @@ class PocBackendStatus(BaseModel):
 class PocStatusResponse(BaseModel):
     """`GET /inference/pow/status`."""
 
-    status: str = Field(description="GENERATING (all), IDLE (all), MIXED, or NO_BACKENDS.")
+    status: str = Field(
+        description="GENERATING (all), IDLE (all), MIXED (any other mix, all VALIDATING or "
+        "UNREACHABLE included), or NO_BACKENDS."
+    )
     backends: list[PocBackendStatus] = Field(description="Per-instance detail.")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 
 from mlnode.infer.deps import InferServiceDep
 from mlnode.infer.poc_routes import router as poc_router
@@ -26,18 +26,16 @@ _ERRORS: dict[int | str, dict[str, str]] = {
     operation_id="inference_up",
     responses={
         **_ERRORS,
-        202: {"description": "Still loading after MLNODE_INFER_UP_WAIT_S; poll /up/status."},
         502: {"description": "The engine failed to start; the log tail."},
+        503: {
+            "description": "Still loading after MLNODE_INFER_UP_WAIT_S (code `starting`, "
+            "Retry-After): send the same request again to keep waiting."
+        },
     },
 )
-async def inference_up(
-    body: InferenceUpRequest, service: InferServiceDep, response: Response
-) -> InferenceUpResponse:
-    """Start the engines and answer once they serve (202 `starting` if they take too long)."""
-    answer = await service.up(body)
-    if answer.status == "starting":
-        response.status_code = 202
-    return answer
+async def inference_up(body: InferenceUpRequest, service: InferServiceDep) -> InferenceUpResponse:
+    """Start the engines and answer 200 once they serve (503 `starting` if they take long)."""
+    return await service.up(body)
 
 
 @router.post("/up/async", operation_id="inference_up_async", status_code=202, responses=_ERRORS)

@@ -47,6 +47,17 @@ from mlnode.infer.validation.hook import ValidationGate
 
 log = logging.getLogger(__name__)
 
+#: Seconds the client is told to wait before asking `/inference/up` again.
+UP_RETRY_AFTER_S = 10
+
+
+class StillStarting(Unavailable):
+    """The engines still load: 503, which the newest client retries (409/429/408/5xx are)."""
+
+    code = "starting"
+    headers = {"Retry-After": str(UP_RETRY_AFTER_S)}
+
+
 _UP_PHASES = {
     Phase.IDLE: UpPhase.IDLE,
     Phase.STARTING: UpPhase.STARTING,
@@ -184,22 +195,27 @@ class InferService(Service[InferenceUpRequest]):
     async def up(self, request: InferenceUpRequest) -> InferenceUpResponse:
         """Start the engines and return once they serve; `EngineFailed` with the log tail if not.
 
-        After `up_wait_s` (below the network node's 15 min client timeout) an engine still
-        loading is answered `starting` (202) instead of holding the call.
+        The same request again while it starts or runs joins it (a retry). After `up_wait_s`
+        an engine still loading is answered `StillStarting` (503, Retry-After), which the
+        newest client retries, where a 202 would read as a permanent failure.
         """
-        await self.start(request)
+        if not self._same_job(request):
+            await self.start(request)
         task = self._startup
         if task is not None:
             await asyncio.wait([task], timeout=self.settings.up_wait_s)
             if not task.done():
-                return InferenceUpResponse(
-                    status="starting", message="still loading; poll GET /inference/up/status"
+                raise StillStarting(
+                    "the engines are still loading; retry, or poll GET /inference/up/status"
                 )
         if self.job.phase is Phase.FAILED:
             raise EngineFailed(self.job.last_error or "the engine failed to start")
         if self.job.phase is not Phase.RUNNING:
             raise NotRunning("inference was stopped before the engine served")
         return InferenceUpResponse(status="OK", message=None)
+
+    def _same_job(self, request: InferenceUpRequest) -> bool:
+        return self.job.phase in (Phase.STARTING, Phase.RUNNING) and self._request == request
 
     async def up_async(self, request: InferenceUpRequest) -> InferenceUpResponse:
         """Start the engines in the background; poll `up_status`."""

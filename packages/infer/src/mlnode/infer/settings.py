@@ -127,11 +127,12 @@ class InferSettings(MLNodeBaseSettings):
         ),
     )
     up_wait_s: float = Field(
-        840.0,
+        120.0,
         gt=0,
         description=(
-            "POST /inference/up waits at most this long for the engines, then answers 202 "
-            "(still starting; poll /inference/up/status): below the network node's 15 min timeout."
+            "POST /inference/up waits at most this long for the engines, then answers 503 "
+            "'starting' with Retry-After (the newest network node retries 5xx for 15 min; the "
+            "same request again joins the start and answers 200 once the engines serve)."
         ),
     )
     poc_request_timeout_s: float = Field(
