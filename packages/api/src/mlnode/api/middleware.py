@@ -11,7 +11,8 @@ from mlnode.common.errors import Unauthorized
 from mlnode.common.urlprefix import VersionPrefix
 from mlnode.infer.asgi_relay import EngineAsgi
 
-OPEN_PATHS = frozenset({"/livez"})
+#: Paths that tell nothing but that the process runs, or the time (the ping job sends no token).
+OPEN_PATHS = frozenset({"/livez", "/api/v1/clock"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 GENERIC_TYPES = frozenset(
     {b"", b"text/plain", b"application/x-www-form-urlencoded", b"application/octet-stream"}
@@ -19,7 +20,7 @@ GENERIC_TYPES = frozenset(
 
 
 class BearerTokenMiddleware:
-    """Require `Authorization: Bearer <token>` on every path but /livez."""
+    """Require `Authorization: Bearer <token>` on every path but `OPEN_PATHS`."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app

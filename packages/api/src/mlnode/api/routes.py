@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from importlib.metadata import version
 
 from fastapi import APIRouter, Response
@@ -69,6 +70,25 @@ async def stop_all(node: NodeStateDep) -> StopResponse:
     """Stop whatever runs."""
     await node.stop_all()
     return StopResponse(status="OK")
+
+
+@api_router.get(
+    "/clock",
+    operation_id="clock",
+    status_code=204,
+    response_class=Response,
+    responses={
+        204: {
+            "description": "X-Server-Recv-Ns / X-Server-Send-Ns: unix nanoseconds when the "
+            "request arrived and when the answer left. Open without a token."
+        }
+    },
+)
+async def clock() -> Response:
+    """The node's clock, for the network node's ping job (round trip and offset)."""
+    received = time.time_ns()
+    headers = {"X-Server-Recv-Ns": str(received), "X-Server-Send-Ns": str(time.time_ns())}
+    return Response(status_code=204, headers=headers)
 
 
 @api_router.get("/capabilities", operation_id="get_capabilities")
