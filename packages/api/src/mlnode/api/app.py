@@ -19,6 +19,8 @@ from mlnode.api.middleware import (
     EngineRoutes,
     StripVersionPrefix,
 )
+from mlnode.api.models.downloads import ModelManager
+from mlnode.api.models.routes import router as models_router
 from mlnode.api.node import NodeState
 from mlnode.api.routes import api_router, probe_router
 from mlnode.api.services import FEATURE_ROUTERS, build_services
@@ -52,6 +54,7 @@ def create_app(
         ctx.gate.register(service)
     node = NodeState(ctx.gate, stop_timeout_s=settings.node.shutdown_timeout_s)
     register_node_metrics(ctx.metrics, node)
+    models = ModelManager(settings.models)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -62,6 +65,7 @@ def create_app(
             try:
                 yield
             finally:
+                await models.close()
                 await node.close()
         finally:
             await asyncio.to_thread(grpc_transport.stop)
@@ -75,10 +79,12 @@ def create_app(
     app.state.context = ctx
     app.state.gate = ctx.gate
     app.state.node = node
+    app.state.models = models
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(probe_router)
     app.include_router(transport_router, prefix="/api/v1")
+    app.include_router(models_router, prefix="/api/v1")
     for router in FEATURE_ROUTERS:
         app.include_router(router, prefix="/api/v1")
     infer = inference_service(ctx.gate)

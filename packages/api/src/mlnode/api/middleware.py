@@ -13,7 +13,7 @@ from mlnode.infer.asgi_relay import EngineAsgi
 
 #: Paths that tell nothing but that the process runs, or the time (the ping job sends no token).
 OPEN_PATHS = frozenset({"/livez", "/api/v1/clock"})
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 GENERIC_TYPES = frozenset(
     {b"", b"text/plain", b"application/x-www-form-urlencoded", b"application/octet-stream"}
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mlnode.api.models.settings import ModelsSettings
 from mlnode.common.settings import NodeSettings
 from mlnode.common.transport.settings import TransportSettings
 from mlnode.fuse.settings import FuseSettings
@@ -22,6 +23,7 @@ class MLNodeSettings:
     fuse: FuseSettings = field(default_factory=FuseSettings)
     infer: InferSettings = field(default_factory=InferSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
 
     @classmethod
     def load(cls) -> MLNodeSettings:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlnode.api.models.settings import ModelsSettings
 from mlnode.api.settings import MLNodeSettings
 from mlnode.common.settings import NodeSettings
 from mlnode.common.transport.settings import TransportSettings
@@ -30,6 +31,7 @@ def make_settings(
     fuse: Mapping[str, Any] | None = None,
     infer: Mapping[str, Any] | None = None,
     train: Mapping[str, Any] | None = None,
+    models: Mapping[str, Any] | None = None,
 ) -> MLNodeSettings:
     """Every part from its defaults and the given fields; the environment still applies."""
     return MLNodeSettings(
@@ -45,4 +47,5 @@ def make_settings(
         fuse=FuseSettings(_env_file=None, **(fuse or {})),
         infer=InferSettings(_env_file=None, **(infer or {})),
         train=TrainSettings(_env_file=None, **(train or {})),
+        models=ModelsSettings(_env_file=None, **{"cache_dir": tmp_path / "hub", **(models or {})}),
     )
