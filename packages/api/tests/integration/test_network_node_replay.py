@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from mlnode.common.testing import CallbackReceiver, MLNodeProcess
+from mlnode.common.testing import CallbackReceiver, MLNodeProcess, wait_until
 from mlnode.common.testing.go_client import GoAnswer, GoClient
 from mlnode.infer.testing.poc_test_engine import artifact
 from mlnode.infer.testing.support import FAKE_ENGINE
@@ -30,17 +30,28 @@ NODE_ENV = {
     "MLNODE_INFER_GPUS": "[0, 1]",
     "MLNODE_INFER_HEALTH_INTERVAL_S": "0.2",
     "MLNODE_INFER_MAX_RESTARTS": "0",
+    "MLNODE_INFER_UP_WAIT_S": "2",
+    "HF_HUB_OFFLINE": "1",
 }
+#: How the newest client reads a failed `inference/up`: retry these, give up on the rest.
+RETRYABLE = frozenset({408, 409, 429})
+PERMANENT = frozenset({400, 404, 422})
+
+
+def retryable(status: int) -> bool:
+    """The newest client's classification of a non-2xx answer."""
+    return status in RETRYABLE or status >= 500
 
 
 @pytest.fixture(scope="module", params=[None, TOKEN], ids=["open", "token"])
 def node(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MLNodeProcess]:
-    env = dict(NODE_ENV)
+    root = tmp_path_factory.mktemp("replay")
+    env = {**NODE_ENV, "HF_HUB_CACHE": str(root / "hub")}
     if request.param is not None:
         env["MLNODE_API_TOKEN"] = request.param
-    with MLNodeProcess(tmp_path_factory.mktemp("replay") / "node", env) as started:
+    with MLNodeProcess(root / "node", env) as started:
         started.token = request.param  # type: ignore[attr-defined]
         yield started
 
@@ -72,6 +83,17 @@ def ok_json(answer: GoAnswer, below: int = 400) -> dict[str, Any]:
     return body
 
 
+def up_like_newest_client(rest: GoClient, body: bytes, budget_s: float = 60) -> GoAnswer:
+    """`InferenceUp` as the newest client sends it: retry a retryable answer, stop otherwise."""
+    deadline = time.monotonic() + budget_s
+    while True:
+        answer = rest.post("/api/v1/inference/up", body)
+        if 200 <= answer.status < 300 or not retryable(answer.status):
+            return answer
+        assert time.monotonic() < deadline, (answer.status, answer.body)
+        time.sleep(0.2)
+
+
 def wait_state(rest: GoClient, state: str, timeout_s: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -92,16 +114,19 @@ def test_newest_client(node: MLNodeProcess, receiver: CallbackReceiver, prefix: 
     assert state["poc_validation_inference"] is False and state["loaded_model"] is None
     assert inf.get("/health").status == 503
 
-    # N3 InferenceUp: 2xx.
-    up = rest.post(
-        "/api/v1/inference/up",
-        marshal(
-            ("model", MODEL),
-            ("dtype", "auto"),
-            ("additional_args", ["--poc-callback-interval", "0.2"]),
-        ),
+    # The ping job's clock, without a token even where one is set.
+    clock = GoClient(node.port, prefix=prefix).get("/api/v1/clock")
+    assert clock.status == 204 and clock.body == b""
+    assert int(clock.headers["x-server-recv-ns"]) <= int(clock.headers["x-server-send-ns"])
+
+    # N3 InferenceUp: 2xx, retried as the newest client retries.
+    up_body = marshal(
+        ("model", MODEL),
+        ("dtype", "auto"),
+        ("additional_args", ["--poc-callback-interval", "0.2"]),
     )
-    assert 200 <= up.status < 300, up.body
+    up = up_like_newest_client(rest, up_body)
+    assert up.status == 200, up.body
     state = wait_state(rest, "INFERENCE")
     assert state["state"] == "INFERENCE" and state["loaded_model"] == MODEL
     assert state["poc_validation_inference"] is True
@@ -185,16 +210,20 @@ def test_newest_client(node: MLNodeProcess, receiver: CallbackReceiver, prefix: 
     result = ok_json(rest.get(f"/api/v1/inference/pow/generate/{queued['request_id']}"))
     assert result["request_id"] == queued["request_id"] and result["status"] == "completed"
 
-    # N10-N14 model management is not implemented: 404/405 read as ErrAPINotImplemented.
+    # N10-N14 model management (this node is offline: HF_HUB_OFFLINE=1).
     hf = marshal(("hf_repo", MODEL), ("hf_commit", None))
-    for answer in (
-        rest.post("/api/v1/models/status", hf),
-        rest.post("/api/v1/models/download", hf),
-        rest.send("DELETE", "/api/v1/models", hf, content_type="application/json"),
-        rest.get("/api/v1/models/list"),
-        rest.get("/api/v1/models/space"),
-    ):
-        assert answer.status in (404, 405) and "error" in answer.json()
+    checked = ok_json(rest.post("/api/v1/models/status", hf), below=300)
+    assert checked["status"] == "NOT_FOUND" and checked["model"]["hf_repo"] == MODEL
+    assert {"progress", "error_message"} <= set(checked)
+    download = ok_json(rest.post("/api/v1/models/download", hf), below=300)
+    assert download["status"] == "IGNORED" and set(download) >= {"task_id", "model"}
+    deleted = rest.send("DELETE", "/api/v1/models", hf, content_type="application/json")
+    assert deleted.status == 200 and deleted.json()["status"] in ("DELETED", "NOT_FOUND")
+    assert ok_json(rest.get("/api/v1/models/list"), below=300)["models"] == []
+    space = ok_json(rest.get("/api/v1/models/space"), below=300)
+    assert space["cache_path"].endswith("hub") and space["available_gb"] > 0
+    bad = rest.post("/api/v1/models/status", marshal(("hf_repo", "../x"), ("hf_commit", None)))
+    assert bad.status == 422 and not retryable(bad.status)
 
     # N15/N16: NVML; without an NVIDIA driver count 0 and a 503, never a 500.
     devices = ok_json(rest.get("/api/v1/gpu/devices"), below=300)
@@ -231,10 +260,39 @@ def test_newest_client(node: MLNodeProcess, receiver: CallbackReceiver, prefix: 
     assert streamed.body.count(b"data: ") == 6 and streamed.body.endswith(b"data: [DONE]\n\n")
     assert ok_json(rest.post("/tokenize", marshal(("prompt", "a b"))))["count"] == 2
 
-    # N2 Stop.
-    assert 200 <= rest.post("/api/v1/stop").status < 300
+    # N2 Stop while PoC v2 runs: exactly 200 (the newest client reads anything else as an error).
+    init_again = rest.post(
+        "/api/v1/inference/pow/init/generate",
+        marshal(
+            ("block_hash", "0xblock2"),
+            ("block_height", 1235),
+            ("public_key", "prover-pk"),
+            ("node_id", 0),
+            ("node_count", 1),
+            ("params", {"model": MODEL, "seq_len": 256}),
+            ("url", callback),
+        ),
+    )
+    assert ok_json(init_again)["status"] == "OK"
+    assert ok_json(rest.get("/api/v1/inference/pow/status"))["status"] == "GENERATING"
+    assert rest.post("/api/v1/stop").status == 200
     assert wait_state(rest, "STOPPED")["state"] == "STOPPED"
     assert ok_json(rest.get("/api/v1/inference/pow/status"))["status"] == "NO_BACKENDS"
+
+    # A slow engine start: 503 `starting` (retryable, Retry-After) instead of a 202 the client
+    # would read as permanent; /stop while it loads is 200; the retried request ends in 200.
+    slow = marshal(("model", MODEL), ("dtype", "auto"), ("additional_args", ["--start-delay", "4"]))
+    first = rest.post("/api/v1/inference/up", slow)
+    assert first.status == 503 and retryable(first.status), first.body
+    assert first.json()["error"]["code"] == "starting" and first.headers["retry-after"]
+    assert rest.post("/api/v1/stop").status == 200
+    assert wait_state(rest, "STOPPED")["state"] == "STOPPED"
+    assert up_like_newest_client(rest, slow).status == 200
+    assert ok_json(inf.get("/v1/models"), below=300)["data"][0]["id"] == MODEL
+    refused = rest.post("/api/v1/inference/up", marshal(("model", MODEL), ("dtype", 7)))
+    assert refused.status in PERMANENT, refused.body
+    assert rest.post("/api/v1/stop").status == 200
+    assert wait_state(rest, "STOPPED")["state"] == "STOPPED"
 
 
 @pytest.mark.parametrize("prefix", ["", "/v3.0.8"], ids=["plain", "versioned"])
@@ -248,8 +306,9 @@ def test_2025_08_client(node: MLNodeProcess, prefix: str) -> None:
     up = rest.post(
         "/api/v1/inference/up", b'{"model":"tiny","dtype":"float16","additional_args":null}'
     )
-    assert up.status == 200, up.body
-    assert inf.get("/health").status == 200
+    # This client ignores the status (a slow start answers 503) and goes on once /health is 200.
+    assert up.status in (200, 503), up.body
+    wait_until(lambda: inf.get("/health").status, lambda s: s == 200, timeout_s=30)
     chat = b'{"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":5}'
     assert inf.send("POST", "/v1/chat/completions", chat, "application/json").status == 200
     tokenize = b'{"model":"tiny","prompt":"one two"}'

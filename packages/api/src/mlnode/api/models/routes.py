@@ -26,7 +26,9 @@ def get_models(request: Request) -> ModelManager:
 ModelsDep = Annotated[ModelManager, Depends(get_models)]
 
 router = APIRouter(prefix="/models", tags=["models"])
-_BAD_NAME: dict[int | str, dict[str, Any]] = {422: {"description": "hf_repo or hf_commit is not a Hugging Face name."}}
+_BAD_NAME: dict[int | str, dict[str, Any]] = {
+    422: {"description": "hf_repo or hf_commit is not a Hugging Face name."}
+}
 
 
 @router.post("/status", operation_id="models_status", responses=_BAD_NAME)
