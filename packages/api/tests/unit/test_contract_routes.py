@@ -12,10 +12,10 @@ def test_version_prefix_is_stripped(client: TestClient) -> None:
 
 
 def test_unknown_routes_and_methods_use_the_error_shape(client: TestClient) -> None:
-    missing = client.get("/api/v1/models/list")
+    missing = client.get("/api/v1/nothing/here")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "not_found"
-    assert "/api/v1/models/list" in missing.json()["error"]["message"]
+    assert "/api/v1/nothing/here" in missing.json()["error"]["message"]
     wrong = client.post("/api/v1/state")
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
     assert "GET" in wrong.headers["allow"]

@@ -11,6 +11,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from mlnode.api.errors import install_error_handlers
+from mlnode.api.federation.exporter import Exporter
+from mlnode.api.federation.hardware import HostReader
+from mlnode.api.federation.routes import router as federation_router
+from mlnode.api.federation.serving import serving_config
 from mlnode.api.limits import BodyLimit
 from mlnode.api.metrics import register_node_metrics
 from mlnode.api.middleware import (
@@ -25,7 +29,7 @@ from mlnode.api.node import NodeState
 from mlnode.api.routes import api_router, probe_router
 from mlnode.api.services import FEATURE_ROUTERS, build_services
 from mlnode.api.settings import MLNodeSettings
-from mlnode.api.versions import inference_service
+from mlnode.api.versions import inference_service, node_version
 from mlnode.common.context import NodeContext
 from mlnode.common.lifecycle import Service
 from mlnode.common.transport.api import TensorTransport
@@ -55,6 +59,14 @@ def create_app(
     node = NodeState(ctx.gate, stop_timeout_s=settings.node.shutdown_timeout_s)
     register_node_metrics(ctx.metrics, node)
     models = ModelManager(settings.models)
+    infer = inference_service(ctx.gate)
+    exporter = Exporter(
+        settings.metrics,
+        node_version(),
+        backends=infer.poc.backends if infer is not None else list,
+        serving=lambda: serving_config(infer),
+        host=HostReader(settings.models.cache_dir),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -62,9 +74,11 @@ def create_app(
         await asyncio.to_thread(grpc_transport.start)
         try:
             await node.open()
+            await exporter.open()
             try:
                 yield
             finally:
+                await exporter.close()
                 await models.close()
                 await node.close()
         finally:
@@ -80,14 +94,15 @@ def create_app(
     app.state.gate = ctx.gate
     app.state.node = node
     app.state.models = models
+    app.state.exporter = exporter
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(probe_router)
     app.include_router(transport_router, prefix="/api/v1")
     app.include_router(models_router, prefix="/api/v1")
+    app.include_router(federation_router, prefix="/api/v1")
     for router in FEATURE_ROUTERS:
         app.include_router(router, prefix="/api/v1")
-    infer = inference_service(ctx.gate)
     if infer is not None and settings.infer.serve_on_rest_port:
         app.add_middleware(EngineRoutes, engine=infer.engine_asgi)
     app.add_middleware(DefaultJsonContentType)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mlnode.api.federation.settings import MetricsSettings
 from mlnode.api.models.settings import ModelsSettings
 from mlnode.common.settings import NodeSettings
 from mlnode.common.transport.settings import TransportSettings
@@ -24,6 +25,7 @@ class MLNodeSettings:
     infer: InferSettings = field(default_factory=InferSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @classmethod
     def load(cls) -> MLNodeSettings:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mlnode.api.federation.settings import MetricsSettings
 from mlnode.api.models.settings import ModelsSettings
 from mlnode.api.settings import MLNodeSettings
 from mlnode.common.settings import NodeSettings
@@ -32,6 +33,7 @@ def make_settings(
     infer: Mapping[str, Any] | None = None,
     train: Mapping[str, Any] | None = None,
     models: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
 ) -> MLNodeSettings:
     """Every part from its defaults and the given fields; the environment still applies."""
     return MLNodeSettings(
@@ -48,4 +50,5 @@ def make_settings(
         infer=InferSettings(_env_file=None, **(infer or {})),
         train=TrainSettings(_env_file=None, **(train or {})),
         models=ModelsSettings(_env_file=None, **{"cache_dir": tmp_path / "hub", **(models or {})}),
+        metrics=MetricsSettings(_env_file=None, **(metrics or {})),
     )

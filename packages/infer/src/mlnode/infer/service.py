@@ -14,7 +14,7 @@ from mlnode.common.hardware import discover_gpus
 from mlnode.common.hygiene import redact_argv
 from mlnode.common.lifecycle import Phase, Service, ServiceKind, ServiceStatus
 from mlnode.common.urlprefix import VersionPrefix
-from mlnode.infer.args import EngineArgs, add_validation_flags, parse_additional_args
+from mlnode.infer.args import EngineArgs, add_validation_flags, flag_value, parse_additional_args
 from mlnode.infer.asgi_relay import EngineAsgi
 from mlnode.infer.balancer import LeastConnections
 from mlnode.infer.engine import (
@@ -251,10 +251,17 @@ class InferService(Service[InferenceUpRequest]):
                 return "; ".join(_describe(i) for i in bad)
         return None
 
+    def served_model(self) -> str | None:
+        """The name clients use: `--served-model-name` (its first name), else the model."""
+        if self._request is None:
+            return None
+        served = flag_value(self._engine_args, "--served-model-name") if self._engine_args else None
+        return served or self._request.model
+
     def loaded_model(self) -> str | None:
-        """The model the engines serve while inference runs."""
-        if self.job.phase is Phase.RUNNING and self._request is not None:
-            return self._request.model
+        """The served model's name while inference runs (the network node compares it)."""
+        if self.job.phase is Phase.RUNNING:
+            return self.served_model()
         return None
 
     def healthy(self) -> bool:
