@@ -25,8 +25,9 @@ def free_port() -> int:
 class MLNodeProcess:
     """`python -m mlnode.api` in its own process group, state dir and ports.
 
-    Extra settings go in `env` (e.g. `{"MLNODE_API_TOKEN": "t"}`); the child's output lands in
-    `<state_dir>.log` beside the state dir so a failed start can be explained.
+    Extra settings go in `env` (e.g. `{"MLNODE_API_TOKEN": "t"}`); the Hugging Face cache is a
+    directory beside the state dir and the hub is off unless `env` says otherwise. The child's
+    output lands in `<state_dir>.log` beside the state dir so a failed start can be explained.
     """
 
     def __init__(
@@ -48,6 +49,9 @@ class MLNodeProcess:
             "MLNODE_INFER_PORT": str(self.inference_port),
             "MLNODE_STATE_DIR": str(state_dir),
             "PYTHONUNBUFFERED": "1",
+            # A test node never reads or fills the user's model cache, nor reaches a model hub.
+            "HF_HUB_CACHE": str(state_dir.parent / f"{state_dir.name}-hub"),
+            "HF_HUB_OFFLINE": "1",
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
