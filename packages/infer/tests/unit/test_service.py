@@ -82,11 +82,12 @@ async def test_too_few_gpus_for_the_parallel_size_is_refused(make_service) -> No
         await service.up(up_request("-tp", "2", "-pp", "2"))
 
 
-async def test_second_up_while_running_conflicts(make_service) -> None:
+async def test_same_up_while_running_is_ok_and_another_conflicts(make_service) -> None:
     service = await make_service()
     await service.up(up_request())
+    assert (await service.up(up_request())).status == "OK"  # a client's retry
     with pytest.raises(AlreadyRunning):
-        await service.up(up_request())
+        await service.up(up_request("--chunks", "2"))
 
 
 async def test_async_up_reports_starting_then_running(make_service) -> None:
