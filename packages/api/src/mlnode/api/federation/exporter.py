@@ -103,23 +103,24 @@ class Exporter:
             await asyncio.sleep(self.settings.scrape_interval_s)
 
     async def refresh(self) -> None:
-        """One round: every engine at once, NVML and host in worker threads."""
+        """One round: every engine at once, NVML and host in worker threads.
+
+        Each cache is replaced whole, never changed in place: the collector may read them from
+        the route's worker thread.
+        """
         backends = sorted(self._backends(), key=lambda b: b.port)
         serving = self._serving()
         name = serving.model_name if serving else None
-        await asyncio.gather(
+        scraped = await asyncio.gather(
             *(self._scrape(i, b, name) for i, b in enumerate(backends)),
-            self._read_hardware(),
         )
-        for gone in [i for i in self.engines if i >= len(backends)]:
-            del self.engines[gone]
-
-    async def _read_hardware(self) -> None:
+        self.engines = dict(enumerate(scraped))
         self.host = await asyncio.to_thread(self._host.read)
         self.gpu = await asyncio.to_thread(self._gpus.read)
 
-    async def _scrape(self, replica: int, backend: Backend, model_name: str | None) -> None:
-        cache = self.engines.setdefault(replica, EngineCache())
+    async def _scrape(self, replica: int, backend: Backend, model_name: str | None) -> EngineCache:
+        """A new reading of one engine, or its last good one when this scrape fails."""
+        previous = self.engines.get(replica, EngineCache())
         assert self._client is not None
         try:
             async with self._client.stream("GET", f"{backend.url}/metrics") as response:
@@ -135,10 +136,10 @@ class Exporter:
             families, cut = await asyncio.to_thread(rewrite, text, replica, model_name, limit)
         except (httpx.HTTPError, ValueError) as exc:
             log.debug("scrape of engine %d (port %d) failed: %s", replica, backend.port, exc)
-            return
+            return previous
         if cut:
             log.warning("engine %d exposes over %d allow-listed series; cut", replica, limit)
-        cache.families, cache.at = families, time.time()
+        return EngineCache(families, time.time())
 
 
 class _SchemaCollector(Collector):

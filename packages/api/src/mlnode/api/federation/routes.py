@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -30,4 +31,5 @@ async def federated_metrics(exporter: Annotated[Exporter, Depends(get_exporter)]
     """Prometheus text of gonka's MLNode metrics schema v1, from cached readings."""
     if not exporter.settings.enabled:
         raise NotFound("metrics export is off")
-    return Response(generate_latest(exporter.registry), media_type=CONTENT_TYPE_LATEST)
+    body = await asyncio.to_thread(generate_latest, exporter.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

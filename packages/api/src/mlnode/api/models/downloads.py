@@ -73,6 +73,7 @@ class ModelManager:
         self._running: dict[tuple[str, str], Download] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors: dict[tuple[str, str], str] = {}
+        self._starting = asyncio.Lock()
 
     async def status(self, ref: ModelRef) -> ModelStatusResponse:
         """N10: DOWNLOADING with progress while it runs, else what the cache holds."""
@@ -92,19 +93,18 @@ class ModelManager:
         if self.settings.offline:
             return 200, DownloadResponse(status="IGNORED", model=ref)
         key = _key(ref)
-        if key in self._running:
-            raise DownloadRunning(f"{ref.hf_repo} at {key[1]} is downloading already")
-        if len(self._running) >= self.settings.max_downloads:
-            raise TooManyDownloads(
-                f"{len(self._running)} downloads run (MLNODE_MODELS_MAX_DOWNLOADS); retry later"
-            )
-        state = await asyncio.to_thread(self.cache.state, ref)
-        if state.state is ModelState.DOWNLOADED:
-            return 200, DownloadResponse(status=ModelState.DOWNLOADED, model=ref)
-        if key in self._running:  # another request started it while the cache was read
-            raise DownloadRunning(f"{ref.hf_repo} at {key[1]} is downloading already")
-        download = await self._spawn(ref)
-        self._running[key] = download
+        async with self._starting:  # the checks and the start as one step
+            if key in self._running:
+                raise DownloadRunning(f"{ref.hf_repo} at {key[1]} is downloading already")
+            if len(self._running) >= self.settings.max_downloads:
+                raise TooManyDownloads(
+                    f"{len(self._running)} downloads run (MLNODE_MODELS_MAX_DOWNLOADS); retry later"
+                )
+            state = await asyncio.to_thread(self.cache.state, ref)
+            if state.state is ModelState.DOWNLOADED:
+                return 200, DownloadResponse(status=ModelState.DOWNLOADED, model=ref)
+            download = await self._spawn(ref)
+            self._running[key] = download
         self._errors.pop(key, None)
         task = asyncio.create_task(self._watch(download))
         self._tasks.add(task)
@@ -114,7 +114,11 @@ class ModelManager:
         )
 
     async def _spawn(self, ref: ModelRef) -> Download:
-        env = {**child_env(os.environ), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        env = {
+            **child_env(os.environ),
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
