@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
         yield started
 
 
-def manager(tmp_path: Path, **overrides: object) -> ModelManager:
+def manager(tmp_path: Path, **overrides: Any) -> ModelManager:
     settings = ModelsSettings(_env_file=None, cache_dir=tmp_path, offline=False, **overrides)
     return ModelManager(settings)
 
