@@ -35,9 +35,12 @@ FACTS = EngineFacts(("m",), "Qwen3ForCausalLM", hidden=HIDDEN, max_model_len=204
 class StandInEngine:
     """Answers vector chunks from a per-nonce seeded hidden state; can fail or be slow."""
 
-    def __init__(self, failures: int = 0, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, failures: int = 0, delay_s: float = 0.0, broken: frozenset[int] = frozenset()
+    ) -> None:
         self.chunks: list[list[int]] = []
         self.failures = failures
+        self.broken = broken
         self.delay_s = delay_s
         self.chat = 0
 
@@ -49,6 +52,8 @@ class StandInEngine:
         if self.failures:
             self.failures -= 1
             raise RuntimeError("worker hiccup")
+        if self.broken & set(spec.nonces):
+            raise RuntimeError("chunk fails on every try")
         hidden = torch.stack(
             [torch.randn(HIDDEN, generator=torch.Generator().manual_seed(n)) for n in spec.nonces]
         )
@@ -215,6 +220,50 @@ async def test_a_chunk_failing_past_its_retries_fails_the_job_with_the_cause() -
     assert runner.status().last_error is not None
     assert runner.job_status(job.request_id) == result
     await runner.shutdown()
+
+
+async def _judge_with_broken_chunks(
+    broken: frozenset[int], receiver: CallbackReceiver
+) -> tuple[PocJobStatus, dict[str, Any]]:
+    nonces = list(range(20))
+    honest = await runner_for(StandInEngine(), settings())
+    computed = await asyncio.wait_for((await honest.submit(generate(nonces))).future, 10)
+    await honest.shutdown()
+    assert computed.artifacts is not None
+    received = [a.model_dump() for a in computed.artifacts]
+    received[0]["vector_b64"] = received[1]["vector_b64"]
+    runner = await runner_for(StandInEngine(broken=broken), settings(engine_retries=1))
+    body = generate(
+        nonces, validation={"artifacts": received}, url=receiver.url, stat_test={"p_mismatch": 0.1}
+    )
+    verdict = await asyncio.wait_for((await runner.submit(body)).future, 10)
+    [callback] = await asyncio.to_thread(
+        receiver.wait_for, "/validated", lambda b: len(b) == 1, timeout_s=10
+    )
+    await runner.shutdown()
+    return verdict, callback
+
+
+async def test_a_chunk_failing_past_its_retries_is_excluded_from_a_verdict(
+    receiver: CallbackReceiver,
+) -> None:
+    verdict, callback = await _judge_with_broken_chunks(frozenset({8}), receiver)
+    assert verdict.status is GenerateStatus.COMPLETED
+    assert (verdict.n_total, verdict.n_excluded, verdict.excluded_nonces) == (18, 2, [8, 9])
+    assert (verdict.n_mismatch, verdict.mismatch_nonces) == (1, [0])
+    assert verdict.fraud_detected is False and verdict.no_verdict is None
+    assert callback["n_excluded"] == 2 and callback["excluded_nonces"] == [8, 9]
+    assert callback["n_total"] == 18 and callback["fraud_detected"] is False
+
+
+async def test_more_than_a_tenth_unscored_calls_back_without_a_verdict(
+    receiver: CallbackReceiver,
+) -> None:
+    verdict, callback = await _judge_with_broken_chunks(frozenset({8, 13}), receiver)
+    assert (verdict.n_total, verdict.excluded_nonces) == (16, [8, 9, 12, 13])
+    assert verdict.p_value is None and verdict.fraud_detected is None
+    assert callback["fraud_detected"] is None and callback["p_value"] is None
+    assert "4 of 20" in callback["no_verdict"]
 
 
 async def test_chat_in_flight_makes_the_loop_yield_in_proportion() -> None:

@@ -233,6 +233,10 @@ class TestEnginePoc:
             "mismatch_nonces": sorted(mismatches),
             "p_value": p_value,
             "fraud_detected": p_value < cutoff,
+            "n_nan_steps": 0,
+            "n_excluded": 0,
+            "excluded_nonces": [],
+            "no_verdict": None,
         }
 
     async def _mining_done(self) -> None:
@@ -306,7 +310,17 @@ def _queued_callback(
     if "artifacts" in result:
         extra = {"artifacts": result["artifacts"], "encoding": result["encoding"]}
         return f"{body['url']}/generated", {**head, **extra}
-    fields = ("n_total", "n_mismatch", "mismatch_nonces", "p_value", "fraud_detected")
+    fields = (
+        "n_total",
+        "n_mismatch",
+        "mismatch_nonces",
+        "p_value",
+        "fraud_detected",
+        "n_nan_steps",
+        "n_excluded",
+        "excluded_nonces",
+        "no_verdict",
+    )
     return f"{body['url']}/validated", {**head, **{k: result[k] for k in fields}}
 
 

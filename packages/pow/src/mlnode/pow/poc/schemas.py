@@ -200,12 +200,21 @@ class PocValidationResult(BaseModel):
 
     status: GenerateStatus = Field(GenerateStatus.COMPLETED, description="'completed'.")
     request_id: str = Field(description="The job's id.")
-    n_total: int = Field(description="Nonces in the request.")
-    n_mismatch: int = Field(description="Nonces whose received artifact failed.")
+    n_total: int = Field(description="Nonces scored (the request's, less the excluded).")
+    n_mismatch: int = Field(description="Scored nonces whose received artifact failed.")
     mismatch_nonces: list[int] = Field(description="Those nonces, ascending.")
-    p_value: float = Field(description="P[>= n_mismatch mismatches | honest prover].")
-    fraud_detected: bool = Field(description="p_value < fraud_threshold.")
+    p_value: float | None = Field(
+        description="P[>= n_mismatch mismatches | honest prover]; null when there is no verdict."
+    )
+    fraud_detected: bool | None = Field(
+        description="p_value < fraud_threshold; null when there is no verdict (never 'valid')."
+    )
     n_nan_steps: int = Field(0, description="Decode steps excluded as non-finite.")
+    n_excluded: int = Field(0, description="Nonces this validator could not score.")
+    excluded_nonces: list[int] = Field(default_factory=list, description="Those nonces, ascending.")
+    no_verdict: str | None = Field(
+        None, description="Why there is no verdict (more than 10% of the nonces unscored)."
+    )
 
 
 class PocJobStatus(BaseModel):
@@ -219,7 +228,13 @@ class PocJobStatus(BaseModel):
     n_mismatch: int | None = Field(None, description="Validation: failed nonces.")
     mismatch_nonces: list[int] | None = Field(None, description="Validation: those nonces.")
     p_value: float | None = Field(None, description="Validation: binomial p-value.")
-    fraud_detected: bool | None = Field(None, description="Validation: verdict.")
+    fraud_detected: bool | None = Field(
+        None, description="Validation: verdict (null with `no_verdict` when none)."
+    )
+    n_nan_steps: int | None = Field(None, description="Validation: non-finite decode steps.")
+    n_excluded: int | None = Field(None, description="Validation: nonces not scored.")
+    excluded_nonces: list[int] | None = Field(None, description="Validation: those nonces.")
+    no_verdict: str | None = Field(None, description="Validation: why there is no verdict.")
     error: str | None = Field(None, description="Why the job failed.")
 
 
@@ -316,9 +331,12 @@ class ValidatedCallback(BaseModel):
     block_height: int = Field(description="Block height.")
     public_key: str = Field(description="The prover's key.")
     node_id: int = Field(description="The prover's node index.")
-    n_total: int = Field(description="Nonces judged.")
+    n_total: int = Field(description="Nonces scored.")
     n_mismatch: int = Field(description="Failed nonces.")
     mismatch_nonces: list[int] = Field(description="Those nonces, ascending.")
-    p_value: float = Field(description="Binomial p-value.")
-    fraud_detected: bool = Field(description="Verdict.")
+    p_value: float | None = Field(description="Binomial p-value; null without a verdict.")
+    fraud_detected: bool | None = Field(description="Verdict; null without one (never 'valid').")
     n_nan_steps: int = Field(0, description="Decode steps excluded as non-finite.")
+    n_excluded: int = Field(0, description="Nonces the validator could not score.")
+    excluded_nonces: list[int] = Field(default_factory=list, description="Those nonces.")
+    no_verdict: str | None = Field(None, description="Why there is no verdict.")
