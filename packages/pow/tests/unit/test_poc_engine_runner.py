@@ -16,10 +16,11 @@ from mlnode.pow.engine.callbacks import CallbackSender
 from mlnode.pow.engine.checks import EngineFacts
 from mlnode.pow.engine.errors import PocHttpError
 from mlnode.pow.engine.jobs import ResultStore
-from mlnode.pow.engine.protocol import RPC_VECTORS, ChunkSpec
+from mlnode.pow.engine.protocol import RPC_DECODE, RPC_VECTORS, ChunkSpec, DecodeChunkResult
 from mlnode.pow.engine.runner import PocRunner
 from mlnode.pow.engine.settings import PocEngineSettings
 from mlnode.pow.poc.artifacts import artifacts_from_hidden
+from mlnode.pow.poc.decode import Codebook
 from mlnode.pow.poc.schemas import (
     GenerateStatus,
     MiningPhase,
@@ -316,3 +317,51 @@ def test_results_expire_and_are_capped() -> None:
     assert store.get("0") is None and store.get("2") is not None
     now[0] = 11.0
     assert store.get("2") is None
+
+
+class NonFiniteDecoder:
+    """Answers decode chunks with fixed trajectories; every other nonce hits a -1 step."""
+
+    async def call(self, method: str, payload: dict[str, Any] | None = None) -> Any:
+        assert method == RPC_DECODE and payload is not None
+        await asyncio.sleep(0.01)
+        nonces = ChunkSpec.from_wire(payload).nonces
+        steps = [[n % 16, -1 if bad(n) else 3] for n in nonces]
+        return DecodeChunkResult(k_points_steps=steps).to_wire()
+
+    def chat_in_flight(self) -> int:
+        return 0
+
+
+def bad(nonce: int) -> bool:
+    return (nonce // 2) % 2 == 1
+
+
+async def test_no_minus_one_is_ever_delivered_and_drops_are_counted(
+    receiver: CallbackReceiver,
+) -> None:
+    codebook = Codebook(torch.eye(16, HIDDEN), "0" * 64)
+
+    async def decode_facts() -> EngineFacts:
+        return EngineFacts(("m",), "Qwen3ForCausalLM", HIDDEN, 2048, codebook=codebook)
+
+    config = settings()
+    sender = CallbackSender(config)
+    sender.start()
+    runner = PocRunner(NonFiniteDecoder(), decode_facts, config, sender)
+    runner.start()
+    params = {"model": "m", "seq_len": 4, "decode": True, "max_tokens": 1}
+    await runner.init_generate(mining(receiver.url, params=params, batch_size=4))
+    await until(lambda: runner.status().non_finite_dropped >= 6)
+    await runner.stop()
+    dropped = runner.status().non_finite_dropped
+    batches = await asyncio.to_thread(
+        receiver.wait_for,
+        "/generated",
+        lambda b: sum(len(x["artifacts"]) for x in b) >= dropped,
+        10,
+    )
+    delivered = [a for b in batches for a in b["artifacts"]]
+    assert len(delivered) == dropped  # each chunk of 4 share nonces holds 2 bad ones
+    assert all(min(a["k_points_steps"]) >= 0 and not bad(a["nonce"]) for a in delivered)
+    await runner.shutdown()

@@ -277,10 +277,15 @@ class TestEnginePoc:
     def status(self) -> dict[str, Any]:
         """IDLE, or GENERATING with the mining config and rate."""
         if self._mining is None or self._mining.done() or self.config is None:
-            return {"status": "IDLE", "config": None, "stats": None}
+            return {"status": "IDLE", "config": None, "stats": None, "non_finite_dropped": 0}
         elapsed = max(time.monotonic() - self.started_at, 1e-9)
         stats = {"total_processed": self.processed, "nonces_per_second": self.processed / elapsed}
-        return {"status": "GENERATING", "config": self.config, "stats": stats}
+        return {
+            "status": "GENERATING",
+            "config": self.config,
+            "stats": stats,
+            "non_finite_dropped": 0,
+        }
 
     async def stop(self) -> dict[str, Any]:
         """Cancel mining and queued jobs, drop stored results and the callback buffer."""

@@ -93,7 +93,12 @@ class PocInitGenerateRequest(_Block):
     node_count: int = Field(ge=1, description="Nodes sharing the nonce space.")
     group_id: int = Field(0, ge=0, description="This engine's index among the node's engines.")
     n_groups: int = Field(1, ge=1, description="Engines of the node sharing its share.")
-    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE, description="Nonces per forward pass.")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="Nonces per forward pass; absent: the engine's own (MLNODE_POC_BATCH_SIZE).",
+    )
     params: PocParams = Field(description="Model and proof shape.")
 
     @model_validator(mode="after")
@@ -135,7 +140,12 @@ class PocGenerateRequest(_Block):
         min_length=1, max_length=MAX_NONCES, description="Nonces to compute, distinct."
     )
     params: PocParams = Field(description="Model and proof shape.")
-    batch_size: int = Field(32, ge=0, le=MAX_BATCH_SIZE, description="Nonces per forward (0: all).")
+    batch_size: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_BATCH_SIZE,
+        description="Nonces per forward (0: all); absent: the engine's own batch size.",
+    )
     wait: bool = Field(False, description="Answer with the result instead of queueing.")
     validation: PocValidation | None = Field(None, description="Artifacts to validate.")
     stat_test: StatTest | None = Field(None, description="Validation thresholds.")
