@@ -87,10 +87,8 @@ def _decode(b64: str) -> np.ndarray:
 
 
 def _artifacts(device: str, dtype: torch.dtype) -> dict[int, np.ndarray]:
-    from mlnode.pow.poc.testing import ReferenceForward
 
-    ref = ReferenceForward(DATA / "model", dtype=dtype)
-    ref.model.to(device)
+    ref = ReferenceForward(DATA / "model", dtype=dtype, device=device)
     out: dict[int, np.ndarray] = {}
     for start in range(0, 64, 16):
         chunk = list(range(start, start + 16))
