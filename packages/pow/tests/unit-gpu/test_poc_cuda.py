@@ -87,7 +87,6 @@ def _decode(b64: str) -> np.ndarray:
 
 
 def _artifacts(device: str, dtype: torch.dtype) -> dict[int, np.ndarray]:
-
     ref = ReferenceForward(DATA / "model", dtype=dtype, device=device)
     out: dict[int, np.ndarray] = {}
     for start in range(0, 64, 16):
