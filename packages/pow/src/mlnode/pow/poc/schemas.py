@@ -201,7 +201,9 @@ class PocGenerateResult(BaseModel):
 
     status: GenerateStatus = Field(GenerateStatus.COMPLETED, description="'completed'.")
     request_id: str = Field(description="The job's id.")
-    artifacts: list[PocArtifactOut] = Field(description="Computed artifacts (NaN nonces omitted).")
+    artifacts: list[PocArtifactOut] = Field(
+        description="Computed artifacts (NaN nonces and non-finite decode trajectories omitted)."
+    )
     encoding: PocEncoding = Field(description="Wire format of vector_b64.")
 
 
