@@ -9,7 +9,7 @@ import pytest
 
 from mlnode.common.errors import BadRequest, NotFound, Unavailable
 from mlnode.common.testing.callback_receiver import CallbackReceiver
-from mlnode.infer.poc_fanout import AllBackendsFailed
+from mlnode.infer.poc_fanout import AllBackendsFailed, init_bodies
 from mlnode.infer.poc_schemas import PocGenerateRequest, PocInitGenerateRequest
 from mlnode.infer.schemas import InferenceUpRequest
 from mlnode.infer.testing.poc_test_engine import artifact
@@ -75,6 +75,7 @@ async def test_mining_groups_are_disjoint_and_status_follows_each_instance(
     assert [r.port for r in summary.results] == ports and summary.errors is None
     status = await fanout.status()
     assert status.status == "GENERATING"
+    assert [b.non_finite_dropped for b in status.backends] == [0, 0]
     assert [(b.port, b.config["group_id"], b.config["n_groups"]) for b in status.backends] == [
         (ports[0], 0, 2),
         (ports[1], 1, 2),
@@ -180,3 +181,14 @@ async def test_refusals_and_no_backends(make_service, two_engines) -> None:
     assert (await idle.stop()).message == "No backends to stop"
     with pytest.raises(Unavailable):
         await idle.init_generate(init_body())
+
+
+def test_init_forwards_a_batch_size_only_when_the_caller_sent_one() -> None:
+    go_body = init_body("http://127.0.0.1:9/cb")  # the newest network node sends none
+    bodies = init_bodies(go_body, 2)
+    assert [("batch_size" in b, b["group_id"], b["n_groups"]) for b in bodies] == [
+        (False, 0, 2),
+        (False, 1, 2),
+    ]
+    sent = PocInitGenerateRequest.model_validate({**go_body.model_dump(), "batch_size": 8})
+    assert [b["batch_size"] for b in init_bodies(sent, 2)] == [8, 8]

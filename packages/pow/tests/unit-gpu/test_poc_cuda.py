@@ -2,13 +2,16 @@
 artifacts computed on CUDA against the CPU and the reference vectors (§6.2).
 
 No CUDA vLLM runs here, so the artifacts come from the test-only transformers forward
-(`mlnode.pow.poc.testing`) with the same maths the engine plugin calls.
+(`mlnode.pow.poc.testing`) with the same maths the engine plugin calls, the MoE models with their
+own routing. These tests need only torch and transformers; `bench/gpu_torch_checks.py` prints the
+same numbers as a table.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from mlnode.pow.poc.artifacts import (
 )
 from mlnode.pow.poc.inputs import nonce_inputs
 from mlnode.pow.poc.rng import murmur3_32, seed_from_string
+from mlnode.pow.poc.testing import VECTOR_SETS, ReferenceForward, artifact_distances
 
 pytestmark = [
     pytest.mark.gpu,
@@ -83,10 +87,7 @@ def _decode(b64: str) -> np.ndarray:
 
 
 def _artifacts(device: str, dtype: torch.dtype) -> dict[int, np.ndarray]:
-    from mlnode.pow.poc.testing import ReferenceForward
-
-    ref = ReferenceForward(DATA / "model", dtype=dtype)
-    ref.model.to(device)
+    ref = ReferenceForward(DATA / "model", dtype=dtype, device=device)
     out: dict[int, np.ndarray] = {}
     for start in range(0, 64, 16):
         chunk = list(range(start, start + 16))
@@ -123,3 +124,36 @@ def test_bfloat16_artifacts_on_cuda_stay_within_the_noise_table() -> None:
     worst = max(float(np.linalg.norm(cuda[n] - reference[n])) for n in reference)
     print(f"bfloat16 CUDA vs float32 vectors max L2 {worst:.3g}")
     assert worst < 0.02
+
+
+MOE_MODELS = ("qwen3-moe", "glm4-moe", "minimax-m2")
+#: The network's lowest distance threshold, and the mismatch share its binomial test allows.
+NETWORK_L2, NETWORK_P_MISMATCH = 0.4, 0.1
+
+
+def _moe_distances(name: str, dtype: torch.dtype) -> tuple[list[float], dict[str, Any]]:
+    model_dir, vector_file = VECTOR_SETS[name]
+    vectors: dict[str, Any] = json.loads((DATA / vector_file).read_text())
+    params = vectors["params"]
+    ref = ReferenceForward(DATA / model_dir, dtype=dtype, device="cuda")
+    artifacts = ref.artifacts(
+        params["block_hash"], params["public_key"], list(range(64)), 128, params["k_dim"]
+    )
+    return list(artifact_distances(artifacts, vectors["artifacts_float32"]).values()), vectors
+
+
+@pytest.mark.parametrize("name", MOE_MODELS)
+def test_moe_float32_artifacts_on_cuda_match_the_cpu_vectors(name: str) -> None:
+    distances, _ = _moe_distances(name, torch.float32)
+    print(f"{name} float32 CUDA vs CPU vectors: max L2 {max(distances):.3g}")
+    assert max(distances) <= 0.02
+
+
+@pytest.mark.parametrize("name", MOE_MODELS)
+def test_moe_bfloat16_artifacts_on_cuda_stay_within_the_files_noise(name: str) -> None:
+    distances, vectors = _moe_distances(name, torch.bfloat16)
+    noise = vectors["noise_l2"]["hf_float32 vs hf_bfloat16"]
+    over = sum(d > NETWORK_L2 for d in distances)
+    print(f"{name} bfloat16 CUDA: max L2 {max(distances):.3g} (CPU bf16: {noise['max']:.3g})")
+    assert all(math.isfinite(d) for d in distances), "a nonce got no artifact"
+    assert over <= NETWORK_P_MISMATCH * len(distances)

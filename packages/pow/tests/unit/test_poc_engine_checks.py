@@ -1,9 +1,11 @@
 """Request checks of the engine's PoC routes: each refusal has its status and names its field."""
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from mlnode.pow.engine.checks import EngineFacts, check_params, nonce_sets_differ, proof_shape
 from mlnode.pow.engine.errors import PocHttpError
@@ -118,6 +120,36 @@ def test_chunks_follow_batch_size_within_the_row_cap() -> None:
         settings=PocEngineSettings(max_chunk_tokens=1000),
     )
     assert (shape.chunk, shape.max_tokens, shape.codebook_sha256) == (10, 36, CODEBOOK.sha256)
+
+
+def test_without_a_batch_size_the_engine_chooses() -> None:
+    def chunk(batch_size: int | None, n: int | None, config: PocEngineSettings) -> int:
+        facts = replace(FACTS, max_num_seqs=6)
+        return proof_shape(
+            PocParams(model="served", seq_len=10),
+            block_hash="b",
+            public_key="k",
+            stronger_rng=False,
+            batch_size=batch_size,
+            n_nonces=n,
+            facts=facts,
+            settings=config,
+        ).chunk
+
+    unset, h200 = PocEngineSettings(max_chunk_tokens=1000), PocEngineSettings(batch_size=16)
+    assert chunk(None, 50, unset) == 6  # the engine's max_num_seqs
+    assert chunk(None, None, unset) == 6
+    assert chunk(None, 50, h200) == 16
+    assert chunk(None, None, PocEngineSettings(batch_size=500, max_chunk_tokens=1000)) == 100
+    assert chunk(3, 50, h200) == 3  # a caller's batch_size still wins
+    assert chunk(0, 50, h200) == 50
+    assert chunk(0, None, h200) == 16
+
+
+def test_batch_size_setting_is_bounded() -> None:
+    for bad in (0, 5000):
+        with pytest.raises(ValidationError, match="batch_size"):
+            PocEngineSettings(batch_size=bad)
 
 
 def test_check_params_accepts_a_served_model() -> None:

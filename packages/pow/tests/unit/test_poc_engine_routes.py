@@ -19,12 +19,12 @@ from mlnode.pow.engine.checks import EngineFacts
 from mlnode.pow.engine.errors import PocHttpError
 from mlnode.pow.engine.plugin import PocEndpointPlugin, stop_before_engine
 from mlnode.pow.engine.protocol import ChunkSpec
-from mlnode.pow.engine.routes import MAX_BODY_BYTES, STATE_KEY
+from mlnode.pow.engine.routes import MAX_BODY_BYTES, STATE_KEY, render
 from mlnode.pow.engine.runner import PocRunner
 from mlnode.pow.engine.settings import PocEngineSettings
 from mlnode.pow.engine.worker import WORKER_EXTENSION
 from mlnode.pow.poc.artifacts import artifacts_from_hidden
-from mlnode.pow.poc.schemas import PocInitGenerateRequest
+from mlnode.pow.poc.schemas import GenerateStatus, PocInitGenerateRequest, PocJobStatus
 
 ROUTES = {
     ("POST", "/api/v1/pow/init/generate"),
@@ -179,3 +179,21 @@ async def test_the_engine_shutdown_stops_poc_first() -> None:
     assert refused.value.status == 503
     client.shutdown()  # from the loop's own thread: no wait, no deadlock
     await runner.shutdown()
+
+
+def test_a_waited_answer_without_a_verdict_says_so_and_keeps_the_exclusions() -> None:
+    stored = PocJobStatus(
+        status=GenerateStatus.COMPLETED,
+        request_id="r",
+        n_total=8,
+        n_mismatch=0,
+        mismatch_nonces=[],
+        n_nan_steps=2,
+        n_excluded=2,
+        excluded_nonces=[3, 4],
+        no_verdict="2 of 10 nonces could not be scored",
+    )
+    body = render(stored).model_dump(mode="json")
+    assert body["p_value"] is None and body["fraud_detected"] is None
+    assert (body["n_total"], body["n_excluded"], body["excluded_nonces"]) == (8, 2, [3, 4])
+    assert body["n_nan_steps"] == 2 and body["no_verdict"].startswith("2 of 10")

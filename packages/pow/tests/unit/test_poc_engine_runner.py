@@ -16,10 +16,11 @@ from mlnode.pow.engine.callbacks import CallbackSender
 from mlnode.pow.engine.checks import EngineFacts
 from mlnode.pow.engine.errors import PocHttpError
 from mlnode.pow.engine.jobs import ResultStore
-from mlnode.pow.engine.protocol import RPC_VECTORS, ChunkSpec
+from mlnode.pow.engine.protocol import RPC_DECODE, RPC_VECTORS, ChunkSpec, DecodeChunkResult
 from mlnode.pow.engine.runner import PocRunner
 from mlnode.pow.engine.settings import PocEngineSettings
 from mlnode.pow.poc.artifacts import artifacts_from_hidden
+from mlnode.pow.poc.decode import Codebook
 from mlnode.pow.poc.schemas import (
     GenerateStatus,
     MiningPhase,
@@ -35,9 +36,12 @@ FACTS = EngineFacts(("m",), "Qwen3ForCausalLM", hidden=HIDDEN, max_model_len=204
 class StandInEngine:
     """Answers vector chunks from a per-nonce seeded hidden state; can fail or be slow."""
 
-    def __init__(self, failures: int = 0, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, failures: int = 0, delay_s: float = 0.0, broken: frozenset[int] = frozenset()
+    ) -> None:
         self.chunks: list[list[int]] = []
         self.failures = failures
+        self.broken = broken
         self.delay_s = delay_s
         self.chat = 0
 
@@ -49,6 +53,8 @@ class StandInEngine:
         if self.failures:
             self.failures -= 1
             raise RuntimeError("worker hiccup")
+        if self.broken & set(spec.nonces):
+            raise RuntimeError("chunk fails on every try")
         hidden = torch.stack(
             [torch.randn(HIDDEN, generator=torch.Generator().manual_seed(n)) for n in spec.nonces]
         )
@@ -217,6 +223,50 @@ async def test_a_chunk_failing_past_its_retries_fails_the_job_with_the_cause() -
     await runner.shutdown()
 
 
+async def _judge_with_broken_chunks(
+    broken: frozenset[int], receiver: CallbackReceiver
+) -> tuple[PocJobStatus, dict[str, Any]]:
+    nonces = list(range(20))
+    honest = await runner_for(StandInEngine(), settings())
+    computed = await asyncio.wait_for((await honest.submit(generate(nonces))).future, 10)
+    await honest.shutdown()
+    assert computed.artifacts is not None
+    received = [a.model_dump() for a in computed.artifacts]
+    received[0]["vector_b64"] = received[1]["vector_b64"]
+    runner = await runner_for(StandInEngine(broken=broken), settings(engine_retries=1))
+    body = generate(
+        nonces, validation={"artifacts": received}, url=receiver.url, stat_test={"p_mismatch": 0.1}
+    )
+    verdict = await asyncio.wait_for((await runner.submit(body)).future, 10)
+    [callback] = await asyncio.to_thread(
+        receiver.wait_for, "/validated", lambda b: len(b) == 1, timeout_s=10
+    )
+    await runner.shutdown()
+    return verdict, callback
+
+
+async def test_a_chunk_failing_past_its_retries_is_excluded_from_a_verdict(
+    receiver: CallbackReceiver,
+) -> None:
+    verdict, callback = await _judge_with_broken_chunks(frozenset({8}), receiver)
+    assert verdict.status is GenerateStatus.COMPLETED
+    assert (verdict.n_total, verdict.n_excluded, verdict.excluded_nonces) == (18, 2, [8, 9])
+    assert (verdict.n_mismatch, verdict.mismatch_nonces) == (1, [0])
+    assert verdict.fraud_detected is False and verdict.no_verdict is None
+    assert callback["n_excluded"] == 2 and callback["excluded_nonces"] == [8, 9]
+    assert callback["n_total"] == 18 and callback["fraud_detected"] is False
+
+
+async def test_more_than_a_tenth_unscored_calls_back_without_a_verdict(
+    receiver: CallbackReceiver,
+) -> None:
+    verdict, callback = await _judge_with_broken_chunks(frozenset({8, 13}), receiver)
+    assert (verdict.n_total, verdict.excluded_nonces) == (16, [8, 9, 12, 13])
+    assert verdict.p_value is None and verdict.fraud_detected is None
+    assert callback["fraud_detected"] is None and callback["p_value"] is None
+    assert "4 of 20" in callback["no_verdict"]
+
+
 async def test_chat_in_flight_makes_the_loop_yield_in_proportion() -> None:
     pauses: list[float] = []
     now = [0.0]
@@ -267,3 +317,51 @@ def test_results_expire_and_are_capped() -> None:
     assert store.get("0") is None and store.get("2") is not None
     now[0] = 11.0
     assert store.get("2") is None
+
+
+class NonFiniteDecoder:
+    """Answers decode chunks with fixed trajectories; every other nonce hits a -1 step."""
+
+    async def call(self, method: str, payload: dict[str, Any] | None = None) -> Any:
+        assert method == RPC_DECODE and payload is not None
+        await asyncio.sleep(0.01)
+        nonces = ChunkSpec.from_wire(payload).nonces
+        steps = [[n % 16, -1 if bad(n) else 3] for n in nonces]
+        return DecodeChunkResult(k_points_steps=steps).to_wire()
+
+    def chat_in_flight(self) -> int:
+        return 0
+
+
+def bad(nonce: int) -> bool:
+    return (nonce // 2) % 2 == 1
+
+
+async def test_no_minus_one_is_ever_delivered_and_drops_are_counted(
+    receiver: CallbackReceiver,
+) -> None:
+    codebook = Codebook(torch.eye(16, HIDDEN), "0" * 64)
+
+    async def decode_facts() -> EngineFacts:
+        return EngineFacts(("m",), "Qwen3ForCausalLM", HIDDEN, 2048, codebook=codebook)
+
+    config = settings()
+    sender = CallbackSender(config)
+    sender.start()
+    runner = PocRunner(NonFiniteDecoder(), decode_facts, config, sender)
+    runner.start()
+    params = {"model": "m", "seq_len": 4, "decode": True, "max_tokens": 1}
+    await runner.init_generate(mining(receiver.url, params=params, batch_size=4))
+    await until(lambda: runner.status().non_finite_dropped >= 6)
+    await runner.stop()
+    dropped = runner.status().non_finite_dropped
+    batches = await asyncio.to_thread(
+        receiver.wait_for,
+        "/generated",
+        lambda b: sum(len(x["artifacts"]) for x in b) >= dropped,
+        10,
+    )
+    delivered = [a for b in batches for a in b["artifacts"]]
+    assert len(delivered) == dropped  # each chunk of 4 share nonces holds 2 bad ones
+    assert all(min(a["k_points_steps"]) >= 0 and not bad(a["nonce"]) for a in delivered)
+    await runner.shutdown()

@@ -86,7 +86,7 @@ def test_bfloat16_forward_passes_a_float32_validator(
     arts = bf16.artifacts(bh, pk, nonces, 128, 12)
     computed = {a["nonce"]: a["vector_b64"] for a in poc_vectors["artifacts_float32"]}
     received = {a.nonce: a.vector_b64 for a in arts}
-    out = validate_vectors(computed, received, 12, StatTest(dist_threshold=BF16_L2), len(nonces))
+    out = validate_vectors(computed, received, 12, StatTest(dist_threshold=BF16_L2), nonces)
     assert (out.n_mismatch, out.fraud_detected) == (0, False)
 
 
@@ -118,5 +118,7 @@ def test_teacher_forced_validation_of_decode(
     for claimed, want_mismatch in ((honest, []), (forged, [1])):
         k, scores = reference.decode(bh, pk, nonces, spec["seq_len"], steps, codebook, claimed)
         own = dict(zip(nonces, scores, strict=True))
-        out = validate_trajectories(own, dict(zip(nonces, claimed, strict=True)), stat, 2, steps)
+        out = validate_trajectories(
+            own, dict(zip(nonces, claimed, strict=True)), stat, nonces, steps
+        )
         assert out.mismatch_nonces == want_mismatch

@@ -62,7 +62,7 @@ def _error_text(model: type[BaseModel], body: dict[str, Any]) -> str:
 
 def test_go_init_body_parses_with_defaults() -> None:
     req = PocInitGenerateRequest.model_validate_json(GO_INIT)
-    assert (req.params.k_dim, req.batch_size, req.group_id, req.n_groups) == (12, 32, 0, 1)
+    assert (req.params.k_dim, req.batch_size, req.group_id, req.n_groups) == (12, None, 0, 1)
     assert req.poc_stronger_rng and not req.params.is_decode
     assert req.params.scheme == "prefill"
 
@@ -78,7 +78,7 @@ def test_go_validation_body_parses_with_p_value_threshold() -> None:
     req = PocGenerateRequest.model_validate_json(GO_VALIDATE)
     assert req.stat_test is not None and req.stat_test.fraud_threshold == 0.05
     assert req.validation is not None and [a.nonce for a in req.validation.artifacts] == [5, 9]
-    assert not req.wait and req.batch_size == 32
+    assert not req.wait and req.batch_size is None
 
 
 def test_nonce_share_of_an_engine() -> None:

@@ -112,9 +112,7 @@ class PocFanout:
         if not backends:
             raise Unavailable("no healthy inference engine to run PoC on; start inference first")
         n = len(backends)
-        base = request.model_dump(mode="json", exclude_unset=True)
-        base["batch_size"] = request.batch_size
-        bodies = [{**base, "group_id": i, "n_groups": n} for i in range(n)]
+        bodies = init_bodies(request, n)
         answers = await self._fan(backends, "POST", "/init/generate", bodies)
         results, errors = _split(backends, answers, "OK")
         if not results:
@@ -219,6 +217,12 @@ def aggregate_status(states: Sequence[str]) -> str:
     if all(s == IDLE for s in states):
         return IDLE
     return MIXED
+
+
+def init_bodies(request: PocInitGenerateRequest, n_groups: int) -> list[dict[str, Any]]:
+    """One `/init/generate` body per engine: the caller's fields (no batch_size unless sent)."""
+    base = request.model_dump(mode="json", exclude_unset=True)
+    return [{**base, "group_id": i, "n_groups": n_groups} for i in range(n_groups)]
 
 
 def _split(

@@ -32,7 +32,12 @@ class PocInitGenerateRequest(BaseModel):
     node_count: int = Field(gt=0, description="How many MLNodes the participant runs.")
     params: PocParams = Field(description="Model and sequence length.")
     url: str | None = Field(None, description="Callback base; engines POST {url}/generated.")
-    batch_size: int = Field(32, gt=0, description="Nonces per engine iteration.")
+    batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Nonces per engine iteration; forwarded only when sent (the newest network "
+        "node sends none, and each engine then uses its own, MLNODE_POC_BATCH_SIZE).",
+    )
 
 
 class PocGenerateRequest(BaseModel):
@@ -99,6 +104,11 @@ class PocBackendStatus(BaseModel):
     status: str = Field(description="IDLE / GENERATING / ..., or UNREACHABLE.")
     config: dict[str, Any] | None = Field(None, description="Mining parameters while generating.")
     stats: dict[str, Any] | None = Field(None, description="Nonces processed and rate.")
+    non_finite_dropped: int | None = Field(
+        None,
+        description="Nonces the engine left out of its artifacts because a decode step was "
+        "non-finite (never delivered as -1, which the network node refuses).",
+    )
     error: str | None = Field(None, description="Why the instance could not be read.")
 
 

@@ -233,6 +233,10 @@ class TestEnginePoc:
             "mismatch_nonces": sorted(mismatches),
             "p_value": p_value,
             "fraud_detected": p_value < cutoff,
+            "n_nan_steps": 0,
+            "n_excluded": 0,
+            "excluded_nonces": [],
+            "no_verdict": None,
         }
 
     async def _mining_done(self) -> None:
@@ -273,10 +277,15 @@ class TestEnginePoc:
     def status(self) -> dict[str, Any]:
         """IDLE, or GENERATING with the mining config and rate."""
         if self._mining is None or self._mining.done() or self.config is None:
-            return {"status": "IDLE", "config": None, "stats": None}
+            return {"status": "IDLE", "config": None, "stats": None, "non_finite_dropped": 0}
         elapsed = max(time.monotonic() - self.started_at, 1e-9)
         stats = {"total_processed": self.processed, "nonces_per_second": self.processed / elapsed}
-        return {"status": "GENERATING", "config": self.config, "stats": stats}
+        return {
+            "status": "GENERATING",
+            "config": self.config,
+            "stats": stats,
+            "non_finite_dropped": 0,
+        }
 
     async def stop(self) -> dict[str, Any]:
         """Cancel mining and queued jobs, drop stored results and the callback buffer."""
@@ -306,7 +315,17 @@ def _queued_callback(
     if "artifacts" in result:
         extra = {"artifacts": result["artifacts"], "encoding": result["encoding"]}
         return f"{body['url']}/generated", {**head, **extra}
-    fields = ("n_total", "n_mismatch", "mismatch_nonces", "p_value", "fraud_detected")
+    fields = (
+        "n_total",
+        "n_mismatch",
+        "mismatch_nonces",
+        "p_value",
+        "fraud_detected",
+        "n_nan_steps",
+        "n_excluded",
+        "excluded_nonces",
+        "no_verdict",
+    )
     return f"{body['url']}/validated", {**head, **{k: result[k] for k in fields}}
 
 

@@ -23,6 +23,7 @@ class EngineFacts:
     hidden: int
     max_model_len: int
     max_batched_tokens: int = 8192
+    max_num_seqs: int = 256
     unsupported: str | None = None
     codebook: Codebook | None = None
     codebook_error: str | None = None
@@ -110,22 +111,35 @@ def check_params(
         )
 
 
+def default_batch_size(facts: EngineFacts, settings: PocEngineSettings) -> int:
+    """`MLNODE_POC_BATCH_SIZE`, else the engine's own limit on sequences per step."""
+    return settings.batch_size or facts.max_num_seqs
+
+
 def proof_shape(
     params: PocParams,
     *,
     block_hash: str,
     public_key: str,
     stronger_rng: bool,
-    batch_size: int,
+    batch_size: int | None,
     n_nonces: int | None,
     facts: EngineFacts,
     settings: PocEngineSettings,
 ) -> ProofShape:
-    """Check a request and fix its chunking: `batch_size` nonces (0: all), within the row cap."""
+    """Check a request and fix its chunking, within the row cap.
+
+    Nonces per chunk: the request's `batch_size` (0: all of a `/generate`'s nonces), else the
+    engine's own (`default_batch_size`), as gonka's engines do since the network node stopped
+    sending one (SPEC §2.13).
+    """
     check_params(params, facts, settings)
     sha = _check_decode(params, facts)
     steps = (params.max_tokens or 0) if params.is_decode else 0
-    wanted = batch_size or n_nonces or 1
+    if batch_size is None:
+        wanted = default_batch_size(facts, settings)
+    else:
+        wanted = batch_size or n_nonces or default_batch_size(facts, settings)
     rows = settings.max_chunk_tokens or facts.max_batched_tokens
     rows_cap = max(1, rows // (params.seq_len + steps))
     return ProofShape(
@@ -163,6 +177,7 @@ __all__ = [
     "PocHttpError",
     "ProofShape",
     "check_params",
+    "default_batch_size",
     "nonce_sets_differ",
     "proof_shape",
 ]

@@ -33,10 +33,22 @@ from mlnode.pow.poc.validation import StatTest, validate_trajectories, validate_
 
 @dataclass
 class ChunkOutput:
-    """What one chunk produced: artifacts, and per-step scores under teacher forcing."""
+    """What one chunk produced: artifacts, and per-step scores under teacher forcing.
+
+    `non_finite` lists nonces whose trajectory held a non-finite step (`-1`): they carry no
+    artifact, since the network node refuses a whole callback with such a step.
+    """
 
     artifacts: list[PocArtifactOut]
     scores: dict[int, list[list[float]]] = field(default_factory=dict)
+    non_finite: list[int] = field(default_factory=list)
+
+
+def without_non_finite(artifacts: list[PocArtifactOut]) -> ChunkOutput:
+    """Split off the trajectories holding a `-1` (non-finite) step (SPEC §3)."""
+    kept = [a for a in artifacts if not a.k_points_steps or min(a.k_points_steps) >= 0]
+    dropped = [a.nonce for a in artifacts if a.k_points_steps and min(a.k_points_steps) < 0]
+    return ChunkOutput(kept, non_finite=dropped)
 
 
 class MiningJob:
@@ -55,6 +67,7 @@ class MiningJob:
         self.last_error: str | None = None
         self.processed = 0
         self.dropped = 0
+        self.non_finite = 0
         self._x = 0
         self._clock = clock
         self._started = clock()
@@ -69,6 +82,7 @@ class MiningJob:
         """Account a computed chunk and buffer its artifacts (oldest dropped past the cap)."""
         self._x += len(nonces)
         self.processed += len(nonces)
+        self.non_finite += len(output.non_finite)
         self._buffer.extend(output.artifacts)
         while len(self._buffer) > self._buffer_cap:
             self._buffer.popleft()
@@ -112,6 +126,9 @@ class GenerateJob:
         )
         self._artifacts: dict[int, PocArtifactOut] = {}
         self._scores: dict[int, list[list[float]]] = {}
+        self.non_finite = 0
+        #: Chunks given up after their retries (validation only): their nonces go unscored.
+        self.skipped: list[str] = []
         received = request.validation.artifacts if request.validation else []
         self._claims = {a.nonce: a.k_points_steps or [] for a in received}
 
@@ -139,8 +156,21 @@ class GenerateJob:
     def done(self, nonces: list[int], output: ChunkOutput) -> None:
         """Keep a computed chunk's results."""
         self._pending.popleft()
+        self.non_finite += len(output.non_finite)
         self._artifacts.update({a.nonce: a for a in output.artifacts})
         self._scores.update(output.scores)
+
+    def skip(self, message: str) -> None:
+        """Give up on the current chunk; a verdict excludes its nonces (SPEC §2.13)."""
+        if self._pending:  # empty when stopped while the chunk ran
+            self._pending.popleft()
+        self.failures = 0
+        self.skipped.append(message)
+
+    @property
+    def judges(self) -> bool:
+        """The request carries artifacts to validate."""
+        return self.request.validation is not None
 
     def fail(self, message: str) -> PocJobStatus:
         """Finish as failed."""
@@ -160,16 +190,16 @@ class GenerateJob:
                 encoding=PocEncoding(k_dim=self.shape.k_dim),
             )
         stat = self.request.stat_test or StatTest()
-        n_total = len(self.request.nonces)
+        nonces = self.request.nonces
         if self.shape.decode:
             scores = {n: torch.tensor(s, dtype=torch.float32) for n, s in self._scores.items()}
             outcome = validate_trajectories(
-                scores, self._claims, stat, n_total, self.shape.max_tokens
+                scores, self._claims, stat, nonces, self.shape.max_tokens
             )
         else:
             computed = {a.nonce: a.vector_b64 for a in artifacts}
             received = {a.nonce: a.vector_b64 for a in self.request.validation.artifacts}
-            outcome = validate_vectors(computed, received, self.shape.k_dim, stat, n_total)
+            outcome = validate_vectors(computed, received, self.shape.k_dim, stat, nonces)
         return PocJobStatus(
             status=self.status,
             request_id=self.request_id,
@@ -178,6 +208,10 @@ class GenerateJob:
             mismatch_nonces=outcome.mismatch_nonces,
             p_value=outcome.p_value,
             fraud_detected=outcome.fraud_detected,
+            n_nan_steps=outcome.n_nan_steps,
+            n_excluded=outcome.n_excluded,
+            excluded_nonces=outcome.excluded_nonces,
+            no_verdict=outcome.no_verdict,
         )
 
     def callback(self, result: PocJobStatus) -> tuple[str, dict[str, object]] | None:
@@ -206,8 +240,12 @@ class GenerateJob:
             n_total=result.n_total or 0,
             n_mismatch=result.n_mismatch or 0,
             mismatch_nonces=result.mismatch_nonces or [],
-            p_value=result.p_value if result.p_value is not None else 1.0,
-            fraud_detected=bool(result.fraud_detected),
+            p_value=result.p_value,
+            fraud_detected=result.fraud_detected,
+            n_nan_steps=result.n_nan_steps or 0,
+            n_excluded=result.n_excluded or 0,
+            excluded_nonces=result.excluded_nonces or [],
+            no_verdict=result.no_verdict,
         )
         return f"{url.rstrip('/')}/validated", validated.model_dump(mode="json")
 

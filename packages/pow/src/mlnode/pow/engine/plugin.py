@@ -56,6 +56,7 @@ class EngineFactsProvider:
         self._rpc = rpc
         self._model_config = vllm_config.model_config
         self._max_batched = int(vllm_config.scheduler_config.max_num_batched_tokens)
+        self._max_seqs = int(vllm_config.scheduler_config.max_num_seqs)
         self._served = served
         self._info: ModelInfo | None = None
         self._codebook: Codebook | None = None
@@ -80,6 +81,7 @@ class EngineFactsProvider:
             hidden=self._info.hidden,
             max_model_len=int(self._model_config.max_model_len),
             max_batched_tokens=self._max_batched,
+            max_num_seqs=self._max_seqs,
             unsupported=self._info.unsupported,
             codebook=self._codebook,
             codebook_error=self._codebook_error,

@@ -85,8 +85,12 @@ def render(result: PocJobStatus) -> BaseModel:
         n_total=result.n_total or 0,
         n_mismatch=result.n_mismatch or 0,
         mismatch_nonces=result.mismatch_nonces or [],
-        p_value=result.p_value if result.p_value is not None else 1.0,
-        fraud_detected=bool(result.fraud_detected),
+        p_value=result.p_value,
+        fraud_detected=result.fraud_detected,
+        n_nan_steps=result.n_nan_steps or 0,
+        n_excluded=result.n_excluded or 0,
+        excluded_nonces=result.excluded_nonces or [],
+        no_verdict=result.no_verdict,
     )
 
 

@@ -19,7 +19,13 @@ from typing import Any
 from mlnode.pow.engine.callbacks import CallbackSender, CallbackStats
 from mlnode.pow.engine.checks import EngineFacts, ProofShape, proof_shape
 from mlnode.pow.engine.errors import PocHttpError, conflict
-from mlnode.pow.engine.jobs import ChunkOutput, GenerateJob, MiningJob, ResultStore
+from mlnode.pow.engine.jobs import (
+    ChunkOutput,
+    GenerateJob,
+    MiningJob,
+    ResultStore,
+    without_non_finite,
+)
 from mlnode.pow.engine.protocol import RPC_DECODE, RPC_VECTORS, ChunkSpec, DecodeChunkResult
 from mlnode.pow.engine.rpc import EngineRpc
 from mlnode.pow.engine.settings import PocEngineSettings
@@ -63,8 +69,9 @@ async def compute_chunk(
         PocArtifactOut(nonce=n, vector_b64="", k_points_steps=steps)
         for n, steps in zip(nonces, result.k_points_steps, strict=True)
     ]
-    scores = dict(zip(nonces, result.scores, strict=True)) if result.scores else {}
-    return ChunkOutput(artifacts, scores)
+    if result.scores:
+        return ChunkOutput(artifacts, dict(zip(nonces, result.scores, strict=True)))
+    return without_non_finite(artifacts)
 
 
 class PocRunner:
@@ -95,6 +102,7 @@ class PocRunner:
         self._turn_mining = False
         self._last_flush = clock()
         self._last_error: str | None = None
+        self._non_finite = 0
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -167,6 +175,7 @@ class PocRunner:
             "queue": queue,
             "callbacks": self._sender.stats(),
             "last_error": self._last_error,
+            "non_finite_dropped": self._non_finite,
         }
         if mining is None:
             return EngineStatus(status=MiningPhase.IDLE, **common)
@@ -274,14 +283,22 @@ class PocRunner:
         except Exception as exc:  # the engine's errors arrive as plain exceptions
             self._chunk_failed(work, f"{type(exc).__name__}: {exc}")
             await self._sleep(self._settings.engine_retry_delay_s)
+            if isinstance(work, GenerateJob) and work.judges and work.finished:
+                await self._complete(work)
             return
         if isinstance(work, GenerateJob) and work.status is GenerateStatus.FAILED:
             return  # stopped while this chunk ran
         work.failures = 0
         work.done(nonces, output)
+        self._non_finite += len(output.non_finite)
+        if output.non_finite:
+            log.warning("PoC nonces %s dropped: non-finite decode step", output.non_finite)
         if isinstance(work, GenerateJob) and work.finished:
-            result = await asyncio.to_thread(work.result)
-            self._finish(work, result, store=True)
+            await self._complete(work)
+
+    async def _complete(self, job: GenerateJob) -> None:
+        if job.status is not GenerateStatus.FAILED:
+            self._finish(job, await asyncio.to_thread(job.result), store=True)
 
     def _chunk_failed(self, work: Work, message: str) -> None:
         work.failures += 1
@@ -289,7 +306,9 @@ class PocRunner:
         log.error("PoC chunk failed (%d in a row): %s", work.failures, message)
         if work.failures <= self._settings.engine_retries:
             return
-        if isinstance(work, MiningJob):
+        if isinstance(work, GenerateJob) and work.judges:
+            work.skip(message)  # its nonces go unscored: excluded from the verdict
+        elif isinstance(work, MiningJob):
             if self._mining is work:
                 self._mining = None
             self._deliver_mined(work)

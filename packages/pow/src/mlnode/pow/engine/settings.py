@@ -44,6 +44,16 @@ class PocEngineSettings(BaseSettings):
             "engine's max_num_batched_tokens, the activation size vLLM reserved memory for."
         ),
     )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description=(
+            "Nonces per PoC forward when the request sends no batch_size (the network node "
+            "sends none). Unset: the engine's max_num_seqs. gonka's per-card profile: 8 on "
+            "8xH100, 16 on H200, 32 on B200/B300."
+        ),
+    )
     max_queued_nonces: int = Field(
         100_000, ge=1, description="Nonces waiting in /generate jobs before 429."
     )

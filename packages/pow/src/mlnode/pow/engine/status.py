@@ -26,3 +26,8 @@ class EngineStatus(PocStatus):
         0, description="Mined artifacts dropped because the delivery buffer was full."
     )
     last_error: str | None = Field(None, description="The last engine error of a PoC chunk.")
+    non_finite_dropped: int = Field(
+        0,
+        description="Nonces left out of artifacts since the engine started because a decode step "
+        "was non-finite (the network node refuses a callback holding a -1 step).",
+    )

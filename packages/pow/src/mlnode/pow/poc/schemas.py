@@ -93,7 +93,12 @@ class PocInitGenerateRequest(_Block):
     node_count: int = Field(ge=1, description="Nodes sharing the nonce space.")
     group_id: int = Field(0, ge=0, description="This engine's index among the node's engines.")
     n_groups: int = Field(1, ge=1, description="Engines of the node sharing its share.")
-    batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE, description="Nonces per forward pass.")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="Nonces per forward pass; absent: the engine's own (MLNODE_POC_BATCH_SIZE).",
+    )
     params: PocParams = Field(description="Model and proof shape.")
 
     @model_validator(mode="after")
@@ -135,7 +140,12 @@ class PocGenerateRequest(_Block):
         min_length=1, max_length=MAX_NONCES, description="Nonces to compute, distinct."
     )
     params: PocParams = Field(description="Model and proof shape.")
-    batch_size: int = Field(32, ge=0, le=MAX_BATCH_SIZE, description="Nonces per forward (0: all).")
+    batch_size: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_BATCH_SIZE,
+        description="Nonces per forward (0: all); absent: the engine's own batch size.",
+    )
     wait: bool = Field(False, description="Answer with the result instead of queueing.")
     validation: PocValidation | None = Field(None, description="Artifacts to validate.")
     stat_test: StatTest | None = Field(None, description="Validation thresholds.")
@@ -191,7 +201,9 @@ class PocGenerateResult(BaseModel):
 
     status: GenerateStatus = Field(GenerateStatus.COMPLETED, description="'completed'.")
     request_id: str = Field(description="The job's id.")
-    artifacts: list[PocArtifactOut] = Field(description="Computed artifacts (NaN nonces omitted).")
+    artifacts: list[PocArtifactOut] = Field(
+        description="Computed artifacts (NaN nonces and non-finite decode trajectories omitted)."
+    )
     encoding: PocEncoding = Field(description="Wire format of vector_b64.")
 
 
@@ -200,12 +212,21 @@ class PocValidationResult(BaseModel):
 
     status: GenerateStatus = Field(GenerateStatus.COMPLETED, description="'completed'.")
     request_id: str = Field(description="The job's id.")
-    n_total: int = Field(description="Nonces in the request.")
-    n_mismatch: int = Field(description="Nonces whose received artifact failed.")
+    n_total: int = Field(description="Nonces scored (the request's, less the excluded).")
+    n_mismatch: int = Field(description="Scored nonces whose received artifact failed.")
     mismatch_nonces: list[int] = Field(description="Those nonces, ascending.")
-    p_value: float = Field(description="P[>= n_mismatch mismatches | honest prover].")
-    fraud_detected: bool = Field(description="p_value < fraud_threshold.")
+    p_value: float | None = Field(
+        description="P[>= n_mismatch mismatches | honest prover]; null when there is no verdict."
+    )
+    fraud_detected: bool | None = Field(
+        description="p_value < fraud_threshold; null when there is no verdict (never 'valid')."
+    )
     n_nan_steps: int = Field(0, description="Decode steps excluded as non-finite.")
+    n_excluded: int = Field(0, description="Nonces this validator could not score.")
+    excluded_nonces: list[int] = Field(default_factory=list, description="Those nonces, ascending.")
+    no_verdict: str | None = Field(
+        None, description="Why there is no verdict (more than 10% of the nonces unscored)."
+    )
 
 
 class PocJobStatus(BaseModel):
@@ -219,7 +240,13 @@ class PocJobStatus(BaseModel):
     n_mismatch: int | None = Field(None, description="Validation: failed nonces.")
     mismatch_nonces: list[int] | None = Field(None, description="Validation: those nonces.")
     p_value: float | None = Field(None, description="Validation: binomial p-value.")
-    fraud_detected: bool | None = Field(None, description="Validation: verdict.")
+    fraud_detected: bool | None = Field(
+        None, description="Validation: verdict (null with `no_verdict` when none)."
+    )
+    n_nan_steps: int | None = Field(None, description="Validation: non-finite decode steps.")
+    n_excluded: int | None = Field(None, description="Validation: nonces not scored.")
+    excluded_nonces: list[int] | None = Field(None, description="Validation: those nonces.")
+    no_verdict: str | None = Field(None, description="Validation: why there is no verdict.")
     error: str | None = Field(None, description="Why the job failed.")
 
 
@@ -316,9 +343,12 @@ class ValidatedCallback(BaseModel):
     block_height: int = Field(description="Block height.")
     public_key: str = Field(description="The prover's key.")
     node_id: int = Field(description="The prover's node index.")
-    n_total: int = Field(description="Nonces judged.")
+    n_total: int = Field(description="Nonces scored.")
     n_mismatch: int = Field(description="Failed nonces.")
     mismatch_nonces: list[int] = Field(description="Those nonces, ascending.")
-    p_value: float = Field(description="Binomial p-value.")
-    fraud_detected: bool = Field(description="Verdict.")
+    p_value: float | None = Field(description="Binomial p-value; null without a verdict.")
+    fraud_detected: bool | None = Field(description="Verdict; null without one (never 'valid').")
     n_nan_steps: int = Field(0, description="Decode steps excluded as non-finite.")
+    n_excluded: int = Field(0, description="Nonces the validator could not score.")
+    excluded_nonces: list[int] = Field(default_factory=list, description="Those nonces.")
+    no_verdict: str | None = Field(None, description="Why there is no verdict.")

@@ -8,14 +8,15 @@ Tests of the engine can reuse it to compare the engine with a second implementat
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 
-from mlnode.pow.poc.artifacts import Artifact, artifacts_from_hidden
+from mlnode.pow.poc.artifacts import Artifact, artifacts_from_hidden, decode_vector
 from mlnode.pow.poc.decode import (
     Codebook,
     decode_pick_indices,
@@ -28,17 +29,21 @@ from mlnode.pow.poc.inputs import layer_reflection_vectors, nonce_inputs, reflec
 class ReferenceForward:
     """A decoder-only HF model whose decoder layers get the PoC reflections while in use."""
 
-    def __init__(self, model_dir: str | Path, dtype: torch.dtype = torch.float32) -> None:
-        """Load a local model directory (no hub access) in `dtype` on the CPU."""
+    def __init__(
+        self, model_dir: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"
+    ) -> None:
+        """Load a local model directory (no hub access) in `dtype` on `device`."""
         from transformers import AutoModelForCausalLM
 
         self.dtype = dtype
+        self.device = torch.device(device)
         self.model: Any = cast(
             Any,
             AutoModelForCausalLM.from_pretrained(
                 str(model_dir), dtype=dtype, local_files_only=True
             ),
         )
+        self.model.to(self.device)
         self.model.eval()
         self.hidden = int(self.model.config.hidden_size)
         self.layers = list(self.model.model.layers)
@@ -46,7 +51,9 @@ class ReferenceForward:
     @contextmanager
     def reflections(self, block_hash: str) -> Iterator[None]:
         """Reflect each decoder layer's output with the block's Householder vector."""
-        vectors = layer_reflection_vectors(block_hash, len(self.layers), self.hidden)
+        vectors = layer_reflection_vectors(
+            block_hash, len(self.layers), self.hidden, device=self.device
+        )
 
         def hook_for(v: torch.Tensor) -> Any:
             def hook(_module: Any, _args: Any, output: Any) -> Any:
@@ -87,7 +94,9 @@ class ReferenceForward:
         out: list[Artifact] = []
         for i in range(0, len(nonces), batch_size):
             chunk = list(nonces[i : i + batch_size])
-            x = nonce_inputs(block_hash, public_key, chunk, seq_len, self.hidden, self.dtype)
+            x = nonce_inputs(
+                block_hash, public_key, chunk, seq_len, self.hidden, self.dtype, device=self.device
+            )
             h = self.last_hidden(block_hash, x)
             out += artifacts_from_hidden(h, block_hash, public_key, chunk, k_dim)
         return out
@@ -118,7 +127,9 @@ class ReferenceForward:
         Returns:
             `(k, scores)`: own indices `[B, max_tokens + 1]` and codebook scores `[B, T + 1, P]`.
         """
-        x = nonce_inputs(block_hash, public_key, nonces, seq_len, self.hidden, self.dtype)
+        x = nonce_inputs(
+            block_hash, public_key, nonces, seq_len, self.hidden, self.dtype, device=self.device
+        )
         ks: list[torch.Tensor] = []
         all_scores: list[torch.Tensor] = []
         with self.reflections(block_hash):
@@ -127,7 +138,14 @@ class ReferenceForward:
                 if t > 0:
                     prev = [int(row[t - 1]) for row in forced] if forced else ks[-1].tolist()
                     e = step_embeddings(
-                        block_hash, public_key, nonces, t, prev, self.hidden, self.dtype
+                        block_hash,
+                        public_key,
+                        nonces,
+                        t,
+                        prev,
+                        self.hidden,
+                        self.dtype,
+                        self.device,
                     )
                     out = self.model.model(
                         inputs_embeds=e.unsqueeze(1),
@@ -136,9 +154,40 @@ class ReferenceForward:
                     )
                 prev_pick = None if t == 0 else prev
                 idx = decode_pick_indices(
-                    block_hash, public_key, nonces, t, prev_pick, self.hidden, codebook.dim
+                    block_hash,
+                    public_key,
+                    nonces,
+                    t,
+                    prev_pick,
+                    self.hidden,
+                    codebook.dim,
+                    self.device,
                 )
                 k, scores = snap(out.last_hidden_state[:, -1], idx, codebook)
                 ks.append(k)
                 all_scores.append(scores)
         return torch.stack(ks, dim=1), torch.stack(all_scores, dim=1)
+
+
+#: Public vector sets of the test data (`tests/data/poc_v2`): model folder and vector file.
+VECTOR_SETS: dict[str, tuple[str, str]] = {
+    "dense-qwen3": ("model", "vectors-A.json"),
+    "qwen3-moe": ("models/qwen3-moe", "models/qwen3-moe/vectors-C.json"),
+    "glm4-moe": ("models/glm4-moe", "models/glm4-moe/vectors-E.json"),
+    "minimax-m2": ("models/minimax-m2", "models/minimax-m2/vectors-I.json"),
+}
+
+
+def artifact_distances(
+    artifacts: Sequence[Artifact], reference: Sequence[Mapping[str, Any]]
+) -> dict[int, float]:
+    """L2 between each computed artifact and the reference's of the same nonce (missing: inf)."""
+    got = {a.nonce: decode_vector(a.vector_b64) for a in artifacts}
+    out: dict[int, float] = {}
+    for item in reference:
+        mine, theirs = got.get(item["nonce"]), decode_vector(item["vector_b64"])
+        if mine is None or theirs is None or mine.shape != theirs.shape:
+            out[item["nonce"]] = math.inf
+        else:
+            out[item["nonce"]] = float(torch.linalg.vector_norm(mine - theirs))
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
@@ -13,6 +13,8 @@ from mlnode.pow.poc.artifacts import decode_vector
 
 #: Margin SPEC §3 gives a claimed codebook index outside 0..n_points-1.
 OUT_OF_RANGE_MARGIN = 2.0
+#: Above this share of unscored nonces there is no verdict (SPEC §2.13; the network node abstains).
+MAX_EXCLUDED_FRACTION = 0.10
 
 
 class StatTest(BaseModel):
@@ -51,14 +53,25 @@ class StatTest(BaseModel):
 
 @dataclass(frozen=True)
 class ValidationOutcome:
-    """Verdict over a batch of recomputed nonces."""
+    """Verdict over the scored nonces of a batch (SPEC §2.13).
+
+    `p_value` and `fraud_detected` are None when too many nonces were unscored to judge; then
+    `no_verdict` says why.
+    """
 
     n_total: int
     n_mismatch: int
     mismatch_nonces: list[int]
-    p_value: float
-    fraud_detected: bool
+    p_value: float | None
+    fraud_detected: bool | None
     n_nan_steps: int = 0
+    excluded_nonces: list[int] = field(default_factory=list)
+    no_verdict: str | None = None
+
+    @property
+    def n_excluded(self) -> int:
+        """Nonces the validator could not score."""
+        return len(self.excluded_nonces)
 
 
 def binomial_p_value(k: int, n: int, p: float) -> float:
@@ -116,27 +129,55 @@ def verdict(n_mismatch: int, n_total: int, stat: StatTest) -> tuple[float, bool]
     return p_value, p_value < stat.fraud_threshold
 
 
+def judge(
+    mismatch_nonces: list[int],
+    scored: int,
+    excluded_nonces: list[int],
+    stat: StatTest,
+    n_nan_steps: int = 0,
+) -> ValidationOutcome:
+    """The outcome over `scored` nonces, or no verdict past `MAX_EXCLUDED_FRACTION` unscored."""
+    excluded = sorted(excluded_nonces)
+    requested = scored + len(excluded)
+    if requested and len(excluded) > MAX_EXCLUDED_FRACTION * requested:
+        reason = (
+            f"{len(excluded)} of {requested} nonces could not be scored by this validator "
+            f"(more than {MAX_EXCLUDED_FRACTION:.0%}): no verdict"
+        )
+        return ValidationOutcome(
+            scored, len(mismatch_nonces), mismatch_nonces, None, None, n_nan_steps, excluded, reason
+        )
+    p_value, fraud = verdict(len(mismatch_nonces), scored, stat)
+    return ValidationOutcome(
+        scored, len(mismatch_nonces), mismatch_nonces, p_value, fraud, n_nan_steps, excluded
+    )
+
+
 def validate_vectors(
     computed: Mapping[int, str],
     received: Mapping[int, str],
     k_dim: int,
     stat: StatTest,
-    n_total: int,
+    nonces: Sequence[int],
 ) -> ValidationOutcome:
-    """Judge received vector artifacts against recomputed ones (SPEC §2.11).
+    """Judge received vector artifacts of `nonces` against recomputed ones (SPEC §2.11, §2.13).
 
-    Only nonces present in both maps are compared: a nonce the validator could not compute is no
-    mismatch (it still counts in `n_total`, the request's nonce count).
+    A nonce the validator could not compute, or whose own vector is not finite, is excluded: it is
+    neither a mismatch nor counted in `n_total`. A missing or malformed received vector mismatches.
     """
-    mismatches = []
-    for nonce in sorted(computed.keys() & received.keys()):
-        own = decode_vector(computed[nonce])
-        if own is None:
+    mismatches, excluded, unique = [], [], sorted(set(nonces))
+    for nonce in unique:
+        own = decode_vector(computed[nonce]) if nonce in computed else None
+        if nonce in computed and own is None:
             raise ValueError(f"computed artifact of nonce {nonce} is not a valid vector")
-        if vector_mismatch(own, decode_vector(received[nonce]), k_dim, stat.dist_threshold):
+        if own is None or not bool(torch.isfinite(own).all()):
+            excluded.append(nonce)
+            continue
+        text = received.get(nonce)
+        theirs = decode_vector(text) if text is not None else None
+        if vector_mismatch(own, theirs, k_dim, stat.dist_threshold):
             mismatches.append(nonce)
-    p_value, fraud = verdict(len(mismatches), n_total, stat)
-    return ValidationOutcome(n_total, len(mismatches), mismatches, p_value, fraud)
+    return judge(mismatches, len(unique) - len(excluded), excluded, stat)
 
 
 @dataclass(frozen=True)
@@ -183,17 +224,22 @@ def validate_trajectories(
     own_scores: Mapping[int, torch.Tensor],
     received: Mapping[int, Sequence[int] | None],
     stat: StatTest,
-    n_total: int,
+    nonces: Sequence[int],
     max_tokens: int,
 ) -> ValidationOutcome:
-    """Judge received `k_points_steps` from teacher-forced scores (`dist_threshold` is tau)."""
-    mismatches, n_nan = [], 0
-    for nonce in sorted(own_scores.keys() & received.keys()):
-        check = check_trajectory(
-            own_scores[nonce], received[nonce], stat.dist_threshold, max_tokens + 1
-        )
+    """Judge received `k_points_steps` of `nonces` from teacher-forced scores (tau: dist_threshold).
+
+    A nonce without own scores, or whose every own step is non-finite, is excluded (SPEC §2.13);
+    single non-finite steps are skipped and counted in `n_nan_steps` (SPEC §3).
+    """
+    mismatches, excluded, n_nan, unique = [], [], 0, sorted(set(nonces))
+    for nonce in unique:
+        scores = own_scores.get(nonce)
+        if scores is None or not bool(torch.isfinite(scores).all(dim=-1).any()):
+            excluded.append(nonce)
+            continue
+        check = check_trajectory(scores, received.get(nonce), stat.dist_threshold, max_tokens + 1)
         n_nan += check.n_nan_steps
         if check.mismatch:
             mismatches.append(nonce)
-    p_value, fraud = verdict(len(mismatches), n_total, stat)
-    return ValidationOutcome(n_total, len(mismatches), mismatches, p_value, fraud, n_nan)
+    return judge(mismatches, len(unique) - len(excluded), excluded, stat, n_nan)
