@@ -27,10 +27,13 @@ def test_embeddings_first_values_fp32(poc_vectors: dict[str, Any]) -> None:
     items = poc_vectors["intermediates"]
     x = nonce_inputs(bh, pk, [it["nonce"] for it in items], SEQ_LEN, HIDDEN, torch.float32)
     assert x.shape == (len(items), SEQ_LEN, HIDDEN) and x.dtype == torch.float32
+    # Box-Muller's log/cos come from the CPU's vector libm (SLEEF): AVX-512 and AVX2 builds
+    # differ by one float32 ulp on a few values, so allow two ulps and no more.
+    ulps = 2 * 2.0**-23
     for row, it in zip(x, items, strict=True):
-        assert row[0, :8].tolist() == pytest.approx(it["input_embeds_first8_f32"], abs=0, rel=0)
+        assert row[0, :8].tolist() == pytest.approx(it["input_embeds_first8_f32"], abs=0, rel=ulps)
         assert row[1, :4].tolist() == pytest.approx(
-            it["input_embeds_row1_first4_f32"], abs=0, rel=0
+            it["input_embeds_row1_first4_f32"], abs=0, rel=ulps
         )
 
 
