@@ -92,7 +92,7 @@ async def test_replay_without_the_plugin_is_503(make_service, client) -> None:
 
 
 async def test_other_mode_malformed_and_oversized_requests(make_service, client) -> None:
-    service = await started(make_service, validation_max_body_bytes=4096)
+    service = await started(make_service, max_body_bytes=4096)
     url = f"{base(service)}{CHAT}"
     answer = await client.post(url, json={"logprobs_mode": "raw_logprobs"})
     assert answer.status_code == 503
