@@ -76,6 +76,12 @@ class NodeSettings(MLNodeBaseSettings):
         ge=1024,
         description="Largest REST request body in bytes; larger ones are answered 413 unread.",
     )
+    max_json_values: int = Field(
+        1 << 20,
+        ge=1024,
+        description="Most values (commas) in a REST JSON body; 422 before it is parsed. Engine "
+        "paths relayed by the REST port are exempt (MLNODE_INFER_MAX_BODY_BYTES bounds them).",
+    )
     max_header_bytes: int = Field(
         32 * 1024,
         ge=1024,
