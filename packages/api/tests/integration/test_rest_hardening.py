@@ -268,6 +268,32 @@ def test_train_start_refuses_models_beyond_memory(
     assert rss(node) - before < RSS_BOUND
 
 
+def test_deep_and_malformed_train_bodies_are_refused_quickly(
+    node: MLNodeProcess, tmp_path: Path
+) -> None:
+    """60,000 layers of hidden size 8 fit the memory estimate but took 90 s to build."""
+    data = tmp_path / "corpus.txt"
+    data.write_text("some words " * 50)
+    deep = {"num_hidden_layers": 60_000, "hidden_size": 8, "num_attention_heads": 2}
+    body = {"task_id": "deep", "model": {"config": deep}, "dataset": {"path": str(data)}}
+    assert node.proc is not None
+    before = rss(node)
+    with HonestCalls(node), api(node) as client:
+        with Watch(f"{node.url}/livez", node.proc.pid) as watch:
+            began = time.perf_counter()
+            answer = client.post("/train/start", json=body)
+            took = time.perf_counter() - began
+            legacy = client.post(
+                "/train/start", json={"train_config": {"optim": 5}, "train_env": {}}
+            )
+        assert client.get("/state").json()["state"] == "STOPPED"
+    assert answer.status_code == 422 and took < 10, (answer.status_code, took)
+    assert answer.json()["error"]["param"] == "model.config.num_hidden_layers"
+    assert legacy.status_code == 422, legacy.text
+    assert watch.report.p99 < LIVEZ_P99_S, watch.report.p99
+    assert watch.report.peak_rss - before < RSS_BOUND
+
+
 def test_train_start_refuses_a_device_as_dataset(node: MLNodeProcess) -> None:
     body = {
         "task_id": "z",
