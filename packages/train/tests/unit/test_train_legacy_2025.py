@@ -1,5 +1,7 @@
 """The 2025-08 network node's training body: mapped, or a 422 naming what it lacks."""
 
+from typing import Any
+
 import pytest
 
 from mlnode.common.errors import InvalidRequest
@@ -87,7 +89,8 @@ def test_an_optim_of_another_type_is_a_422(optim: object) -> None:
 
 def test_dropped_keys_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -> None:
     forged = "x\nCRITICAL forged line"
-    config = {**CONFIG_2025_08, "optim": {**CONFIG_2025_08["optim"], forged: 1}}
+    optim: dict[str, Any] = {**CONFIG_2025_08["optim"], forged: 1}  # type: ignore[dict-item]
+    config: dict[str, Any] = {**CONFIG_2025_08, "optim": optim}
     config["train"] = {f"k{i}": i for i in range(100)}
     with caplog.at_level("INFO"), pytest.raises(InvalidRequest):
         from_legacy(LegacyTrainBody(train_config=config, train_env=ENV_2025_08))
