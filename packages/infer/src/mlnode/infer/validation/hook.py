@@ -30,7 +30,7 @@ from mlnode.infer.validation.replay import (
     parse_body,
     read_request,
 )
-from mlnode.infer.validation.token_ids import SseRewriter, rewrite_chat, rewrite_json
+from mlnode.infer.validation.token_ids import ChatAnswerRewriter, SseRewriter, rewrite_json
 
 PATHS = {b"/v1/chat/completions": True, b"/v1/completions": False}
 
@@ -137,6 +137,7 @@ class ExchangeRewrite:
 
     __slots__ = (
         "_body",
+        "_chat_json",
         "_json",
         "_replay",
         "_sse",
@@ -156,6 +157,7 @@ class ExchangeRewrite:
         self.ids_in_answer = False
         self._sse: SseRewriter | None = None
         self._json: bytearray | None = None
+        self._chat_json: ChatAnswerRewriter | None = None
         self._replay: Replay | None = None
 
     # The request.
@@ -220,6 +222,8 @@ class ExchangeRewrite:
             return fields
         if fields.event_stream:
             self._sse = SseRewriter(chat=self.chat)
+        elif self.chat:
+            self._chat_json = ChatAnswerRewriter()
         else:
             self._json = bytearray()
         return without_length(fields)
@@ -228,6 +232,8 @@ class ExchangeRewrite:
         """What of `data` goes to the client now."""
         if self._sse is not None:
             return self._sse.feed(data)
+        if self._chat_json is not None:
+            return self._chat_json.feed(data)
         if self._json is not None:
             self._json += data
             return b""
@@ -237,8 +243,10 @@ class ExchangeRewrite:
         """The rest of the answer."""
         if self._sse is not None:
             return self._sse.close()
+        if self._chat_json is not None:
+            return self._chat_json.close()
         if self._json is not None:
-            return (rewrite_chat if self.chat else rewrite_json)(bytes(self._json))
+            return rewrite_json(bytes(self._json))
         return b""
 
 
