@@ -199,8 +199,8 @@ class ExchangeRewrite:
     async def prepare(self) -> bytes | MLNodeError:
         """The slow path of `prepare_now`: parse a big body off the loop, probe, tokenize."""
         if self._replay is None:
-            body = await asyncio.to_thread(parse_body, bytes(self._body))
-            planned = self._plan(body)
+            # The walk over a big body's fields (sizes, ids) goes to the thread with its parse.
+            planned = await asyncio.to_thread(lambda: self._plan(parse_body(bytes(self._body))))
             if planned is not None:
                 return planned
         replay = self._replay
