@@ -21,10 +21,11 @@ import pytest
 
 from mlnode.common.testing import MLNodeProcess, WaitTimeout, wait_until
 from mlnode.common.testing.node_process import free_port
+from mlnode.common.testing.pressure import Watch
 from mlnode.common.testing.schema_fuzz import fuzz_rest_api, tree_rss
 from mlnode.infer.testing.support import FAKE_ENGINE
 
-MAX_BODY = 1 << 20
+MAX_BODY = 8 << 20
 HEADER_TIMEOUT_S = 2.0
 SLOW_CLIENTS = 200
 #: Growth of the node's resident memory any attack here may cause.
@@ -205,6 +206,41 @@ def test_body_within_the_limit_is_still_served(node: MLNodeProcess) -> None:
     assert answer.status_code in (200, 422), answer.text
 
 
+#: `/livez` (REST; the event loop it runs on serves the inference port too) during an attack.
+LIVEZ_P99_S = 0.25
+
+
+def test_amplified_validation_errors_are_capped(node: MLNodeProcess) -> None:
+    """4 MiB of `{"peers": [0, 0, ...]}` once took 26 s, 279 MiB of answer and +2.9 GiB."""
+    body = b'{"peers": [' + b"0," * (2 << 20) + b"0]}"
+    assert node.proc is not None
+    before = rss(node)
+    answers: list[tuple[int, int, float]] = []
+
+    def attack() -> None:
+        with api(node) as client:
+            began = time.perf_counter()
+            answer = client.put("/peers", content=body)
+            answers.append((answer.status_code, len(answer.content), time.perf_counter() - began))
+
+    with HonestCalls(node), Watch(f"{node.url}/livez", node.proc.pid) as watch:
+        for _ in range(2):
+            attackers = [threading.Thread(target=attack) for _ in range(4)]
+            for thread in attackers:
+                thread.start()
+            for thread in attackers:
+                thread.join(60)
+    assert len(answers) == 8
+    assert all(status == 422 and size < 2048 and took < 10 for status, size, took in answers), (
+        answers
+    )
+    assert not watch.report.failures, watch.report.failures[:5]
+    assert watch.report.p99 < LIVEZ_P99_S, watch.report.p99
+    assert watch.report.peak_rss - before < RSS_BOUND, (
+        f"+{(watch.report.peak_rss - before) >> 20} MiB"
+    )
+
+
 @pytest.mark.parametrize(
     ("config", "field"),
     [
@@ -230,6 +266,32 @@ def test_train_start_refuses_models_beyond_memory(
         assert answer.json()["error"]["param"].startswith(field)
         assert client.get("/state").json()["state"] == "STOPPED"
     assert rss(node) - before < RSS_BOUND
+
+
+def test_deep_and_malformed_train_bodies_are_refused_quickly(
+    node: MLNodeProcess, tmp_path: Path
+) -> None:
+    """60,000 layers of hidden size 8 fit the memory estimate but took 90 s to build."""
+    data = tmp_path / "corpus.txt"
+    data.write_text("some words " * 50)
+    deep = {"num_hidden_layers": 60_000, "hidden_size": 8, "num_attention_heads": 2}
+    body = {"task_id": "deep", "model": {"config": deep}, "dataset": {"path": str(data)}}
+    assert node.proc is not None
+    before = rss(node)
+    with HonestCalls(node), api(node) as client:
+        with Watch(f"{node.url}/livez", node.proc.pid) as watch:
+            began = time.perf_counter()
+            answer = client.post("/train/start", json=body)
+            took = time.perf_counter() - began
+            legacy = client.post(
+                "/train/start", json={"train_config": {"optim": 5}, "train_env": {}}
+            )
+        assert client.get("/state").json()["state"] == "STOPPED"
+    assert answer.status_code == 422 and took < 10, (answer.status_code, took)
+    assert answer.json()["error"]["param"] == "model.config.num_hidden_layers"
+    assert legacy.status_code == 422, legacy.text
+    assert watch.report.p99 < LIVEZ_P99_S, watch.report.p99
+    assert watch.report.peak_rss - before < RSS_BOUND
 
 
 def test_train_start_refuses_a_device_as_dataset(node: MLNodeProcess) -> None:

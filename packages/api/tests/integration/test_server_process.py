@@ -1,4 +1,5 @@
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -72,3 +73,16 @@ def test_state_dir_comes_from_environment(tmp_path: Path) -> None:
         assert wait_ready(node.url).status_code == 200
     assert (tmp_path / "custom-state").is_dir()
     assert (tmp_path / "custom-state").stat().st_mode & 0o777 == 0o700
+
+
+def test_public_bind_generates_a_token_file_on_first_start(tmp_path: Path) -> None:
+    env = {"MLNODE_HOST": "0.0.0.0", "MLNODE_API_TOKEN_FILE": "api-token"}
+    with MLNodeProcess(tmp_path / "node", env=env) as node:
+        token_file = tmp_path / "node" / "api-token"
+        token = token_file.read_text().strip()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert httpx.get(f"{node.url}/api/v1/state").status_code == 401
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{node.url}/api/v1/state", headers=auth).status_code == 200
+    log = node.log_path.read_text()
+    assert str(token_file) in log and token not in log

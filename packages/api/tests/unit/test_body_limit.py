@@ -81,3 +81,16 @@ def test_declared_length() -> None:
     assert declared_length([(b"content-length", b"12")]) == 12
     assert declared_length([(b"content-length", b"x")]) is None
     assert declared_length([]) is None
+
+
+async def test_bodies_with_too_many_values_are_refused_unparsed() -> None:
+    inner = Recorder()
+    limited = BodyLimit(inner, 1 << 20, max_json_values=100)
+    status, body, _ = await call(limited, [], [b"[" + b"0," * 100, b"0]"])
+    assert status == 422 and not inner.bodies
+    assert json.loads(body)["error"]["code"] == "too_many_values"
+    status, _, _ = await call(limited, [], [b"[" + b"0," * 99 + b"0]"])
+    assert status == 200 and len(inner.bodies) == 1
+    exempt = BodyLimit(inner, 1 << 20, max_json_values=100, exempt=lambda path: path == "/x")
+    status, _, _ = await call(exempt, [], [b"[" + b"0," * 200 + b"0]"])
+    assert status == 200

@@ -119,7 +119,8 @@ def test_register_peers_names_every_node_with_its_ports_and_waits_for_health(com
     for name in NODES:
         env = services[name]["environment"]
         spec = f"{name}=http://{name}:{env['MLNODE_PORT']},{name}:{env['MLNODE_GRPC_PORT']}"
-        assert spec in init["command"]
+        assert f"{spec},/nodes/{name}/{env['MLNODE_API_TOKEN_FILE']}" in init["command"]
+        assert f"{name}-state:/nodes/{name}:ro" in init["volumes"]
         assert init["depends_on"][name] == {"condition": "service_healthy"}
 
 
@@ -161,12 +162,11 @@ def test_compose_files_validate(files):
     assert result.returncode == 0, result.stderr
 
 
-def test_loopback_published_nodes_may_start_without_a_token_images_may_not(compose):
+def test_compose_nodes_generate_a_token_rather_than_run_without_one(compose):
     for name in NODES:
-        node = compose["services"][name]
-        assert all(port.startswith("127.0.0.1:") for port in node["ports"])
-        allow = node["environment"]["MLNODE_ALLOW_UNAUTHENTICATED_PUBLIC"]
-        assert allow.endswith(":-1}")
+        env = compose["services"][name]["environment"]
+        assert "MLNODE_ALLOW_UNAUTHENTICATED_PUBLIC" not in env
+        assert env["MLNODE_API_TOKEN_FILE"] == "api-token"
     for dockerfile in DOCKERFILES:
         runtime = "\n".join(stages(dockerfile)["runtime"])
         assert "MLNODE_HOST=0.0.0.0" in runtime

@@ -107,3 +107,19 @@ def test_two_apps_with_default_settings_can_run_side_by_side(tmp_path: Path) -> 
     second = MLNodeSettings(node=NodeSettings(state_dir=tmp_path / "b"))
     with TestClient(create_app(first)) as a, TestClient(create_app(second)) as b:
         assert a.get("/api/v1/identity").json() != b.get("/api/v1/identity").json()
+
+
+def test_validation_errors_are_capped_and_long_lists_refused_early(client: TestClient) -> None:
+    some = client.put("/api/v1/peers", json={"peers": [0] * 25})
+    assert some.status_code == 422
+    body = some.json()
+    assert len(body["detail"]) == 20 and body["omitted"] == 5
+    assert body["error"]["param"] == "peers.0"
+    many = client.put("/api/v1/peers", json={"peers": [0] * 20_000})
+    assert many.status_code == 422 and len(many.content) < 2048
+    assert many.json()["error"]["param"] == "peers" and many.json()["omitted"] == 0
+    assert "at most 10000" in many.json()["error"]["message"]
+    # Past MLNODE_MAX_JSON_VALUES the body is not even parsed.
+    huge = client.put("/api/v1/peers", json={"peers": [0] * ((1 << 20) + 1)})
+    assert huge.status_code == 422 and huge.json()["error"]["code"] == "too_many_values"
+    assert "MLNODE_MAX_JSON_VALUES" in huge.json()["error"]["message"]

@@ -101,3 +101,23 @@ def test_main_rejects_a_malformed_node_spec(capsys):
         main(["node1=http://node1:8080"])
     assert exit_info.value.code == 2
     assert "is not name=http://host:port,host:grpc_port" in capsys.readouterr().err
+
+
+def test_a_node_with_a_token_file_gets_its_own_token(tmp_path):
+    fake = FakeNodes(["a", "b"])
+    seen: dict[str, set[str | None]] = {}
+
+    def handler(request):
+        seen.setdefault(request.url.host, set()).add(request.headers.get("authorization"))
+        return fake(request)
+
+    token_file = tmp_path / "a-token"
+    token_file.write_text("a-secret\n")
+    token_file.chmod(0o600)
+    mesh = [
+        MeshNode.parse(f"a=http://a:8080,a:50051,{token_file}"),
+        MeshNode.parse(f"b=http://b:8080,b:50051,{tmp_path / 'missing'}"),
+    ]
+    with client_for("shared", httpx.MockTransport(handler)) as client:
+        register_mesh(client, mesh)
+    assert seen == {"a": {"Bearer a-secret"}, "b": {"Bearer shared"}}

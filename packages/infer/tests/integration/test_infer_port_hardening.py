@@ -1,13 +1,16 @@
 """A real MLNode's inference port under slow and oversized clients while honest calls flow.
 
-Hundreds of half-sent heads and idle connections, a 128 MiB header and ambiguous paths: each
-is refused (431, 408, 400/404) or closed within its limit, honest inference and REST calls keep
-succeeding throughout, and the node's memory stays within `RSS_BOUND` of its idle value.
+Hundreds of half-sent heads and idle connections, a 128 MiB header, ambiguous paths and 30 MiB
+chat bodies: each is refused (431, 408, 400/404, 413) or closed within its limit, honest
+inference and REST calls keep succeeding throughout, and the node's memory stays within
+`RSS_BOUND` of its idle value.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +18,7 @@ import httpx
 import pytest
 
 from mlnode.common.testing import MLNodeProcess
+from mlnode.common.testing.pressure import Watch, raw_exchange
 from mlnode.common.testing.schema_fuzz import tree_rss
 from mlnode.infer.testing.support import FAKE_ENGINE
 
@@ -158,7 +162,45 @@ def test_paths_are_judged_after_normalisation(node: MLNodeProcess) -> None:
     assert asyncio.run(raw(b"/v1/%2e%2e/metrics")).startswith(b"HTTP/1.1 404")
     assert asyncio.run(raw(b"/v1%2f..%2fhealth")).startswith(b"HTTP/1.1 400")
     assert httpx.get(f"{base}//v1/models", timeout=10).status_code == 200
-    echo = httpx.post(
-        f"{base}/v1/echo", headers={"connection": "x-private", "x-private": "p"}, content=b"{}"
-    ).json()
+    private = {"connection": "x-private", "x-private": "p"}
+    echo = httpx.post(f"{base}/v1/echo", headers=private, content=b"{}").json()
     assert "x-private" not in echo["headers"]
+    # The same through the REST port's one-port relay, and on a path rewritten for validation.
+    echo = httpx.post(f"{node.url}/v1/echo", headers=private, content=b"{}").json()
+    assert "x-private" not in echo["headers"]
+    chat = httpx.post(f"{base}/v1/chat/completions", headers=private, json={"logprobs": True})
+    assert "x-private" not in chat.json()["received_headers"]
+
+
+#: The node and its fake engine while chat bodies near the bound are parsed and relayed.
+BODY_RSS_BOUND = 256 << 20
+
+
+def test_big_chat_bodies_leave_the_port_responsive(node: MLNodeProcess) -> None:
+    """8 x 30 MiB chat bodies once stalled /livez 1.5 s; now they are refused at their head."""
+    assert node.proc is not None
+    port = node.inference_port
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n"
+    near = {"messages": [{"role": "user", "content": "w" * (1900 << 10)}], "logprobs": True}
+    answers: list[bytes] = []
+    honest: list[int] = []
+
+    def huge() -> None:
+        answers.append(raw_exchange(port, head % (30 << 20), b"x" * (1 << 20), 30 << 20)[0])
+
+    def big_but_allowed() -> None:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        honest.append(httpx.post(url, content=json.dumps(near).encode(), timeout=60).status_code)
+
+    before = tree_rss(node.proc.pid)
+    with Watch(f"http://127.0.0.1:{port}/livez", node.proc.pid) as watch:
+        threads = [threading.Thread(target=f) for f in (huge, big_but_allowed) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert len(answers) == 8 and all(a.startswith(b"HTTP/1.1 413") for a in answers), answers
+    assert honest == [200] * 8, honest
+    assert not watch.report.failures, watch.report.failures[:5]
+    assert watch.report.p99 < 0.25, watch.report.p99
+    assert watch.report.peak_rss - before < BODY_RSS_BOUND

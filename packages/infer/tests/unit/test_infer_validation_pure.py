@@ -23,7 +23,13 @@ from mlnode.infer.validation.replay import (
     parse_body,
     read_request,
 )
-from mlnode.infer.validation.token_ids import SseRewriter, decimal, rewrite_chat, rewrite_json
+from mlnode.infer.validation.token_ids import (
+    ChatAnswerRewriter,
+    SseRewriter,
+    decimal,
+    rewrite_chat,
+    rewrite_json,
+)
 
 # Request side.
 
@@ -286,3 +292,20 @@ def test_self_check_reports_missing_patch_points(monkeypatch: pytest.MonkeyPatch
     ready, reason = plugin.readiness()
     assert not ready and "v1 Sampler.sample signature changed" in reason
     assert not getattr(MovedSampler.sample, plugin._MARK, False)  # left unwrapped
+
+
+def test_chat_answer_is_rewritten_piece_by_piece_as_when_whole() -> None:
+    answer = _chat_answer(list(b"river"))
+    entries = answer["choices"][0]["logprobs"]["content"]
+    entries += [dict(entries[0], token=f"token_id:{i}") for i in range(50)]
+    answer["choices"][0]["message"] = {"content": 'say "token":"token_id:5" and token_id:7'}
+    for separators in ((",", ":"), (", ", ": ")):
+        raw = json.dumps(answer, separators=separators).encode()
+        whole = rewrite_chat(raw)
+        for size in (1, 7, 43, 44, 1000):
+            rewriter = ChatAnswerRewriter()
+            pieces = [rewriter.feed(raw[i : i + size]) for i in range(0, len(raw), size)]
+            streamed = b"".join(pieces) + rewriter.close()
+            assert streamed == whole, (separators, size)
+            if separators == (",", ":"):
+                assert sum(map(len, pieces)) > len(whole) // 2, "most of it left before the end"

@@ -170,7 +170,7 @@ async def test_body_is_not_buffered_while_the_engine_connection_hangs(make_servi
 
     from mlnode.infer.balancer import Backend
 
-    service = await make_service(connect_timeout_s=3.0)
+    service = await make_service(connect_timeout_s=3.0, max_body_bytes=1 << 30)
     full = socket.socket()
     full.bind(("127.0.0.1", 0))
     full.listen(0)

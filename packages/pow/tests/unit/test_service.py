@@ -173,6 +173,9 @@ def test_malformed_batches_are_422_and_worker_survives(
         response = client.post("/api/v1/pow/validate", json={**good, **change})
         assert response.status_code == 422, response.text
         assert response.json()["error"]["param"] == param
+    too_many = {"nonces": list(range(10_001)), "dist": [1.0] * 10_001}
+    response = client.post("/api/v1/pow/validate", json={**good, **too_many})
+    assert response.status_code == 422 and "at most 10000" in response.text
     raw = json.dumps({**good, "dist": [1.0, 2.0]}).replace("2.0", "NaN")
     headers = {"content-type": "application/json"}
     response = client.post("/api/v1/pow/validate", content=raw, headers=headers)

@@ -144,3 +144,12 @@ def test_model_directory_is_judged_by_its_config(tmp_path: Path) -> None:
         check_request_fits(TrainRequest.model_validate(body), 4 * GIB)
     assert refused.value.param == "model.path"
     assert torch.get_default_device().type == "cpu"
+
+
+def test_deep_models_are_refused_before_they_are_built(tmp_path: Path) -> None:
+    deep = {**TINY, "num_hidden_layers": 60_000, "hidden_size": 8, "intermediate_size": 8}
+    with pytest.raises(InvalidRequest) as refused:
+        check_request_fits(request(tmp_path, deep), 64 * GIB)
+    assert refused.value.param == "model.config.num_hidden_layers"
+    assert "MLNODE_TRAIN_MAX_LAYERS" in refused.value.message
+    check_request_fits(request(tmp_path, {**deep, "num_hidden_layers": 4}), 64 * GIB, 4)

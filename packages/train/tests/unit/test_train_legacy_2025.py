@@ -1,5 +1,7 @@
 """The 2025-08 network node's training body: mapped, or a 422 naming what it lacks."""
 
+from typing import Any
+
 import pytest
 
 from mlnode.common.errors import InvalidRequest
@@ -77,3 +79,22 @@ def test_a_missing_peer_for_world_size_two_is_named() -> None:
 def test_a_bad_global_rank_is_named() -> None:
     with pytest.raises(InvalidRequest, match="GLOBAL_RANK"):
         from_legacy(LegacyTrainBody(train_config={}, train_env={"GLOBAL_RANK": "one"}))
+
+
+@pytest.mark.parametrize("optim", [5, "x", [1], None])
+def test_an_optim_of_another_type_is_a_422(optim: object) -> None:
+    with pytest.raises(InvalidRequest):
+        from_legacy(LegacyTrainBody(train_config={"optim": optim}, train_env={}))
+
+
+def test_dropped_keys_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    forged = "x\nCRITICAL forged line"
+    optim: dict[str, Any] = {**CONFIG_2025_08["optim"], forged: 1}  # type: ignore[dict-item]
+    config: dict[str, Any] = {**CONFIG_2025_08, "optim": optim}
+    config["train"] = {f"k{i}": i for i in range(100)}
+    with caplog.at_level("INFO"), pytest.raises(InvalidRequest):
+        from_legacy(LegacyTrainBody(train_config=config, train_env=ENV_2025_08))
+    (record,) = [r for r in caplog.records if "no counterpart" in r.getMessage()]
+    message = record.getMessage()
+    assert "\n" not in message and "\\n" in message
+    assert "k99" not in message and "keys (ignored)" in message

@@ -106,7 +106,12 @@ def create_app(
     if infer is not None and settings.infer.serve_on_rest_port:
         app.add_middleware(EngineRoutes, engine=infer.engine_asgi)
     app.add_middleware(DefaultJsonContentType)
-    app.add_middleware(BodyLimit, max_bytes=settings.node.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.node.max_body_bytes,
+        max_json_values=settings.node.max_json_values,
+        exempt=infer.engine_asgi.relays if infer is not None else None,
+    )
     if settings.node.api_token is not None:
         app.add_middleware(BearerTokenMiddleware, token=settings.node.api_token.get_secret_value())
     app.add_middleware(

@@ -10,8 +10,10 @@ import typer
 import uvicorn
 
 from mlnode.api.exposure import exposure_problem
+from mlnode.common.api_token import TokenFileError, use_token_file
 from mlnode.common.logging import configure_logging
 from mlnode.common.settings import NodeSettings
+from mlnode.common.state_dir import StateDirError
 
 app = typer.Typer(help="MLNode: the GPU worker of a network node.", no_args_is_help=True)
 
@@ -33,6 +35,11 @@ def serve(
     if port is not None:
         node.port = port
     configure_logging(node.log_level, node.log_format)
+    try:
+        use_token_file(node)
+    except (OSError, TokenFileError, StateDirError) as exc:
+        logging.getLogger("mlnode.api").error("cannot use MLNODE_API_TOKEN_FILE: %s", exc)
+        raise typer.Exit(code=2) from exc
     problem = exposure_problem(node)
     if problem is not None:
         logging.getLogger("mlnode.api").error("%s", problem)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,12 +26,16 @@ async def _mlnode_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers or None)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
+#: Errors listed in a 422's `detail`; the rest are only counted (`omitted`), so an answer stays
+#: small whatever the body (pydantic reports one error per invalid element).
+MAX_REPORTED_ERRORS = 20
+
+
+def validation_body(errors: Sequence[Any]) -> dict[str, Any]:
+    """The 422 body: the first error named, at most `MAX_REPORTED_ERRORS` listed, others counted."""
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     param = _location(tuple(first.get("loc", ())))
-    body = {
+    return {
         "error": {
             "type": "RequestValidationError",
             "message": f"{param}: {first.get('msg', 'invalid')}",
@@ -38,10 +44,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         },
         "detail": [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-            for e in errors
+            for e in errors[:MAX_REPORTED_ERRORS]
         ],
+        "omitted": max(len(errors) - MAX_REPORTED_ERRORS, 0),
     }
-    return JSONResponse(body, status_code=422)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(validation_body(exc.errors()), status_code=422)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

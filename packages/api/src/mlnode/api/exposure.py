@@ -28,7 +28,8 @@ def exposure_problem(node: NodeSettings) -> str | None:
         return None
     return (
         f"refusing to serve the REST API on {node.host}:{node.port} without MLNODE_API_TOKEN: "
-        "anyone who reaches it could drive this node. Set MLNODE_API_TOKEN, bind loopback "
+        "anyone who reaches it could drive this node. Set MLNODE_API_TOKEN (or "
+        "MLNODE_API_TOKEN_FILE to have one generated into that file), bind loopback "
         "(MLNODE_HOST=127.0.0.1), or set MLNODE_ALLOW_UNAUTHENTICATED_PUBLIC=1 if the port is "
         "reachable only by your network node."
     )

@@ -60,6 +60,14 @@ class NodeSettings(MLNodeBaseSettings):
             "the inference port) needs 'Authorization: Bearer <token>'."
         ),
     )
+    api_token_file: Path | None = Field(
+        None,
+        description=(
+            "File holding the API token, used when MLNODE_API_TOKEN is unset: created with a "
+            "random token (mode 0600) on first start, its path logged (never the token). "
+            "Relative: under the state directory."
+        ),
+    )
     shutdown_timeout_s: float = Field(
         10.0, gt=0, description="Seconds a service gets to stop during shutdown."
     )
@@ -75,6 +83,12 @@ class NodeSettings(MLNodeBaseSettings):
         16 * 1024 * 1024,
         ge=1024,
         description="Largest REST request body in bytes; larger ones are answered 413 unread.",
+    )
+    max_json_values: int = Field(
+        1 << 20,
+        ge=1024,
+        description="Most values (commas) in a REST JSON body; 422 before it is parsed. Engine "
+        "paths relayed by the REST port are exempt (MLNODE_INFER_MAX_BODY_BYTES bounds them).",
     )
     max_header_bytes: int = Field(
         32 * 1024,
@@ -111,7 +125,7 @@ class NodeSettings(MLNodeBaseSettings):
             raise ValueError(f"not a regular expression: {exc}") from exc
         return value
 
-    @field_validator("api_token", mode="before")
+    @field_validator("api_token", "api_token_file", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -81,10 +81,11 @@ class FuseRequest(BaseModel):
     method: MethodName = Field(description="Fusion method.")
     params: dict[str, Any] = Field(default_factory=dict, description="The method's parameters.")
     base: ModelRef | None = Field(None, description="Base model (task vectors, copied tensors).")
-    sources: list[SourceRef] = Field(min_length=1, description="Models to fuse.")
+    sources: list[SourceRef] = Field(min_length=1, max_length=1024, description="Models to fuse.")
     output: OutputSpec = Field(description="The fused checkpoint.")
     keep_base: list[str] = Field(
         default_factory=list,
+        max_length=1024,
         description="Glob patterns of tensor names copied unchanged from the base.",
     )
 

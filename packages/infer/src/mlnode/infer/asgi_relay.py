@@ -16,6 +16,7 @@ from typing import Any
 import httptools
 from starlette.types import Receive, Scope, Send
 
+from mlnode.infer.headers import connection_tokens
 from mlnode.infer.proxy import ClientConnection, Relay
 
 Message = dict[str, Any]
@@ -107,9 +108,15 @@ def _request_head(scope: Scope) -> tuple[bytes, bool]:
         target += b"?" + scope["query_string"]
     lines = [b"%b %b HTTP/1.1\r\n" % (scope["method"].encode(), target)]
     sized = False
+    named = {
+        token
+        for name, value in scope["headers"]
+        if name.lower() == b"connection"
+        for token in connection_tokens(value)
+    }
     for name, value in scope["headers"]:
         lname = name.lower()
-        if lname in _DROPPED:
+        if lname in _DROPPED or lname in named:
             continue
         sized = sized or lname == b"content-length"
         lines.append(b"%b: %b\r\n" % (name, value))

@@ -29,6 +29,7 @@ class HeadFields:
         "authorization",
         "chunked",
         "connection_names",
+        "content_length",
         "event_stream",
         "expect_continue",
         "has_length",
@@ -39,6 +40,7 @@ class HeadFields:
         self.lines: list[bytes] = []
         self.connection_names: set[bytes] = set()
         self.has_length = False
+        self.content_length: int | None = None
         self.chunked = False
         self.expect_continue = False
         self.event_stream = False
@@ -57,6 +59,7 @@ class HeadFields:
             return
         if lname == b"content-length":
             self.has_length = True
+            self.content_length = int(value) if value.strip().isdigit() else None
         elif lname == b"content-type":
             self.event_stream = value.startswith(b"text/event-stream")
         elif lname == b"authorization":

@@ -42,6 +42,7 @@ class HttpLimits:
     header_timeout_s: float = 60.0
     body_timeout_s: float = 60.0
     keepalive_timeout_s: float = 75.0
+    max_body_bytes: int = 4 << 20
 
 
 def http_limits(settings: InferSettings) -> HttpLimits:
@@ -52,6 +53,7 @@ def http_limits(settings: InferSettings) -> HttpLimits:
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
         keepalive_timeout_s=settings.keepalive_timeout_s,
+        max_body_bytes=settings.max_body_bytes,
     )
 
 

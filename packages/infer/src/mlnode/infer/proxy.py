@@ -20,7 +20,6 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import cast
 
 import httptools
@@ -29,10 +28,9 @@ from mlnode.common.errors import (
     BadRequest,
     EngineFailed,
     MLNodeError,
-    NotFound,
-    Unauthorized,
     Unavailable,
 )
+from mlnode.infer.answers import CONTINUE, chunk, error_response, local_answer, phrase
 from mlnode.infer.balancer import Backend, LeastConnections
 from mlnode.infer.corked import CorkedWriter
 from mlnode.infer.headers import HeadFields
@@ -47,57 +45,11 @@ from mlnode.infer.limits import (
 from mlnode.infer.paths import normalise_target
 from mlnode.infer.routing import InferenceRoutes, Route
 from mlnode.infer.upstream import EngineConnection, UpstreamError, UpstreamPool
-from mlnode.infer.validation.hook import ExchangeRewrite, ValidationGate, with_length
+from mlnode.infer.validation.hook import ExchangeRewrite, ValidationGate, too_large, with_length
 
 log = logging.getLogger(__name__)
 
 _REPLAY_LIMIT = 1 << 20
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-def _phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b"Unknown"
-
-
-def error_response(error: MLNodeError, keep_alive: bool = True) -> bytes:
-    """A complete JSON answer with MLNode's error body."""
-    return json_response(error.status_code, error.to_body(), keep_alive)
-
-
-def json_response(status: int, body: object, keep_alive: bool = True) -> bytes:
-    """A complete JSON answer."""
-    payload = json.dumps(body).encode()
-    phrase = _phrase(status)
-    connection = b"" if keep_alive else b"connection: close\r\n"
-    return b"HTTP/1.1 %d %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%b\r\n%b" % (
-        status,
-        phrase,
-        len(payload),
-        connection,
-        payload,
-    )
-
-
-def _local_answer(route: Route, path: bytes, serving: bool) -> bytes:
-    """The answer to a request the inference port does not relay."""
-    if route is Route.LIVEZ:
-        return json_response(200, {"status": "ok"})
-    if route is Route.HEALTH:
-        if serving:
-            return json_response(200, {"status": "ok"})
-        return error_response(Unavailable("no inference engine is serving"))
-    if route is Route.UNAUTHORIZED:
-        return error_response(Unauthorized("missing or wrong bearer token"))
-    return error_response(
-        NotFound(f"{path.decode(errors='replace')} is not served on the inference port")
-    )
 
 
 class Relay:
@@ -147,6 +99,7 @@ class Exchange:
         "method",
         "pending",
         "pending_size",
+        "received",
         "replay",
         "replay_size",
         "request_done",
@@ -171,6 +124,7 @@ class Exchange:
         self.local: bytes | None = None
         self.pending: list[bytes] = []
         self.pending_size = 0
+        self.received = 0
         self.replay: list[bytes] | None = None
         self.replay_size = 0
         self.chunked_out = False
@@ -194,18 +148,28 @@ class Exchange:
         path = self.url.split(b"?", 1)[0]
         route = relay.routes.route(path, self.fields.authorization)
         if route is not Route.ENGINE:
-            self.local = _local_answer(route, path, relay.serving())
+            self.local = local_answer(route, path, relay.serving())
+        elif (self.fields.content_length or 0) > relay.limits.max_body_bytes:
+            self._refuse_body()
         elif relay.validation is not None:
             self.rewrite = relay.validation.begin(self.method, path)
 
     def body(self, data: bytes) -> None:
         """A piece of the request body."""
+        limit = self.client.relay.limits.max_body_bytes
+        self.received += len(data)
         if self.local is not None or self.response_done:
+            if not self.keep_alive and self.received > 2 * limit:
+                # A refused body is read away for its answer's sake, but not without end.
+                self.client.close()
+            return
+        if self.received > limit:
+            self._refuse_body()
             return
         if self.rewrite is not None:
             self.rewrite.feed(data)
             return
-        piece = _chunk(data) if self.fields.chunked else data
+        piece = chunk(data) if self.fields.chunked else data
         if self.conn is None:
             self.pending.append(piece)
             self.pending_size += len(piece)
@@ -226,7 +190,23 @@ class Exchange:
                 self.pending.append(b"0\r\n\r\n")
             else:
                 self._send(b"0\r\n\r\n")
-        if self.started and self.local is not None:
+        if self.started and self.local is not None and not self.response_done:
+            self._answer_locally()
+
+    def _refuse_body(self) -> None:
+        """Over the body bound: drop what reached the engine, answer 413, read the rest away."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+            if conn.responded:
+                self.client.abort()
+                return
+        self.pending, self.pending_size, self.rewrite = [], 0, None
+        self.client.pause_reading(False, "connecting")
+        self._release()
+        self.keep_alive = False
+        self.local = error_response(too_large(self.client.relay.limits.max_body_bytes), False)
+        if self.started:
             self._answer_locally()
 
     def _send(self, data: bytes) -> None:
@@ -243,8 +223,15 @@ class Exchange:
     def start(self) -> None:
         """Become the active exchange of the client connection."""
         self.started = True
+        if self.local is not None and not self.keep_alive:
+            # A refusal goes out before the body: a client that waits for 100-continue sends
+            # none, one that does not is read to the end (lingering) so it gets the answer.
+            self._answer_locally()
+            if self.fields.expect_continue and not self.request_done:
+                self.client.close()
+            return
         if self.fields.expect_continue and not self.request_done:
-            self.client.write(_CONTINUE)
+            self.client.write(CONTINUE)
         if self.local is not None:
             if self.request_done:
                 self._answer_locally()
@@ -303,7 +290,7 @@ class Exchange:
         except UpstreamError as exc:
             self._fail_before_answer(f"engine {backend.key} failed: {exc}")
             return
-        if self.finished:
+        if self.finished or self.local is not None:
             conn.abort()
             return
         self._attach(conn)
@@ -347,7 +334,7 @@ class Exchange:
             framing += b"connection: close\r\n"
         self.client.write(
             b"HTTP/1.1 %d %b\r\n%b%b\r\n"
-            % (status, reason or _phrase(status), fields.block(), framing)
+            % (status, reason or phrase(status), fields.block(), framing)
         )
         if self.method == b"HEAD":
             # httptools cannot be told the request was HEAD; do not wait for a body that won't come.
@@ -358,12 +345,12 @@ class Exchange:
         if self.rewrite is not None:
             data = self.rewrite.response_body(data)
         if data:
-            self.client.write(_chunk(data) if self.chunked_out else data)
+            self.client.write(chunk(data) if self.chunked_out else data)
 
     def on_response_end(self) -> None:
         """Finish the client's answer; the engine connection goes back to the pool."""
         if self.rewrite is not None and (tail := self.rewrite.response_end()):
-            self.client.write(_chunk(tail) if self.chunked_out else tail)
+            self.client.write(chunk(tail) if self.chunked_out else tail)
         if self.chunked_out:
             self.client.write(b"0\r\n\r\n")
         self._response_complete(reused=self.request_done)
@@ -385,7 +372,7 @@ class Exchange:
         error = EngineFailed(f"engine {key} failed mid-response: {why}")
         if self.event_stream and self.chunked_out:
             event = b"data: " + json.dumps(error.to_body()).encode() + b"\n\n"
-            self.client.write(_chunk(event) + b"0\r\n\r\n")
+            self.client.write(chunk(event) + b"0\r\n\r\n")
             self._response_complete(reused=False)
             return
         log.warning("%s", error.message)
@@ -397,7 +384,7 @@ class Exchange:
         except UpstreamError as exc:
             self._fail_before_answer(f"engine {backend.key} failed: {exc}")
             return
-        if self.finished:
+        if self.finished or self.local is not None:
             conn.abort()
             return
         self.conn = conn
@@ -427,7 +414,8 @@ class Exchange:
         self._release()
         self.client.write(self.local)
         self.response_done = True
-        self._done()
+        if self.request_done:
+            self._done()
 
     def _response_complete(self, reused: bool) -> None:
         conn, self.conn = self.conn, None

@@ -19,7 +19,9 @@ class InferenceUpRequest(BaseModel):
     model: str = Field(min_length=1, description="Model name or local directory vLLM serves.")
     dtype: str = Field("auto", min_length=1, description="vLLM --dtype (auto, bfloat16, ...).")
     additional_args: list[str] = Field(
-        default_factory=list, description="Extra vLLM arguments, e.g. ['--max-model-len', '4096']."
+        default_factory=list,
+        max_length=1024,
+        description="Extra vLLM arguments, e.g. ['--max-model-len', '4096'].",
     )
 
     @field_validator("additional_args", mode="before")

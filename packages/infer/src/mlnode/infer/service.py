@@ -44,6 +44,7 @@ from mlnode.infer.server import InferenceServer
 from mlnode.infer.settings import InferSettings
 from mlnode.infer.upstream import UpstreamPool
 from mlnode.infer.validation.hook import ValidationGate
+from mlnode.infer.validation.replay import FieldLimits
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,13 @@ class InferService(Service[InferenceUpRequest]):
         )
         self.validation = ValidationGate(
             lambda: self.balancer.backends,
-            max_body_bytes=settings.validation_max_body_bytes,
+            max_body_bytes=settings.max_body_bytes,
             rewrite_token_ids=settings.rewrite_token_ids,
+            field_limits=FieldLimits(
+                max_enforced_str_chars=settings.max_enforced_str_chars,
+                max_enforced_tokens=settings.max_enforced_tokens,
+                max_prompt_chars=settings.max_prompt_chars,
+            ),
         )
         token = ctx.settings.api_token
         routes = InferenceRoutes(

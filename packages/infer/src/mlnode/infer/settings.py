@@ -181,10 +181,29 @@ class InferSettings(MLNodeBaseSettings):
         True,
         description="Report logprob tokens as decimal ids (what validators require).",
     )
-    validation_max_body_bytes: int = Field(
-        32 << 20,
+    max_body_bytes: int = Field(
+        4 << 20,
         ge=1024,
-        description="Bound on a chat/completions request body, which the proxy reads whole.",
+        description=(
+            "Inference port (and one-port relays): largest request body of any relayed engine "
+            "path, bytes; 413 beyond (a declared length is refused unread). The network node's "
+            "bodies are small; the engine's memory grows with what it is given to parse."
+        ),
+    )
+    max_prompt_chars: int = Field(
+        2 << 20,
+        ge=1024,
+        description="chat/completions: most characters in `prompt`, and in `messages`; 413.",
+    )
+    max_enforced_str_chars: int = Field(
+        1 << 20,
+        ge=1024,
+        description="Forced replay: most characters of `enforced_str` (tokenized by the engine).",
+    )
+    max_enforced_tokens: int = Field(
+        1 << 15,
+        ge=16,
+        description="Forced replay: most entries in `enforced_tokens.tokens`; 413 beyond.",
     )
 
     @field_validator("engine_host")

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlnode.common.lifecycle import ServiceStatus
 from mlnode.pow.compute.params import ModelParams
 
+#: Nonces of one ProofBatch (a compute batch's proofs, or the network node's sample to validate):
+#: with the validation queue full (`MLNODE_POW_VALIDATION_QUEUE_SIZE`, 1,000) they hold ~0.7 GiB.
+MAX_PROOF_NONCES = 10_000
+
 
 class PowParams(BaseModel):
     """Shape of the seeded transformer (`params` of an InitDto)."""
@@ -59,15 +63,19 @@ class ProofBatch(BaseModel):
     public_key: str = Field(description="The prover's key (its nonce inputs are seeded by it).")
     block_hash: str = Field(description="Block hash the proofs were computed for.")
     block_height: int = Field(description="Block height.")
-    nonces: list[int] = Field(description="Nonces, paired with `dist`.")
-    dist: list[float] = Field(description="Distance of each nonce.")
+    nonces: list[int] = Field(
+        max_length=MAX_PROOF_NONCES, description="Nonces, paired with `dist`."
+    )
+    dist: list[float] = Field(max_length=MAX_PROOF_NONCES, description="Distance of each nonce.")
     node_id: int = Field(description="Index of the prover's node.")
 
 
 class ValidatedBatch(ProofBatch):
     """A ProofBatch after recomputation, sent to `{url}/validated`; `dist` is recomputed."""
 
-    received_dist: list[float] = Field(description="Distances as the prover claimed them.")
+    received_dist: list[float] = Field(
+        max_length=MAX_PROOF_NONCES, description="Distances as the prover claimed them."
+    )
     r_target: float = Field(description="Threshold the batch was judged against.")
     fraud_threshold: float = Field(description="p-value below which fraud is declared.")
     n_invalid: int = Field(description="Nonces that failed recomputation.")

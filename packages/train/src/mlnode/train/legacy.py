@@ -63,9 +63,12 @@ def from_legacy(body: LegacyTrainBody) -> TrainRequest:
     try:
         return TrainRequest.model_validate(fields)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors[:5]
         )
+        if len(errors) > 5:
+            problems += f"; and {len(errors) - 5} more"
         hint = f"; {legacy_2025.MISSING_HINT}" if of_2025 else ""
         raise InvalidRequest(
             f"legacy train body cannot be mapped ({problems}{hint}). {EXPECTED}"

@@ -27,6 +27,7 @@ OPTIM = {
     "total_steps": "total_steps",
     "batch_size": "batch_size",
 }
+_LOGGED_KEYS = 20
 #: Environment names of the 2025-08 body, by TrainRequest field.
 ENV_RANK = ("GLOBAL_RANK",)
 ENV_WORLD = ("GLOBAL_WORLD_SIZE",)
@@ -40,7 +41,8 @@ MISSING_HINT = (
 
 def is_2025_08(config: dict[str, Any]) -> bool:
     """True when `train_config` has the 2025-08 shape."""
-    return bool(MARKERS & config.keys()) or "sched_type" in (config.get("optim") or {})
+    optim = config.get("optim")
+    return bool(MARKERS & config.keys()) or (isinstance(optim, dict) and "sched_type" in optim)
 
 
 def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
@@ -73,5 +75,9 @@ def translate_config(config: dict[str, Any]) -> dict[str, Any]:
     dropped += [f"ckpt.{k}" for k in ckpt]
     fields["checkpoint"] = checkpoint
     if dropped:
-        log.info("2025-08 train_config: no counterpart for %s (ignored)", ", ".join(dropped))
+        # Keys are the caller's: repr() escapes newlines (no forged log lines), and few are shown.
+        shown = [key[:64] for key in dropped[:_LOGGED_KEYS]]
+        log.info(
+            "2025-08 train_config: no counterpart for %d keys (ignored): %r", len(dropped), shown
+        )
     return fields

@@ -150,7 +150,9 @@ class TrainRequest(_Strict):
     dataset: DatasetSpec = Field(description="Training data.")
     rank: int = Field(0, ge=0, description="This worker's rank.")
     world_size: int = Field(1, ge=1, description="Number of workers.")
-    peers: list[TrainPeer] = Field(default_factory=list, description="The other workers.")
+    peers: list[TrainPeer] = Field(
+        default_factory=list, max_length=4096, description="The other workers."
+    )
     diloco: DilocoConfig = Field(
         default_factory=lambda: DilocoConfig.model_validate({}), description="Outer loop settings."
     )

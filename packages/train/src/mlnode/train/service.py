@@ -43,7 +43,9 @@ class TrainService(WorkerService[TrainRequest]):
     async def start_body(self, body: TrainRequest | LegacyTrainBody) -> ServiceStatus:
         """Start from either body form (the legacy one is mapped or refused with 422)."""
         request = to_train_request(body)
-        await asyncio.to_thread(check_request_fits, request, self.settings.memory_budget())
+        await asyncio.to_thread(
+            check_request_fits, request, self.settings.memory_budget(), self.settings.max_layers
+        )
         return await self.start(request)
 
     def checkpoint_dir(self, request: TrainRequest) -> Path:

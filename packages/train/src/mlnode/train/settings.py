@@ -52,6 +52,12 @@ class TrainSettings(MLNodeBaseSettings):
         description="At start, how long a worker waits for its peers to serve their state.",
     )
 
+    max_layers: int = Field(
+        512,
+        ge=1,
+        description="Most decoder layers of a model to train; 422 beyond. Building "
+        "one takes milliseconds per layer of the node's CPU and GIL, even on the meta device.",
+    )
     max_memory_bytes: int | None = Field(
         None,
         ge=1,

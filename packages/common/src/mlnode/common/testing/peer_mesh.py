@@ -4,6 +4,8 @@ What a network node does for its MLNodes, for a local network of nodes (the comp
 step): `python -m mlnode.common.testing.peer_mesh node1=http://node1:8080,node1:50051 node2=...`.
 Each node's identity comes from `GET /api/v1/identity`; each other node receives it with
 `PUT /api/v1/peers/{name}` (`{peer_id, public_key, address, tasks}`), so peers are known by name.
+A node that keeps its own token in a file (`MLNODE_API_TOKEN_FILE`) is named with it as a third
+part, `name=url,grpc,token_file`; others get `MLNODE_API_TOKEN`, if any.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
+from mlnode.common.api_token import TokenFileError, read_token
 from mlnode.common.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -28,15 +32,26 @@ class MeshNode:
     name: str
     url: str
     grpc_address: str
+    token_file: Path | None = None
 
     @classmethod
     def parse(cls, spec: str) -> MeshNode:
-        """`name=http://host:port,host:grpc_port`."""
+        """`name=http://host:port,host:grpc_port[,token_file]`."""
         name, sep, rest = spec.partition("=")
-        url, comma, grpc = rest.partition(",")
+        url, comma, rest = rest.partition(",")
+        grpc, _, token_file = rest.partition(",")
         if not (sep and comma and name and url.startswith("http") and ":" in grpc):
-            raise ValueError(f"node spec {spec!r} is not name=http://host:port,host:grpc_port")
-        return cls(name=name, url=url.rstrip("/"), grpc_address=grpc)
+            raise ValueError(
+                f"node spec {spec!r} is not name=http://host:port,host:grpc_port[,token_file]"
+            )
+        file = Path(token_file) if token_file else None
+        return cls(name=name, url=url.rstrip("/"), grpc_address=grpc, token_file=file)
+
+    def headers(self) -> dict[str, str]:
+        """The node's own bearer token, when it keeps one in a file that exists (else none)."""
+        if self.token_file is None or not self.token_file.exists():
+            return {}
+        return {"Authorization": f"Bearer {read_token(self.token_file)}"}
 
 
 def wait_live(client: httpx.Client, nodes: Sequence[MeshNode], timeout_s: float) -> None:
@@ -65,7 +80,7 @@ def register_mesh(
     """Tell every node about every other; returns the (registered at, peer) pairs done."""
     keys: dict[str, str] = {}
     for node in nodes:
-        answer = client.get(f"{node.url}/api/v1/identity")
+        answer = client.get(f"{node.url}/api/v1/identity", headers=node.headers())
         answer.raise_for_status()
         keys[node.name] = answer.json()["public_key"]
     done: list[tuple[str, str]] = []
@@ -79,7 +94,8 @@ def register_mesh(
                 "address": peer.grpc_address,
                 "tasks": list(tasks) if tasks else None,  # None: any task
             }
-            client.put(f"{target.url}/api/v1/peers/{peer.name}", json=body).raise_for_status()
+            url = f"{target.url}/api/v1/peers/{peer.name}"
+            client.put(url, json=body, headers=target.headers()).raise_for_status()
             done.append((target.name, peer.name))
             log.info("%s now knows %s (%s)", target.name, peer.name, peer.grpc_address)
     return done
@@ -94,7 +110,9 @@ def client_for(token: str | None, transport: httpx.BaseTransport | None = None) 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of the compose init step; exit 1 with the reason when a node refuses."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("nodes", nargs="+", help="name=http://host:port,host:grpc_port")
+    parser.add_argument(
+        "nodes", nargs="+", help="name=http://host:port,host:grpc_port[,token_file]"
+    )
     parser.add_argument(
         "--task", action="append", default=[], help="limit the keys to a task (default: any)"
     )
@@ -110,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             wait_live(client, nodes, args.timeout)
             pairs = register_mesh(client, nodes, args.task)
-        except (httpx.HTTPError, TimeoutError, KeyError) as exc:
+        except (httpx.HTTPError, TimeoutError, KeyError, OSError, TokenFileError) as exc:
             log.error("peer registration failed: %s", exc)
             return 1
     log.info("registered %d peer keys across %d nodes", len(pairs), len(nodes))

@@ -7,6 +7,10 @@ from pydantic import BaseModel, Field, field_validator
 from mlnode.common.transport.auth import decode_public_key, encode_key, fingerprint
 from mlnode.common.transport.peers import Peer, check_address, check_peer_id
 
+#: Bounds on request lists, so a body of a million elements is refused before they are validated.
+MAX_PEERS = 10_000
+MAX_TASKS = 1024
+
 
 class IdentityResponse(BaseModel):
     """This node's public identity."""
@@ -23,7 +27,9 @@ class PeerFields(BaseModel):
         None, description="host:port of the peer's gRPC transport; null if it is never called."
     )
     tasks: list[str] | None = Field(
-        None, description="Tasks the peer may exchange tensors for; null for any task."
+        None,
+        max_length=MAX_TASKS,
+        description="Tasks the peer may exchange tensors for; null for any task.",
     )
 
     @field_validator("public_key")
@@ -83,7 +89,7 @@ class PeerModel(PeerFields):
 class PeerSet(BaseModel):
     """The whole set of known peers (GET and PUT /peers)."""
 
-    peers: list[PeerModel] = Field(description="Every known peer.")
+    peers: list[PeerModel] = Field(max_length=MAX_PEERS, description="Every known peer.")
 
 
 class ProbeRequest(BaseModel):

@@ -119,7 +119,9 @@ class FakeEngine:
             words = str(json.loads(body).get("prompt", "")).split()
             await _json(send, 200, {"tokens": [len(w) for w in words], "count": len(words)})
         elif path in ("/v1/completions", "/v1/chat/completions") and method == "POST":
-            await self._complete(json.loads(body or b"{}"), receive, send)
+            request = json.loads(body or b"{}")
+            names = sorted(k.decode() for k, _ in scope["headers"])
+            await self._complete(request, receive, send, names)
         else:
             await _json(send, 404, {"error": {"message": f"no route {path}"}})
 
@@ -142,7 +144,9 @@ class FakeEngine:
                 self.waiting -= 1
         self.iterations += 1
 
-    async def _complete(self, request: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _complete(
+        self, request: dict[str, Any], receive: Any, send: Any, headers: list[str]
+    ) -> None:
         xargs = request.get("vllm_xargs") or {}
         if PROBE_XARG in xargs and PROCESSOR_FQCN in self.args.logits_processors:
             error = {"message": probe_message(True, ""), "type": "BadRequestError", "code": 400}
@@ -168,6 +172,7 @@ class FakeEngine:
                 if ids:
                     choice["logprobs"] = {"content": [_entry(t) for t in ids]}
                 answer.update(port=self.args.port, choices=[choice], received=request)
+                answer["received_headers"] = headers
                 await _json(send, 200, answer)
         finally:
             self.in_flight -= 1

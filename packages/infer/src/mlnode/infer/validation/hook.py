@@ -15,28 +15,32 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from mlnode.common.errors import InvalidRequest, MLNodeError, Unavailable
 from mlnode.infer.balancer import Backend
 from mlnode.infer.headers import HeadFields
 from mlnode.infer.validation import engine_calls
-from mlnode.infer.validation.replay import Replay, engine_body, fill, parse_body, read_request
-from mlnode.infer.validation.token_ids import SseRewriter, rewrite_chat, rewrite_json
+from mlnode.infer.validation.replay import (
+    BodyTooLarge,
+    FieldLimits,
+    Replay,
+    engine_body,
+    fill,
+    parse_body,
+    read_request,
+)
+from mlnode.infer.validation.token_ids import ChatAnswerRewriter, SseRewriter, rewrite_json
 
 PATHS = {b"/v1/chat/completions": True, b"/v1/completions": False}
-
-
-class BodyTooLarge(MLNodeError):
-    """A body the proxy must read whole is over its bound."""
-
-    status_code = 413
-    code = "payload_too_large"
 
 
 _TOKENIZE_CONCURRENCY = 8
 # Texts of one replay sent to /tokenize (one call each): past this the replay is refused, so a
 # body cannot keep the engine tokenizing for long. Executors' ids are decimal (2026 nodes).
 MAX_TEXTS = 8192
+# Bodies past this are parsed in a worker thread: the loop keeps serving other clients meanwhile.
+PARSE_ON_LOOP_BYTES = 256 << 10
 
 
 class ValidationGate:
@@ -45,12 +49,14 @@ class ValidationGate:
     def __init__(
         self,
         backends: Callable[[], tuple[Backend, ...]],
-        max_body_bytes: int = 32 << 20,
+        max_body_bytes: int = 4 << 20,
         engine_timeout_s: float = 30.0,
         rewrite_token_ids: bool = True,
+        field_limits: FieldLimits | None = None,
     ) -> None:
         self.backends = backends
         self.max_body_bytes = max_body_bytes
+        self.field_limits = field_limits or FieldLimits()
         self.engine_timeout_s = engine_timeout_s
         self.rewrite_token_ids = rewrite_token_ids
         self.logprobs_mode: str | None = None
@@ -129,7 +135,18 @@ class ValidationGate:
 class ExchangeRewrite:
     """The validation layer's part in one chat/completions exchange."""
 
-    __slots__ = ("_body", "_json", "_sse", "chat", "gate", "ids_in_answer", "ready", "too_large")
+    __slots__ = (
+        "_body",
+        "_chat_json",
+        "_json",
+        "_replay",
+        "_sse",
+        "chat",
+        "gate",
+        "ids_in_answer",
+        "ready",
+        "too_large",
+    )
 
     def __init__(self, gate: ValidationGate, chat: bool) -> None:
         self.gate = gate
@@ -140,6 +157,8 @@ class ExchangeRewrite:
         self.ids_in_answer = False
         self._sse: SseRewriter | None = None
         self._json: bytearray | None = None
+        self._chat_json: ChatAnswerRewriter | None = None
+        self._replay: Replay | None = None
 
     # The request.
     def feed(self, data: bytes) -> None:
@@ -152,19 +171,24 @@ class ExchangeRewrite:
             self._body = bytearray()
 
     def prepare_now(self) -> bytes | MLNodeError | None:
-        """The engine's body, an error to answer, or None when `prepare` must ask the engine."""
+        """The engine's body, an error to answer, or None when `prepare` must do the work."""
         if self.too_large:
-            return BodyTooLarge(f"request body over {self.gate.max_body_bytes} bytes", param="body")
-        body = parse_body(bytes(self._body))
+            return too_large(self.gate.max_body_bytes)
+        if len(self._body) > PARSE_ON_LOOP_BYTES:
+            return None
+        return self._plan(parse_body(bytes(self._body)))
+
+    def _plan(self, body: dict[str, Any] | None) -> bytes | MLNodeError | None:
         if body is None:
             return bytes(self._body)
         try:
-            replay = read_request(body, self.chat)
+            replay = read_request(body, self.chat, self.gate.field_limits)
             self.gate.check_mode(replay)
         except MLNodeError as exc:
             return exc
         self.ids_in_answer = replay.logprobs = replay.logprobs and self.gate.rewrite_token_ids
         if replay.forcing and (replay.texts or not self.gate.known_ready()):
+            self._replay = replay
             return None
         ids = fill(replay, {}) if replay.forcing else None
         return engine_body(replay, ids) if self._needs_rewrite(replay) else bytes(self._body)
@@ -173,17 +197,23 @@ class ExchangeRewrite:
         return replay.forcing or self.ids_in_answer or replay.logprobs_mode is not None
 
     async def prepare(self) -> bytes | MLNodeError:
-        """The slow path of `prepare_now`: probe the engines, tokenize texts."""
-        body = parse_body(bytes(self._body))
-        assert body is not None
+        """The slow path of `prepare_now`: parse a big body off the loop, probe, tokenize."""
+        if self._replay is None:
+            # The walk over a big body's fields (sizes, ids) goes to the thread with its parse.
+            planned = await asyncio.to_thread(lambda: self._plan(parse_body(bytes(self._body))))
+            if planned is not None:
+                return planned
+        replay = self._replay
+        assert replay is not None
         try:
-            replay = read_request(body, self.chat)
             await self.gate.ensure_forcing()
             tokenized = await self.gate.tokenize(replay) if replay.texts else {}
         except MLNodeError as exc:
             return exc
-        replay.logprobs = self.ids_in_answer
-        return engine_body(replay, fill(replay, tokenized))
+        ids = fill(replay, tokenized)
+        if len(self._body) > PARSE_ON_LOOP_BYTES:
+            return await asyncio.to_thread(engine_body, replay, ids)
+        return engine_body(replay, ids)
 
     # The answer.
     def response_head(self, status: int, fields: HeadFields) -> HeadFields:
@@ -192,6 +222,8 @@ class ExchangeRewrite:
             return fields
         if fields.event_stream:
             self._sse = SseRewriter(chat=self.chat)
+        elif self.chat:
+            self._chat_json = ChatAnswerRewriter()
         else:
             self._json = bytearray()
         return without_length(fields)
@@ -200,6 +232,8 @@ class ExchangeRewrite:
         """What of `data` goes to the client now."""
         if self._sse is not None:
             return self._sse.feed(data)
+        if self._chat_json is not None:
+            return self._chat_json.feed(data)
         if self._json is not None:
             self._json += data
             return b""
@@ -209,15 +243,25 @@ class ExchangeRewrite:
         """The rest of the answer."""
         if self._sse is not None:
             return self._sse.close()
+        if self._chat_json is not None:
+            return self._chat_json.close()
         if self._json is not None:
-            return (rewrite_chat if self.chat else rewrite_json)(bytes(self._json))
+            return rewrite_json(bytes(self._json))
         return b""
+
+
+def too_large(limit: int) -> BodyTooLarge:
+    """The 413 for a relayed body over `limit` bytes."""
+    return BodyTooLarge(
+        f"request body is over {limit} bytes (MLNODE_INFER_MAX_BODY_BYTES)", param="body"
+    )
 
 
 def without_length(fields: HeadFields) -> HeadFields:
     """`fields` without Content-Length."""
     out = HeadFields()
     out.event_stream = fields.event_stream
+    out.connection_names = fields.connection_names
     out.lines = [line for line in fields.lines if not line.lower().startswith(b"content-length:")]
     return out
 

@@ -13,12 +13,69 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlnode.common.errors import InvalidRequest
+from mlnode.common.errors import InvalidRequest, MLNodeError
 from mlnode.infer.forcing.protocol import FORCED_IDS_XARG, OUT_OF_VOCAB
 
 #: Fields of the network node that never reach the engine.
 GONKA_FIELDS = ("enforced_tokens", "enforced_str", "logprobs_mode")
 _MAX_ID = 2**31
+
+
+class BodyTooLarge(MLNodeError):
+    """A request body, or one of its fields, is over the bound the setting named sets."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+@dataclass(frozen=True)
+class FieldLimits:
+    """Bounds on the fields that make the engine work in proportion to their size."""
+
+    max_enforced_str_chars: int = 1 << 20
+    max_enforced_tokens: int = 1 << 15
+    max_prompt_chars: int = 2 << 20
+
+
+def text_size(value: object, cap: int) -> int:
+    """Characters of every string in `value` (a prompt or messages), counted up to past `cap`."""
+    stack, total = [value], 0
+    while stack and total <= cap:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, list):
+            stack.extend(item)
+            total += len(item) if item and not isinstance(item[0], str | list | dict) else 0
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return total
+
+
+def check_sizes(body: dict[str, Any], limits: FieldLimits) -> None:
+    """413 naming the field and its setting when `body` asks the engine for too much work."""
+    for name in ("prompt", "messages"):
+        if text_size(body.get(name), limits.max_prompt_chars) > limits.max_prompt_chars:
+            raise BodyTooLarge(
+                f"{name} is over {limits.max_prompt_chars} characters "
+                "(MLNODE_INFER_MAX_PROMPT_CHARS)",
+                param=name,
+            )
+    enforced = body.get("enforced_str")
+    if isinstance(enforced, str) and len(enforced) > limits.max_enforced_str_chars:
+        raise BodyTooLarge(
+            f"enforced_str is over {limits.max_enforced_str_chars} characters "
+            "(MLNODE_INFER_MAX_ENFORCED_STR_CHARS)",
+            param="enforced_str",
+        )
+    tokens = body.get("enforced_tokens")
+    tokens = tokens.get("tokens") if isinstance(tokens, dict) else None
+    if isinstance(tokens, list) and len(tokens) > limits.max_enforced_tokens:
+        raise BodyTooLarge(
+            f"enforced_tokens has {len(tokens)} tokens, at most {limits.max_enforced_tokens} "
+            "(MLNODE_INFER_MAX_ENFORCED_TOKENS)",
+            param="enforced_tokens",
+        )
 
 
 @dataclass
@@ -84,8 +141,9 @@ def _enforced_tokens(value: object) -> tuple[list[int | None], dict[int, str]]:
     return forced, texts
 
 
-def read_request(body: dict[str, Any], chat: bool) -> Replay:
-    """What `body` asks for; `InvalidRequest` (422) naming a malformed gonka field."""
+def read_request(body: dict[str, Any], chat: bool, limits: FieldLimits | None = None) -> Replay:
+    """What `body` asks for; 422 naming a malformed gonka field, 413 naming an oversized one."""
+    check_sizes(body, limits or FieldLimits())
     replay = Replay(body=body)
     if body.get("enforced_tokens") is not None:
         replay.forced, replay.texts = _enforced_tokens(body["enforced_tokens"])

@@ -113,6 +113,50 @@ def rewrite_json(data: bytes) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _open_pattern(data: bytes) -> int:
+    """Length of the longest tail of `data` that could begin a `_CHAT_TOKEN`/`_CHAT_BYTES` match."""
+    for size in range(min(len(_CHAT_BYTES[0]) - 1, len(data)), 0, -1):
+        tail = data[-size:]
+        if _CHAT_BYTES[0].startswith(tail) or _CHAT_TOKEN[0].startswith(tail):
+            return size
+    return 0
+
+
+class ChatAnswerRewriter:
+    """A JSON chat answer rewritten as it arrives, not buffered whole.
+
+    Bytes are held until the first compact `"token":"token_id:` shows vLLM's compact JSON (the
+    byte rewrite is then exact); from there each piece leaves rewritten, but for a tail that
+    could begin a pattern. An answer never shown to be compact is rewritten whole at its end.
+    """
+
+    __slots__ = ("_compact", "_held")
+
+    def __init__(self) -> None:
+        self._held = bytearray()
+        self._compact = False
+
+    def feed(self, data: bytes) -> bytes:
+        """What of the answer can go to the client now."""
+        start = max(len(self._held) - len(_CHAT_TOKEN[0]), 0)
+        self._held += data
+        if not self._compact:
+            if self._held.find(_CHAT_TOKEN[0], start) < 0:
+                return b""
+            self._compact = True
+        held = bytes(self._held)
+        cut = len(held) - _open_pattern(held)
+        self._held = bytearray(held[cut:])
+        return held[:cut].replace(*_CHAT_TOKEN).replace(*_CHAT_BYTES)
+
+    def close(self) -> bytes:
+        """The rest of the answer."""
+        held, self._held = bytes(self._held), bytearray()
+        if self._compact:
+            return held.replace(*_CHAT_TOKEN).replace(*_CHAT_BYTES)
+        return rewrite_chat(held)
+
+
 class SseRewriter:
     """Rewrites the `data:` lines of a server-sent-event stream as they arrive.
 
