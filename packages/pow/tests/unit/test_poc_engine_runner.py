@@ -197,6 +197,19 @@ async def test_the_queue_is_bounded_in_nonces() -> None:
     await runner.shutdown()
 
 
+async def test_a_url_httpx_cannot_post_to_is_refused_naming_it() -> None:
+    runner = await runner_for(StandInEngine(), settings())
+    for call in (
+        runner.init_generate(mining("http://h:x")),
+        runner.submit(generate([1], url="http://xn--a")),
+    ):
+        with pytest.raises(PocHttpError) as refused:
+            await call
+        assert (refused.value.status, refused.value.param) == (422, "url")
+    assert runner.status().status is MiningPhase.IDLE and runner.status().queue.jobs == 0
+    await runner.shutdown()
+
+
 async def test_a_failed_chunk_is_retried_with_the_same_nonces() -> None:
     engine = StandInEngine(failures=2)
     runner = await runner_for(engine, settings(engine_retries=2))

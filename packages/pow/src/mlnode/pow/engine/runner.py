@@ -16,9 +16,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mlnode.pow.engine.callbacks import CallbackSender, CallbackStats
+from mlnode.pow.engine.callbacks import (
+    CallbackSender,
+    CallbackStats,
+    InvalidCallbackUrl,
+    destination,
+)
 from mlnode.pow.engine.checks import EngineFacts, ProofShape, proof_shape
-from mlnode.pow.engine.errors import PocHttpError, conflict
+from mlnode.pow.engine.errors import PocHttpError, conflict, invalid
 from mlnode.pow.engine.jobs import ChunkOutput, GenerateJob, MiningJob, ResultStore
 from mlnode.pow.engine.protocol import RPC_DECODE, RPC_VECTORS, ChunkSpec, DecodeChunkResult
 from mlnode.pow.engine.rpc import EngineRpc
@@ -121,9 +126,19 @@ class PocRunner:
         if self._closing:
             raise PocHttpError(503, "the engine is shutting down")
 
+    @staticmethod
+    def _check_url(url: str | None) -> None:
+        """422 naming `url` when httpx could not post to it (the schema checks only its prefix)."""
+        if url is not None:
+            try:
+                destination(url)
+            except InvalidCallbackUrl as exc:
+                raise invalid(str(exc), "url") from None
+
     async def init_generate(self, req: PocInitGenerateRequest) -> None:
         """Start mining the request's share; 409 while mining."""
         self._refuse_when_closing()
+        self._check_url(req.url)
         if self._mining is not None:
             raise conflict("Already generating: POST /api/v1/pow/stop first")
         shape = await self._shape(req, None)
@@ -137,6 +152,7 @@ class PocRunner:
     async def submit(self, req: PocGenerateRequest) -> GenerateJob:
         """Queue a `/generate` job; 429 past the queued-nonce limit."""
         self._refuse_when_closing()
+        self._check_url(req.url)
         shape = await self._shape(req, len(req.nonces))
         queued = sum(job.remaining for job in self._jobs)
         if queued + len(req.nonces) > self._settings.max_queued_nonces:

@@ -65,7 +65,13 @@ class PocEngineSettings(BaseSettings):
     callback_backoff_s: float = Field(1.0, gt=0, description="First retry delay (doubles).")
     callback_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay.")
     callback_timeout_s: float = Field(30.0, gt=0, description="Seconds one callback POST may take.")
-    callback_concurrency: int = Field(10, ge=1, description="Callbacks in flight at once.")
+    callback_deadline_s: float = Field(
+        300.0, gt=0, description="Seconds after queueing when an undelivered callback is dropped."
+    )
+    callback_concurrency: int = Field(32, ge=1, description="Callbacks in flight at once.")
+    callback_per_destination: int = Field(
+        2, ge=1, description="Callbacks in flight at once to one scheme://host:port."
+    )
     callback_queue: int = Field(
         10_000, ge=1, description="Callbacks waiting to be sent (oldest dropped beyond)."
     )
