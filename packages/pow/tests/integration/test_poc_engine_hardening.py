@@ -29,10 +29,19 @@ VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 DATA = Path(__file__).resolve().parents[1] / "data" / "poc_v2"
 MODEL = str(DATA / "model")
 CODEBOOK = DATA / "test-codebook.safetensors"
-PARAMS = json.loads((DATA / "vectors-A.json").read_text())["params"]
+REFERENCE = json.loads((DATA / "vectors-A.json").read_text())
+PARAMS = REFERENCE["params"]
+DECODE = {
+    "model": MODEL,
+    "seq_len": REFERENCE["decode"]["seq_len"],
+    "decode": True,
+    "max_tokens": REFERENCE["decode"]["max_tokens"],
+}
+#: The engine's bound on what queued jobs hold (the default is 2 GiB).
+MAX_QUEUED_BYTES = 64 << 20
 VECTORS = {"model": MODEL, "seq_len": 128}
 LIVEZ_P99_S = 0.25
-#: Measured peaks while these attacks ran on a 2-core machine: node ~0.2 GiB, engine ~1.9 GiB.
+#: Peaks measured during these attacks (2-core machine): node 0.44-0.57 GiB, engine 2.3-2.5 GiB.
 NODE_RSS_BOUND = 1 << 30
 ENGINE_RSS_BOUND = 4 << 30
 
@@ -78,6 +87,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "MLNODE_POC_CALLBACK_INTERVAL_S": "0.5",
         "MLNODE_POC_CALLBACK_ATTEMPTS": "2",
         "MLNODE_POC_CALLBACK_BACKOFF_S": "0.1",
+        "MLNODE_POC_MAX_QUEUED_BYTES": str(MAX_QUEUED_BYTES),
     }
     env = {
         "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
@@ -176,3 +186,54 @@ def test_callbacks_go_on_after_malformed_urls_and_a_tarpit(served: Served) -> No
     log = served.engine_log()
     assert "http://127.0.0.1:9 dropped" in log
     assert "secret" not in log
+
+
+def _long_claims(first: int, n: int, steps: int = 8192) -> dict[str, Any]:
+    """A decode validation of `n` nonces, each claiming the longest trajectory the schema takes."""
+    nonces = list(range(first, first + n))
+    claims = [{"nonce": x, "vector_b64": "", "k_points_steps": [300] * steps} for x in nonces]
+    return _block(nonces=nonces, params=DECODE, validation={"artifacts": claims})
+
+
+def _chat(served: Served) -> None:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "w1 w2"}],
+        "max_tokens": 2,
+        "ignore_eos": True,
+    }
+    answer = httpx.post(
+        f"http://127.0.0.1:{served.node.inference_port}/v1/chat/completions", json=body, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_the_job_queue_is_bounded_in_estimated_bytes(served: Served) -> None:
+    rest = served.rest
+    answers: list[int] = []
+    with AttackWatch(served.node.url, served.pids) as watch:
+        # ~30 MiB estimated each (100 nonces x 8,226 steps x 36 B): two fit in 64 MiB.
+        for i in range(10):
+            answer = rest.post("/inference/pow/generate", json=_long_claims(1000 * i, 100))
+            answers.append(answer.status_code)
+            if answer.status_code == 429:
+                error = answer.json()["error"]
+                assert "MLNODE_POC_MAX_QUEUED_BYTES" in error["message"], error
+                assert error["param"] == "validation.artifacts"
+        _chat(served)
+        alone = rest.post("/inference/pow/generate", json=_long_claims(50_000, 250))
+        assert rest.post("/inference/pow/stop", json={}).status_code == 200
+        honest = rest.post(
+            "/inference/pow/generate", json=_block(nonces=[1, 2], params=VECTORS, wait=True)
+        )
+    print(
+        f"answers {answers}; livez p99 {watch.livez_p99_s():.3f} s; rss "
+        f"{[watch.peak_rss_bytes(p) >> 20 for p in served.pids]} MiB"
+    )
+    assert answers.count(200) >= 1 and answers.count(429) >= 3, answers
+    assert alone.status_code == 413, alone.text
+    assert "MLNODE_POC_MAX_QUEUED_BYTES" in alone.json()["error"]["message"]
+    assert honest.status_code == 200 and len(honest.json()["artifacts"]) == 2, honest.text
+    assert watch.livez_p99_s() < LIVEZ_P99_S, watch.livez_p99_s()
+    assert watch.peak_rss_bytes(served.pids[0]) < NODE_RSS_BOUND
+    assert watch.peak_rss_bytes(served.pids[1]) < ENGINE_RSS_BOUND

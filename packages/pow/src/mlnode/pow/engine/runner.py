@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mlnode.pow.engine.admission import estimate_job_bytes
 from mlnode.pow.engine.callbacks import (
     CallbackSender,
     CallbackStats,
@@ -93,6 +94,7 @@ class PocRunner:
         self._mining: MiningJob | None = None
         self._jobs: deque[GenerateJob] = deque()
         self._live: dict[str, GenerateJob] = {}
+        self._job_bytes: dict[str, int] = {}
         self._results = ResultStore(settings.result_ttl_s, settings.max_results, clock)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -162,11 +164,35 @@ class PocRunner:
                 f"{self._settings.max_queued_nonces}",
                 "nonces",
             )
+        nbytes = self._admit_bytes(req, shape)
         job = GenerateJob(req, shape)
         self._jobs.append(job)
         self._live[job.request_id] = job
+        self._job_bytes[job.request_id] = nbytes
         self._wake.set()
         return job
+
+    def _admit_bytes(self, req: PocGenerateRequest, shape: ProofShape) -> int:
+        """The job's estimated bytes; 413 past the bound alone, 429 past it with the queue."""
+        limit = self._settings.max_queued_bytes
+        nbytes = estimate_job_bytes(req, shape)
+        param = "validation.artifacts" if req.validation is not None else "nonces"
+        if nbytes > limit:
+            raise PocHttpError(
+                413,
+                f"this job is estimated to hold {nbytes} bytes, more than "
+                f"MLNODE_POC_MAX_QUEUED_BYTES ({limit}); send fewer nonces or shorter claims",
+                param,
+            )
+        queued = sum(self._job_bytes.values())
+        if queued + nbytes > limit:
+            raise PocHttpError(
+                429,
+                f"queued jobs hold an estimated {queued} bytes; this one ({nbytes}) would pass "
+                f"MLNODE_POC_MAX_QUEUED_BYTES ({limit}); retry when they are done",
+                param,
+            )
+        return nbytes
 
     def job_status(self, request_id: str) -> PocJobStatus | None:
         """A live job's state or a finished job's answer (None when unknown or expired)."""
@@ -316,6 +342,7 @@ class PocRunner:
         if job in self._jobs:
             self._jobs.remove(job)
         self._live.pop(job.request_id, None)
+        self._job_bytes.pop(job.request_id, None)
         if store:
             self._results.put(result)
         if not job.future.done():

@@ -47,6 +47,14 @@ class PocEngineSettings(BaseSettings):
     max_queued_nonces: int = Field(
         100_000, ge=1, description="Nonces waiting in /generate jobs before 429."
     )
+    max_queued_bytes: int = Field(
+        2 << 30,
+        ge=1,
+        description=(
+            "Estimated bytes queued /generate jobs may hold (parsed claims, results) before 429; "
+            "one job estimated above it alone gets 413."
+        ),
+    )
     result_ttl_s: float = Field(300.0, gt=0, description="Seconds a finished job stays readable.")
     max_results: int = Field(1000, ge=1, description="Finished jobs kept at most (oldest go).")
     chat_yield: float = Field(
