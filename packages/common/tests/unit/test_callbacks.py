@@ -77,6 +77,17 @@ def test_refused_callback_is_dropped_not_retried(sender: CallbackSender) -> None
     assert (stats.dropped, stats.pending, stats.sent) == (1, 0, 0)
 
 
+def test_an_unusable_url_is_dropped_and_delivery_goes_on(sender: CallbackSender) -> None:
+    with CallbackReceiver() as receiver:
+        sender.submit("http://[::1", "generated", {"i": 0})  # httpx.InvalidURL
+        sender.submit("http://xn--a", "generated", {"i": 1})  # an IDNA error
+        sender.submit(receiver.url, "generated", {"i": 2})
+        bodies = receiver.wait_for("generated", lambda b: len(b) == 1, timeout_s=10)
+    assert bodies == [{"i": 2}]
+    stats = sender.stats()
+    assert (stats.dropped, stats.sent) == (2, 1)
+
+
 def test_close_counts_undelivered() -> None:
     s = CallbackSender(backoff_initial_s=0.05)
     s.start()

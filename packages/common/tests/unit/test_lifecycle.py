@@ -5,14 +5,25 @@ from typing import Any, TypeVar
 import pytest
 
 from mlnode.common.errors import InvalidRequest, ServiceConflict
-from mlnode.common.lifecycle import AlreadyRunning, Phase, ServiceGate, ServiceKind, WorkerService
+from mlnode.common.lifecycle import (
+    AlreadyRunning,
+    Phase,
+    ServiceGate,
+    ServiceKind,
+    StoppedWhileStarting,
+    WorkerService,
+)
 from mlnode.common.testing import wait_until_async
 
 
 class Job:
-    def __init__(self, fail: str | None = None, wait: bool = True) -> None:
+    def __init__(
+        self, fail: str | None = None, wait: bool = True, prepare: asyncio.Event | None = None
+    ) -> None:
         self.fail = fail
         self.wait = wait
+        self.prepare = prepare  # a slow preparation (a peer's listing) waits for this
+        self.preparing = asyncio.Event()
         self.entered = threading.Event()
 
 
@@ -21,6 +32,9 @@ class JobService(WorkerService[Job]):
     join_timeout_s = 5.0
 
     async def _start(self, request: Job) -> None:
+        if request.prepare is not None:
+            request.preparing.set()
+            await request.prepare.wait()
         if request.fail == "refuse":
             raise InvalidRequest("refused before running", param="fail")
         await super()._start(request)
@@ -186,3 +200,38 @@ async def test_a_worker_that_outlives_stop_keeps_the_gate_until_it_ends() -> Non
     await wait_phase(stubborn, Phase.STOPPED)  # type: ignore[arg-type]
     await other.start(Job())
     await other.stop()
+
+
+async def test_a_stop_during_preparation_wins_and_the_gate_goes_to_the_next_service() -> None:
+    gate = ServiceGate()
+    fuse, train = registered(JobService, gate), registered(OtherService, gate)
+    release = asyncio.Event()
+    job = Job(prepare=release)
+    starting = asyncio.create_task(fuse.start(job))
+    await job.preparing.wait()
+    await fuse.stop()
+    assert fuse.status().phase is Phase.STOPPED
+    await train.start(Job())
+    release.set()
+    with pytest.raises(StoppedWhileStarting) as caught:
+        await starting
+    assert caught.value.status_code == 409
+    assert not job.entered.is_set() and not fuse.is_running()
+    assert fuse.status().phase is Phase.STOPPED and fuse.status().last_error is None
+    assert gate.running() is train
+    await train.stop()
+
+
+async def test_a_start_stopped_then_replaced_does_not_touch_the_new_job() -> None:
+    service = registered(JobService)
+    release = asyncio.Event()
+    old = asyncio.create_task(service.start(Job(fail="refuse", prepare=release)))
+    await asyncio.sleep(0)
+    await service.stop()
+    await service.start(Job())
+    release.set()
+    with pytest.raises(InvalidRequest):
+        await old
+    status = service.status()
+    assert status.phase is Phase.RUNNING and status.last_error is None
+    await service.stop()

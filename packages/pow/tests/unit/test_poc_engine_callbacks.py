@@ -1,12 +1,19 @@
 """Callback delivery to a real local receiver: success, bounded retries, drops counted."""
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
-from mlnode.common.testing.callback_receiver import CallbackReceiver
-from mlnode.pow.engine.callbacks import CallbackSender, retry_delay
+from mlnode.common.testing.callback_receiver import CallbackReceiver, Tarpit
+from mlnode.pow.engine.callbacks import (
+    CallbackSender,
+    InvalidCallbackUrl,
+    destination,
+    retry_delay,
+)
 from mlnode.pow.engine.settings import PocEngineSettings
 
 
@@ -18,9 +25,12 @@ def receiver() -> Iterator[CallbackReceiver]:
 
 
 def fast(**overrides: Any) -> PocEngineSettings:
-    return PocEngineSettings(
-        callback_backoff_s=0.01, callback_backoff_max_s=0.02, callback_timeout_s=5, **overrides
-    )
+    values: dict[str, Any] = {
+        "callback_backoff_s": 0.01,
+        "callback_backoff_max_s": 0.02,
+        "callback_timeout_s": 5,
+    }
+    return PocEngineSettings(**{**values, **overrides})
 
 
 def test_retry_delays_double_up_to_the_cap() -> None:
@@ -69,3 +79,84 @@ async def test_a_full_queue_drops_the_oldest_and_close_counts_the_rest() -> None
     assert (stats.dropped_overflow, stats.pending) == (1, 2)
     await sender.close()
     assert sender.stats().dropped_overflow == 3
+
+
+def test_destination_names_scheme_host_and_port_only() -> None:
+    assert (
+        destination("http://user:pw@Node.example:8080/cb/x?token=s") == "http://node.example:8080"
+    )
+    assert destination("https://[::1]/generated") == "https://[::1]:443"
+    for bad in ("http://[::1/generated", "http://host:port/x", "http:///generated", "ftp://a/b"):
+        with pytest.raises(InvalidCallbackUrl):
+            destination(bad)
+
+
+class FaultyTransport(httpx.AsyncHTTPTransport):
+    """The real transport, except that host `faulty.test` raises an error nobody expects."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "faulty.test":
+            raise RuntimeError("a bug below httpx")
+        return await super().handle_async_request(request)
+
+
+async def test_unusable_urls_and_any_error_leave_delivery_going(
+    receiver: CallbackReceiver,
+) -> None:
+    client = httpx.AsyncClient(transport=FaultyTransport(), timeout=5)
+    sender = CallbackSender(fast(callback_concurrency=2, callback_per_destination=1), client)
+    sender.start()
+    for _ in range(20):
+        sender.submit("http://[::1/generated", {})  # httpx.InvalidURL
+        sender.submit("http://xn--a/generated", {})  # an IDNA error when the host is read
+        sender.submit("http://faulty.test/generated", {})
+    sender.submit(f"{receiver.url}/generated", {"ok": True})
+    ok = await asyncio.to_thread(receiver.wait_for, "/generated", bool, 10)
+    assert ok == [{"ok": True}]
+    assert await sender.drain(timeout_s=10)
+    await sender.close()
+    stats = sender.stats()
+    assert (stats.sent, stats.dropped_invalid, stats.dropped_failed) == (1, 40, 20)
+
+
+async def test_a_tarpit_delays_only_its_own_callbacks(receiver: CallbackReceiver) -> None:
+    settings = fast(callback_concurrency=4, callback_per_destination=2, callback_timeout_s=60)
+    sender = CallbackSender(settings)
+    sender.start()
+    with Tarpit() as tarpit:
+        for i in range(50):
+            sender.submit(f"{tarpit.url}/generated", {"i": i})
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        sender.submit(f"{receiver.url}/validated", {"ok": True})
+        while not receiver.bodies("/validated"):
+            assert loop.time() - began < 5, "the honest callback waited behind the tarpit"
+            await asyncio.sleep(0.02)
+        assert tarpit.accepted == 2
+        stats = sender.stats()
+        assert (stats.sent, stats.pending, stats.destinations) == (1, 50, 1)
+        await sender.close()
+    assert sender.stats().dropped_overflow == 50
+
+
+async def test_a_callback_past_its_deadline_is_dropped_as_expired() -> None:
+    sender = CallbackSender(fast(callback_deadline_s=0.3, callback_attempts=100))
+    sender.start()
+    with Tarpit() as tarpit:
+        sender.submit(f"{tarpit.url}/generated", {})
+        assert await sender.drain(timeout_s=5)
+    await sender.close()
+    stats = sender.stats()
+    assert (stats.dropped_expired, stats.dropped_failed, stats.sent) == (1, 0, 0)
+
+
+async def test_a_full_queue_drops_from_the_longest_queue() -> None:
+    sender = CallbackSender(fast(callback_queue=3))
+    sender.submit("http://127.0.0.1:9/a", {"flood": 0})
+    sender.submit("http://127.0.0.1:9/a", {"flood": 1})
+    sender.submit("http://127.0.0.2:9/b", {"honest": 0})
+    sender.submit("http://127.0.0.1:9/a", {"flood": 2})
+    assert sender.stats().dropped_overflow == 1
+    assert sender.stats().destinations == 2
+    await sender.close()

@@ -116,6 +116,9 @@ async def test_generate_without_content_type_answers_artifacts(client: httpx.Asy
          b'"nonces": [1], "params": {"model": "m", "seq_len": 0}}', 422, "params.seq_len"),
         (b'{"block_hash": "bh", "block_height": 1, "public_key": "pk", "node_id": 0, '
          b'"nonces": [1], "params": {"model": "x", "seq_len": 8}}', 409, "params.model"),
+        (b'{"block_hash": "bh", "block_height": 1, "public_key": "pk", "node_id": 0, '
+         b'"nonces": [1], "params": {"model": "m", "seq_len": 8}, "url": "http://[::1"}',
+         422, "url"),
     ],
 )  # fmt: skip
 async def test_refusals_have_the_error_shape(

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mlnode.common.testing.callback_receiver import CallbackReceiver
+from mlnode.pow.engine.admission import estimate_job_bytes
 from mlnode.pow.engine.callbacks import CallbackSender
 from mlnode.pow.engine.checks import EngineFacts
 from mlnode.pow.engine.errors import PocHttpError
@@ -203,6 +204,19 @@ async def test_the_queue_is_bounded_in_nonces() -> None:
     await runner.shutdown()
 
 
+async def test_a_url_httpx_cannot_post_to_is_refused_naming_it() -> None:
+    runner = await runner_for(StandInEngine(), settings())
+    for call in (
+        runner.init_generate(mining("http://h:x")),
+        runner.submit(generate([1], url="http://xn--a")),
+    ):
+        with pytest.raises(PocHttpError) as refused:
+            await call
+        assert (refused.value.status, refused.value.param) == (422, "url")
+    assert runner.status().status is MiningPhase.IDLE and runner.status().queue.jobs == 0
+    await runner.shutdown()
+
+
 async def test_a_failed_chunk_is_retried_with_the_same_nonces() -> None:
     engine = StandInEngine(failures=2)
     runner = await runner_for(engine, settings(engine_retries=2))
@@ -364,4 +378,38 @@ async def test_no_minus_one_is_ever_delivered_and_drops_are_counted(
     delivered = [a for b in batches for a in b["artifacts"]]
     assert len(delivered) == dropped  # each chunk of 4 share nonces holds 2 bad ones
     assert all(min(a["k_points_steps"]) >= 0 and not bad(a["nonce"]) for a in delivered)
+
+
+def decode_validation(n: int, steps: int) -> PocGenerateRequest:
+    claims = [{"nonce": i, "vector_b64": "", "k_points_steps": [3] * steps} for i in range(n)]
+    params = {"model": "m", "seq_len": 4, "decode": True, "max_tokens": 8}
+    body = {**BLOCK, "nonces": list(range(n)), "batch_size": 2, "params": params}
+    return PocGenerateRequest.model_validate({**body, "validation": {"artifacts": claims}})
+
+
+def test_job_bytes_count_claims_and_results() -> None:
+    from mlnode.pow.engine.admission import ARTIFACT_BYTES, NONCE_BYTES, STEP_BYTES
+    from mlnode.pow.engine.checks import ProofShape
+
+    shape = ProofShape("bh", "pk", 4, 12, False, 8, 2, None)
+    n, steps = 3, 100
+    per_nonce = NONCE_BYTES + 2 * ARTIFACT_BYTES + STEP_BYTES * (steps + 9)
+    assert estimate_job_bytes(decode_validation(n, steps), shape) == n * per_nonce
+
+
+async def test_the_queue_is_bounded_in_estimated_bytes() -> None:
+    config = settings(max_queued_bytes=150_000)  # a vector job: 740 B per nonce
+    runner = await runner_for(StandInEngine(delay_s=0.5), config)
+    shape_free = generate([1, 2, 3, 4])
+    await runner.submit(shape_free)
+    with pytest.raises(PocHttpError) as too_big:
+        await runner.submit(generate(list(range(300)), validation=None))
+    assert too_big.value.status == 413 and "MLNODE_POC_MAX_QUEUED_BYTES" in too_big.value.message
+    await runner.submit(generate(list(range(100, 200))))
+    with pytest.raises(PocHttpError) as full:
+        await runner.submit(generate(list(range(200, 300))))
+    assert (full.value.status, full.value.param) == (429, "nonces")
+    assert "MLNODE_POC_MAX_QUEUED_BYTES" in full.value.message
+    await runner.stop()
+    await runner.submit(generate(list(range(200, 300))))  # stopped jobs no longer count
     await runner.shutdown()

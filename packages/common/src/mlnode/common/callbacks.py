@@ -2,8 +2,9 @@
 
 Payloads wait in a bounded, in-order buffer; a background thread posts them and retries with
 exponential backoff while the receiver is down or answers 5xx/429. What cannot be kept (buffer
-full, receiver refusing with another 4xx, shutdown with undelivered items) is counted as dropped
-and logged, never lost silently. URLs are logged and reported without their passwords.
+full, receiver refusing with another 4xx, a URL httpx cannot send to, shutdown with undelivered
+items) is counted as dropped and logged, never lost silently. URLs are logged and reported
+without their passwords.
 """
 
 from __future__ import annotations
@@ -164,6 +165,9 @@ class CallbackSender:
         """None when delivered, "rejected" when retrying cannot help, "retry" otherwise."""
         try:
             response = client.post(item.url, json=item.payload)
+        except (httpx.InvalidURL, UnicodeError) as exc:  # retrying cannot mend the URL
+            self._note_error(f"POST {redact_url(item.url)}: unusable URL: {type(exc).__name__}")
+            return "rejected"
         except httpx.HTTPError as exc:
             shown = redact_text(str(exc))
             self._note_error(f"POST {redact_url(item.url)}: {type(exc).__name__}: {shown}")

@@ -4,11 +4,16 @@ A `Service` holds the GPU while it runs; the `ServiceGate` lets at most one serv
 `JobState` is the stored, thread-safe state machine behind `status()`: an exception in a worker
 lands in `last_error` and the `FAILED` phase, never lost, and is cleared by the next start.
 `WorkerService` runs blocking work in a thread, off the event loop.
+
+A stop wins over a start still in progress: each start has a generation (`JobState.begin`), and
+a start whose job was stopped, or replaced by a newer start, while it awaited its preparation
+(a slow peer's listing, a model being built) launches nothing (`StoppedWhileStarting`, 409).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -86,6 +91,9 @@ class JobState:
         self.started_at: datetime | None = None
         self.finished_at: datetime | None = None
         self.last_error: str | None = None
+        #: Counts starts; a start remembers its own, so it can tell a stop or restart came since.
+        self.generation = 0
+        self._halted = 0
 
     @property
     def active(self) -> bool:
@@ -95,6 +103,7 @@ class JobState:
     def begin(self) -> None:
         """A new job starts: clear the previous outcome."""
         with self._lock:
+            self.generation += 1
             self.phase = Phase.STARTING
             self.started_at = datetime.now(UTC)
             self.finished_at = None
@@ -106,6 +115,16 @@ class JobState:
             self.phase = phase
             if phase not in ACTIVE_PHASES:
                 self.finished_at = datetime.now(UTC)
+
+    def halt(self) -> None:
+        """A stop was asked for: the current generation's start may launch nothing more."""
+        with self._lock:
+            self._halted = self.generation
+
+    def is_current(self, generation: int) -> bool:
+        """True while the job of `generation` is neither stopped nor replaced by a newer one."""
+        with self._lock:
+            return self.generation == generation and self._halted != generation
 
     def fail(self, exc: BaseException | str) -> None:
         """Record a failure; the service is unhealthy until its next start or stop."""
@@ -196,6 +215,19 @@ class AlreadyRunning(MLNodeError):
     code = "already_running"
 
 
+class StoppedWhileStarting(MLNodeError):
+    """A stop (or a newer start) came while this start was still preparing; nothing was started."""
+
+    status_code = 409
+    code = "stopped_while_starting"
+
+
+#: The generation of the start the current task is running (`Service.start` sets it).
+_START_GENERATION: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "mlnode_start_generation", default=None
+)
+
+
 class Service(ABC, Generic[RequestT]):
     """Base of every package's manager: start / stop / status / is_running / healthy."""
 
@@ -216,20 +248,36 @@ class Service(ABC, Generic[RequestT]):
             self.job.begin()
 
     async def start(self, request: RequestT) -> ServiceStatus:
-        """Claim the GPU and start a job; 409 when another service runs."""
+        """Claim the GPU and start a job; 409 when another service runs or a stop came first."""
         self._gate.claim(self)
+        generation = self.job.generation
+        token = _START_GENERATION.set(generation)
         try:
             await self._start(request)
-        except MLNodeError as exc:
-            if exc.status_code < 500:
-                self.job.refuse(exc)
-            else:
-                self.job.fail(exc)
-            raise
         except BaseException as exc:
-            self.job.fail(exc)
+            # A job stopped or replaced meanwhile is no longer this start's to mark.
+            if self.job.is_current(generation):
+                if isinstance(exc, MLNodeError) and exc.status_code < 500:
+                    self.job.refuse(exc)
+                else:
+                    self.job.fail(exc)
             raise
+        finally:
+            _START_GENERATION.reset(token)
         return self.status()
+
+    def ensure_still_starting(self) -> None:
+        """Inside `_start`, before launching anything: StoppedWhileStarting when a stop came.
+
+        A service whose `_start` awaits its preparation calls this after it, so a job that
+        `stop()` has stopped (and whose GPU another service may hold by now) never starts.
+        """
+        generation = _START_GENERATION.get()
+        if generation is not None and not self.job.is_current(generation):
+            raise StoppedWhileStarting(
+                f"{self.kind} was stopped (POST /stop) or restarted while it was starting; "
+                "this start launched nothing"
+            )
 
     @abstractmethod
     async def _start(self, request: RequestT) -> None:
@@ -280,6 +328,8 @@ class WorkerService(Service[RequestT]):
     async def _start(self, request: RequestT) -> None:
         if not await self.stop_worker():
             raise AlreadyRunning(f"{self.kind}'s previous worker has not stopped yet")
+        # No await from here to the thread's start: a stop cannot slip in between.
+        self.ensure_still_starting()
         self._stop_event = threading.Event()
         self._thread = threading.Thread(
             target=self._run_guarded,
@@ -328,6 +378,7 @@ class WorkerService(Service[RequestT]):
         keeps the gate claimed: no other service starts beside it. It turns STOPPED when the
         worker ends.
         """
+        self.job.halt()
         if self.job.active:
             self.job.set_phase(Phase.STOPPING)
         if not await self.stop_worker():

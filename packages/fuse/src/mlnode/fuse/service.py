@@ -53,10 +53,18 @@ class FuseService(WorkerService[FuseRequest]):
         )
 
     async def _start(self, request: FuseRequest) -> None:
-        self._prepared = await asyncio.to_thread(self._prepare, request)
-        self._request = request
-        self._progress = FusionProgress()
-        await super()._start(request)
+        prepared = await asyncio.to_thread(self._prepare, request)
+        try:
+            self.ensure_still_starting()  # a stop during a slow peer's listing wins
+            self._prepared = prepared
+            self._request = request
+            self._progress = FusionProgress()
+            await super()._start(request)
+        except BaseException:
+            if self._prepared is prepared:
+                self._prepared = None
+            prepared.close()
+            raise
 
     def _prepare(self, request: FuseRequest) -> PreparedFusion:
         try:

@@ -67,6 +67,8 @@ class ModelCache:
             self._release()
 
     def _release(self) -> None:
+        if not self._models:
+            return  # a full collection holds the GIL ~0.3 s: every POST /stop would stall the loop
         had_cuda = any(d.type == "cuda" for m in self._models for d in m.devices)
         self._models, self._key = [], None
         gc.collect()

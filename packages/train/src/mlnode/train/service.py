@@ -13,7 +13,12 @@ import torch
 
 from mlnode.common.context import NodeContext
 from mlnode.common.errors import InvalidRequest
-from mlnode.common.lifecycle import ServiceKind, ServiceStatus, WorkerService
+from mlnode.common.lifecycle import (
+    ServiceKind,
+    ServiceStatus,
+    StoppedWhileStarting,
+    WorkerService,
+)
 from mlnode.common.transport import TensorTransport
 from mlnode.train.legacy import LegacyTrainBody, to_train_request
 from mlnode.train.metrics import register_train_metrics
@@ -73,6 +78,11 @@ class TrainService(WorkerService[TrainRequest]):
         )
         progress = TrainProgress(request.task_id, request.rank, request.world_size)
         trainer = await asyncio.to_thread(DilocoTrainer, request, env, progress)
+        try:
+            self.ensure_still_starting()  # a stop while the model was built wins
+        except StoppedWhileStarting:
+            trainer.unserve()
+            raise
         self._stop_serving()
         self._trainer = self._serving = trainer
         self._progress = progress

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import random
+import selectors
 import socket
 import threading
 import time
@@ -202,6 +203,75 @@ class CallbackReceiver:
             self._server = None
 
     def __enter__(self) -> CallbackReceiver:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class Tarpit:
+    """A receiver that never answers: it accepts connections, reads and discards, says nothing.
+
+    `accepted` counts the connections it took, `peak_open` the most it held at once; `url` is the
+    callback base to hand a node.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = stable_port(host)
+        self.accepted = 0
+        self.peak_open = 0
+        self._open = 0
+        self._selector = selectors.DefaultSelector()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. `http://127.0.0.1:24123`."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Tarpit:
+        """Listen in the background."""
+        listener = socket.create_server((self.host, self.port), backlog=1024)
+        listener.setblocking(False)
+        self._selector.register(listener, selectors.EVENT_READ, "listener")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            for key, _ in self._selector.select(timeout=0.2):
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                if key.data == "listener":
+                    conn, _ = sock.accept()
+                    conn.setblocking(False)
+                    self._selector.register(conn, selectors.EVENT_READ, "conn")
+                    self.accepted += 1
+                    self._open += 1
+                    self.peak_open = max(self.peak_open, self._open)
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._selector.unregister(sock)
+                    sock.close()
+                    self._open -= 1
+
+    def stop(self) -> None:
+        """Close every held connection and the listener."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self._selector.close()
+
+    def __enter__(self) -> Tarpit:
         return self.start()
 
     def __exit__(self, *_: object) -> None:

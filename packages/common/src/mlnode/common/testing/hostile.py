@@ -207,6 +207,29 @@ class HostileClient:
         _, metadata = self.client.handshake(self.task, PUSH)
         return self._send(iter([pb.Frame(header=header.SerializeToString())]), metadata)
 
+    def drip(self, every_s: float, nbytes: int = 4096) -> grpc.StatusCode:
+        """A well-formed push in a fresh session, sent one 1-byte chunk every `every_s`.
+
+        Each frame comes before the idle deadline, so only a floor on the rate ends the call.
+        """
+        session, metadata = self.client.handshake(self.task, PUSH)
+        frames = write_frames(
+            (encode("drip", torch.zeros(nbytes // 4)),),
+            session=session,
+            signer=self.identity,
+            task=self.task,
+            tag="drip",
+            chunk_bytes=1,
+        )
+
+        def slowly() -> Iterator[wire.WireFrame]:
+            for frame in frames:
+                yield frame
+                if self._release.wait(every_s):
+                    return
+
+        return self._send(slowly(), metadata)
+
     def _send(self, frames: Iterator[wire.WireFrame], metadata: Metadata) -> grpc.StatusCode:
         try:
             self._push(frames, metadata=tuple(metadata), timeout=60)

@@ -3,7 +3,8 @@
 Every handler is registered with a request *stream* (see `interceptors._handler`), so no call
 waits for a request message in a worker thread before it is authenticated; reads an
 authenticated call makes are armed with the idle deadline, and each authenticated call ends by
-the server-side call deadline (its peer slot is taken by the interceptor).
+the server-side call deadline (its peer slot is taken by the interceptor). A push or fetch whose
+peer moves fewer bytes than the floor rate over a window of its own time is cancelled.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mlnode.common.transport.errors import IntegrityError
 from mlnode.common.transport.handlers import ServerHandlers
 from mlnode.common.transport.handshake import OpenSessions, ServerHandshake, Session
 from mlnode.common.transport.interceptors import AuthContext, HelloGrant
-from mlnode.common.transport.watchdog import Watchdog
+from mlnode.common.transport.watchdog import RateFloor, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,17 @@ def _abort(context: grpc.ServicerContext, exc: MLNodeError) -> NoReturn:
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
+def frame_size(frame: wire.FrameLike | wire.WireFrame) -> int:
+    """Bytes a frame carries on the wire (what the rate floor counts)."""
+    if isinstance(frame, bytes):
+        return len(frame)
+    if isinstance(frame, wire.ChunkFrame):
+        return len(frame.chunk)
+    if isinstance(frame, pb.Frame):
+        return int(frame.ByteSize())
+    return 0
+
+
 def _session(context: Any) -> Session:
     return cast(Session, cast(AuthContext, context).auth)
 
@@ -54,6 +66,7 @@ class TransportServicer(pb_grpc.TransportServicer):
         watchdog: Watchdog,
         idle_timeout_s: float,
         call_timeout_s: float,
+        rate_floor: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         self.handshake = handshake
         self.handlers = handlers
@@ -61,6 +74,32 @@ class TransportServicer(pb_grpc.TransportServicer):
         self.watchdog = watchdog
         self.idle_timeout_s = idle_timeout_s
         self.call_timeout_s = call_timeout_s
+        self.min_bytes_per_s, self.rate_window_s = rate_floor
+
+    @contextmanager
+    def _floor(self, context: Any, session: Session) -> Iterator[RateFloor | None]:
+        """A rate floor on this call, watched until it ends (None when the floor is 0)."""
+        if self.min_bytes_per_s <= 0:
+            yield None
+            return
+        meter = RateFloor(self.min_bytes_per_s, self.rate_window_s)
+
+        def cut_off() -> None:
+            log.warning(
+                "cut off a call from peer %s: %d bytes in %.0f s of its time, below "
+                "MLNODE_GRPC_MIN_BYTES_PER_S=%d",
+                session.peer.peer_id,
+                meter.slow_bytes,
+                self.rate_window_s,
+                self.min_bytes_per_s,
+            )
+            context.cancel()
+
+        token = self.watchdog.watch(meter.too_slow, cut_off)
+        try:
+            yield meter
+        finally:
+            self.watchdog.unwatch(token)
 
     @contextmanager
     def _serving(self, context: Any) -> Iterator[Session]:
@@ -82,8 +121,12 @@ class TransportServicer(pb_grpc.TransportServicer):
         finally:
             self.watchdog.disarm(deadline)
 
-    def _read(self, requests: Iterator[Any], context: Any) -> Iterator[Any]:
-        return self.watchdog.guarded(iter(requests), self.idle_timeout_s, context.cancel)
+    def _read(
+        self, requests: Iterator[Any], context: Any, meter: RateFloor | None = None
+    ) -> Iterator[Any]:
+        return self.watchdog.guarded(
+            iter(requests), self.idle_timeout_s, context.cancel, meter, frame_size
+        )
 
     def Hello(self, request_iterator: Iterator[bytes], context: Any) -> pb.HelloReply:
         """Answer the client's challenge with ours, signed (the body is never read)."""
@@ -100,8 +143,8 @@ class TransportServicer(pb_grpc.TransportServicer):
 
     def Push(self, request_iterator: Iterator[wire.FrameLike], context: Any) -> pb.PushReply:
         """Receive a pushed stream into the inbox."""
-        with self._serving(context) as session:
-            frames = self._read(request_iterator, context)
+        with self._serving(context) as session, self._floor(context, session) as meter:
+            frames = self._read(request_iterator, context, meter)
             return pb.PushReply(accepted=self.handlers.push(session, frames))
 
     def List(self, request_iterator: Iterator[bytes], context: Any) -> pb.ListReply:
@@ -119,7 +162,10 @@ class TransportServicer(pb_grpc.TransportServicer):
             if request is None:
                 raise IntegrityError("fetch call without its request")
             frames = self.handlers.fetch(session, list(request.names))
-            yield from self.watchdog.paced(frames, self.idle_timeout_s, context.cancel)
+            with self._floor(context, session) as meter:
+                yield from self.watchdog.paced(
+                    frames, self.idle_timeout_s, context.cancel, meter, frame_size
+                )
 
 
 def add_servicer(servicer: TransportServicer, server: grpc.Server) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from mlnode.common.settings import ENV_FILE, MLNodeBaseSettings
@@ -84,6 +85,25 @@ class TransportSettings(MLNodeBaseSettings):
         gt=0,
         description="Seconds an authenticated call may wait for the peer's next message.",
     )
+    reserved_workers: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Server threads kept for peers without a call open: once only this many are free, "
+            "a peer's further calls are refused (RESOURCE_EXHAUSTED). Unset: a quarter of WORKERS."
+        ),
+    )
+    min_bytes_per_s: int = Field(
+        64 * 1024,
+        ge=0,
+        description=(
+            "Slowest transfer accepted: a push or fetch whose peer moves fewer bytes per second "
+            "of its own time over RATE_WINDOW_S is cancelled (0: no floor)."
+        ),
+    )
+    rate_window_s: float = Field(
+        10.0, gt=0, description="Seconds of the peer's time over which MIN_BYTES_PER_S is judged."
+    )
     max_streams_per_connection: int = Field(
         16, ge=1, le=1024, description="Concurrent calls (HTTP/2 streams) on one connection."
     )
@@ -102,6 +122,19 @@ class TransportSettings(MLNodeBaseSettings):
     shutdown_grace_s: float = Field(
         1.0, ge=0, le=10, description="Seconds open calls get to finish when the node stops."
     )
+
+    @model_validator(mode="after")
+    def _reserve_inside_the_pool(self) -> Self:
+        if self.reserved_workers is not None and self.reserved_workers >= self.workers:
+            raise ValueError(
+                f"MLNODE_GRPC_RESERVED_WORKERS ({self.reserved_workers}) must be below "
+                f"MLNODE_GRPC_WORKERS ({self.workers})"
+            )
+        return self
+
+    def reserved(self) -> int:
+        """Threads kept for peers without a call open, the default resolved."""
+        return self.workers // 4 if self.reserved_workers is None else self.reserved_workers
 
     def inbox_limits(self) -> InboxLimits:
         """The inbox's budgets, the automatic defaults resolved."""

@@ -157,7 +157,9 @@ class GrpcTransport:
             self.limits,
             self.settings.chunk_bytes,
         )
-        slots = PeerSlots(self.settings.max_calls_per_peer)
+        slots = PeerSlots(
+            self.settings.max_calls_per_peer, self.settings.workers, self.settings.reserved()
+        )
         self._fast_pool = ThreadPoolExecutor(
             self.settings.handshake_workers, thread_name_prefix="transport-hello"
         )
@@ -172,6 +174,7 @@ class GrpcTransport:
             self.watchdog,
             self.settings.idle_timeout_s,
             self.settings.rpc_timeout_s,
+            (self.settings.min_bytes_per_s, self.settings.rate_window_s),
         )
         add_servicer(servicer, server)
         address = f"{self.settings.host}:{self.settings.port}"

@@ -130,6 +130,25 @@ def stop_before_engine(engine_client: Any, runner: PocRunner) -> None:
     engine_client.shutdown = shutdown
 
 
+def enable_logging() -> None:
+    """Give `mlnode.*` loggers a stderr handler (the engine's log file) and undo their disabling.
+
+    The server's logging config disables every logger that existed before it ran, ours included,
+    so without this the runner's and the callbacks' warnings reach no log.
+    """
+    root = logging.getLogger("mlnode")
+    for name, logger in logging.root.manager.loggerDict.items():
+        if name.startswith("mlnode.") and isinstance(logger, logging.Logger):
+            logger.disabled = False
+    root.disabled = False
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s [%(name)s] %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
 class PocEndpointPlugin:
     """Adds the PoC v2 routes to vLLM's OpenAI-compatible server."""
 
@@ -162,6 +181,7 @@ class PocEndpointPlugin:
             return
         import vllm
 
+        enable_logging()
         settings = PocEngineSettings()
         rpc = VllmRpc(engine_client)
         served = tuple(args.served_model_name or [args.model])

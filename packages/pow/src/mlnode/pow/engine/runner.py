@@ -16,9 +16,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mlnode.pow.engine.callbacks import CallbackSender, CallbackStats
+from mlnode.pow.engine.admission import estimate_job_bytes
+from mlnode.pow.engine.callbacks import (
+    CallbackSender,
+    CallbackStats,
+    InvalidCallbackUrl,
+    destination,
+)
 from mlnode.pow.engine.checks import EngineFacts, ProofShape, proof_shape
-from mlnode.pow.engine.errors import PocHttpError, conflict
+from mlnode.pow.engine.errors import PocHttpError, conflict, invalid
 from mlnode.pow.engine.jobs import (
     ChunkOutput,
     GenerateJob,
@@ -95,6 +101,7 @@ class PocRunner:
         self._mining: MiningJob | None = None
         self._jobs: deque[GenerateJob] = deque()
         self._live: dict[str, GenerateJob] = {}
+        self._job_bytes: dict[str, int] = {}
         self._results = ResultStore(settings.result_ttl_s, settings.max_results, clock)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -129,9 +136,19 @@ class PocRunner:
         if self._closing:
             raise PocHttpError(503, "the engine is shutting down")
 
+    @staticmethod
+    def _check_url(url: str | None) -> None:
+        """422 naming `url` when httpx could not post to it (the schema checks only its prefix)."""
+        if url is not None:
+            try:
+                destination(url)
+            except InvalidCallbackUrl as exc:
+                raise invalid(str(exc), "url") from None
+
     async def init_generate(self, req: PocInitGenerateRequest) -> None:
         """Start mining the request's share; 409 while mining."""
         self._refuse_when_closing()
+        self._check_url(req.url)
         if self._mining is not None:
             raise conflict("Already generating: POST /api/v1/pow/stop first")
         shape = await self._shape(req, None)
@@ -145,6 +162,7 @@ class PocRunner:
     async def submit(self, req: PocGenerateRequest) -> GenerateJob:
         """Queue a `/generate` job; 429 past the queued-nonce limit."""
         self._refuse_when_closing()
+        self._check_url(req.url)
         shape = await self._shape(req, len(req.nonces))
         queued = sum(job.remaining for job in self._jobs)
         if queued + len(req.nonces) > self._settings.max_queued_nonces:
@@ -154,11 +172,35 @@ class PocRunner:
                 f"{self._settings.max_queued_nonces}",
                 "nonces",
             )
+        nbytes = self._admit_bytes(req, shape)
         job = GenerateJob(req, shape)
         self._jobs.append(job)
         self._live[job.request_id] = job
+        self._job_bytes[job.request_id] = nbytes
         self._wake.set()
         return job
+
+    def _admit_bytes(self, req: PocGenerateRequest, shape: ProofShape) -> int:
+        """The job's estimated bytes; 413 past the bound alone, 429 past it with the queue."""
+        limit = self._settings.max_queued_bytes
+        nbytes = estimate_job_bytes(req, shape)
+        param = "validation.artifacts" if req.validation is not None else "nonces"
+        if nbytes > limit:
+            raise PocHttpError(
+                413,
+                f"this job is estimated to hold {nbytes} bytes, more than "
+                f"MLNODE_POC_MAX_QUEUED_BYTES ({limit}); send fewer nonces or shorter claims",
+                param,
+            )
+        queued = sum(self._job_bytes.values())
+        if queued + nbytes > limit:
+            raise PocHttpError(
+                429,
+                f"queued jobs hold an estimated {queued} bytes; this one ({nbytes}) would pass "
+                f"MLNODE_POC_MAX_QUEUED_BYTES ({limit}); retry when they are done",
+                param,
+            )
+        return nbytes
 
     def job_status(self, request_id: str) -> PocJobStatus | None:
         """A live job's state or a finished job's answer (None when unknown or expired)."""
@@ -319,6 +361,7 @@ class PocRunner:
         if job in self._jobs:
             self._jobs.remove(job)
         self._live.pop(job.request_id, None)
+        self._job_bytes.pop(job.request_id, None)
         if store:
             self._results.put(result)
         if not job.future.done():

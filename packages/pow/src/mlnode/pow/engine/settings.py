@@ -57,6 +57,14 @@ class PocEngineSettings(BaseSettings):
     max_queued_nonces: int = Field(
         100_000, ge=1, description="Nonces waiting in /generate jobs before 429."
     )
+    max_queued_bytes: int = Field(
+        2 << 30,
+        ge=1,
+        description=(
+            "Estimated bytes queued /generate jobs may hold (parsed claims, results) before 429; "
+            "one job estimated above it alone gets 413."
+        ),
+    )
     result_ttl_s: float = Field(300.0, gt=0, description="Seconds a finished job stays readable.")
     max_results: int = Field(1000, ge=1, description="Finished jobs kept at most (oldest go).")
     chat_yield: float = Field(
@@ -75,7 +83,13 @@ class PocEngineSettings(BaseSettings):
     callback_backoff_s: float = Field(1.0, gt=0, description="First retry delay (doubles).")
     callback_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay.")
     callback_timeout_s: float = Field(30.0, gt=0, description="Seconds one callback POST may take.")
-    callback_concurrency: int = Field(10, ge=1, description="Callbacks in flight at once.")
+    callback_deadline_s: float = Field(
+        300.0, gt=0, description="Seconds after queueing when an undelivered callback is dropped."
+    )
+    callback_concurrency: int = Field(32, ge=1, description="Callbacks in flight at once.")
+    callback_per_destination: int = Field(
+        2, ge=1, description="Callbacks in flight at once to one scheme://host:port."
+    )
     callback_queue: int = Field(
         10_000, ge=1, description="Callbacks waiting to be sent (oldest dropped beyond)."
     )
