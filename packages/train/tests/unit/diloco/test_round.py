@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mlnode.common.testing import TransportHub
-from mlnode.train.diloco.math import Compression, Tensors
+from mlnode.train.diloco.math import Compression, Tensors, compress, decompress
 from mlnode.train.diloco.round import (
     ErrorFeedback,
     RoundConfig,
@@ -14,6 +14,7 @@ from mlnode.train.diloco.round import (
     plan_chunks,
     run_round,
 )
+from mlnode.train.diloco.sparse import SparseSpec
 
 NAMES = ["w0", "w1", "w2"]
 
@@ -101,6 +102,32 @@ def test_compressed_rounds_are_bit_identical_across_workers(mode: Compression) -
         assert torch.allclose(result.average["b"], true_mean, atol=0.05)
     raw = 2 * (64 + 64) * 4
     assert results[0].bytes_sent < raw / (1.9 if mode is Compression.FP16 else 3.5)
+
+
+def test_sparse_rounds_are_bit_identical_and_average_the_decoded_contributions() -> None:
+    torch.manual_seed(0)
+    noise = {r: {"a": torch.randn(64), "b": torch.randn(64, 80)} for r in range(3)}
+
+    results = run_workers(
+        TransportHub(), [0, 1, 2], compression=Compression.SPARSELOCO, grads=noise.__getitem__
+    )
+
+    spec = SparseSpec()
+    decoded = [
+        decompress(
+            compress(noise[r]["b"], Compression.SPARSELOCO, None, spec)[0],
+            Compression.SPARSELOCO,
+            (64, 80),
+            spec,
+        )
+        for r in range(3)
+    ]
+    for result in results.values():
+        assert sorted(result.results) == [0, 1, 2]
+        assert torch.equal(result.average["b"], results[0].average["b"])
+        assert torch.allclose(result.average["b"], torch.stack(decoded).mean(0), atol=1e-6)
+    raw = 2 * (64 + 64 * 80) * 4
+    assert results[0].bytes_sent < raw / 50
 
 
 def test_small_chunks_give_the_same_average() -> None:
