@@ -41,7 +41,13 @@ MODEL = {
 
 
 def request(
-    corpus: Path, rank: int, h: int, steps: int, outer: dict[str, Any], compression: str
+    corpus: Path,
+    rank: int,
+    h: int,
+    steps: int,
+    outer: dict[str, Any],
+    compression: str,
+    density: float,
 ) -> TrainRequest:
     return TrainRequest.model_validate(
         {
@@ -55,6 +61,7 @@ def request(
             "diloco": {
                 "inner_steps": h,
                 "compression": compression,
+                "sparse_density": density,
                 "robust": {"aggregation": "mean", "gate": False},
                 **outer,
             },
@@ -71,7 +78,13 @@ def request(
 
 
 def run(
-    corpus: Path, root: Path, h: int, steps: int, compression: str = "none", device: str = "cpu"
+    corpus: Path,
+    root: Path,
+    h: int,
+    steps: int,
+    compression: str = "none",
+    device: str = "cpu",
+    density: float = 1 / 64,
 ) -> dict[str, Any]:
     """Train 3 workers to `steps` inner steps each; return eval loss, bytes, tokens/s."""
     outer = (
@@ -82,7 +95,7 @@ def run(
     hub = TransportHub()
     trainers, progress = [], []
     for rank in range(WORKERS):
-        req = request(corpus, rank, h, steps, outer, compression)
+        req = request(corpus, rank, h, steps, outer, compression, density)
         env = TrainerEnv(
             hub.node(f"w{rank}"),
             torch.device(device),
@@ -101,11 +114,11 @@ def run(
         thread.join()
     elapsed = time.monotonic() - started
     final = [p.snapshot() for p in progress]
-    digests = {f["weights_sha256"] for f in final}
+    digests = {f.weights_sha256 for f in final}
     tokens = steps * 8 * 64
     return {
         "eval_loss": trainers[0].inner.evaluate(trainers[0].eval_set),
-        "bytes_sent": max(f["bytes_sent"] for f in final),
+        "bytes_sent": max(f.bytes_sent for f in final),
         "tokens_per_s": tokens / elapsed,
         "identical": len(digests) == 1,
     }
@@ -116,6 +129,7 @@ def main() -> int:
     parser.add_argument("--inner-steps", type=int, default=20, help="H of the DiLoCo run")
     parser.add_argument("--steps", type=int, default=300, help="inner steps per worker")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: the 3 workers share it")
+    parser.add_argument("--density", type=float, default=1 / 64, help="sparseloco's top-k share")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,27 +143,40 @@ def main() -> int:
             f"DiLoCo H={args.inner_steps} int8": run(
                 corpus, root, args.inner_steps, args.steps, "int8", args.device
             ),
+            f"DiLoCo H={args.inner_steps} sparseloco": run(
+                corpus, root, args.inner_steps, args.steps, "sparseloco", args.device, args.density
+            ),
         }
     print(
         f"{WORKERS} workers in one process, in-memory transport, {args.steps} inner steps each,"
         f" batch 8 x 64 tokens, llama 2x64 byte-level; torch threads 1; device {args.device}"
     )
     print(
-        f"{'run':<28}{'eval loss':>10}{'bytes sent/worker':>19}{'tokens/s/worker':>17}"
-        f"{'identical':>11}"
+        f"{'run':<32}{'eval loss':>10}{'vs H=1':>8}{'bytes sent/worker':>19}{'fewer':>9}"
+        f"{'tokens/s/worker':>17}{'identical':>11}"
     )
+    base = next(iter(rows.values()))
     for name, row in rows.items():
+        loss_gap = (row["eval_loss"] - base["eval_loss"]) / base["eval_loss"]
+        fewer = base["bytes_sent"] / row["bytes_sent"]
         print(
-            f"{name:<28}{row['eval_loss']:>10.4f}{row['bytes_sent']:>19,}"
-            f"{row['tokens_per_s']:>17.0f}{str(row['identical']):>11}"
+            f"{name:<32}{row['eval_loss']:>10.4f}{loss_gap:>+8.2%}{row['bytes_sent']:>19,}"
+            f"{fewer:>8.0f}x{row['tokens_per_s']:>17.0f}{str(row['identical']):>11}"
         )
-    base, diloco = list(rows.values())[:2]
+    diloco, sparse = list(rows.values())[1], list(rows.values())[3]
     gap = (diloco["eval_loss"] - base["eval_loss"]) / base["eval_loss"]
     ratio = base["bytes_sent"] / diloco["bytes_sent"]
     ok = gap <= 0.05 and ratio >= args.inner_steps and all(r["identical"] for r in rows.values())
     print(
         f"DiLoCo H={args.inner_steps} vs H=1: eval loss {gap:+.2%} (limit +5%), "
         f"{ratio:.1f}x fewer bytes (need >= {args.inner_steps}x): {'PASS' if ok else 'FAIL'}"
+    )
+    sparse_gap = (sparse["eval_loss"] - base["eval_loss"]) / base["eval_loss"]
+    sparse_ratio = base["bytes_sent"] / sparse["bytes_sent"]
+    print(
+        f"sparseloco H={args.inner_steps} vs H=1: eval loss {sparse_gap:+.2%} (target within 2%), "
+        f"{sparse_ratio:.0f}x fewer bytes (target >= 1000x): "
+        f"{'MET' if sparse_gap <= 0.02 and sparse_ratio >= 1000 else 'NOT MET'}"
     )
     return 0 if ok else 1
 

@@ -114,6 +114,8 @@ class GrpcTransport:
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._calls: dict[str, threading.BoundedSemaphore] = {}
+        #: peer id -> its client, reused (stubs, handshakes made ahead) while the peer is unchanged
+        self._clients: dict[str, PeerClient] = {}
         self._server: grpc.Server | None = None
         self._fast_pool: ThreadPoolExecutor | None = None
         self.handlers: ServerHandlers | None = None
@@ -195,6 +197,7 @@ class GrpcTransport:
             self._fast_pool = None
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
+            self._clients = {}
         for channel in channels:
             channel.close()
 
@@ -204,19 +207,27 @@ class GrpcTransport:
             raise PeerUnknown(f"peer {peer_id!r} is not a known peer")
         if peer.address is None:
             raise PeerUnreachable(f"peer {peer_id!r} has no address")
+        self.watchdog.start()  # also for a node that only calls: it watches cancellations
         with self._lock:
+            known = self._clients.get(peer_id)
+            if known is not None and known.peer == peer:
+                return known
             channel = self._channels.get(peer.address)
             if channel is None:
                 channel = grpc.insecure_channel(peer.address, channel_options(self.settings))
                 self._channels[peer.address] = channel
-        timeouts = CallTimeouts(self.settings.handshake_timeout_s, self.settings.rpc_timeout_s)
+        # A handshake made ahead is used for half the server's challenge lifetime (same settings).
+        timeouts = CallTimeouts(
+            self.settings.handshake_timeout_s,
+            self.settings.rpc_timeout_s,
+            self.settings.challenge_ttl_s / 2,
+        )
 
         def alive() -> None:
             if self.peers.get(peer_id) != peer:
                 raise SessionRevoked(f"peer {peer_id} was removed or changed during the call")
 
-        self.watchdog.start()  # also for a node that only calls: it watches cancellations
-        return PeerClient(
+        client = PeerClient(
             channel,
             self.identity,
             peer,
@@ -226,6 +237,9 @@ class GrpcTransport:
             alive,
             self.watchdog,
         )
+        with self._lock:
+            self._clients[peer_id] = client
+        return client
 
     @contextmanager
     def _call_slot(self, peer_id: str) -> Iterator[None]:
