@@ -1,11 +1,13 @@
-"""The signed transport against plain gRPC over a shaped WAN (`shaping_relay`), before and after
-tuning for long fat links.
+"""The signed transport against plain gRPC over a shaped WAN, before and after tuning.
+
+The WAN is `mlnode.common.testing.shaping_relay`.
 
 The receiver runs in its own process (as in `transport_bench`); every call goes through a relay
-on loopback that adds half the RTT each way and caps the rate. "before" is the transport as it
-was: gRPC's default flow control and one handshake round trip per push; "after" is the tuned
-channel options of `transport.channel_options` and the handshake made ahead. Plain gRPC gets the
-same channel options as the transport in each row, so each ratio compares like with like.
+on loopback that adds half the RTT each way and caps the rate. "before" makes one handshake
+round trip per push (as the transport did); "after" uses the handshake made ahead; "+window"
+adds a fixed 8 MiB stream window (`grpc.http2.lookahead_bytes`) on both ends, over BDP probing.
+Plain gRPC gets the same channel options as the transport in each row, so each ratio compares
+like with like.
 Usage: python wan_bench.py [--rtt-ms 50 150] [--rate-mbit 100] [--sizes-kib 1024 16384]
 """
 
@@ -21,35 +23,35 @@ from collections.abc import Callable
 import grpc
 import torch
 import transport_bench
-from shaping_relay import ShapingRelay
 
+from mlnode.common.testing.shaping_relay import ShapingRelay
 from mlnode.common.transport import transport as transport_module
 from mlnode.common.transport.auth import Identity
-from mlnode.common.transport.framing import MAX_CHUNK_BYTES
 from mlnode.common.transport.peers import KnownPeers, Peer
 from mlnode.common.transport.settings import TransportSettings
 from mlnode.common.transport.transport import GrpcTransport
 
-TUNED = transport_module.channel_options
+SHIPPED = transport_module.channel_options
+WINDOW_BYTES = 8 << 20
 
 
-def untuned(settings: TransportSettings) -> list[tuple[str, int]]:
-    """The channel options before tuning: message sizes only, gRPC's default flow control."""
-    largest = max(MAX_CHUNK_BYTES, settings.max_header_bytes) + 64 * 1024
-    return [("grpc.max_receive_message_length", largest), ("grpc.max_send_message_length", largest)]
+def windowed(settings: TransportSettings) -> list[tuple[str, int]]:
+    """The shipped options plus a fixed stream window."""
+    return [*SHIPPED(settings), ("grpc.http2.lookahead_bytes", WINDOW_BYTES)]
 
 
-def use_options(tuned: bool) -> None:
+def use_options(window: bool) -> None:
     """Both ends read `channel_options` when they open a channel or a server."""
-    transport_module.channel_options = TUNED if tuned else untuned  # type: ignore[assignment]
+    transport_module.channel_options = windowed if window else SHIPPED  # type: ignore[assignment]
     transport_bench.channel_options = transport_module.channel_options  # type: ignore[attr-defined]
 
 
-def one_row(tuned: bool, rtt_s: float, rate_bps: float, sizes: list[int], reps: int) -> list[str]:
-    use_options(tuned)
+def one_row(mode: str, rtt_s: float, rate_bps: float, sizes: list[int], reps: int) -> list[str]:
+    window = mode == "+window"
+    use_options(window)
     settings = TransportSettings(host="127.0.0.1", port=0)
     me = Identity.generate()
-    flag = ["--tuned"] if tuned else []
+    flag = ["--window"] if window else []
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve", base64.b64encode(me.public_key).decode(), *flag],
         stdin=subprocess.PIPE,
@@ -68,7 +70,7 @@ def one_row(tuned: bool, rtt_s: float, rate_bps: float, sizes: list[int], reps: 
         options = transport_module.channel_options(settings)
         channel = grpc.insecure_channel(f"127.0.0.1:{plain_relay.port}", options)
         push = channel.stream_unary(transport_bench.PLAIN)
-        if not tuned:
+        if mode == "before":
             transport_bench.handshake_per_call(sender, "receiver")
         counter = iter(range(1 << 30))
         for kib in sizes:
@@ -83,7 +85,7 @@ def one_row(tuned: bool, rtt_s: float, rate_bps: float, sizes: list[int], reps: 
             plain_first, plain_rate = best(plain, kib * 1024, reps)
             signed_first, signed_rate = best(signed, kib * 1024, reps)
             lines.append(
-                f"{'after' if tuned else 'before':<8}{rtt_s * 1000:>4.0f} ms{kib // 1024:>6} MiB"
+                f"{mode:<8}{rtt_s * 1000:>4.0f} ms{kib // 1024:>6} MiB"
                 f"{signed_rate:>13.1f}{plain_rate:>12.1f}{signed_rate / plain_rate:>7.2f}"
                 f"{signed_first:>14.1f}{plain_first:>13.1f}"
             )
@@ -116,10 +118,10 @@ def main() -> None:
     parser.add_argument("--sizes-kib", type=int, nargs="+", default=[1024, 16384])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--serve", default=None)
-    parser.add_argument("--tuned", action="store_true")
+    parser.add_argument("--window", action="store_true")
     args = parser.parse_args()
     if args.serve is not None:
-        use_options(args.tuned)
+        use_options(args.window)
         transport_bench.serve(args.serve)
         return
     print(
@@ -131,8 +133,8 @@ def main() -> None:
         f"{'signed first':>14}{'plain first':>13}"
     )
     for rtt_ms in args.rtt_ms:
-        for tuned in (False, True):
-            one_row(tuned, rtt_ms / 1000, args.rate_mbit * 1e6, args.sizes_kib, args.reps)
+        for mode in ("before", "after", "+window"):
+            one_row(mode, rtt_ms / 1000, args.rate_mbit * 1e6, args.sizes_kib, args.reps)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,13 @@ transport (`mlnode.common.testing.TransportHub`; the same round code runs over t
 transport in the integration test). Both runs see the same samples: batch k of rank r depends
 only on (seed, r, k). The baseline averages the weights after every inner step (outer SGD with
 lr 1 and no momentum); DiLoCo syncs every H steps with outer lr 0.7 and Nesterov momentum 0.9.
+With sparseloco (SparseLoCo, Sarfi et al. 2025) the outer step has no momentum (error feedback
+carries what was not sent) and outer lr 1.75: the best of a sweep on this task at density 1/16
+(eval loss against H=1: lr 1 +9%, 1.5 +5.8%, 1.75 +2.0%, 2 +3.3%, 2.5 +12%, 3 +31%; Nesterov
+0.9 at lr 0.7 +59%).
 Printed: final eval loss, bytes each worker sent, tokens/s per worker, and whether DiLoCo's eval
-loss is within 5% of the baseline while sending at least H times fewer bytes.
+loss is within 5% of the baseline while sending at least H times fewer bytes; for sparseloco,
+whether it meets the target of >= 1000x fewer bytes than every-step at eval loss within 2%.
 """
 
 from __future__ import annotations
@@ -85,13 +90,15 @@ def run(
     compression: str = "none",
     device: str = "cpu",
     density: float = 1 / 64,
+    outer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train 3 workers to `steps` inner steps each; return eval loss, bytes, tokens/s."""
-    outer = (
-        {"outer_lr": 1.0, "outer_momentum": 0.0, "nesterov": False}
-        if h == 1
-        else {"outer_lr": 0.7, "outer_momentum": 0.9, "nesterov": True}
-    )
+    if outer is None:
+        outer = (
+            {"outer_lr": 1.0, "outer_momentum": 0.0, "nesterov": False}
+            if h == 1
+            else {"outer_lr": 0.7, "outer_momentum": 0.9, "nesterov": True}
+        )
     hub = TransportHub()
     trainers, progress = [], []
     for rank in range(WORKERS):
@@ -129,7 +136,10 @@ def main() -> int:
     parser.add_argument("--inner-steps", type=int, default=20, help="H of the DiLoCo run")
     parser.add_argument("--steps", type=int, default=300, help="inner steps per worker")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: the 3 workers share it")
-    parser.add_argument("--density", type=float, default=1 / 64, help="sparseloco's top-k share")
+    parser.add_argument("--density", type=float, default=1 / 16, help="sparseloco's top-k share")
+    parser.add_argument(
+        "--sparse-outer-lr", type=float, default=1.75, help="sparseloco's outer lr (no momentum)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,7 +154,15 @@ def main() -> int:
                 corpus, root, args.inner_steps, args.steps, "int8", args.device
             ),
             f"DiLoCo H={args.inner_steps} sparseloco": run(
-                corpus, root, args.inner_steps, args.steps, "sparseloco", args.device, args.density
+                corpus,
+                root,
+                args.inner_steps,
+                args.steps,
+                "sparseloco",
+                args.device,
+                args.density,
+                # SparseLoCo's outer step: error feedback is the only memory, no outer momentum.
+                {"outer_lr": args.sparse_outer_lr, "outer_momentum": 0.0, "nesterov": False},
             ),
         }
     print(
