@@ -95,12 +95,12 @@ def _index_bytes(idx: np.ndarray, length: int) -> tuple[np.ndarray, list[np.ndar
 
 def encode(target: torch.Tensor, spec: SparseSpec) -> Tensors:
     """Encode a tensor's flattened fp32 values (pseudo-gradient plus residual)."""
-    flat = target.detach().float().reshape(-1).cpu()
+    flat = target.detach().float().reshape(-1)  # selected on its device; only the picks move
     fmts, idx_parts, codes, scales = [], [], [], []
     for first, n, length in spec.rows(flat.numel()):
         block = flat[first * spec.chunk : first * spec.chunk + n * length].reshape(n, length)
         k = spec.k_of(length)
-        top = torch.topk(block.abs(), k, dim=1).indices.sort(dim=1).values
+        top = torch.topk(block.abs(), k, dim=1, sorted=False).indices.sort(dim=1).values
         vals = torch.gather(block, 1, top)
         mags = vals.abs()
         split = mags.mean(dim=1, keepdim=True)
@@ -109,9 +109,9 @@ def encode(target: torch.Tensor, spec: SparseSpec) -> Tensors:
         sum_hi = (mags * high).sum(dim=1)
         lo = ((mags.sum(dim=1) - sum_hi) / (k - count_hi).clamp(min=1)).float()
         hi = torch.where(count_hi > 0, sum_hi / count_hi.clamp(min=1), lo).float()
-        scales.append(torch.stack([lo, hi], dim=1))
-        codes.append(((vals < 0).to(torch.uint8) * 2 + high.to(torch.uint8)).reshape(-1))
-        fmt, parts = _index_bytes(top.numpy().astype(np.int64), length)
+        scales.append(torch.stack([lo, hi], dim=1).cpu())
+        codes.append(((vals < 0).to(torch.uint8) * 2 + high.to(torch.uint8)).reshape(-1).cpu())
+        fmt, parts = _index_bytes(top.cpu().numpy().astype(np.int64), length)
         fmts.append(fmt)
         idx_parts.extend(parts)
     code = torch.cat(codes).numpy() if codes else np.empty(0, np.uint8)
