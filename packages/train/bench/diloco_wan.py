@@ -4,8 +4,9 @@ Three workers run in threads of this process, each with its own `GrpcTransport`;
 reaches another through a relay on loopback (`mlnode.common.testing.shaping_relay`) that adds
 half the RTT each way and caps each connection at the given rate. The model is a 4 x 256 llama
 (~11 MB of fp32 pseudo-gradient per worker and round). Printed: the wall time of the last round
-(H inner steps plus the exchange and the hash vote) per RTT and compression, and the same on
-plain loopback, whose difference is what the link costs.
+(H inner steps plus the outer step) and of its outer step alone (exchange, aggregation, hash
+vote: progress `sync_s` of the worker that waited least for the others) per RTT and compression,
+and the same on plain loopback, whose difference is what the link costs.
 Usage: python diloco_wan.py [--rtt-ms 50 150] [--rate-mbit 100] [--rounds 3]
 """
 
@@ -112,6 +113,8 @@ def run(
     tokens = H * 8 * 64
     return {
         "round_s": max(tokens / (f.tokens_per_s or float("nan")) for f in final),
+        # The last worker to reach the exchange waits least: its outer step is the link's cost.
+        "sync_s": min(f.sync_s or float("nan") for f in final),
         "bytes": max(f.bytes_sent for f in final) // rounds,
         "identical": len({f.weights_sha256 for f in final}) == 1,
         "rounds": min(f.outer_round for f in final),
@@ -130,7 +133,10 @@ def main() -> None:
         f"{args.rate_mbit:.0f} Mbit/s per connection each way, no loss; last of {args.rounds} "
         "rounds"
     )
-    print(f"{'link':<14}{'compression':<13}{'round s':>9}{'bytes/round/worker':>20}{'same':>6}")
+    print(
+        f"{'link':<14}{'compression':<13}{'round s':>9}{'outer step s':>14}"
+        f"{'bytes/round/worker':>20}{'same':>6}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         corpus = write_tiny_corpus(root / "corpus.txt", sentences=2000)
@@ -141,7 +147,8 @@ def main() -> None:
                 )
                 link = "loopback" if rtt_ms == 0 else f"RTT {rtt_ms:.0f} ms"
                 print(
-                    f"{link:<14}{compression:<13}{row['round_s']:>9.2f}{row['bytes']:>20,}"
+                    f"{link:<14}{compression:<13}{row['round_s']:>9.2f}{row['sync_s']:>14.2f}"
+                    f"{row['bytes']:>20,}"
                     f"{str(row['identical'] and row['rounds'] == args.rounds):>6}",
                     flush=True,
                 )

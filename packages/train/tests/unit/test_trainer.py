@@ -90,6 +90,7 @@ def test_three_workers_learn_and_stay_identical(make_request, tmp_path) -> None:
     status = pairs[1][1].snapshot()
     assert status.peers_alive == ["w0", "w2"] and status.weights_agree is True
     assert status.bytes_sent > 0 and not_none(status.tokens_per_s) > 0
+    assert not_none(status.sync_s) > 0
 
 
 def test_sparse_workers_stay_identical_and_checkpoint_their_error_feedback(

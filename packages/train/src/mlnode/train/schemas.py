@@ -254,6 +254,9 @@ class TrainFigures(BaseModel):
     outer_round: int = Field(0, description="Outer rounds done.")
     total_rounds: int | None = Field(None, description="Outer rounds the job runs.")
     tokens_per_s: float | None = Field(None, description="Tokens per second, last round.")
+    sync_s: float | None = Field(
+        None, description="Seconds the last outer step took: exchange, aggregation and vote."
+    )
     bytes_sent: int = Field(0, description="Pseudo-gradient payload bytes sent.")
     bytes_received: int = Field(0, description="Pseudo-gradient payload bytes received.")
     peers_alive: list[str] = Field(
@@ -290,6 +293,7 @@ class TrainFigureUpdate(TypedDict, total=False):
     outer_round: int
     total_rounds: int | None
     tokens_per_s: float | None
+    sync_s: float | None
     bytes_sent: int
     bytes_received: int
     peers_alive: list[str]

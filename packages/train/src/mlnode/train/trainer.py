@@ -153,10 +153,14 @@ class DilocoTrainer:
         while self.round < self.total_rounds and not stop.is_set():
             started = time.monotonic()
             loss = self._inner_round(stop)
+            syncing = time.monotonic()
             if loss is None or not self._outer_step(loss, stop):
                 break
-            elapsed = time.monotonic() - started
-            self.progress.set(tokens_per_s=round(self.tokens_per_round / elapsed, 1))
+            done = time.monotonic()
+            self.progress.set(
+                tokens_per_s=round(self.tokens_per_round / (done - started), 1),
+                sync_s=round(done - syncing, 3),
+            )
 
     def unserve(self) -> None:
         """Stop offering this worker's state to peers."""
