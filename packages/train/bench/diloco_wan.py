@@ -61,6 +61,8 @@ def request(corpus: Path, rank: int, rounds: int, compression: str) -> TrainRequ
                 "robust": {"aggregation": "mean", "gate": False},
             },
             "optim": {"lr": 3e-3, "total_steps": H * rounds, "batch_size": 8},
+            # No checkpoint inside the timed rounds: the outer step is the link's and the maths'.
+            "checkpoint": {"every_outer_steps": 1000},
             "seed": 1,
         }
     )

@@ -246,7 +246,9 @@ class GrpcTransport:
             self.watchdog,
         )
         with self._lock:
-            self._clients[peer_id] = client
+            # Only clients of peers still known as they were: at most one per known peer.
+            kept = {k: c for k, c in self._clients.items() if self.peers.get(k) == c.peer}
+            self._clients = kept | {peer_id: client}
         return client
 
     @contextmanager
