@@ -1,5 +1,8 @@
 """Three real MLNode processes train one tiny causal LM with DiLoCo over the signed transport.
 
+The pseudo-gradients travel as sparseloco (top-k, 2-bit values, error feedback kept in the
+checkpoints), the leanest encoding, so resume and rejoin are checked with its state too.
+
 One test walks the whole story so the processes start once: the loss falls and the weights are
 identical on every node after every outer step; stop then start resumes from the checkpoint;
 one node is killed mid-round and the other two go on; the restarted node rejoins from its
@@ -97,7 +100,7 @@ def start_body(
             "inner_steps": 4,
             "round_timeout_s": 20,
             "chunk_timeout_s": 10,
-            "compression": "fp16",
+            "compression": "sparseloco",
         },
         optim={"lr": 3e-3, "total_steps": 4 * TOTAL_ROUNDS, "batch_size": 8, "weight_decay": 0.0},
         checkpoint={"dir": str(tmp_path / f"ckpt-{rank}"), "every_outer_steps": 1},

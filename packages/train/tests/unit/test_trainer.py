@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from mlnode.common.testing import FakeTransport, TransportHub, not_none, wait_until
+from mlnode.train.checkpoint import load_latest
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
@@ -89,6 +90,31 @@ def test_three_workers_learn_and_stay_identical(make_request, tmp_path) -> None:
     status = pairs[1][1].snapshot()
     assert status.peers_alive == ["w0", "w2"] and status.weights_agree is True
     assert status.bytes_sent > 0 and not_none(status.tokens_per_s) > 0
+    assert not_none(status.sync_s) > 0
+
+
+def test_sparse_workers_stay_identical_and_checkpoint_their_error_feedback(
+    make_request, tmp_path
+) -> None:
+    hub = TransportHub()
+    sparse = {"compression": "sparseloco", "sparse_density": 0.05, "sparse_chunk": 1024}
+    pairs = [
+        make_trainer(
+            make_request, hub.node(f"w{r}"), r, 2, tmp_path / f"c{r}", diloco=diloco(30) | sparse
+        )
+        for r in range(2)
+    ]
+
+    run_all([t for t, _ in pairs])
+
+    per_round = [hashes(p) for _, p in pairs]
+    assert per_round[0] == per_round[1] and len(per_round[0]) >= 3
+    for trainer, _ in pairs:
+        saved = not_none(load_latest(trainer.env.checkpoint_dir))
+        residuals = trainer.feedback.residuals
+        assert set(saved.residuals) == set(residuals) == set(trainer.synced)
+        assert all(torch.equal(saved.residuals[n], t) for n, t in residuals.items())
+        assert any(bool(t.abs().sum() > 0) for t in residuals.values())
 
 
 def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(

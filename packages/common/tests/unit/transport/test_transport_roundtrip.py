@@ -1,5 +1,6 @@
 import threading
 import time
+from typing import Any
 
 import grpc
 import numpy as np
@@ -7,9 +8,10 @@ import pytest
 import torch
 
 from mlnode.common.errors import PeerUnknown
-from mlnode.common.testing import free_port
+from mlnode.common.testing import free_port, wait_until
 from mlnode.common.transport import wire
 from mlnode.common.transport.api import TensorMeta
+from mlnode.common.transport.client import PreparedHandshake
 from mlnode.common.transport.codec import DTYPES, encode
 from mlnode.common.transport.errors import (
     LimitExceeded,
@@ -19,7 +21,7 @@ from mlnode.common.transport.errors import (
 )
 from mlnode.common.transport.framing import write_frames
 from mlnode.common.transport.inbox_budget import TENSOR_OVERHEAD
-from mlnode.common.transport.interceptors import PUSH
+from mlnode.common.transport.interceptors import NONCE_MD, PUSH
 from mlnode.common.transport.peers import Peer
 
 from .conftest import Pair, make_transport
@@ -204,3 +206,55 @@ def test_peer_at_a_closed_port_is_unreachable(pair: Pair) -> None:
     pair.alice.peers.put(Peer("gone", b"\2" * 32, f"127.0.0.1:{free_port()}"))
     with pytest.raises(PeerUnreachable, match="UNAVAILABLE"):
         pair.alice.send("gone", {"x": torch.ones(1)}, "t", "r")
+
+
+def _ready_handshake(pair: Pair) -> PreparedHandshake:
+    client = pair.alice._client("bob")
+    wait_until(lambda: "t" in client._ready, timeout_s=10, what="a handshake made ahead")
+    return client._ready["t"]
+
+
+def test_pushes_use_the_handshake_made_ahead(pair: Pair) -> None:
+    client = pair.alice._client("bob")
+    pair.alice.send("bob", {"x": torch.ones(3)}, "t", "a")
+    ahead = _ready_handshake(pair)
+    inline = []
+    real = client.handshake
+
+    def counted(task: str, method: str, timeout: float | None = None) -> tuple[bytes, Any]:
+        inline.append(threading.current_thread().name)
+        return real(task, method, timeout)
+
+    client.handshake = counted  # type: ignore[method-assign]
+    pair.alice.send("bob", {"x": torch.full((3,), 2.0)}, "t", "b")
+
+    assert pair.alice._client("bob") is client
+    assert torch.equal(
+        pair.bob.receive("t", "b", ["alice"], 5)["alice"]["x"], torch.full((3,), 2.0)
+    )
+    assert _ready_handshake(pair) is not ahead  # used once, and the next one made
+    assert inline and all(name == "transport-handshake-ahead" for name in inline)
+
+
+def test_a_handshake_ahead_the_peer_forgot_falls_back_to_a_fresh_one(pair: Pair) -> None:
+    client = pair.alice._client("bob")
+    pair.alice.send("bob", {"x": torch.ones(3)}, "t", "a")
+    ahead = _ready_handshake(pair)
+    # A challenge the peer never issued (as after its restart, or once its TTL passed).
+    forged = dict(ahead.metadata) | {NONCE_MD: bytes(len(dict(ahead.metadata)[NONCE_MD]))}
+    client._ready["t"] = PreparedHandshake(ahead.session, tuple(forged.items()), time.monotonic())
+
+    pair.alice.send("bob", {"x": torch.full((3,), 5.0)}, "t", "b")
+
+    got = pair.bob.receive("t", "b", ["alice"], 5)
+    assert torch.equal(got["alice"]["x"], torch.full((3,), 5.0))
+    assert pair.bob.receive("t", "b", ["alice"], 0.5) == {}  # delivered once
+
+
+def test_a_stale_handshake_ahead_is_not_used(pair: Pair) -> None:
+    client = pair.alice._client("bob")
+    pair.alice.send("bob", {"x": torch.ones(3)}, "t", "a")
+    ahead = _ready_handshake(pair)
+    client._ready["t"] = PreparedHandshake(ahead.session, ahead.metadata, time.monotonic() - 3600)
+
+    assert client._take_ready("t") is None

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mlnode.common.lifecycle import ServiceStatus
 from mlnode.train.diloco.aggregation import Aggregation
 from mlnode.train.diloco.math import Compression
+from mlnode.train.diloco.sparse import MAX_CHUNK
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -96,7 +97,18 @@ class DilocoConfig(_Strict):
     outer_momentum: float = Field(0.9, ge=0, lt=1, description="Outer SGD momentum.")
     nesterov: bool = Field(True, description="Nesterov momentum for the outer SGD.")
     compression: Compression = Field(
-        Compression.NONE, description="Pseudo-gradient encoding: none, fp16, int8 (error feedback)."
+        Compression.NONE,
+        description="Pseudo-gradient encoding: none, fp16, int8 or sparseloco (both with error "
+        "feedback).",
+    )
+    sparse_density: float = Field(
+        1 / 64,
+        gt=0,
+        le=0.5,
+        description="sparseloco: share of each chunk's values sent (top-k by magnitude).",
+    )
+    sparse_chunk: int = Field(
+        4096, ge=8, le=MAX_CHUNK, description="sparseloco: values per top-k chunk."
     )
     round_timeout_s: float = Field(
         300.0, gt=0, description="How long a worker waits for peers' pseudo-gradients each round."
@@ -244,6 +256,9 @@ class TrainFigures(BaseModel):
     outer_round: int = Field(0, description="Outer rounds done.")
     total_rounds: int | None = Field(None, description="Outer rounds the job runs.")
     tokens_per_s: float | None = Field(None, description="Tokens per second, last round.")
+    sync_s: float | None = Field(
+        None, description="Seconds the last outer step took: exchange, aggregation and vote."
+    )
     bytes_sent: int = Field(0, description="Pseudo-gradient payload bytes sent.")
     bytes_received: int = Field(0, description="Pseudo-gradient payload bytes received.")
     peers_alive: list[str] = Field(
@@ -280,6 +295,7 @@ class TrainFigureUpdate(TypedDict, total=False):
     outer_round: int
     total_rounds: int | None
     tokens_per_s: float | None
+    sync_s: float | None
     bytes_sent: int
     bytes_received: int
     peers_alive: list[str]

@@ -27,6 +27,7 @@ from mlnode.train.diloco.aggregation import combine_all
 from mlnode.train.diloco.agreement import choose_state, default_max_faulty
 from mlnode.train.diloco.math import Tensors, nesterov_outer_step, pseudo_gradient
 from mlnode.train.diloco.round import ErrorFeedback, RoundConfig, RoundResult, run_round
+from mlnode.train.diloco.sparse import SparseSpec
 from mlnode.train.diloco.sync import (
     Snapshot,
     SnapshotProvider,
@@ -107,6 +108,7 @@ class DilocoTrainer:
             aggregation=robust.aggregation,
             max_faulty=self.max_faulty,
             clip_factor=robust.clip_factor,
+            sparse=SparseSpec(density=d.sparse_density, chunk=d.sparse_chunk),
         )
         gate = LossGate(
             self.inner, self.eval_set, robust.gate_batch, robust.gate_keep, self.max_faulty
@@ -151,10 +153,14 @@ class DilocoTrainer:
         while self.round < self.total_rounds and not stop.is_set():
             started = time.monotonic()
             loss = self._inner_round(stop)
+            syncing = time.monotonic()
             if loss is None or not self._outer_step(loss, stop):
                 break
-            elapsed = time.monotonic() - started
-            self.progress.set(tokens_per_s=round(self.tokens_per_round / elapsed, 1))
+            done = time.monotonic()
+            self.progress.set(
+                tokens_per_s=round(self.tokens_per_round / (done - started), 1),
+                sync_s=round(done - syncing, 3),
+            )
 
     def unserve(self) -> None:
         """Stop offering this worker's state to peers."""

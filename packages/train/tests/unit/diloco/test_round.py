@@ -1,3 +1,4 @@
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from mlnode.common.testing import TransportHub
-from mlnode.train.diloco.math import Compression, Tensors
+from mlnode.train.diloco.aggregation import Aggregation
+from mlnode.train.diloco.math import Compression, Tensors, compress, decompress
 from mlnode.train.diloco.round import (
     ErrorFeedback,
     RoundConfig,
@@ -14,6 +16,7 @@ from mlnode.train.diloco.round import (
     plan_chunks,
     run_round,
 )
+from mlnode.train.diloco.sparse import SparseSpec
 
 NAMES = ["w0", "w1", "w2"]
 
@@ -101,6 +104,81 @@ def test_compressed_rounds_are_bit_identical_across_workers(mode: Compression) -
         assert torch.allclose(result.average["b"], true_mean, atol=0.05)
     raw = 2 * (64 + 64) * 4
     assert results[0].bytes_sent < raw / (1.9 if mode is Compression.FP16 else 3.5)
+
+
+def test_sparse_rounds_are_bit_identical_and_average_the_decoded_contributions() -> None:
+    torch.manual_seed(0)
+    noise = {r: {"a": torch.randn(64), "b": torch.randn(64, 80)} for r in range(3)}
+
+    results = run_workers(
+        TransportHub(), [0, 1, 2], compression=Compression.SPARSELOCO, grads=noise.__getitem__
+    )
+
+    spec = SparseSpec()
+    decoded = [
+        decompress(
+            compress(noise[r]["b"], Compression.SPARSELOCO, None, spec)[0],
+            Compression.SPARSELOCO,
+            (64, 80),
+            spec,
+        )
+        for r in range(3)
+    ]
+    for result in results.values():
+        assert sorted(result.results) == [0, 1, 2]
+        assert torch.equal(result.average["b"], results[0].average["b"])
+        assert torch.allclose(result.average["b"], torch.stack(decoded).mean(0), atol=1e-6)
+    raw = 2 * (64 + 64 * 80) * 4
+    assert results[0].bytes_sent < raw / 50
+
+
+@pytest.mark.parametrize("retain", [False, True])
+def test_sparse_contributions_reach_the_robust_rules_and_the_gate_decoded(retain: bool) -> None:
+    torch.manual_seed(1)
+    noise = {r: {"w": torch.randn(32, 40)} for r in range(3)}
+    spec = SparseSpec(density=1 / 8, chunk=256)
+    results: dict[int, RoundResult] = {}
+
+    def work(rank: int) -> None:
+        peers = {n: r for r, n in enumerate(NAMES) if r != rank}
+        config = RoundConfig(
+            "task", rank, Compression.SPARSELOCO, 5.0, 5.0, aggregation=Aggregation.MEDIAN
+        )
+        config = dataclasses.replace(config, sparse=spec)
+        results[rank] = run_round(
+            hub.node(NAMES[rank]),
+            peers,
+            config,
+            0,
+            noise[rank],
+            1.0,
+            ErrorFeedback(),
+            retain=retain,
+        )
+
+    hub = TransportHub()
+    threads = [threading.Thread(target=work, args=(r,)) for r in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    decoded = [
+        decompress(
+            compress(noise[r]["w"], Compression.SPARSELOCO, None, spec)[0],
+            Compression.SPARSELOCO,
+            (32, 40),
+            spec,
+        )
+        for r in range(3)
+    ]
+    for result in results.values():
+        if retain:  # what the loss gate scores: each worker's decoded contribution
+            assert sorted(result.contributions) == [0, 1, 2]
+            for rank in range(3):
+                assert torch.equal(result.contributions[rank]["w"], decoded[rank])
+        else:
+            assert torch.equal(result.average["w"], torch.stack(decoded).median(dim=0).values)
 
 
 def test_small_chunks_give_the_same_average() -> None:

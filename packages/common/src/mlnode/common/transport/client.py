@@ -1,8 +1,18 @@
-"""`PeerClient`: one known peer, reached over a shared channel, with a fresh handshake per call."""
+"""`PeerClient`: one known peer, reached over a shared channel, with a fresh handshake per call.
+
+A push's handshake is made ahead of time: after each push the next challenge is asked for in
+the background, so a run of pushes to a peer does not pay the Hello's round trip each time
+(one RTT of two per call on a long link). The protocol is untouched: each challenge is used
+once, within the server's TTL, for the method it was proven for; a prefetched one the server
+no longer holds (expired, or the peer restarted) is answered UNAUTHENTICATED before any frame is
+read, and the push is made again with a fresh handshake.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -47,6 +57,8 @@ from mlnode.common.transport.interceptors import (
 from mlnode.common.transport.peers import Peer
 from mlnode.common.transport.watchdog import Watchdog
 
+log = logging.getLogger(__name__)
+
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 _ERRORS: dict[grpc.StatusCode, type[MLNodeError]] = {
@@ -74,6 +86,17 @@ class CallTimeouts:
 
     handshake_s: float
     rpc_s: float
+    #: How long a prefetched push handshake is used; 0 turns prefetching off.
+    prefetch_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PreparedHandshake:
+    """A push handshake made ahead: its session id, the call metadata and when it was made."""
+
+    session: bytes
+    metadata: Metadata
+    made: float
 
 
 class PeerClient:
@@ -106,6 +129,10 @@ class PeerClient:
         self.timeouts = timeouts
         self.alive = alive
         self.watchdog = watchdog
+        self._lock = threading.Lock()
+        #: One handshake made ahead per task, for the next push.
+        self._ready: dict[str, PreparedHandshake] = {}
+        self._prefetching: set[str] = set()
 
     def handshake(
         self, task: str, method: str, timeout: float | None = None
@@ -147,24 +174,65 @@ class PeerClient:
                 check_sendable(name, tensor)
         except CodecError as exc:
             raise LimitExceeded(str(exc)) from None
-        # encoded one at a time while streaming: CUDA tensors are staged to host one by one
-        encoded = (encode(name, tensor) for name, tensor in tensors.items())
-        try:
-            session, metadata = self.handshake(task, PUSH)
-            frames = write_frames(
-                encoded,
-                session=session,
-                signer=self.identity,
-                task=task,
-                tag=tag,
-                chunk_bytes=self.chunk_bytes,
-                alive=self.alive,
-            )
-            reply = self._push(frames, metadata=metadata, timeout=self.timeouts.rpc_s)
-        except grpc.RpcError as exc:
-            self.alive()  # a peer removed here mid-send cancels the call: say so
-            raise translate(self.peer, exc) from None
-        return int(reply.accepted)
+        ready = self._take_ready(task)
+        while True:
+            # encoded one at a time while streaming: CUDA tensors are staged to host one by one
+            encoded = (encode(name, tensor) for name, tensor in tensors.items())
+            try:
+                session, metadata = (
+                    (ready.session, ready.metadata) if ready else self.handshake(task, PUSH)
+                )
+                frames = write_frames(
+                    encoded,
+                    session=session,
+                    signer=self.identity,
+                    task=task,
+                    tag=tag,
+                    chunk_bytes=self.chunk_bytes,
+                    alive=self.alive,
+                )
+                reply = self._push(frames, metadata=metadata, timeout=self.timeouts.rpc_s)
+            except grpc.RpcError as exc:
+                self.alive()  # a peer removed here mid-send cancels the call: say so
+                refused = (
+                    isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.UNAUTHENTICATED
+                )
+                if ready is not None and refused:
+                    ready = None  # the peer no longer holds that challenge: a fresh handshake
+                    continue
+                raise translate(self.peer, exc) from None
+            self._prefetch(task)
+            return int(reply.accepted)
+
+    def _take_ready(self, task: str) -> PreparedHandshake | None:
+        with self._lock:
+            ready = self._ready.pop(task, None)
+        if ready is None or time.monotonic() - ready.made > self.timeouts.prefetch_s:
+            return None
+        return ready
+
+    def _prefetch(self, task: str) -> None:
+        """Make the next push's handshake in the background (at most one per task at a time)."""
+        if self.timeouts.prefetch_s <= 0:
+            return
+        with self._lock:
+            if task in self._prefetching or task in self._ready:
+                return
+            self._prefetching.add(task)
+
+        def work() -> None:
+            try:
+                session, metadata = self.handshake(task, PUSH)
+            except Exception as exc:  # the next push makes its own handshake and reports
+                log.debug("handshake ahead with %s failed: %s", self.peer.peer_id, exc)
+                with self._lock:
+                    self._prefetching.discard(task)
+                return
+            with self._lock:
+                self._prefetching.discard(task)
+                self._ready[task] = PreparedHandshake(session, metadata, time.monotonic())
+
+        threading.Thread(target=work, name="transport-handshake-ahead", daemon=True).start()
 
     def list_tensors(self, task: str, timeout: float | None = None) -> list[TensorMeta]:
         """What the peer offers for `task`, checked against its signature."""

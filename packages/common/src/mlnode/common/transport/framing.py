@@ -87,8 +87,9 @@ def write_frames(
         hasher = blake3()
         for piece in iter_chunks(tensor.payload, chunk_bytes):
             alive()
-            hasher.update(piece)
+            # Hashed once handed over, so the hash overlaps the chunk's transmission.
             yield chunk_frame(piece)
+            hasher.update(piece)
         digest = hasher.digest()
         signature = signer.sign(auth.trailer_message(session, sequence, header, digest))
         yield pb.Frame(trailer=pb.Trailer(digest=digest, signature=signature))

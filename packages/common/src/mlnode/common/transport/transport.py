@@ -39,11 +39,19 @@ log = logging.getLogger(__name__)
 
 
 def channel_options(settings: TransportSettings) -> list[tuple[str, int]]:
-    """Options of both gRPC ends: messages fit a full chunk or the largest header."""
+    """Options of both gRPC ends: messages fit a full chunk or the largest header.
+
+    BDP probing (gRPC's default, named so it stays on) grows the flow-control windows to the
+    link: through a 150 ms, 100 Mbit/s relay it fills the link for 16 MiB pushes. A fixed larger
+    stream window (`grpc.http2.lookahead_bytes`) also speeds 1 MiB pushes there, but is not set:
+    it would let any caller make the server buffer that much per stream before its proof is
+    checked (README, "Training across the internet").
+    """
     largest = max(MAX_CHUNK_BYTES, settings.max_header_bytes) + 64 * 1024
     return [
         ("grpc.max_receive_message_length", largest),
         ("grpc.max_send_message_length", largest),
+        ("grpc.http2.bdp_probe", 1),
     ]
 
 
@@ -114,6 +122,8 @@ class GrpcTransport:
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._calls: dict[str, threading.BoundedSemaphore] = {}
+        #: peer id -> its client, reused (stubs, handshakes made ahead) while the peer is unchanged
+        self._clients: dict[str, PeerClient] = {}
         self._server: grpc.Server | None = None
         self._fast_pool: ThreadPoolExecutor | None = None
         self.handlers: ServerHandlers | None = None
@@ -198,6 +208,7 @@ class GrpcTransport:
             self._fast_pool = None
         with self._lock:
             channels, self._channels = list(self._channels.values()), {}
+            self._clients = {}
         for channel in channels:
             channel.close()
 
@@ -207,19 +218,27 @@ class GrpcTransport:
             raise PeerUnknown(f"peer {peer_id!r} is not a known peer")
         if peer.address is None:
             raise PeerUnreachable(f"peer {peer_id!r} has no address")
+        self.watchdog.start()  # also for a node that only calls: it watches cancellations
         with self._lock:
+            known = self._clients.get(peer_id)
+            if known is not None and known.peer == peer:
+                return known
             channel = self._channels.get(peer.address)
             if channel is None:
                 channel = grpc.insecure_channel(peer.address, channel_options(self.settings))
                 self._channels[peer.address] = channel
-        timeouts = CallTimeouts(self.settings.handshake_timeout_s, self.settings.rpc_timeout_s)
+        # A handshake made ahead is used for half the server's challenge lifetime (same settings).
+        timeouts = CallTimeouts(
+            self.settings.handshake_timeout_s,
+            self.settings.rpc_timeout_s,
+            self.settings.challenge_ttl_s / 2,
+        )
 
         def alive() -> None:
             if self.peers.get(peer_id) != peer:
                 raise SessionRevoked(f"peer {peer_id} was removed or changed during the call")
 
-        self.watchdog.start()  # also for a node that only calls: it watches cancellations
-        return PeerClient(
+        client = PeerClient(
             channel,
             self.identity,
             peer,
@@ -229,6 +248,11 @@ class GrpcTransport:
             alive,
             self.watchdog,
         )
+        with self._lock:
+            # Only clients of peers still known as they were: at most one per known peer.
+            kept = {k: c for k, c in self._clients.items() if self.peers.get(k) == c.peer}
+            self._clients = kept | {peer_id: client}
+        return client
 
     @contextmanager
     def _call_slot(self, peer_id: str) -> Iterator[None]:

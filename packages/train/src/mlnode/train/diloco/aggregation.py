@@ -7,8 +7,9 @@ tolerate `max_faulty` bad ones, it falls back to the coordinate-wise median.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
+from math import prod
 
 import torch
 
@@ -70,3 +71,16 @@ def combine_all(
         name: combine([contributions[r][name] for r in ranks], method, max_faulty, clip_factor)
         for name in names
     }
+
+
+def sparse_mean(
+    contributions: Iterable[tuple[torch.Tensor, torch.Tensor]], count: int, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """Mean of `count` sparse contributions (flat indices, values), added one at a time in order.
+
+    Only the result is dense: each contribution is scattered into it as it comes.
+    """
+    acc = torch.zeros(prod(shape), dtype=torch.float32)
+    for indices, values in contributions:
+        acc.index_add_(0, indices, values.float(), alpha=1.0 / count)
+    return acc.reshape(shape)

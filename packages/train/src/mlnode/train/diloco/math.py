@@ -16,17 +16,21 @@ from enum import StrEnum
 
 import torch
 
+from mlnode.train.diloco import sparse
+
 Tensors = dict[str, torch.Tensor]
 
 INT8_LEVELS = 127.0
 
 
 class Compression(StrEnum):
-    """How pseudo-gradients travel: raw fp32, fp16, or int8 with one fp32 scale per tensor."""
+    """How pseudo-gradients travel: fp32, fp16, int8 with one scale per tensor, or sparse."""
 
     NONE = "none"
     FP16 = "fp16"
     INT8 = "int8"
+    #: Per-chunk top-k, 2-bit values and packed indices, with error feedback (`sparse`).
+    SPARSELOCO = "sparseloco"
 
 
 def pseudo_gradient(
@@ -73,17 +77,28 @@ def nesterov_outer_step(
 
 
 def compress(
-    tensor: torch.Tensor, mode: Compression, error: torch.Tensor | None = None
+    tensor: torch.Tensor,
+    mode: Compression,
+    error: torch.Tensor | None = None,
+    spec: sparse.SparseSpec | None = None,
 ) -> tuple[Tensors, torch.Tensor | None]:
     """Encode one fp32 tensor for the wire; returns the parts and the new error-feedback residual.
 
-    Only int8 keeps a residual (`error` is what the previous rounds failed to send).
+    Int8 and sparseloco keep a residual (`error` is what the previous rounds failed to send).
     """
     if mode is Compression.NONE:
         return {"v": tensor.float().contiguous()}, None
     if mode is Compression.FP16:
         return {"v": tensor.to(torch.float16).contiguous()}, None
     target = tensor.float() if error is None else tensor.float() + error
+    if mode is Compression.SPARSELOCO:
+        agreed = spec or sparse.SparseSpec()
+        parts = sparse.encode(target, agreed)
+        indices, values = sparse.decode(parts, target.numel(), agreed)
+        residual = target.clone()
+        flat = residual.view(-1)
+        flat[indices.to(flat.device)] -= values.to(flat.device)
+        return parts, residual
     peak = float(target.abs().max()) if target.numel() else 0.0
     scale = peak / INT8_LEVELS if peak > 0 else 1.0
     quantised = torch.clamp(torch.round(target / scale), -INT8_LEVELS, INT8_LEVELS).to(torch.int8)
@@ -91,8 +106,20 @@ def compress(
     return parts, target - decompress(parts, mode)
 
 
-def decompress(parts: Mapping[str, torch.Tensor], mode: Compression) -> torch.Tensor:
-    """Decode what `compress` produced back to fp32."""
+def decompress(
+    parts: Mapping[str, torch.Tensor],
+    mode: Compression,
+    shape: tuple[int, ...] = (),
+    spec: sparse.SparseSpec | None = None,
+) -> torch.Tensor:
+    """Decode what `compress` produced back to fp32 (sparse needs the tensor's shape).
+
+    Raises `sparse.InvalidSparse` for a sparse payload an honest encoder would not send.
+    """
+    if mode is Compression.SPARSELOCO:
+        numel = int(torch.Size(shape).numel())
+        indices, values = sparse.decode(dict(parts), numel, spec or sparse.SparseSpec())
+        return sparse.densify(indices, values, shape)
     if mode is Compression.INT8:
         return parts["q"].float() * parts["scale"].float()
     return parts["v"].float()

@@ -22,11 +22,12 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from math import prod
 
 import torch
 
 from mlnode.common.transport import TensorTransport
-from mlnode.train.diloco.aggregation import Aggregation, combine
+from mlnode.train.diloco.aggregation import Aggregation, combine, effective, sparse_mean
 from mlnode.train.diloco.math import (
     Compression,
     Tensors,
@@ -34,6 +35,7 @@ from mlnode.train.diloco.math import (
     decompress,
     wire_bytes,
 )
+from mlnode.train.diloco.sparse import SparseSpec, decode
 from mlnode.train.diloco.validate import check_chunk, layout_of
 
 log = logging.getLogger(__name__)
@@ -60,13 +62,15 @@ class RoundResult:
 
 @dataclass
 class ErrorFeedback:
-    """Residuals of int8 compression, carried from round to round (per tensor name)."""
+    """Residuals of int8 or sparse compression, carried from round to round (per tensor name)."""
 
     residuals: Tensors = field(default_factory=dict)
 
-    def encode(self, name: str, tensor: torch.Tensor, mode: Compression) -> Tensors:
+    def encode(
+        self, name: str, tensor: torch.Tensor, mode: Compression, spec: SparseSpec | None = None
+    ) -> Tensors:
         """Encode one tensor, updating its residual."""
-        parts, residual = compress(tensor, mode, self.residuals.get(name))
+        parts, residual = compress(tensor, mode, self.residuals.get(name), spec)
         if residual is not None:
             self.residuals[name] = residual
         return parts
@@ -87,19 +91,24 @@ def plan_chunks(tensors: Mapping[str, torch.Tensor], chunk_bytes: int) -> list[l
 
 
 def _encode_chunk(
-    grads: Mapping[str, torch.Tensor], names: list[str], mode: Compression, feedback: ErrorFeedback
+    grads: Mapping[str, torch.Tensor], names: list[str], config: RoundConfig, fb: ErrorFeedback
 ) -> Tensors:
     wire: Tensors = {}
     for name in names:
-        for part, tensor in feedback.encode(name, grads[name], mode).items():
+        for part, tensor in fb.encode(name, grads[name], config.compression, config.sparse).items():
             wire[f"{name}/{part}"] = tensor
     return wire
 
 
-def _decode(wire: Mapping[str, torch.Tensor], name: str, mode: Compression) -> torch.Tensor:
+def _parts(wire: Mapping[str, torch.Tensor], name: str) -> Tensors:
     prefix = f"{name}/"
-    parts = {key[len(prefix) :]: t for key, t in wire.items() if key.startswith(prefix)}
-    return decompress(parts, mode)
+    return {key[len(prefix) :]: t for key, t in wire.items() if key.startswith(prefix)}
+
+
+def _decode(
+    wire: Mapping[str, torch.Tensor], name: str, shape: tuple[int, ...], config: RoundConfig
+) -> torch.Tensor:
+    return decompress(_parts(wire, name), config.compression, shape, config.sparse)
 
 
 class _Exchange:
@@ -159,6 +168,7 @@ class RoundConfig:
     #: f: how many contributions the robust rules must tolerate.
     max_faulty: int = 0
     clip_factor: float = 1.0
+    sparse: SparseSpec = field(default_factory=SparseSpec)
 
 
 def receive_until(
@@ -216,13 +226,13 @@ def run_round(
     kept: dict[int, Tensors] = {}
     counted: set[str] = set()
     for index, names in enumerate(plan_chunks(grads, config.chunk_bytes)):
-        wire = _encode_chunk(grads, names, config.compression, feedback)
+        wire = _encode_chunk(grads, names, config, feedback)
         extra = agreed if index == 0 else None
         tag = f"outer-{round_index}-{base[:16]}/chunk-{index}"
         exchange.broadcast(wire | (extra or {}), tag)
         received = exchange.gather(tag, config.timeout_s if index == 0 else config.chunk_timeout_s)
         for peer, got in received.items():
-            reason = check_chunk(got, names, layout, config.compression, extra)
+            reason = check_chunk(got, names, layout, config.compression, extra, config.sparse)
             if reason is not None:
                 exchange.drop(peer, f"invalid pseudo-gradient: {reason}")
             elif index == 0:
@@ -231,8 +241,18 @@ def run_round(
             (peers[p], received[p]) for p in exchange.alive if p in counted and p in received
         ]
         ranked.sort(key=lambda item: item[0])
+        rule = effective(config.aggregation, len(ranked), config.max_faulty)
+        scatter = config.compression is Compression.SPARSELOCO and rule is Aggregation.MEAN
         for name in names:
-            decoded = [(rank, _decode(w, name, config.compression)) for rank, w in ranked]
+            shape = layout[name][0]
+            if scatter and not retain:
+                # Summed peer by peer: no peer's tensor is made dense.
+                contributions = (
+                    decode(_parts(w, name), prod(shape), config.sparse) for _, w in ranked
+                )
+                average[name] = sparse_mean(contributions, len(ranked), shape)
+                continue
+            decoded = [(rank, _decode(w, name, shape, config)) for rank, w in ranked]
             if retain:
                 for rank, tensor in decoded:
                     kept.setdefault(rank, {})[name] = tensor

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from mlnode.train.diloco import sparse
 from mlnode.train.diloco.math import Compression, Tensors, decompress
 
 #: name -> (shape, dtype) of every tensor of the model.
@@ -25,8 +26,11 @@ def layout_of(tensors: Mapping[str, torch.Tensor]) -> Layout:
 
 
 def _wire_parts(
-    mode: Compression, shape: tuple[int, ...]
-) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    mode: Compression, shape: tuple[int, ...], spec: sparse.SparseSpec
+) -> dict[str, tuple[tuple[int, ...] | None, torch.dtype]]:
+    if mode is Compression.SPARSELOCO:
+        parts: dict[str, tuple[tuple[int, ...] | None, torch.dtype]] = {"idx": (None, torch.uint8)}
+        return parts | dict(sparse.wire_shapes(int(torch.Size(shape).numel()), spec))
     if mode is Compression.INT8:
         return {"q": (shape, torch.int8), "scale": ((), torch.float32)}
     return {"v": (shape, torch.float16 if mode is Compression.FP16 else torch.float32)}
@@ -38,16 +42,19 @@ def check_chunk(
     layout: Layout,
     mode: Compression,
     extra: Mapping[str, torch.Tensor] | None = None,
+    spec: sparse.SparseSpec | None = None,
 ) -> str | None:
     """Why a pseudo-gradient chunk is refused, or None.
 
     It must hold exactly the encoded parts of `names` (and `extra`'s keys, equal to `extra`),
-    each of the right shape and dtype, decoding to finite values.
+    each of the right shape and dtype, decoding to finite values. A sparse part's index bytes
+    have no fixed length: decoding checks them (`sparse.decode`).
     """
-    expected: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+    agreed = spec or sparse.SparseSpec()
+    expected: dict[str, tuple[tuple[int, ...] | None, torch.dtype]] = {}
     for name in names:
-        for part, spec in _wire_parts(mode, layout[name][0]).items():
-            expected[f"{name}/{part}"] = spec
+        for part, wire_spec in _wire_parts(mode, layout[name][0], agreed).items():
+            expected[f"{name}/{part}"] = wire_spec
     for key, value in (extra or {}).items():
         expected[key] = (tuple(value.shape), value.dtype)
     if set(wire) != set(expected):
@@ -55,14 +62,22 @@ def check_chunk(
         return f"tensors {odd} missing or unexpected"
     for key, (shape, dtype) in expected.items():
         got = wire[key]
-        if tuple(got.shape) != shape or got.dtype != dtype:
-            return f"{key} is {got.dtype}{tuple(got.shape)}, expected {dtype}{shape}"
+        fits = got.dim() == 1 if shape is None else tuple(got.shape) == shape
+        if not fits or got.dtype != dtype:
+            return f"{key} is {got.dtype}{tuple(got.shape)}, expected {dtype}{shape or '[n]'}"
     for key, value in (extra or {}).items():
         if not torch.equal(wire[key], value):
             return f"{key} is {wire[key].tolist()}, agreed {value.tolist()}"
     for name in names:
         prefix = f"{name}/"
         parts = {k[len(prefix) :]: t for k, t in wire.items() if k.startswith(prefix)}
+        if mode is Compression.SPARSELOCO:
+            # Values are signed scales, which decode checks are finite: no need to densify.
+            try:
+                sparse.decode(dict(parts), int(torch.Size(layout[name][0]).numel()), agreed)
+            except sparse.InvalidSparse as exc:
+                return f"{name}: {exc}"
+            continue
         if not bool(torch.isfinite(decompress(parts, mode)).all()):
             return f"{name} has non-finite values"
     return None
