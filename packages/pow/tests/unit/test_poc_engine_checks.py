@@ -79,13 +79,13 @@ def test_decode_needs_a_hidden_size_of_the_codebook_dim() -> None:
 def test_an_unsupported_model_is_refused_with_its_reason() -> None:
     facts = EngineFacts(
         ("served",),
-        "Qwen3MoeForCausalLM",
+        "Qwen3NextForCausalLM",
         256,
         2048,
-        unsupported="Qwen3MoeForCausalLM is a mixture-of-experts model",
+        unsupported="Qwen3NextForCausalLM: 1 attention layers for 4 decoder layers",
     )
     error = refusal({"model": "served", "seq_len": 8}, facts)
-    assert error.status == 409 and "Qwen3MoeForCausalLM" in error.message
+    assert error.status == 409 and "Qwen3NextForCausalLM" in error.message
 
 
 def test_chunks_follow_batch_size_within_the_row_cap() -> None:

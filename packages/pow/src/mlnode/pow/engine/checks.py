@@ -24,6 +24,7 @@ class EngineFacts:
     max_model_len: int
     max_batched_tokens: int = 8192
     unsupported: str | None = None
+    moe: bool = False
     codebook: Codebook | None = None
     codebook_error: str | None = None
 
@@ -74,6 +75,12 @@ def _check_decode(params: PocParams, facts: EngineFacts) -> str | None:
         raise invalid(
             f"the decode scheme needs hidden size >= {facts.codebook.dim}; "
             f"{facts.architecture} has {facts.hidden}",
+            "params.decode",
+        )
+    if facts.moe:
+        raise conflict(
+            f"the decode scheme on a mixture-of-experts model ({facts.architecture}) needs the "
+            "seeded routing of SPEC §3, which this engine does not implement yet",
             "params.decode",
         )
     return facts.codebook.sha256

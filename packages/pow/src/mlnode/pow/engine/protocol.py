@@ -49,6 +49,7 @@ class ModelInfo:
     n_layers: int
     dtype: str
     unsupported: str | None = None
+    moe: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-able dict."""
