@@ -22,6 +22,7 @@ import pytest
 
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.pow.poc.testing_mla import DeepseekV3Reference
 
 ROOT = Path(__file__).resolve().parents[4]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -241,6 +242,14 @@ def test_deepseek_v3_mla_mines_with_chat_and_validates_itself(server: Server) ->
         verdict = server.generate(check)
         assert verdict["n_total"] == 64 and verdict["n_mismatch"] == 0
         assert verdict["fraud_detected"] is False
+
+        # The plain-torch DeepSeek-V3 of DeepSeek's formulas (it agrees with transformers).
+        params = QWEN["params"]
+        reference = DeepseekV3Reference(MODELS / "deepseek-v3").artifacts(
+            params["block_hash"], params["public_key"], list(range(64)), params["seq_len"], 12
+        )
+        expected = [{"nonce": a.nonce, "vector_b64": a.vector_b64} for a in reference]
+        assert max(_distances(mined[:64], expected)) <= 1e-3
     finally:
         receiver.stop()
 
