@@ -26,7 +26,10 @@ from mlnode.pow.poc.testing_mla import DeepseekV3Reference
 
 ROOT = Path(__file__).resolve().parents[4]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
-MODELS = Path(__file__).resolve().parents[1] / "data" / "poc_v2" / "models"
+DATA = Path(__file__).resolve().parents[1] / "data" / "poc_v2"
+MODELS = DATA / "models"
+#: sha256 of the test codebook's float32 values (SPEC §5: not the network's codebook).
+CODEBOOK_SHA256 = "840ab5bdafdd257964843975c7e901761b143b93ac6b8d86d99345113f157c6b"
 #: MLA on CPU: vLLM's AMX backend packs the up-projections; CPU_MLA keeps them as W_UK_T / W_UV.
 MLA_ARGS = ["--attention-backend", "CPU_MLA"]
 
@@ -86,7 +89,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "MLNODE_INFER_GPUS": "[]",
         "MLNODE_INFER_STARTUP_TIMEOUT_S": "280",
         "MLNODE_INFER_ENGINE_ENV": json.dumps(
-            {"HF_HUB_OFFLINE": "1", "MLNODE_POC_CALLBACK_INTERVAL_S": "0.5"}
+            {
+                "HF_HUB_OFFLINE": "1",
+                "MLNODE_POC_CALLBACK_INTERVAL_S": "0.5",
+                "MLNODE_POC_CODEBOOK_PATH": str(DATA / "test-codebook.safetensors"),
+                "MLNODE_POC_CODEBOOK_SHA256": CODEBOOK_SHA256,
+            }
         ),
     }
     node = MLNodeProcess(tmp_path_factory.mktemp("poc-moe") / "node", env).start()
@@ -157,13 +165,21 @@ def test_qwen3_moe_validation_examples(server: Server, case: dict[str, Any]) -> 
         assert got["p_value"] == pytest.approx(expected["p_value"], rel=1e-9)
 
 
-def test_decode_on_moe_is_refused_until_the_seeded_routing_exists(server: Server) -> None:
+def test_qwen3_moe_decode_reproduces_and_validates_itself(server: Server) -> None:
     model = server.serve("qwen3-moe", "float32")
-    body = _block(QWEN, model, nonces=[1], wait=True)
-    body["params"].update(decode=True, max_tokens=4)
-    answer = server.pow.post("/generate", json=body)
-    assert answer.status_code == 409
-    assert answer.json()["error"]["param"] == "params.decode"
+    nonces = list(range(10))
+    body = _block(QWEN, model, nonces=nonces, wait=True, batch_size=10)
+    body["params"].update(seq_len=64, decode=True, max_tokens=16)
+    first = {a["nonce"]: a["k_points_steps"] for a in server.generate(body)["artifacts"]}
+    again = {**body, "nonces": nonces[::-1], "batch_size": 3}
+    second = {a["nonce"]: a["k_points_steps"] for a in server.generate(again)["artifacts"]}
+    assert first == second and all(len(steps) == 17 for steps in first.values())
+
+    claims = [{"nonce": n, "vector_b64": "", "k_points_steps": first[n]} for n in nonces]
+    claims[4]["k_points_steps"] = [(k + 1) % 16 for k in first[4]]
+    stat = {"dist_threshold": 0.025, "p_mismatch": 0.001, "p_value_threshold": 0.01}
+    verdict = server.generate({**body, "validation": {"artifacts": claims}, "stat_test": stat})
+    assert verdict["n_total"] == 10 and verdict["mismatch_nonces"] == [4]
 
 
 def test_glm4_moe_vectors_e_float32(server: Server) -> None:

@@ -24,7 +24,7 @@ class EngineFacts:
     max_model_len: int
     max_batched_tokens: int = 8192
     unsupported: str | None = None
-    moe: bool = False
+    decode_unsupported: str | None = None
     codebook: Codebook | None = None
     codebook_error: str | None = None
 
@@ -77,11 +77,9 @@ def _check_decode(params: PocParams, facts: EngineFacts) -> str | None:
             f"{facts.architecture} has {facts.hidden}",
             "params.decode",
         )
-    if facts.moe:
+    if facts.decode_unsupported is not None:
         raise conflict(
-            f"the decode scheme on a mixture-of-experts model ({facts.architecture}) needs the "
-            "seeded routing of SPEC §3, which this engine does not implement yet",
-            "params.decode",
+            f"the decode scheme is unavailable: {facts.decode_unsupported}", "params.decode"
         )
     return facts.codebook.sha256
 

@@ -13,7 +13,7 @@ keys and values (`attention.py`) instead of the scheduler's paged cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from mlnode.pow.engine.attention import (
     causal_attention,
     latent_attention,
 )
+from mlnode.pow.engine.routing import RouterSite, find_routers, seeded_routing
 from mlnode.pow.poc.inputs import reflect
 
 _MOE_CONFIG_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
@@ -62,6 +63,9 @@ class ModelHandle:
     dtype: torch.dtype
     device: torch.device
     moe: bool = False
+    #: MoE routers the decode scheme steers (SPEC §3), and why it cannot when it cannot.
+    routers: tuple[RouterSite, ...] = ()
+    decode_refusal: str | None = None
 
 
 def _decoder_body(model: nn.Module, architecture: str) -> tuple[nn.Module, nn.ModuleList]:
@@ -183,7 +187,21 @@ def inspect_model(
         )
     device = next(model.parameters()).device
     moe = is_moe(model, hf_config)
-    return ModelHandle(architecture, body, tuple(layers), tuple(sites), hidden, dtype, device, moe)
+    routers, refusal = find_routers(body)
+    if moe and not routers and refusal is None:
+        refusal = "its mixture-of-experts layers have no vLLM router to steer"
+    return ModelHandle(
+        architecture,
+        body,
+        tuple(layers),
+        tuple(sites),
+        hidden,
+        dtype,
+        device,
+        moe,
+        routers,
+        f"{architecture}: {refusal}" if refusal else None,
+    )
 
 
 def _reflect_output(v: torch.Tensor) -> Callable[[nn.Module, Any, Any], Any]:
@@ -263,12 +281,17 @@ def run_forward(
     batch: int,
     forward_context: Callable[[int], Any],
     cache: PocKVCache | None = None,
+    ladders: Mapping[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Post-norm hidden states `[B*S, H]` of `batch` sequences fed as `inputs_embeds [B*S, H]`."""
+    """Post-norm hidden states `[B*S, H]` of `batch` sequences fed as `inputs_embeds [B*S, H]`.
+
+    `ladders` (decode scheme): per MoE layer index, the seeded router logits of every row.
+    """
     with (
         torch.inference_mode(),
         forward_context(embeds.shape[0]),
         poc_hooks(handle, reflections, batch, cache),
+        seeded_routing(handle.routers, ladders),
     ):
         out = handle.body.forward(
             input_ids=None, positions=positions, intermediate_tensors=None, inputs_embeds=embeds

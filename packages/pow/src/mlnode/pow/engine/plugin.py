@@ -81,7 +81,7 @@ class EngineFactsProvider:
             max_model_len=int(self._model_config.max_model_len),
             max_batched_tokens=self._max_batched,
             unsupported=self._info.unsupported,
-            moe=self._info.moe,
+            decode_unsupported=self._info.decode_unsupported,
             codebook=self._codebook,
             codebook_error=self._codebook_error,
         )

@@ -90,10 +90,10 @@ class PocWorkerExtension:
     def mlnode_poc_describe(self) -> dict[str, Any]:
         """The served model as the PoC forward sees it; `unsupported` says why it cannot run."""
         config = self.vllm_config.model_config
-        unsupported, moe = None, False
+        unsupported, decode_refusal = None, None
         try:
             handle = self._mlnode_poc_handle()
-            n_layers, moe = len(handle.layers), handle.moe
+            n_layers, decode_refusal = len(handle.layers), handle.decode_refusal
         except UnsupportedModel as exc:
             unsupported, n_layers = str(exc), 0
         return ModelInfo(
@@ -102,7 +102,7 @@ class PocWorkerExtension:
             n_layers=n_layers,
             dtype=str(config.dtype).removeprefix("torch."),
             unsupported=unsupported,
-            moe=moe,
+            decode_unsupported=decode_refusal,
         ).to_wire()
 
     def mlnode_poc_vectors(self, spec: dict[str, Any]) -> list[list[Any]]:
