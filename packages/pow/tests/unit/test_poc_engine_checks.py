@@ -137,3 +137,19 @@ def test_check_params_accepts_a_served_model() -> None:
 )
 def test_nonce_sets_differ(raw: object, differ: bool) -> None:
     assert nonce_sets_differ(raw) is differ
+
+
+def test_decode_where_the_moe_routing_cannot_be_steered_is_a_conflict_with_the_reason() -> None:
+    reason = "Qwen3MoeForCausalLM: MoE layer layers.0.mlp.experts routes inside a monolithic kernel"
+    facts = EngineFacts(
+        ("served",), "Qwen3MoeForCausalLM", hidden=256, max_model_len=2048, codebook=CODEBOOK,
+        decode_unsupported=reason,
+    )  # fmt: skip
+    error = refusal({"model": "served", "seq_len": 8, "decode": True, "max_tokens": 4}, facts)
+    assert (error.status, error.param) == (409, "params.decode")
+    assert "monolithic" in error.message
+    vector = proof_shape(
+        PocParams(model="served", seq_len=8), block_hash="b", public_key="k", stronger_rng=False,
+        batch_size=8, n_nonces=8, facts=facts, settings=PocEngineSettings(),
+    )  # fmt: skip
+    assert not vector.decode  # the vector scheme does not route by the ladder: it runs

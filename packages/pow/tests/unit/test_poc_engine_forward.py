@@ -133,8 +133,11 @@ def test_unsupported_models_are_refused_naming_architecture_and_reason(
     assert reason in str(refused.value)
 
 
-def test_a_layer_without_standard_attention_is_refused() -> None:
+def test_a_layer_without_softmax_attention_is_refused_naming_linear_attention() -> None:
     layer = Layer()
-    layer.self_attn.attn = nn.Linear(4, 4)
-    with pytest.raises(UnsupportedModel, match="attention layers"):
-        inspect(model(layer))
+    layer.self_attn.attn = nn.Linear(4, 4)  # e.g. a linear-attention or state-space mixer
+    with pytest.raises(
+        UnsupportedModel, match="1 attention layers for 2 decoder layers"
+    ) as refused:
+        inspect(model(Layer(), layer))
+    assert "linear attention" in str(refused.value)
