@@ -22,6 +22,8 @@ import pytest
 
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.pow.poc.decode import Codebook
+from mlnode.pow.poc.testing import ReferenceForward
 from mlnode.pow.poc.testing_mla import DeepseekV3Reference
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -177,6 +179,14 @@ def test_qwen3_moe_decode_reproduces_and_validates_itself(server: Server) -> Non
     again = {**body, "nonces": nonces[::-1], "batch_size": 3}
     second = {a["nonce"]: a["k_points_steps"] for a in server.generate(again)["artifacts"]}
     assert first == second and all(len(steps) == 17 for steps in first.values())
+
+    # transformers' Qwen3-MoE with its routers answering from the same ladder (SPEC §3).
+    codebook = Codebook.load(DATA / "test-codebook.safetensors", CODEBOOK_SHA256)
+    params = QWEN["params"]
+    own, _ = ReferenceForward(MODELS / "qwen3-moe").decode(
+        params["block_hash"], params["public_key"], nonces, 64, 16, codebook
+    )
+    assert [first[n] for n in nonces] == own.tolist()
 
     claims = [{"nonce": n, "vector_b64": "", "k_points_steps": first[n]} for n in nonces]
     claims[4]["k_points_steps"] = [(k + 1) % 16 for k in first[4]]
