@@ -279,6 +279,16 @@ def test_deepseek_v3_mla_mines_with_chat_and_validates_itself(server: Server) ->
         )
         expected = [{"nonce": a.nonce, "vector_b64": a.vector_b64} for a in reference]
         assert max(_distances(mined[:64], expected)) <= 1e-3
+
+        # Decode: MLA over the chunk's own cache, sigmoid routing steered by the ladder.
+        body = _block(QWEN, model, nonces=[5, 2, 9, 0], wait=True, batch_size=3)
+        body["params"].update(seq_len=32, decode=True, max_tokens=8)
+        got = {a["nonce"]: a["k_points_steps"] for a in server.generate(body)["artifacts"]}
+        codebook = Codebook.load(DATA / "test-codebook.safetensors", CODEBOOK_SHA256)
+        plain = DeepseekV3Reference(MODELS / "deepseek-v3")
+        for nonce in (5, 2, 9, 0):
+            steps = plain.decode(params["block_hash"], params["public_key"], nonce, 32, 8, codebook)
+            assert got[nonce] == steps, nonce
     finally:
         receiver.stop()
 

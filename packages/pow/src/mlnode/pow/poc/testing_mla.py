@@ -21,6 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from mlnode.pow.poc.artifacts import Artifact, artifacts_from_hidden
+from mlnode.pow.poc.decode import (
+    Codebook,
+    decode_pick_indices,
+    ladder_gate_weights,
+    routing_ladder,
+    snap,
+    step_embeddings,
+)
 from mlnode.pow.poc.inputs import layer_reflection_vectors, nonce_inputs, reflect
 
 
@@ -59,6 +67,8 @@ class DeepseekV3Reference:
         }
         self.hidden = int(self.cfg["hidden_size"])
         self.n_layers = int(self.cfg["num_hidden_layers"])
+        self.n_experts = int(self.cfg.get("n_routed_experts") or 0)
+        self.top_k = int(self.cfg.get("num_experts_per_tok") or 0)
 
     def _p(self, layer: int, name: str) -> torch.Tensor:
         return self.w[f"model.layers.{layer}.{name}"]
@@ -96,9 +106,13 @@ class DeepseekV3Reference:
         up = x @ self._p(i, f"{prefix}.up_proj.weight").T
         return (F.silu(gate) * up) @ self._p(i, f"{prefix}.down_proj.weight").T
 
-    def _moe(self, i: int, x: torch.Tensor) -> torch.Tensor:
+    def _moe(self, i: int, x: torch.Tensor, ladder: torch.Tensor | None = None) -> torch.Tensor:
         c = self.cfg
         flat = x.reshape(-1, self.hidden)
+        if ladder is not None:  # decode scheme (SPEC §3): the ladder picks, its softmax weighs
+            top = ladder.topk(c["num_experts_per_tok"], dim=-1)[1]
+            weights = ladder_gate_weights(ladder, top) * float(c.get("routed_scaling_factor", 1.0))
+            return self._experts(i, flat, top, weights).view_as(x)
         scores = (flat.float() @ self._p(i, "mlp.gate.weight").float().T).sigmoid()
         choice = scores + self._p(i, "mlp.gate.e_score_correction_bias")
         if c.get("n_group", 1) > 1:
@@ -113,17 +127,29 @@ class DeepseekV3Reference:
         if c.get("norm_topk_prob", True):
             weights = weights / weights.sum(-1, keepdim=True)
         weights = weights * float(c.get("routed_scaling_factor", 1.0))
+        return self._experts(i, flat, top, weights).view_as(x)
+
+    def _experts(
+        self, i: int, flat: torch.Tensor, top: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         out = torch.zeros_like(flat, dtype=torch.float32)
         for expert in sorted(set(top.flatten().tolist())):
             rows, slot = (top == expert).nonzero(as_tuple=True)
             y = self._mlp(i, f"mlp.experts.{expert}", flat[rows])
             out.index_add_(0, rows, y.float() * weights[rows, slot, None])
-        out = out.to(x.dtype) + self._mlp(i, "mlp.shared_experts", flat)
-        return out.view_as(x)
+        return out.to(flat.dtype) + self._mlp(i, "mlp.shared_experts", flat)
 
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor, block_hash: str | None = None) -> torch.Tensor:
-        """Post-norm hidden states `[B, S, H]` of `inputs_embeds`; PoC reflections with a block."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        block_hash: str | None = None,
+        ladders: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Post-norm hidden states `[B, S, H]` of `inputs_embeds`; PoC reflections with a block.
+
+        `ladders`: per MoE layer, the decode scheme's router logits of every row `[B*S, n]`.
+        """
         eps = float(self.cfg["rms_norm_eps"])
         positions = torch.arange(x.shape[1])
         vectors = None
@@ -135,7 +161,8 @@ class DeepseekV3Reference:
             )
             h = rms_norm(x, self._p(i, "post_attention_layernorm.weight"), eps)
             dense = i < int(self.cfg.get("first_k_dense_replace", 0))
-            x = x + (self._mlp(i, "mlp", h) if dense else self._moe(i, h))
+            ladder = None if ladders is None else ladders.get(i)
+            x = x + (self._mlp(i, "mlp", h) if dense else self._moe(i, h, ladder))
             if vectors is not None:
                 x = reflect(x, vectors[i].to(x.dtype))
         return rms_norm(x, self.w["model.norm.weight"], eps)
@@ -157,3 +184,45 @@ class DeepseekV3Reference:
             last = self.forward(x, block_hash)[:, -1]
             out += artifacts_from_hidden(last, block_hash, public_key, [nonce], k_dim)
         return out
+
+    def decode(
+        self,
+        block_hash: str,
+        public_key: str,
+        nonce: int,
+        seq_len: int,
+        max_tokens: int,
+        codebook: Codebook,
+    ) -> list[int]:
+        """Decode trajectory of one nonce (SPEC §3), recomputing the whole sequence every step.
+
+        No KV cache: step t runs positions `0 .. seq_len+t-1` again, the prefill rows routed by
+        the step-0 ladder and the row of step j by step j's.
+        """
+        x = nonce_inputs(block_hash, public_key, [nonce], seq_len, self.hidden, self.dtype)
+        row_steps = [0] * seq_len
+        steps: list[int] = []
+        for t in range(max_tokens + 1):
+            if t > 0:
+                e = step_embeddings(
+                    block_hash, public_key, [nonce], t, [steps[-1]], self.hidden, self.dtype
+                )
+                x = torch.cat([x, e.view(1, 1, -1)], dim=1)
+                row_steps.append(t)
+            ladders = {
+                i: torch.cat(
+                    [
+                        routing_ladder(block_hash, [nonce], i, [s], self.n_experts, self.top_k)
+                        for s in row_steps
+                    ]
+                )
+                for i in range(int(self.cfg.get("first_k_dense_replace", 0)), self.n_layers)
+            }
+            last = self.forward(x, block_hash, ladders)[:, -1]
+            prev = None if t == 0 else [steps[-1]]
+            idx = decode_pick_indices(
+                block_hash, public_key, [nonce], t, prev, self.hidden, codebook.dim
+            )
+            k, _ = snap(last, idx, codebook)
+            steps.append(int(k[0]))
+        return steps
