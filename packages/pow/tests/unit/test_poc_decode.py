@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mlnode.pow.poc.decode import (
+    LADDER_OFF,
     SALT_EMBED,
     SALT_PICK,
     Codebook,
     CodebookError,
     codebook_sha256,
     decode_pick_indices,
+    ladder_gate_weights,
+    routing_ladder,
     seeded_expert_logits,
     snap,
     step_embeddings,
@@ -140,3 +144,65 @@ def test_seeded_expert_logits_are_a_contiguous_run() -> None:
     for j, value in enumerate((103.0, 102.0, 101.0)):
         assert logits[(start + j) % 8] == value
     assert int((logits == -1e4).sum()) == 5
+
+
+def _spec_murmur(key: int, seed: int) -> int:
+    """SPEC §2.1 word for word: one murmur3 block, no length step, then fmix."""
+    m = 0xFFFFFFFF
+    k = (key * 0xCC9E2D51) & m
+    k = ((k << 15) | (k >> 17)) & m
+    k = (k * 0x1B873593) & m
+    h = seed ^ k
+    h = ((h << 13) | (h >> 19)) & m
+    h = (h * 5 + 0xE6546B64) & m
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & m
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & m
+    return h ^ (h >> 16)
+
+
+def _spec_seed(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+#: (nonce, layer, step, n_experts, top_k, start of the run): starts written down from the SPEC
+#: formula; the test recomputes them with the plain-Python transcription above as well.
+LADDER_TABLE = [
+    (0, 0, 0, 16, 4, 11),
+    (7, 1, 0, 16, 4, 5),
+    (7, 1, 1, 16, 4, 7),
+    (7, 2, 31, 16, 4, 12),
+    (123456, 5, 255, 128, 8, 38),
+    (3, 1, 2, 8, 8, 3),
+]
+
+
+@pytest.mark.parametrize(("nonce", "layer", "step", "n", "k", "start"), LADDER_TABLE)
+def test_routing_ladder_matches_the_spec_formula(
+    nonce: int, layer: int, step: int, n: int, k: int, start: int
+) -> None:
+    ladder = routing_ladder("bh0", [nonce], layer, [step], n_experts=n, top_k=k)[0]
+    begin = _spec_murmur(step, _spec_seed(f"bh0_n{nonce}_route_layer_{layer}")) % n
+    assert begin == start
+    expected = [LADDER_OFF] * n
+    for j in range(k):
+        expected[(begin + j) % n] = 100.0 + k - j
+    assert ladder.tolist() == expected
+
+
+def test_routing_ladder_rows_follow_their_own_nonce_and_step() -> None:
+    rows = routing_ladder("bh0", [0, 7, 7], 1, [0, 0, 1], n_experts=16, top_k=4)
+    for row, (nonce, step) in zip(rows, [(0, 0), (7, 0), (7, 1)], strict=True):
+        assert torch.equal(row, seeded_expert_logits("bh0", nonce, 1, step, 16, 4))
+
+
+def test_ladder_gate_weights_are_the_softmax_of_the_ladder_over_the_selection() -> None:
+    ladder = routing_ladder("bh0", [7], 1, [1], n_experts=16, top_k=4)
+    ids = torch.topk(ladder, 4).indices
+    weights = ladder_gate_weights(ladder, ids)
+    expected = torch.softmax(torch.tensor([[104.0, 103.0, 102.0, 101.0]]), dim=-1)
+    torch.testing.assert_close(weights, expected)
+    # Written over whatever order the engine returns its selection in.
+    flipped = ladder_gate_weights(ladder, ids.flip(-1))
+    torch.testing.assert_close(flipped, expected.flip(-1))

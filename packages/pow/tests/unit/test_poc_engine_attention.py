@@ -4,7 +4,13 @@ import math
 
 import torch
 
-from mlnode.pow.engine.attention import HeadShape, PocKVCache, causal_attention
+from mlnode.pow.engine.attention import (
+    HeadShape,
+    LatentWeights,
+    PocKVCache,
+    causal_attention,
+    latent_attention,
+)
 
 SHAPE = HeadShape(num_heads=4, num_kv_heads=2, head_size=8, head_size_v=8, scale=0.3)
 
@@ -82,3 +88,29 @@ def test_a_single_row_attends_to_itself_only() -> None:
     expected = v.view(2, SHAPE.num_kv_heads, SHAPE.head_size).repeat_interleave(group, dim=1)
     assert torch.allclose(out, expected.reshape(2, -1), atol=1e-6)
     assert not math.isnan(float(out.sum()))
+
+
+def test_latent_attention_equals_deepseeks_absorbed_form() -> None:
+    """MLA expanded per head (as here) against DeepSeek-V3's `absorb` form on the latent cache."""
+    heads, nope, rope, rank, dv, batch, seq = 3, 8, 4, 16, 6, 2, 5
+    shape = HeadShape(heads, heads, nope + rope, dv, scale=0.35)
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(batch * seq, heads, nope + rope, generator=g)
+    kv_c = torch.randn(batch * seq, rank, generator=g)
+    k_pe = torch.randn(batch * seq, 1, rope, generator=g)
+    w_uk_t = torch.randn(heads, nope, rank, generator=g)
+    w_uv = torch.randn(heads, rank, dv, generator=g)
+    out = latent_attention(q, kv_c, k_pe, LatentWeights(w_uk_t, w_uv), batch=batch, shape=shape)
+
+    # DeepSeek-V3 inference/model.py, attn_impl "absorb": q_nope is taken into the latent space.
+    q_latent = torch.einsum("tnp,npl->tnl", q[..., :nope].double(), w_uk_t.double())
+    expected = torch.zeros(batch * seq, heads, dv, dtype=torch.float64)
+    for b in range(batch):
+        for t in range(seq):
+            row, past = b * seq + t, slice(b * seq, b * seq + t + 1)
+            scores = torch.einsum("nl,sl->ns", q_latent[row], kv_c[past].double())
+            scores += torch.einsum("nr,sr->ns", q[row, :, nope:].double(), k_pe[past, 0].double())
+            weights = torch.softmax(scores * shape.scale, dim=-1)
+            latent = weights @ kv_c[past].double()
+            expected[row] = torch.einsum("nl,nlv->nv", latent, w_uv.double())
+    assert torch.allclose(out.double(), expected.reshape(batch * seq, heads * dv), atol=1e-4)

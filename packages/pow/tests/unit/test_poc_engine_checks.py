@@ -81,13 +81,13 @@ def test_decode_needs_a_hidden_size_of_the_codebook_dim() -> None:
 def test_an_unsupported_model_is_refused_with_its_reason() -> None:
     facts = EngineFacts(
         ("served",),
-        "Qwen3MoeForCausalLM",
+        "Qwen3NextForCausalLM",
         256,
         2048,
-        unsupported="Qwen3MoeForCausalLM is a mixture-of-experts model",
+        unsupported="Qwen3NextForCausalLM: 1 attention layers for 4 decoder layers",
     )
     error = refusal({"model": "served", "seq_len": 8}, facts)
-    assert error.status == 409 and "Qwen3MoeForCausalLM" in error.message
+    assert error.status == 409 and "Qwen3NextForCausalLM" in error.message
 
 
 def test_chunks_follow_batch_size_within_the_row_cap() -> None:
@@ -169,3 +169,19 @@ def test_check_params_accepts_a_served_model() -> None:
 )
 def test_nonce_sets_differ(raw: object, differ: bool) -> None:
     assert nonce_sets_differ(raw) is differ
+
+
+def test_decode_where_the_moe_routing_cannot_be_steered_is_a_conflict_with_the_reason() -> None:
+    reason = "Qwen3MoeForCausalLM: MoE layer layers.0.mlp.experts routes inside a monolithic kernel"
+    facts = EngineFacts(
+        ("served",), "Qwen3MoeForCausalLM", hidden=256, max_model_len=2048, codebook=CODEBOOK,
+        decode_unsupported=reason,
+    )  # fmt: skip
+    error = refusal({"model": "served", "seq_len": 8, "decode": True, "max_tokens": 4}, facts)
+    assert (error.status, error.param) == (409, "params.decode")
+    assert "monolithic" in error.message
+    vector = proof_shape(
+        PocParams(model="served", seq_len=8), block_hash="b", public_key="k", stronger_rng=False,
+        batch_size=8, n_nonces=8, facts=facts, settings=PocEngineSettings(),
+    )  # fmt: skip
+    assert not vector.decode  # the vector scheme does not route by the ladder: it runs

@@ -4,6 +4,10 @@ vLLM's attention kernels read and write the paged KV cache the scheduler owns; P
 blocks there, and borrowing some is what made gonka's artifacts depend on batch position (SPEC
 §2.9). Each PoC chunk therefore attends over its own projections here: every nonce is its own
 causal sequence, and the decode scheme keeps its keys and values in `PocKVCache`.
+
+Multi-head latent attention (MLA, DeepSeek-V2/V3) goes through the same path in its "prefill"
+form: the compressed `kv_c` is expanded per head with the layer's own up-projections into keys
+`[k_nope, k_rope]` and values, which is the same softmax attention as the engine's absorbed form.
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ class HeadShape:
     head_size: int
     head_size_v: int
     scale: float
+
+
+@dataclass(frozen=True)
+class LatentWeights:
+    """MLA up-projections as vLLM keeps them: `w_uk_t [N, P, L]` (keys), `w_uv [N, L, V]`."""
+
+    w_uk_t: torch.Tensor
+    w_uv: torch.Tensor
 
 
 @dataclass
@@ -84,3 +96,34 @@ def causal_attention(
         enable_gqa=shape.num_kv_heads != shape.num_heads,
     )
     return out.transpose(1, 2).reshape(rows, shape.num_heads * shape.head_size_v)
+
+
+def latent_attention(
+    query: torch.Tensor,
+    kv_c: torch.Tensor,
+    k_pe: torch.Tensor,
+    weights: LatentWeights,
+    *,
+    batch: int,
+    shape: HeadShape,
+    layer: str = "",
+    cache: PocKVCache | None = None,
+) -> torch.Tensor:
+    """MLA of `batch` sequences: `query [T, N, P+R]`, `kv_c [T, L]`, `k_pe [T, 1, R]` → `[T, N*V]`.
+
+    Keys are `[kv_c·W_UK, k_pe]` per head (one rotary part for all heads), values `kv_c·W_UV`.
+    """
+    rows, heads = query.shape[0], shape.num_heads
+    k_nope = torch.einsum("tl,npl->tnp", kv_c, weights.w_uk_t.to(kv_c.dtype))
+    value = torch.einsum("tl,nlv->tnv", kv_c, weights.w_uv.to(kv_c.dtype))
+    rope = k_pe.reshape(rows, 1, -1).expand(rows, heads, k_pe.shape[-1])
+    key = torch.cat([k_nope, rope.to(k_nope.dtype)], dim=-1)
+    return causal_attention(
+        query.reshape(rows, heads * shape.head_size),
+        key.reshape(rows, heads * shape.head_size),
+        value.reshape(rows, heads * shape.head_size_v),
+        batch=batch,
+        shape=shape,
+        layer=layer,
+        cache=cache,
+    )

@@ -25,6 +25,7 @@ class EngineFacts:
     max_batched_tokens: int = 8192
     max_num_seqs: int = 256
     unsupported: str | None = None
+    decode_unsupported: str | None = None
     codebook: Codebook | None = None
     codebook_error: str | None = None
 
@@ -76,6 +77,10 @@ def _check_decode(params: PocParams, facts: EngineFacts) -> str | None:
             f"the decode scheme needs hidden size >= {facts.codebook.dim}; "
             f"{facts.architecture} has {facts.hidden}",
             "params.decode",
+        )
+    if facts.decode_unsupported is not None:
+        raise conflict(
+            f"the decode scheme is unavailable: {facts.decode_unsupported}", "params.decode"
         )
     return facts.codebook.sha256
 

@@ -11,10 +11,33 @@ from mlnode.pow.engine.attention import PocKVCache
 from mlnode.pow.engine.forward import ModelHandle, run_forward
 from mlnode.pow.engine.protocol import ChunkSpec, DecodeChunkResult
 from mlnode.pow.poc.artifacts import artifacts_from_hidden
-from mlnode.pow.poc.decode import Codebook, decode_pick_indices, snap, step_embeddings
+from mlnode.pow.poc.decode import (
+    Codebook,
+    decode_pick_indices,
+    routing_ladder,
+    snap,
+    step_embeddings,
+)
 from mlnode.pow.poc.inputs import layer_reflection_vectors, nonce_inputs
 
 ForwardContext = Callable[[int], Any]
+
+
+def _ladders(
+    handle: ModelHandle, spec: ChunkSpec, step: int, rows_per_nonce: int
+) -> dict[int, torch.Tensor] | None:
+    """Seeded router logits of every MoE layer for the chunk's rows at `step` (SPEC §3)."""
+    if not handle.routers:
+        return None
+    steps = [step] * len(spec.nonces)
+    return {
+        site.layer: routing_ladder(
+            spec.block_hash, spec.nonces, site.layer, steps, site.n_experts, site.top_k
+        )
+        .repeat_interleave(rows_per_nonce, dim=0)
+        .to(handle.device)
+        for site in handle.routers
+    }
 
 
 def _prefill(
@@ -44,6 +67,8 @@ def _prefill(
         batch=batch,
         forward_context=ctx,
         cache=cache,
+        # Decode (a cache is kept): every prefill row of a nonce routes by the step-0 ladder.
+        ladders=_ladders(handle, spec, 0, seq) if cache is not None else None,
     )
     return out.view(batch, seq, hidden)[:, -1], reflections
 
@@ -96,7 +121,14 @@ def decode_trajectories(
         )
         positions = torch.full((batch,), seq + t - 1, device=handle.device)
         out = run_forward(
-            handle, embeds, positions, reflections, batch=batch, forward_context=ctx, cache=cache
+            handle,
+            embeds,
+            positions,
+            reflections,
+            batch=batch,
+            forward_context=ctx,
+            cache=cache,
+            ladders=_ladders(handle, spec, t, 1),
         )
         idx = decode_pick_indices(
             spec.block_hash,

@@ -83,6 +83,7 @@ class EngineFactsProvider:
             max_batched_tokens=self._max_batched,
             max_num_seqs=self._max_seqs,
             unsupported=self._info.unsupported,
+            decode_unsupported=self._info.decode_unsupported,
             codebook=self._codebook,
             codebook_error=self._codebook_error,
         )

@@ -49,6 +49,8 @@ class ModelInfo:
     n_layers: int
     dtype: str
     unsupported: str | None = None
+    #: Why the decode scheme cannot run here (e.g. a MoE kernel without a router to steer).
+    decode_unsupported: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-able dict."""

@@ -47,6 +47,7 @@ class PocWorkerExtension:
         state = self._mlnode_poc_state()
         if state.handle is None and state.unsupported is None:
             from vllm.model_executor.layers.attention.attention import Attention
+            from vllm.model_executor.layers.attention.mla_attention import MLAAttention
 
             model = self.model_runner.get_model()
             while hasattr(model, "unwrap"):
@@ -61,6 +62,7 @@ class PocWorkerExtension:
                     hf_config=config.hf_config,
                     hidden=int(config.get_hidden_size()),
                     dtype=config.dtype,
+                    latent_cls=MLAAttention,
                 )
             except UnsupportedModel as exc:
                 state.unsupported = str(exc)
@@ -88,10 +90,10 @@ class PocWorkerExtension:
     def mlnode_poc_describe(self) -> dict[str, Any]:
         """The served model as the PoC forward sees it; `unsupported` says why it cannot run."""
         config = self.vllm_config.model_config
-        unsupported = None
+        unsupported, decode_refusal = None, None
         try:
             handle = self._mlnode_poc_handle()
-            n_layers = len(handle.layers)
+            n_layers, decode_refusal = len(handle.layers), handle.decode_refusal
         except UnsupportedModel as exc:
             unsupported, n_layers = str(exc), 0
         return ModelInfo(
@@ -100,6 +102,7 @@ class PocWorkerExtension:
             n_layers=n_layers,
             dtype=str(config.dtype).removeprefix("torch."),
             unsupported=unsupported,
+            decode_unsupported=decode_refusal,
         ).to_wire()
 
     def mlnode_poc_vectors(self, spec: dict[str, Any]) -> list[list[Any]]:

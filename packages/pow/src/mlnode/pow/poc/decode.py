@@ -210,6 +210,47 @@ def snap(
     return torch.where(finite, k, torch.full_like(k, -1)), scores
 
 
+#: Base of the seeded routing ladder: one value for every model since 2026-09-07 (SPEC §3).
+LADDER_BASE = 100.0
+#: Router logit of every expert outside the ladder.
+LADDER_OFF = -1e4
+
+
+def routing_ladder(
+    block_hash: str,
+    nonces: Sequence[int],
+    layer: int,
+    steps: Sequence[int],
+    n_experts: int,
+    top_k: int,
+    base: float = LADDER_BASE,
+) -> torch.Tensor:
+    """Router logits `[len(nonces), n_experts]` of decode PoC rows at MoE layer `layer` (SPEC §3).
+
+    Row i: `start = murmur(steps[i], seed("{bh}_n{nonce}_route_layer_{layer}")) mod n_experts`;
+    experts `start .. start+top_k-1` (mod n) get `base+top_k .. base+1`, every other `LADDER_OFF`.
+    """
+    if not 0 < top_k <= n_experts:
+        raise ValueError(f"need 0 < top_k <= n_experts, got {top_k} and {n_experts}")
+    if len(steps) != len(nonces):
+        raise ValueError("one step per nonce")
+    seeds = torch.tensor(
+        [seed_from_string(f"{block_hash}_n{n}_route_layer_{layer}") for n in nonces],
+        dtype=torch.int64,
+    )
+    start = murmur3_32(torch.tensor(list(steps), dtype=torch.int64), seeds) % n_experts
+    rank = torch.arange(top_k, dtype=torch.int64)
+    columns = (start.to(torch.int64)[:, None] + rank) % n_experts
+    values = (base + top_k - rank).to(torch.float32).expand(len(nonces), top_k)
+    logits = torch.full((len(nonces), n_experts), LADDER_OFF, dtype=torch.float32)
+    return logits.scatter_(1, columns, values)
+
+
+def ladder_gate_weights(ladder: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
+    """Gate weights of PoC rows: the softmax of the ladder over the engine's selected experts."""
+    return torch.softmax(ladder.gather(1, topk_ids.to(torch.int64)), dim=-1)
+
+
 def seeded_expert_logits(
     block_hash: str,
     nonce: int,
@@ -217,18 +258,7 @@ def seeded_expert_logits(
     step: int,
     n_experts: int,
     top_k: int,
-    base: float = 0.0,
+    base: float = LADDER_BASE,
 ) -> torch.Tensor:
-    """Router logits `[n_experts]` that replace a MoE layer's for a decode PoC row (SPEC §3).
-
-    A contiguous run of `top_k` experts from `murmur(step, seed) mod n_experts` gets logits
-    `base + top_k ... base + 1` in order; every other expert -1e4.
-    """
-    if not 0 < top_k <= n_experts:
-        raise ValueError(f"need 0 < top_k <= n_experts, got {top_k} and {n_experts}")
-    seed = seed_from_string(f"{block_hash}_n{nonce}_route_layer_{layer}")
-    start = int(murmur3_32(torch.tensor([step]), seed)[0]) % n_experts
-    logits = torch.full((n_experts,), -1e4, dtype=torch.float32)
-    for j in range(top_k):
-        logits[(start + j) % n_experts] = base + top_k - j
-    return logits
+    """`routing_ladder` of one nonce: `[n_experts]`."""
+    return routing_ladder(block_hash, [nonce], layer, [step], n_experts, top_k, base)[0]

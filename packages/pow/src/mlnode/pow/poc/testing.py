@@ -20,6 +20,8 @@ from mlnode.pow.poc.artifacts import Artifact, artifacts_from_hidden, decode_vec
 from mlnode.pow.poc.decode import (
     Codebook,
     decode_pick_indices,
+    ladder_gate_weights,
+    routing_ladder,
     snap,
     step_embeddings,
 )
@@ -66,6 +68,43 @@ class ReferenceForward:
         handles = [
             layer.register_forward_hook(hook_for(v))
             for layer, v in zip(self.layers, vectors, strict=True)
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @contextmanager
+    def seeded_gates(
+        self, block_hash: str, nonces: Sequence[int], step: list[int]
+    ) -> Iterator[None]:
+        """Decode scheme on MoE (SPEC §3): each top-k router answers from the seeded ladder.
+
+        Written for transformers' `TopKRouter` gates (`mlp.gate` returning logits, weights and
+        indices); `step[0]` is the decode step of the rows being computed.
+        """
+
+        def hook_for(layer: int) -> Any:
+            def hook(gate: Any, args: Any, output: Any) -> Any:
+                rows = args[0].reshape(-1, self.hidden).shape[0]
+                ladder = routing_ladder(
+                    block_hash, nonces, layer, [step[0]] * len(nonces), gate.num_experts, gate.top_k
+                ).repeat_interleave(rows // len(nonces), dim=0)
+                ids = torch.topk(ladder, gate.top_k, dim=-1).indices
+                weights = ladder_gate_weights(ladder, ids).to(output[1].dtype)
+                return output[0], weights, ids
+
+            return hook
+
+        gates = [
+            (i, getattr(getattr(layer, "mlp", None), "gate", None))
+            for i, layer in enumerate(self.layers)
+        ]
+        handles = [
+            gate.register_forward_hook(hook_for(i))
+            for i, gate in gates
+            if gate is not None and hasattr(gate, "top_k") and hasattr(gate, "num_experts")
         ]
         try:
             yield
@@ -132,9 +171,11 @@ class ReferenceForward:
         )
         ks: list[torch.Tensor] = []
         all_scores: list[torch.Tensor] = []
-        with self.reflections(block_hash):
+        step = [0]
+        with self.reflections(block_hash), self.seeded_gates(block_hash, nonces, step):
             out = self.model.model(inputs_embeds=x, use_cache=True)
             for t in range(max_tokens + 1):
+                step[0] = t
                 if t > 0:
                     prev = [int(row[t - 1]) for row in forced] if forced else ks[-1].tolist()
                     e = step_embeddings(
