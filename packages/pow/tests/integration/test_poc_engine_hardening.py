@@ -38,7 +38,7 @@ DECODE = {
     "max_tokens": REFERENCE["decode"]["max_tokens"],
 }
 #: The engine's bound on what queued jobs hold (the default is 2 GiB).
-MAX_QUEUED_BYTES = 64 << 20
+MAX_QUEUED_BYTES = 16 << 20
 VECTORS = {"model": MODEL, "seq_len": 128}
 LIVEZ_P99_S = 0.25
 #: Peaks measured during these attacks (2-core machine): node 0.44-0.57 GiB, engine 2.3-2.5 GiB.
@@ -212,16 +212,19 @@ def test_the_job_queue_is_bounded_in_estimated_bytes(served: Served) -> None:
     rest = served.rest
     answers: list[int] = []
     with AttackWatch(served.node.url, served.pids) as watch:
-        # ~30 MiB estimated each (100 nonces x 8,226 steps x 36 B): two fit in 64 MiB.
+        # ~7 MiB estimated each (100 nonces x 2,034 steps x 36 B): two fit in 16 MiB. Bodies stay
+        # well under the node's own bound of JSON values, which would answer first (422).
         for i in range(10):
-            answer = rest.post("/inference/pow/generate", json=_long_claims(1000 * i, 100))
+            answer = rest.post(
+                "/inference/pow/generate", json=_long_claims(1000 * i, 100, steps=2000)
+            )
             answers.append(answer.status_code)
             if answer.status_code == 429:
                 error = answer.json()["error"]
                 assert "MLNODE_POC_MAX_QUEUED_BYTES" in error["message"], error
                 assert error["param"] == "validation.artifacts"
         _chat(served)
-        alone = rest.post("/inference/pow/generate", json=_long_claims(50_000, 250))
+        alone = rest.post("/inference/pow/generate", json=_long_claims(50_000, 240, steps=2000))
         assert rest.post("/inference/pow/stop", json={}).status_code == 200
         honest = rest.post(
             "/inference/pow/generate", json=_block(nonces=[1, 2], params=VECTORS, wait=True)
