@@ -117,7 +117,7 @@ def run_task(
     req = TrainRequest.model_validate(request(make_request, task, ATTACKER))
     progress = TrainProgress(task, ATTACKER, WORLD)
     env = TrainerEnv(transport, torch.device("cpu"), tmp_path / task, 10.0, 20.0)
-    attacker = AttackerTrainer(req, env, progress, attacks)
+    attacker = AttackerTrainer.build(req, env, progress, attacks)
     thread = threading.Thread(target=attacker.run, args=(threading.Event(),), daemon=True)
     thread.start()
     finals: dict[int, dict[str, Any]] = {}
