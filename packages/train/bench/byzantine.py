@@ -1,13 +1,13 @@
 """Robust aggregation and the loss gate, clean and under attack, in one run.
 
 Five DiLoCo workers in threads of this process over the in-memory transport
-(`mlnode.common.testing.TransportHub`); rank 0 is an attacker (`mlnode.train.adversary`) or, in
-the clean rows, an honest worker. Every row uses the same seed and samples. For each
+(`mlnode.common.testing.TransportHub`); rank 0 is an attacker (`mlnode.train.testing.adversary`)
+or, in the clean rows, an honest worker. Every row uses the same seed and samples. For each
 aggregation (mean, median, trimmed mean, centered clipping, Krum, mean behind the loss gate, and
-the default: centered clipping behind the gate) it prints the honest workers' final eval loss,
-its gap to the clean run of the same aggregation and to the clean plain mean, the bytes each
-honest worker sent per round, whether the honest workers ended on one state and whether any of
-them took the attacker's.
+the default: centered clipping behind the gate) it prints the honest workers' final eval loss, its
+gap to the clean run of the same aggregation and to the clean plain mean, the bytes each honest
+worker sent per round, whether the honest workers ended on one state and whether any of them took
+the attacker's.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from mlnode.train.adversary import Attack, run_workers
 from mlnode.train.schemas import TrainRequest
 from mlnode.train.testing import write_tiny_corpus
+from mlnode.train.testing.adversary import Attack, run_workers
 
 WORKERS = 5
 ATTACKER = 0
