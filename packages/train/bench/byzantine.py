@@ -22,21 +22,11 @@ from typing import Any
 import torch
 
 from mlnode.train.schemas import TrainRequest
-from mlnode.train.testing import write_tiny_corpus
+from mlnode.train.testing import TINY_LLAMA, write_tiny_corpus
 from mlnode.train.testing.adversary import Attack, run_workers
 
 WORKERS = 5
 ATTACKER = 0
-MODEL = {
-    "model_type": "llama",
-    "vocab_size": 256,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
 CONFIGS: dict[str, dict[str, Any]] = {
     "mean": {"aggregation": "mean", "gate": False},
     "median": {"aggregation": "median", "gate": False},
@@ -56,7 +46,7 @@ def requests(
         TrainRequest.model_validate(
             {
                 "task_id": task,
-                "model": {"config": MODEL},
+                "model": {"config": TINY_LLAMA},
                 "dataset": {"path": str(corpus), "seq_len": 32, "eval_fraction": 0.1},
                 "rank": rank,
                 "world_size": WORKERS,
