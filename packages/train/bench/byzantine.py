@@ -1,13 +1,13 @@
 """Robust aggregation and the loss gate, clean and under attack, in one run.
 
 Five DiLoCo workers in threads of this process over the in-memory transport
-(`mlnode.common.testing.TransportHub`); rank 0 is an attacker (`mlnode.train.adversary`) or, in
-the clean rows, an honest worker. Every row uses the same seed and samples. For each
+(`mlnode.common.testing.TransportHub`); rank 0 is an attacker (`mlnode.train.testing.adversary`)
+or, in the clean rows, an honest worker. Every row uses the same seed and samples. For each
 aggregation (mean, median, trimmed mean, centered clipping, Krum, mean behind the loss gate, and
-the default: centered clipping behind the gate) it prints the honest workers' final eval loss,
-its gap to the clean run of the same aggregation and to the clean plain mean, the bytes each
-honest worker sent per round, whether the honest workers ended on one state and whether any of
-them took the attacker's.
+the default: centered clipping behind the gate) it prints the honest workers' final eval loss, its
+gap to the clean run of the same aggregation and to the clean plain mean, the bytes each honest
+worker sent per round, whether the honest workers ended on one state and whether any of them took
+the attacker's.
 """
 
 from __future__ import annotations
@@ -21,22 +21,12 @@ from typing import Any
 
 import torch
 
-from mlnode.train.adversary import Attack, run_workers
 from mlnode.train.schemas import TrainRequest
-from mlnode.train.testing import write_tiny_corpus
+from mlnode.train.testing import TINY_LLAMA, write_tiny_corpus
+from mlnode.train.testing.adversary import Attack, run_workers
 
 WORKERS = 5
 ATTACKER = 0
-MODEL = {
-    "model_type": "llama",
-    "vocab_size": 256,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
 CONFIGS: dict[str, dict[str, Any]] = {
     "mean": {"aggregation": "mean", "gate": False},
     "median": {"aggregation": "median", "gate": False},
@@ -56,7 +46,7 @@ def requests(
         TrainRequest.model_validate(
             {
                 "task_id": task,
-                "model": {"config": MODEL},
+                "model": {"config": TINY_LLAMA},
                 "dataset": {"path": str(corpus), "seq_len": 32, "eval_fraction": 0.1},
                 "rank": rank,
                 "world_size": WORKERS,

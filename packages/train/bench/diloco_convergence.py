@@ -110,7 +110,7 @@ def run(
             join_timeout_s=5.0,
         )
         prog = TrainProgress(req.task_id, rank, WORKERS)
-        trainers.append(DilocoTrainer(req, env, prog))
+        trainers.append(DilocoTrainer.build(req, env, prog))
         progress.append(prog)
     stop = threading.Event()
     threads = [threading.Thread(target=t.run, args=(stop,)) for t in trainers]

@@ -93,7 +93,7 @@ def run(
                 transport.peers.put(Peer(f"w{other}", key, address, frozenset({TASK})))
     progress = [TrainProgress(TASK, r, WORKERS) for r in range(WORKERS)]
     trainers = [
-        DilocoTrainer(
+        DilocoTrainer.build(
             request(corpus, r, rounds, compression),
             TrainerEnv(transports[r], torch.device("cpu"), root / f"{compression}-{rtt_s}-{r}"),
             progress[r],

@@ -9,18 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from mlnode.train.testing import write_tiny_corpus
-
-TINY_LLAMA: dict[str, Any] = {
-    "model_type": "llama",
-    "vocab_size": 256,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
+from mlnode.train.testing import TINY_LLAMA, write_tiny_corpus
 
 
 @pytest.fixture(autouse=True)

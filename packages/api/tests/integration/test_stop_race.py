@@ -28,7 +28,7 @@ from mlnode.common.transport.peers import KnownPeers, Peer
 from mlnode.common.transport.settings import TransportSettings
 from mlnode.common.transport.transport import GrpcTransport
 from mlnode.fuse.testing import random_model, write_checkpoint
-from mlnode.train.testing import write_tiny_corpus
+from mlnode.train.testing import TINY_LLAMA, write_tiny_corpus
 
 RACES = 20
 LIST_DELAY_S = 0.5
@@ -36,16 +36,6 @@ SHAPES = {"w": (8, 8)}
 LIVEZ_P99_S = 0.25
 #: Measured peak of the node while racing (fusion, tiny training): ~0.5 GiB.
 NODE_RSS_BOUND = 1 << 30
-TINY_LLAMA = {
-    "model_type": "llama",
-    "vocab_size": 256,
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
 
 
 class SlowLister:

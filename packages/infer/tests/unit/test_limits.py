@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 
-from mlnode.infer.limits import ConnectionClock, HeadBudget, HeaderTooLarge, HttpLimits, Stall
+from mlnode.common.http.limits import HeaderTooLarge, HttpLimits
+from mlnode.infer.limits import ConnectionClock, HeadBudget, Stall
 from mlnode.infer.schemas import InferenceUpRequest
 
 FAST = {"header_timeout_s": 0.5, "body_timeout_s": 0.5, "keepalive_timeout_s": 0.5}

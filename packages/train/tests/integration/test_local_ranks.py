@@ -33,7 +33,7 @@ def make_trainer(
     env = TrainerEnv(
         TransportHub().node("w0"), CPU, ckpt, local_devices=(CPU,) * ranks, torch_threads=1
     )
-    return DilocoTrainer(request, env, progress), progress
+    return DilocoTrainer.build(request, env, progress), progress
 
 
 def hashes(progress: TrainProgress) -> dict[int, str]:
@@ -222,7 +222,7 @@ torch.set_num_threads(1)
 request = TrainRequest.model_validate_json(Path(sys.argv[1]).read_text())
 cpu = torch.device("cpu")
 env = TrainerEnv(TransportHub().node("w0"), cpu, Path(sys.argv[2]), local_devices=(cpu, cpu))
-DilocoTrainer(request, env, TrainProgress("t", 0, 1)).run(threading.Event())
+DilocoTrainer.build(request, env, TrainProgress("t", 0, 1)).run(threading.Event())
 """
 
 

@@ -25,9 +25,9 @@ from mlnode.common.transport.auth import decode_public_key, encode_key
 from mlnode.common.transport.peers import Peer
 from mlnode.common.transport.settings import TransportSettings
 from mlnode.common.transport.transport import GrpcTransport
-from mlnode.train.adversary import TAKEOVER_LEAD, Attack, AttackerTrainer
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
+from mlnode.train.testing.adversary import TAKEOVER_LEAD, Attack, AttackerTrainer
 from mlnode.train.trainer import TrainerEnv
 
 HONEST = (1, 2, 3, 4)
@@ -117,7 +117,7 @@ def run_task(
     req = TrainRequest.model_validate(request(make_request, task, ATTACKER))
     progress = TrainProgress(task, ATTACKER, WORLD)
     env = TrainerEnv(transport, torch.device("cpu"), tmp_path / task, 10.0, 20.0)
-    attacker = AttackerTrainer(req, env, progress, attacks)
+    attacker = AttackerTrainer.build(req, env, progress, attacks)
     thread = threading.Thread(target=attacker.run, args=(threading.Event(),), daemon=True)
     thread.start()
     finals: dict[int, dict[str, Any]] = {}

@@ -37,7 +37,7 @@ def run_trainer(
     request = TrainRequest.model_validate(make_request())
     progress = TrainProgress(request.task_id, 0, 1)
     devices = tuple(torch.device("cuda", i) for i in range(gpus))
-    trainer = DilocoTrainer(
+    trainer = DilocoTrainer.build(
         request,
         TrainerEnv(TransportHub().node("w0"), devices[0], ckpt, local_devices=devices),
         progress,

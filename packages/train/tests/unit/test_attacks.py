@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from mlnode.train.adversary import TAKEOVER_LEAD, Attack, run_workers
 from mlnode.train.schemas import TrainRequest
 from mlnode.train.testing import write_tiny_corpus
+from mlnode.train.testing.adversary import TAKEOVER_LEAD, Attack, run_workers
 
 WORLD = 7
 ATTACKERS = (0, 4)  # rank 0 wins every tie of the old rules

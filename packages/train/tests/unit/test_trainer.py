@@ -37,7 +37,7 @@ def make_trainer(
     request = TrainRequest.model_validate(make_request(rank, world, **overrides))
     progress = TrainProgress(request.task_id, rank, world)
     env = TrainerEnv(transport, torch.device("cpu"), ckpt, vote_timeout_s=5.0, join_timeout_s=5.0)
-    return DilocoTrainer(request, env, progress), progress
+    return DilocoTrainer.build(request, env, progress), progress
 
 
 def alone() -> FakeTransport:

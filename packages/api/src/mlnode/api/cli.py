@@ -49,7 +49,7 @@ def serve(
     from mlnode.api.app import create_app
     from mlnode.api.http_limits import limited_protocol
     from mlnode.api.settings import MLNodeSettings
-    from mlnode.infer.limits import HttpLimits
+    from mlnode.common.http.limits import HttpLimits
 
     settings = MLNodeSettings.load()
     settings.node = node

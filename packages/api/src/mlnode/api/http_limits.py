@@ -11,31 +11,14 @@ or its first byte arrived (408), closing the connection; the numbers are the inf
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlnode.common.errors import BadRequest, MLNodeError
-from mlnode.infer.limits import HeaderTooLarge, HttpLimits, RequestTimeout
-
-
-def error_bytes(error: MLNodeError) -> bytes:
-    """A complete JSON answer that closes the connection."""
-    body = json.dumps(error.to_body()).encode()
-    return (
-        b"HTTP/1.1 %d %b\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-        % (
-            error.status_code,
-            {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[
-                error.status_code
-            ],
-            len(body),
-        )
-        + b"connection: close\r\n\r\n"
-        + body
-    )
+from mlnode.common.http.answers import error_response
+from mlnode.common.http.limits import HeaderTooLarge, HttpLimits, RequestTimeout
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -141,7 +124,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(error_bytes(error))
+            self.transport.write(error_response(error, keep_alive=False))
         self.transport.close()
 
 

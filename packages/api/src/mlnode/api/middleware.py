@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlnode.common.errors import Unauthorized
 from mlnode.common.urlprefix import VersionPrefix
-from mlnode.infer.asgi_relay import EngineAsgi
+from mlnode.infer import EngineAsgi
 
 #: Paths that tell nothing but that the process runs, or the time (the ping job sends no token).
 OPEN_PATHS = frozenset({"/livez", "/api/v1/clock"})

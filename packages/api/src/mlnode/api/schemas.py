@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 from mlnode.common.hardware import Hardware
 from mlnode.common.lifecycle import ServiceStatus
 from mlnode.fuse.schemas import FuseServiceStatus
-from mlnode.infer.schemas import InferServiceStatus
+from mlnode.infer import InferServiceStatus
 from mlnode.pow.schemas import PowServiceStatus
 from mlnode.train.schemas import TrainStatus
 

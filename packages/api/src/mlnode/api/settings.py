@@ -9,7 +9,7 @@ from mlnode.api.models.settings import ModelsSettings
 from mlnode.common.settings import NodeSettings
 from mlnode.common.transport.settings import TransportSettings
 from mlnode.fuse.settings import FuseSettings
-from mlnode.infer.settings import InferSettings
+from mlnode.infer import InferSettings
 from mlnode.pow.settings import PowSettings
 from mlnode.train.settings import TrainSettings
 

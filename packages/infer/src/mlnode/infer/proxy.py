@@ -30,18 +30,13 @@ from mlnode.common.errors import (
     MLNodeError,
     Unavailable,
 )
-from mlnode.infer.answers import CONTINUE, chunk, error_response, local_answer, phrase
+from mlnode.common.http.answers import error_response, phrase
+from mlnode.common.http.limits import HttpLimits, RequestTimeout
+from mlnode.infer.answers import CONTINUE, chunk, local_answer
 from mlnode.infer.balancer import Backend, LeastConnections
 from mlnode.infer.corked import CorkedWriter
 from mlnode.infer.headers import HeadFields
-from mlnode.infer.limits import (
-    ConnectionClock,
-    HeadBudget,
-    HttpLimits,
-    Reading,
-    RequestTimeout,
-    Stall,
-)
+from mlnode.infer.limits import ConnectionClock, HeadBudget, Reading, Stall
 from mlnode.infer.paths import normalise_target
 from mlnode.infer.routing import InferenceRoutes, Route
 from mlnode.infer.upstream import EngineConnection, UpstreamError, UpstreamPool

@@ -77,7 +77,7 @@ class TrainService(WorkerService[TrainRequest]):
             torch_threads=self.settings.torch_threads,
         )
         progress = TrainProgress(request.task_id, request.rank, request.world_size)
-        trainer = await asyncio.to_thread(DilocoTrainer, request, env, progress)
+        trainer = await asyncio.to_thread(DilocoTrainer.build, request, env, progress)
         try:
             self.ensure_still_starting()  # a stop while the model was built wins
         except StoppedWhileStarting:

@@ -15,14 +15,16 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
 import torch
 
 from mlnode.common.transport import TensorTransport
 from mlnode.train.checkpoint import Checkpoint, load_latest, save_checkpoint
-from mlnode.train.data import worker_data
+from mlnode.train.data import TokenBatches, worker_data
 from mlnode.train.diloco.aggregation import combine_all
 from mlnode.train.diloco.agreement import choose_state, default_max_faulty
 from mlnode.train.diloco.math import Tensors, nesterov_outer_step, pseudo_gradient
@@ -63,24 +65,51 @@ class TrainerEnv:
     torch_threads: int | None = None
 
 
+@dataclass
+class TrainerParts:
+    """What a trainer is made of that takes time to build: the model's inner loop and the data."""
+
+    inner: InnerLoop
+    model_config: dict[str, Any]
+    batches: TokenBatches
+    eval_set: torch.Tensor
+    #: The follower processes' handle when the worker spans several local devices.
+    local: LocalRanks | None = None
+
+
+def build_parts(request: TrainRequest, env: TrainerEnv) -> TrainerParts:
+    """Build the model (from the request's seed), this worker's data and its inner loop."""
+    model = build_model(request.model, request.seed)
+    batches, eval_set = worker_data(request, model)
+    local: LocalRanks | None = None
+    if len(env.local_devices) > 1:
+        local = LocalRanks(
+            env.local_devices, env.checkpoint_dir, env.local_timeout_s, env.torch_threads
+        )
+    local_world = local.world if local is not None else 1
+    inner = InnerLoop(model, local_optim(request.optim, local_world), env.device)
+    return TrainerParts(inner, model.config.to_dict(), batches, eval_set, local)
+
+
 class DilocoTrainer:
     """Runs one worker of a DiLoCo task until its total steps are done or it is stopped."""
 
-    def __init__(self, request: TrainRequest, env: TrainerEnv, progress: TrainProgress) -> None:
+    @classmethod
+    def build(cls, request: TrainRequest, env: TrainerEnv, progress: TrainProgress) -> Self:
+        """A trainer for `request`, its model and data built (seconds to minutes: off the loop)."""
+        return cls(request, env, progress, build_parts(request, env))
+
+    def __init__(
+        self, request: TrainRequest, env: TrainerEnv, progress: TrainProgress, parts: TrainerParts
+    ) -> None:
         self.req = request
         self.env = env
         self.progress = progress
         self.peers = request.peer_ranks()
-        model = build_model(request.model, request.seed)
-        self.model_config = model.config.to_dict()
-        self.batches, self.eval_set = worker_data(request, model)
-        self.local: LocalRanks | None = None
-        if len(env.local_devices) > 1:
-            self.local = LocalRanks(
-                env.local_devices, env.checkpoint_dir, env.local_timeout_s, env.torch_threads
-            )
-        local_world = self.local.world if self.local is not None else 1
-        self.inner = InnerLoop(model, local_optim(request.optim, local_world), env.device)
+        self.model_config = parts.model_config
+        self.batches, self.eval_set = parts.batches, parts.eval_set
+        self.local = parts.local
+        self.inner = parts.inner
         self.h = request.diloco.inner_steps
         self.total_rounds = math.ceil(request.optim.total_steps / self.h)
         self.round = 0
@@ -292,24 +321,20 @@ class DilocoTrainer:
             self.feedback,
             stop,
             base=self.base_digest,
-            retain=self.gate is not None,
+            aggregate=self._gated if self.gate is not None else None,
         )
         self.progress.add_bytes(result.bytes_sent, result.bytes_received)
         self.progress.set(
             peers_alive=sorted(p for p in result.results.values() if p != "self"),
             round_failures=result.failures,
         )
-        if self.gate is not None and not stop.is_set():
-            result.average = self._gated(result)
         return result
 
-    def _gated(self, result: RoundResult) -> Tensors:
+    def _gated(self, contributions: Mapping[int, Tensors], names: Mapping[int, str]) -> Tensors:
         """Aggregate only the contributions the loss gate keeps."""
         assert self.gate is not None
-        contributions = result.contributions
         scored = self.gate.score(self.synced, contributions, self.round)
         kept = scored.kept or [self.req.rank]
-        names = result.results
         self._report(
             gate_scores={names[r]: round(s, 6) for r, s in scored.scores.items()},
             gate_kept=[names[r] for r in kept],

@@ -1,7 +1,7 @@
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 import torch
@@ -10,6 +10,7 @@ from mlnode.common.testing import TransportHub
 from mlnode.train.diloco.aggregation import Aggregation
 from mlnode.train.diloco.math import Compression, Tensors, compress, decompress
 from mlnode.train.diloco.round import (
+    Aggregate,
     ErrorFeedback,
     RoundConfig,
     RoundResult,
@@ -132,12 +133,20 @@ def test_sparse_rounds_are_bit_identical_and_average_the_decoded_contributions()
     assert results[0].bytes_sent < raw / 50
 
 
-@pytest.mark.parametrize("retain", [False, True])
-def test_sparse_contributions_reach_the_robust_rules_and_the_gate_decoded(retain: bool) -> None:
+@pytest.mark.parametrize("whole", [False, True])
+def test_sparse_contributions_reach_the_robust_rules_and_the_gate_decoded(whole: bool) -> None:
     torch.manual_seed(1)
     noise = {r: {"w": torch.randn(32, 40)} for r in range(3)}
     spec = SparseSpec(density=1 / 8, chunk=256)
     results: dict[int, RoundResult] = {}
+    seen: dict[int, tuple[dict[int, Tensors], dict[int, str]]] = {}
+
+    def first_only(rank: int) -> Aggregate:
+        def aggregate(contributions: Mapping[int, Tensors], names: Mapping[int, str]) -> Tensors:
+            seen[rank] = dict(contributions), dict(names)
+            return contributions[0]
+
+        return aggregate
 
     def work(rank: int) -> None:
         peers = {n: r for r, n in enumerate(NAMES) if r != rank}
@@ -153,7 +162,7 @@ def test_sparse_contributions_reach_the_robust_rules_and_the_gate_decoded(retain
             noise[rank],
             1.0,
             ErrorFeedback(),
-            retain=retain,
+            aggregate=first_only(rank) if whole else None,
         )
 
     hub = TransportHub()
@@ -173,10 +182,14 @@ def test_sparse_contributions_reach_the_robust_rules_and_the_gate_decoded(retain
         for r in range(3)
     ]
     for result in results.values():
-        if retain:  # what the loss gate scores: each worker's decoded contribution
+        if whole:  # what the loss gate scores: each worker's decoded contribution
             assert sorted(result.contributions) == [0, 1, 2]
             for rank in range(3):
                 assert torch.equal(result.contributions[rank]["w"], decoded[rank])
+            assert torch.equal(result.average["w"], decoded[0])
+            rank = next(r for r, name in result.results.items() if name == "self")
+            assert seen[rank][1] == result.results
+            assert sorted(seen[rank][0]) == [0, 1, 2]
         else:
             assert torch.equal(result.average["w"], torch.stack(decoded).median(dim=0).values)
 

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from mlnode.api.federation.hardware import GpuReader, HostReader, Snapshot
 from mlnode.api.federation.schema import SCHEMA_VERSION, merge, rewrite
 from mlnode.api.federation.settings import MetricsSettings
-from mlnode.infer.balancer import Backend
+from mlnode.infer import Backend
 
 log = logging.getLogger(__name__)
 

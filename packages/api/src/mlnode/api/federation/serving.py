@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from mlnode.api.federation.exporter import ServingConfig
-from mlnode.infer.args import EngineArgs, flag_value
-from mlnode.infer.schemas import UpPhase
-from mlnode.infer.service import InferService
+from mlnode.infer import EngineArgs, InferService, UpPhase, flag_value
 
 
 def normalise_model_name(name: str) -> str:

@@ -7,12 +7,12 @@ DiLoCo: Douillard et al., arXiv:2311.08105. Fault tolerance follows Flower's str
 Every worker sends its encoded pseudo-gradient to every other worker (a direct all-to-all
 exchange, so a dead worker costs nobody a relay), one chunk of whole tensors at a time, and
 aggregates each chunk before the next is sent: memory stays bounded by about
-`world_size x chunk_bytes` beyond the model (`retain` keeps every contribution whole instead, for
-the loss gate). Each peer's chunk is checked against this worker's model before use
-(`validate.check_chunk`); a peer whose chunk is refused is left out of the round like one that
-missed the deadline. Every contribution counts the same: the sample count each worker declares
-must be the agreed one. Contributions are reduced in rank order (`aggregation.combine`), so
-workers that heard from the same set get bit-identical results.
+`world_size x chunk_bytes` beyond the model (an `aggregate` given by the caller, such as the loss
+gate's, gets every contribution whole instead). Each peer's chunk is checked against this
+worker's model before use (`validate.check_chunk`); a peer whose chunk is refused is left out of
+the round like one that missed the deadline. Every contribution counts the same: the sample count
+each worker declares must be the agreed one. Contributions are reduced in rank order
+(`aggregation.combine`), so workers that heard from the same set get bit-identical results.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from math import prod
 
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 WEIGHT_KEY = "__weight__"
 
+#: Aggregates whole contributions (rank -> decoded pseudo-gradient) given `results` (rank -> peer).
+Aggregate = Callable[[Mapping[int, Tensors], Mapping[int, str]], Tensors]
+
 
 @dataclass
 class RoundResult:
@@ -56,7 +59,7 @@ class RoundResult:
     bytes_received: int = 0
     #: True when a peer dropped part-way, so some chunks were averaged over more workers.
     partial: bool = False
-    #: rank -> whole decoded pseudo-gradient, with `retain` (this worker's included).
+    #: rank -> whole decoded pseudo-gradient, with an `aggregate` (this worker's included).
     contributions: dict[int, Tensors] = field(default_factory=dict)
 
 
@@ -203,7 +206,7 @@ def run_round(
     feedback: ErrorFeedback,
     stop: threading.Event | None = None,
     base: str = "",
-    retain: bool = False,
+    aggregate: Aggregate | None = None,
 ) -> RoundResult:
     """Exchange `grads` with `peers` (peer id -> rank) and aggregate what arrived and is valid.
 
@@ -216,10 +219,11 @@ def run_round(
 
     A peer that fails to send, misses a deadline or sends what `check_chunk` refuses is left out
     from then on and listed in `failures`; the result is over this worker and the peers in
-    `results`. With `retain`, `contributions` holds every whole pseudo-gradient and `average` is
-    left empty for the caller to aggregate.
+    `results`. With `aggregate`, `contributions` holds every whole pseudo-gradient and `average` is
+    what `aggregate` makes of them (left empty when `stop` cut the round short).
     """
     exchange = _Exchange(transport, peers, config.task, stop)
+    retain = aggregate is not None
     layout = layout_of(grads)
     agreed = {WEIGHT_KEY: torch.tensor(weight, dtype=torch.float32)}
     average: Tensors = {}
@@ -264,12 +268,16 @@ def run_round(
                     config.clip_factor,
                 )
     whole = {config.my_rank} | {peers[p] for p in exchange.alive if p in counted}
+    results = {config.my_rank: "self"} | {peers[p]: p for p in exchange.alive if p in counted}
+    survivors = {r: t for r, t in kept.items() if r in whole}
+    if aggregate is not None and not (stop is not None and stop.is_set()):
+        average = aggregate(survivors, results)
     return RoundResult(
         average=average,
-        results={config.my_rank: "self"} | {peers[p]: p for p in exchange.alive if p in counted},
+        results=results,
         failures=exchange.failures,
         bytes_sent=exchange.bytes_sent,
         bytes_received=exchange.bytes_received,
         partial=any(p in counted for p in exchange.failures),
-        contributions={r: t for r, t in kept.items() if r in whole},
+        contributions=survivors,
     )

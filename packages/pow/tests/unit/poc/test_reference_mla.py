@@ -21,7 +21,7 @@ from mlnode.pow.poc.inputs import nonce_inputs
 from mlnode.pow.poc.testing import ReferenceForward
 from mlnode.pow.poc.testing_mla import DeepseekV3Reference, rotary
 
-MODEL = Path(__file__).resolve().parents[1] / "data" / "poc_v2" / "models" / "deepseek-v3"
+MODEL = Path(__file__).resolve().parents[2] / "data" / "poc_v2" / "models" / "deepseek-v3"
 BLOCK = "5e2b9d1c7a3f60e48b2d9c1f7e3a5b6d0c8e2f4a6b1d3c5e7f9a0b2c4d6e8f1a"
 
 

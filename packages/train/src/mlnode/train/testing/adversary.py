@@ -18,7 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 
@@ -28,7 +28,7 @@ from mlnode.train.diloco.round import ErrorFeedback, RoundResult, receive_until,
 from mlnode.train.diloco.sync import Snapshot
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
-from mlnode.train.trainer import DilocoTrainer, TrainerEnv
+from mlnode.train.trainer import DilocoTrainer, TrainerEnv, TrainerParts, build_parts
 
 #: How far ahead the takeover attacker claims to be.
 TAKEOVER_LEAD = 1000
@@ -94,15 +94,29 @@ class AttackerTrainer(DilocoTrainer):
         request: TrainRequest,
         env: TrainerEnv,
         progress: TrainProgress,
-        attacks: Sequence[Attack],
+        parts: TrainerParts,
+        attacks: Sequence[Attack] = (),
         allies: frozenset[str] = frozenset(),
     ) -> None:
-        super().__init__(attacker_request(request), env, progress)
+        super().__init__(request, env, progress, parts)
         self.takeover = Attack.TAKEOVER in attacks
         self.schedule = [a for a in attacks if a not in (Attack.TAKEOVER, Attack.NONE)]
         #: Fellow attackers: not waited for when reading the honest pseudo-gradients.
         self.allies = allies
         self.fake_digest = ""
+
+    @classmethod
+    def build(
+        cls,
+        request: TrainRequest,
+        env: TrainerEnv,
+        progress: TrainProgress,
+        attacks: Sequence[Attack] = (),
+        allies: frozenset[str] = frozenset(),
+    ) -> Self:
+        """An attacker built from an honest worker's `request` (its model and data too)."""
+        request = attacker_request(request)
+        return cls(request, env, progress, build_parts(request, env), attacks, allies)
 
     @property
     def attack(self) -> Attack:
@@ -205,9 +219,9 @@ def run_workers(
         )
         prog = TrainProgress(req.task_id, req.rank, req.world_size)
         if req.rank in attacks:
-            trainers.append(AttackerTrainer(req, env, prog, attacks[req.rank], allies))
+            trainers.append(AttackerTrainer.build(req, env, prog, attacks[req.rank], allies))
         else:
-            trainers.append(DilocoTrainer(req, env, prog))
+            trainers.append(DilocoTrainer.build(req, env, prog))
         progress.append(prog)
     errors: list[str] = []
 

@@ -14,7 +14,7 @@ import torch
 
 from mlnode.pow.poc.testing import VECTOR_SETS, ReferenceForward, artifact_distances
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "poc_v2"
+DATA = Path(__file__).resolve().parents[2] / "data" / "poc_v2"
 NONCES = [0, 9, 18, 27, 36, 45, 54, 63]
 
 

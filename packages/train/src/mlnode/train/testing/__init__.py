@@ -1,4 +1,4 @@
-"""Test helpers of mlnode-train: a tiny corpus, follower weight hashes.
+"""Test helpers of mlnode-train: a tiny model config and corpus, follower weight hashes.
 
 `MemoryHub` / `MemoryTransport` are the names train's tests knew the in-memory transport by; they
 are `mlnode.common.testing`'s `TransportHub` / `FakeTransport`, the one fake of every package.
@@ -9,11 +9,24 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 from mlnode.common.testing.fake_transport import FakeTransport as MemoryTransport
 from mlnode.common.testing.fake_transport import TransportHub as MemoryHub
 
-__all__ = ["MemoryHub", "MemoryTransport", "follower_hashes", "write_tiny_corpus"]
+__all__ = ["TINY_LLAMA", "MemoryHub", "MemoryTransport", "follower_hashes", "write_tiny_corpus"]
+
+#: A Llama small enough to train a round in seconds on a CPU (`{"model": {"config": ...}}`).
+TINY_LLAMA: dict[str, Any] = {
+    "model_type": "llama",
+    "vocab_size": 256,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+}
 
 SUBJECTS = ("the cat", "a dog", "my friend", "the bird", "our teacher", "a child")
 VERBS = ("sees", "likes", "finds", "eats", "draws", "brings")

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from mlnode.pow.engine.settings import PocEngineSettings
 
-TEMPLATE = Path(__file__).resolve().parents[4] / ".env.template"
+TEMPLATE = Path(__file__).resolve().parents[5] / ".env.template"
 
 
 def test_the_template_block_parses_to_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
