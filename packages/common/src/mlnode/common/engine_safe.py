@@ -9,9 +9,14 @@ test in each plugin package (`mlnode.common.testing.imports`).
 
 from __future__ import annotations
 
-#: Modules of mlnode-common that import nothing but the standard library (and this list).
+#: Modules of mlnode-common that import only the standard library, httpx and one another.
 ENGINE_SAFE_COMMON = frozenset(
-    {"mlnode.common.engine_safe", "mlnode.common.errors", "mlnode.common.hygiene"}
+    {
+        "mlnode.common.callbacks",
+        "mlnode.common.engine_safe",
+        "mlnode.common.errors",
+        "mlnode.common.hygiene",
+    }
 )
 
 #: Top-level packages, besides the standard library, that vLLM installs with itself.
