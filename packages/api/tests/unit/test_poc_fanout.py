@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from mlnode.common.context import NodeContext
 from mlnode.common.errors import BadRequest, NotFound, Unavailable
-from mlnode.common.settings import NodeSettings
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.infer.schemas import InferenceUpRequest
-from mlnode.infer.service import InferService
 from mlnode.infer.testing.poc_test_engine import artifact
-from mlnode.infer.testing.support import fake_settings
+from mlnode.infer.testing.support import ServiceFactory, fake_services
 from mlnode.pow.fanout.fanout import AllBackendsFailed, PocFanout, init_bodies
 from mlnode.pow.fanout.schemas import PocGenerateRequest, PocInitGenerateRequest
 
@@ -55,21 +52,9 @@ def generate_body(nonces: list[int], url: str, **extra: object) -> PocGenerateRe
 
 
 @pytest.fixture
-async def make_service(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[InferService]]]:
-    """Open InferServices over the fake engine; each is closed after the test."""
-    opened: list[InferService] = []
-
-    async def make(**overrides: Any) -> InferService:
-        ctx = NodeContext(NodeSettings(_env_file=None, state_dir=tmp_path))
-        service = InferService(fake_settings(tmp_path / "logs", **overrides), ctx)
-        ctx.gate.register(service)
-        await service.open()
-        opened.append(service)
-        return service
-
-    yield make
-    for service in opened:
-        await service.close()
+async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
+    async with fake_services(tmp_path) as make:
+        yield make
 
 
 @pytest.fixture
