@@ -58,12 +58,6 @@ async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as c:
-        yield c
-
-
-@pytest.fixture
 async def two_engines(make_service):
     service = await make_service(gpus=[0, 1])
     await service.up(
@@ -79,7 +73,7 @@ def receiver():
 
 
 async def test_mining_groups_are_disjoint_and_status_follows_each_instance(
-    two_engines, receiver, client
+    two_engines, receiver
 ) -> None:
     fanout = PocFanout(two_engines)
     url = f"{receiver.url}{CALLBACK_PATH}"
@@ -119,7 +113,8 @@ async def test_mining_groups_are_disjoint_and_status_follows_each_instance(
     sample = first["artifacts"][0]
     assert sample["vector_b64"] == artifact("abc", "pk", sample["nonce"], 12)
 
-    stopped = await client.post(f"http://127.0.0.1:{ports[1]}/api/v1/pow/stop", json={})
+    async with httpx.AsyncClient(timeout=30) as client:
+        stopped = await client.post(f"http://127.0.0.1:{ports[1]}/api/v1/pow/stop", json={})
     assert stopped.status_code == 200
     mixed = await fanout.status()
     assert mixed.status == "MIXED"
