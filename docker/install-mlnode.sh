@@ -42,9 +42,10 @@ grep -v -E '^torch==' "$repo/constraints.txt" > "$prefix/constraints-image.txt"
 
 # The engines load the project's vLLM plugins (PoC v2 routes and worker extension, forced replay)
 # from their own interpreter: the same packages go there too, without dependencies, as
-# `make setup-vllm-env` does (the plugin modules import only what vLLM already brings).
+# `make setup-vllm-env` does (the plugin modules import only what vLLM already brings, and of
+# mlnode-common only its engine-safe modules, `mlnode.common.engine_safe`).
 "$engine_python" -m pip install --no-cache-dir --disable-pip-version-check --no-deps \
-    "$repo/packages/pow" "$repo/packages/infer"
+    "$repo/packages/common" "$repo/packages/pow" "$repo/packages/infer"
 "$engine_python" -c 'import mlnode.pow.engine.plugin, mlnode.pow.engine.worker'
 
 printf '#!/bin/sh\nexec %s "$@"\n' "$engine_python" > "$prefix/bin/engine-python"

@@ -3,18 +3,23 @@
 import pytest
 
 from mlnode.infer.args import (
-    POC_WORKER_EXTENSION,
     plugin_env,
     project_plugin_names,
+    project_worker_extension,
     with_plugin_args,
 )
+
+
+def test_the_published_worker_extension_is_pows() -> None:
+    # By value: infer names no pow module itself, it reads what mlnode-pow publishes.
+    assert project_worker_extension() == "mlnode.pow.engine.worker.PocWorkerExtension"
 
 
 def test_the_worker_extension_is_added_unless_the_operator_set_one() -> None:
     assert with_plugin_args(["--enforce-eager"]) == (
         "--enforce-eager",
         "--worker-extension-cls",
-        POC_WORKER_EXTENSION,
+        project_worker_extension(),
     )
     for own in (["--worker-extension-cls", "a.B"], ["--worker_extension_cls=a.B"]):
         assert with_plugin_args(own) == tuple(own)

@@ -63,7 +63,7 @@ def create_app(
     exporter = Exporter(
         settings.metrics,
         node_version(),
-        backends=infer.poc.backends if infer is not None else list,
+        backends=infer.serving_engines if infer is not None else list,
         serving=lambda: serving_config(infer),
         host=HostReader(settings.models.cache_dir),
     )

@@ -18,7 +18,7 @@ from mlnode.api.schemas import (
     StopResponse,
     VersionsResponse,
 )
-from mlnode.api.versions import engine_versions, inference_service, node_version
+from mlnode.api.versions import engine_versions, inference_service, node_version, poc_fanout
 from mlnode.common.hardware import discover_hardware
 from mlnode.common.nvml import GpuDevices, GpuDriver, read_devices, read_driver
 
@@ -30,7 +30,7 @@ probe_router = APIRouter(tags=["probes"])
 async def get_state(node: NodeStateDep) -> NodeStateResponse:
     """Which service holds the GPU, the versions and the served model."""
     infer = inference_service(node.gate)
-    engine = await engine_versions(infer)
+    engine = await engine_versions(poc_fanout(node.gate))
     return NodeStateResponse(
         state=node.state(),
         version=node_version(),
@@ -43,7 +43,7 @@ async def get_state(node: NodeStateDep) -> NodeStateResponse:
 @api_router.get("/versions", operation_id="get_versions")
 async def get_versions(node: NodeStateDep) -> VersionsResponse:
     """MLNode version, the engine's vLLM version, PoC validation inference."""
-    engine = await engine_versions(inference_service(node.gate))
+    engine = await engine_versions(poc_fanout(node.gate))
     return VersionsResponse(
         version=node_version(),
         vllm_version=engine.vllm_version if engine else None,

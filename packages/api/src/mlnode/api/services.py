@@ -13,19 +13,31 @@ from mlnode.fuse.routes import router as fuse_router
 from mlnode.fuse.service import FuseService
 from mlnode.infer.routes import router as infer_router
 from mlnode.infer.service import InferService
+from mlnode.pow.fanout.fanout import PocFanout
+from mlnode.pow.fanout.routes import router as poc_router
 from mlnode.pow.routes import router as pow_router
 from mlnode.pow.service import PowService
 from mlnode.train.routes import router as train_router
 from mlnode.train.service import TrainService
 
-FEATURE_ROUTERS: tuple[APIRouter, ...] = (pow_router, infer_router, train_router, fuse_router)
+FEATURE_ROUTERS: tuple[APIRouter, ...] = (
+    pow_router,
+    infer_router,
+    poc_router,
+    train_router,
+    fuse_router,
+)
 
 
 def build_services(settings: MLNodeSettings, ctx: NodeContext) -> list[Service[Any]]:
     """Create each feature package's service; `create_app` registers them with `ctx.gate`."""
+    infer = InferService(settings.infer, ctx)
+    poc = PocFanout(
+        infer, settings.infer.poc_request_timeout_s, settings.infer.poc_generate_timeout_s
+    )
     return [
-        PowService(settings.pow, ctx),
+        PowService(settings.pow, ctx, poc),
         FuseService(settings.fuse, ctx),
-        InferService(settings.infer, ctx),
+        infer,
         TrainService(settings.train, ctx),
     ]

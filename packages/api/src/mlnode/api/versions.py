@@ -8,8 +8,10 @@ from importlib.metadata import version
 
 from mlnode.common.errors import MLNodeError
 from mlnode.common.lifecycle import ServiceGate
-from mlnode.infer.poc_schemas import PocVersions
 from mlnode.infer.service import InferService
+from mlnode.pow.fanout.fanout import PocFanout
+from mlnode.pow.fanout.schemas import PocVersions
+from mlnode.pow.service import PowService
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +29,21 @@ def inference_service(gate: ServiceGate) -> InferService | None:
     return next((s for s in gate.services if isinstance(s, InferService)), None)
 
 
-async def engine_versions(infer: InferService | None) -> PocVersions | None:
+def poc_fanout(gate: ServiceGate) -> PocFanout | None:
+    """The node's PoC v2 fan-out (held by its PoW service), if it has one."""
+    pow_service = next((s for s in gate.services if isinstance(s, PowService)), None)
+    return pow_service.poc if pow_service is not None else None
+
+
+async def engine_versions(poc: PocFanout | None) -> PocVersions | None:
     """The serving engine's versions (cached by the fan-out); None when no engine answers."""
-    if infer is None or not infer.poc.backends():
+    if poc is None or not poc.backends():
         return None
-    cached = infer.poc.cached_versions()
+    cached = poc.cached_versions()
     if cached is not None:
         return cached
     try:
-        return await asyncio.wait_for(infer.poc.versions(), ENGINE_VERSIONS_TIMEOUT_S)
+        return await asyncio.wait_for(poc.versions(), ENGINE_VERSIONS_TIMEOUT_S)
     except (MLNodeError, TimeoutError) as exc:
         log.warning("engine versions unavailable: %s", exc)
         return None

@@ -5,6 +5,9 @@ exponential backoff while the receiver is down or answers 5xx/429. What cannot b
 full, receiver refusing with another 4xx, a URL httpx cannot send to, shutdown with undelivered
 items) is counted as dropped and logged, never lost silently. URLs are logged and reported
 without their passwords.
+
+Engine-safe (standard library, httpx and `hygiene`): the PoC engine's sender waits between tries
+by the same `retry_delay` schedule.
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ class DeliveryStats:
     dropped: int
     retries: int
     last_error: str | None
+
+
+def retry_delay(attempt: int, first_s: float, max_s: float) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based): doubling, capped."""
+    return float(min(max_s, first_s * 2 ** (attempt - 1)))
 
 
 def callback_url(base_url: str, path: str) -> str:
@@ -144,8 +152,9 @@ class CallbackSender:
                 self._deliver(client, item)
 
     def _deliver(self, client: httpx.Client, item: Callback) -> None:
-        delay = self.backoff_initial_s
+        attempt = 0
         while True:
+            attempt += 1
             outcome = self._post(client, item)
             with self._cond:
                 if outcome is None or outcome == "rejected":
@@ -157,9 +166,9 @@ class CallbackSender:
                     self._cond.notify_all()
                     return
                 self._retries += 1
+                delay = retry_delay(attempt, self.backoff_initial_s, self.backoff_max_s)
                 if self._cond.wait_for(lambda: self._closing, timeout=delay):
                     return
-            delay = min(delay * 2, self.backoff_max_s)
 
     def _post(self, client: httpx.Client, item: Callback) -> str | None:
         """None when delivered, "rejected" when retrying cannot help, "retry" otherwise."""

@@ -2,11 +2,24 @@
 
 Services raise these; the API renders them with their HTTP status and the gRPC transport maps
 them to status codes. A route never answers 200 with an error inside.
+
+Engine-safe (standard library only): the PoC engine plugin builds its bodies with `error_body` too.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
+
+ErrorBody = dict[str, dict[str, str | int | None]]
+
+
+def error_body(kind: str, message: str, code: str | int, param: str | None) -> ErrorBody:
+    """The one error body of every port and of the engine's PoC routes.
+
+    `code` is a string on the node's ports; the engine's PoC routes put their HTTP status there
+    (an int), a shape the node relays unchanged from `/inference/pow/generate`.
+    """
+    return {"error": {"type": kind, "message": message, "code": code, "param": param}}
 
 
 class MLNodeError(Exception):
@@ -22,16 +35,9 @@ class MLNodeError(Exception):
         self.message = message
         self.param = param
 
-    def to_body(self) -> dict[str, dict[str, str | None]]:
+    def to_body(self) -> ErrorBody:
         """The JSON body sent to clients."""
-        return {
-            "error": {
-                "type": type(self).__name__,
-                "message": self.message,
-                "code": self.code,
-                "param": self.param,
-            }
-        }
+        return error_body(type(self).__name__, self.message, self.code, self.param)
 
 
 class InvalidRequest(MLNodeError):

@@ -105,16 +105,35 @@ def parse_additional_args(raw: Sequence[str]) -> EngineArgs:
     return EngineArgs(args=tuple(tokens), **sizes)
 
 
-#: The worker half of mlnode-pow's PoC v2 plugin (its routes attach only when this is set).
-POC_WORKER_EXTENSION = "mlnode.pow.engine.worker.PocWorkerExtension"
+#: Entry point group where a project package publishes its vLLM worker extension (mlnode-pow:
+#: the worker half of the PoC v2 plugin, whose routes attach only when it is set).
+WORKER_EXTENSION_GROUP = "mlnode.vllm_worker_extensions"
 _PLUGIN_GROUPS = ("vllm.general_plugins", "vllm.endpoint_plugins")
 
 
+def project_worker_extension() -> str | None:
+    """The worker extension a project package publishes, as vLLM's dotted class name, or None.
+
+    vLLM takes one `--worker-extension-cls`, so a second published extension is refused.
+    """
+    found = sorted(
+        f"{ep.module}.{ep.attr}"
+        for ep in entry_points(group=WORKER_EXTENSION_GROUP)
+        if ep.dist is not None and ep.dist.name.startswith("mlnode-")
+    )
+    if len(found) > 1:
+        raise ValueError(f"more than one worker extension in {WORKER_EXTENSION_GROUP}: {found}")
+    return found[0] if found else None
+
+
 def with_plugin_args(args: Sequence[str]) -> tuple[str, ...]:
-    """`args` plus `--worker-extension-cls` for the PoC plugin, unless they set one already."""
-    if any(_matches(_canonical(t.partition("=")[0]), "--worker-extension-cls") for t in args):
+    """`args` plus the project's `--worker-extension-cls`, unless they set one already."""
+    extension = project_worker_extension()
+    if extension is None or any(
+        _matches(_canonical(t.partition("=")[0]), "--worker-extension-cls") for t in args
+    ):
         return tuple(args)
-    return (*args, "--worker-extension-cls", POC_WORKER_EXTENSION)
+    return (*args, "--worker-extension-cls", extension)
 
 
 def project_plugin_names() -> tuple[str, ...]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from mlnode.infer.deps import InferServiceDep
-from mlnode.infer.poc_routes import router as poc_router
 from mlnode.infer.schemas import (
     InferenceStatus,
     InferenceUpRequest,
@@ -62,6 +61,3 @@ async def inference_down(service: InferServiceDep) -> InferenceUpResponse:
 async def inference_status(service: InferServiceDep) -> InferenceStatus:
     """Instances, ports, health, model, arguments, restarts and requests in flight."""
     return service.inference_status()
-
-
-router.include_router(poc_router)

@@ -16,7 +16,7 @@ from mlnode.common.lifecycle import Phase, Service, ServiceKind, ServiceStatus
 from mlnode.common.urlprefix import VersionPrefix
 from mlnode.infer.args import EngineArgs, add_validation_flags, flag_value, parse_additional_args
 from mlnode.infer.asgi_relay import EngineAsgi
-from mlnode.infer.balancer import LeastConnections
+from mlnode.infer.balancer import Backend, LeastConnections
 from mlnode.infer.engine import (
     EngineInstance,
     EngineLaunch,
@@ -26,7 +26,6 @@ from mlnode.infer.engine import (
 )
 from mlnode.infer.health import HealthWatch, register_metrics
 from mlnode.infer.limits import http_limits
-from mlnode.infer.poc_fanout import PocFanout
 from mlnode.infer.proxy import Relay
 from mlnode.infer.reaper import EngineRecord
 from mlnode.infer.routing import InferenceRoutes
@@ -112,12 +111,6 @@ class InferService(Service[InferenceUpRequest]):
             routes=routes,
         )
         self.engine_asgi = EngineAsgi(self.relay)
-        self.poc = PocFanout(
-            lambda: self.balancer.backends,
-            self._http,
-            settings.poc_request_timeout_s,
-            settings.poc_generate_timeout_s,
-        )
         self._server = InferenceServer(self.relay, settings.host, settings.port)
         self._listen_error: str | None = None
         self._client: httpx.AsyncClient | None = None
@@ -128,7 +121,12 @@ class InferService(Service[InferenceUpRequest]):
         self._watch: HealthWatch | None = None
         self._metrics = register_metrics(ctx.metrics, self.balancer)
 
-    def _http(self) -> httpx.AsyncClient:
+    def serving_engines(self) -> tuple[Backend, ...]:
+        """The healthy engine instances now (`ServingEngines`, read by pow's PoC fan-out)."""
+        return self.balancer.backends
+
+    def engine_client(self) -> httpx.AsyncClient:
+        """The client for engine calls (`ServingEngines`); `Unavailable` until opened."""
         if self._client is None:
             raise Unavailable("the inference service is not open")
         return self._client

@@ -13,12 +13,14 @@ import torch
 
 from mlnode.common.callbacks import CallbackSender
 from mlnode.common.context import NodeContext
+from mlnode.common.engines import NoEngines
 from mlnode.common.errors import InvalidRequest, NotRunning, Unavailable
 from mlnode.common.lifecycle import Phase, ServiceKind, WorkerService
 from mlnode.pow.compute.devices import cpu_matmul_type, plan_groups
 from mlnode.pow.compute.engine import DistanceEngine
 from mlnode.pow.compute.nonces import NonceShare, node_shares
 from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.fanout.fanout import PocFanout
 from mlnode.pow.metrics import PowCollector
 from mlnode.pow.models import ModelCache, ModelKey
 from mlnode.pow.schemas import (
@@ -52,10 +54,17 @@ class PowService(WorkerService[PowStart]):
     status_model = PowServiceStatus
     restart_while_running = True
 
-    def __init__(self, settings: PowSettings, ctx: NodeContext) -> None:
-        """Create the callback sender and register the PoW metrics."""
+    def __init__(
+        self, settings: PowSettings, ctx: NodeContext, poc: PocFanout | None = None
+    ) -> None:
+        """Create the callback sender and register the PoW metrics.
+
+        `poc` fans PoC v2 out to the engines infer serves (`build_services` wires it); without
+        it the node has no engines and the PoC v2 routes answer 503.
+        """
         super().__init__(ctx.gate)
         self.settings = settings
+        self.poc = poc or PocFanout(NoEngines())
         self.sender = CallbackSender(
             max_pending=settings.callback_max_pending,
             timeout_s=settings.callback_timeout_s,

@@ -7,13 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
+from mlnode.common.callbacks import retry_delay
 from mlnode.common.testing.callback_receiver import CallbackReceiver, Tarpit
-from mlnode.pow.engine.callbacks import (
-    CallbackSender,
-    InvalidCallbackUrl,
-    destination,
-    retry_delay,
-)
+from mlnode.pow.engine.callbacks import CallbackSender, InvalidCallbackUrl, destination
 from mlnode.pow.engine.settings import PocEngineSettings
 
 

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from mlnode.api.federation.hardware import GpuReader, HostReader, Snapshot
 from mlnode.api.federation.schema import SCHEMA_VERSION, merge, rewrite
 from mlnode.api.federation.settings import MetricsSettings
-from mlnode.infer import Backend
+from mlnode.common.engines import EngineEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Exporter:
         self,
         settings: MetricsSettings,
         version: str,
-        backends: Callable[[], Sequence[Backend]],
+        backends: Callable[[], Sequence[EngineEndpoint]],
         serving: Callable[[], ServingConfig | None],
         host: HostReader,
         gpus: GpuReader | None = None,
@@ -118,7 +118,9 @@ class Exporter:
         self.host = await asyncio.to_thread(self._host.read)
         self.gpu = await asyncio.to_thread(self._gpus.read)
 
-    async def _scrape(self, replica: int, backend: Backend, model_name: str | None) -> EngineCache:
+    async def _scrape(
+        self, replica: int, backend: EngineEndpoint, model_name: str | None
+    ) -> EngineCache:
         """A new reading of one engine, or its last good one when this scrape fails."""
         previous = self.engines.get(replica, EngineCache())
         assert self._client is not None

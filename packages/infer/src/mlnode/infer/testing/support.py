@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from mlnode.common.context import NodeContext
+from mlnode.common.settings import NodeSettings
 from mlnode.common.testing.wait import wait_until_async
 from mlnode.infer.engine import free_port
+from mlnode.infer.service import InferService
 from mlnode.infer.settings import InferSettings
+
+ServiceFactory = Callable[..., Awaitable[InferService]]
 
 FAKE_ENGINE = "mlnode.infer.testing.fake_engine"
 
@@ -35,3 +41,23 @@ def fake_settings(log_dir: Path, **overrides: Any) -> InferSettings:
 async def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
     """The name infer's tests knew `mlnode.common.testing.wait_until_async` by."""
     await wait_until_async(check, timeout_s=timeout_s, interval_s=0.05)
+
+
+@asynccontextmanager
+async def fake_services(state_dir: Path) -> AsyncIterator[ServiceFactory]:
+    """Build and open InferServices over the fake engine; every one is closed on exit."""
+    opened: list[InferService] = []
+
+    async def make(**overrides: Any) -> InferService:
+        ctx = NodeContext(NodeSettings(_env_file=None, state_dir=state_dir))
+        service = InferService(fake_settings(state_dir / "logs", **overrides), ctx)
+        ctx.gate.register(service)
+        await service.open()
+        opened.append(service)
+        return service
+
+    try:
+        yield make
+    finally:
+        for service in opened:
+            await service.close()

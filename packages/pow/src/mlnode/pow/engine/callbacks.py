@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
+from mlnode.common.callbacks import retry_delay
+from mlnode.common.hygiene import redact_text
 from mlnode.pow.engine.settings import PocEngineSettings
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,9 @@ def destination(url: str) -> str:
         parsed = httpx.URL(url)
         scheme, host, port = parsed.scheme, parsed.host, parsed.port
     except (httpx.InvalidURL, TypeError, ValueError) as exc:  # IDNA errors are ValueErrors
-        raise InvalidCallbackUrl(f"callback url cannot be parsed: {exc}") from None
+        raise InvalidCallbackUrl(
+            f"callback url cannot be parsed: {redact_text(str(exc))}"
+        ) from None
     if scheme not in ("http", "https") or not host:
         raise InvalidCallbackUrl("callback url needs http(s)://host")
     port = port or (443 if scheme == "https" else 80)
@@ -67,11 +71,6 @@ class Callback:
     url: str
     body: dict[str, Any]
     expires: float
-
-
-def retry_delay(attempt: int, first_s: float, max_s: float) -> float:
-    """Seconds to wait after failed attempt number `attempt` (1-based): doubling, capped."""
-    return float(min(max_s, first_s * 2 ** (attempt - 1)))
 
 
 class CallbackSender:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import ValidationError
+
+from mlnode.common.errors import ErrorBody, error_body
 
 
 class PocHttpError(Exception):
@@ -17,16 +17,9 @@ class PocHttpError(Exception):
         self.param = param
         self.kind = kind or _KINDS.get(status, "engine_error")
 
-    def body(self) -> dict[str, Any]:
-        """`{"error": {type, message, code, param}}`."""
-        return {
-            "error": {
-                "type": self.kind,
-                "message": self.message,
-                "code": self.status,
-                "param": self.param,
-            }
-        }
+    def body(self) -> ErrorBody:
+        """`{"error": {type, message, code, param}}`, `code` being the HTTP status."""
+        return error_body(self.kind, self.message, self.status, self.param)
 
 
 _KINDS = {

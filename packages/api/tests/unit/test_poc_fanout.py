@@ -1,18 +1,22 @@
-"""PoC v2 fan-out over two real test-engine processes: groups, status, queue, callbacks."""
+"""pow's PoC v2 fan-out over the engines infer serves (two real test-engine processes)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from mlnode.common.errors import BadRequest, NotFound, Unavailable
 from mlnode.common.testing.callback_receiver import CallbackReceiver
-from mlnode.infer.poc_fanout import AllBackendsFailed, init_bodies
-from mlnode.infer.poc_schemas import PocGenerateRequest, PocInitGenerateRequest
 from mlnode.infer.schemas import InferenceUpRequest
 from mlnode.infer.testing.poc_test_engine import artifact
+from mlnode.infer.testing.support import ServiceFactory, fake_services
+from mlnode.pow.fanout.fanout import AllBackendsFailed, PocFanout, init_bodies
+from mlnode.pow.fanout.schemas import PocGenerateRequest, PocInitGenerateRequest
 
 NODE_ID, NODE_COUNT = 1, 3
 CALLBACK_PATH = "/v2/poc-batches/Qwen%252FQwen3"
@@ -48,6 +52,12 @@ def generate_body(nonces: list[int], url: str, **extra: object) -> PocGenerateRe
 
 
 @pytest.fixture
+async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
+    async with fake_services(tmp_path) as make:
+        yield make
+
+
+@pytest.fixture
 async def two_engines(make_service):
     service = await make_service(gpus=[0, 1])
     await service.up(
@@ -63,9 +73,9 @@ def receiver():
 
 
 async def test_mining_groups_are_disjoint_and_status_follows_each_instance(
-    two_engines, receiver, client
+    two_engines, receiver
 ) -> None:
-    fanout = two_engines.poc
+    fanout = PocFanout(two_engines)
     url = f"{receiver.url}{CALLBACK_PATH}"
 
     summary = await fanout.init_generate(init_body(url))
@@ -76,7 +86,10 @@ async def test_mining_groups_are_disjoint_and_status_follows_each_instance(
     status = await fanout.status()
     assert status.status == "GENERATING"
     assert [b.non_finite_dropped for b in status.backends] == [0, 0]
-    assert [(b.port, b.config["group_id"], b.config["n_groups"]) for b in status.backends] == [
+    assert [
+        (b.port, (b.config or {})["group_id"], (b.config or {})["n_groups"])
+        for b in status.backends
+    ] == [
         (ports[0], 0, 2),
         (ports[1], 1, 2),
     ]
@@ -100,7 +113,8 @@ async def test_mining_groups_are_disjoint_and_status_follows_each_instance(
     sample = first["artifacts"][0]
     assert sample["vector_b64"] == artifact("abc", "pk", sample["nonce"], 12)
 
-    stopped = await client.post(f"http://127.0.0.1:{ports[1]}/api/v1/pow/stop", json={})
+    async with httpx.AsyncClient(timeout=30) as client:
+        stopped = await client.post(f"http://127.0.0.1:{ports[1]}/api/v1/pow/stop", json={})
     assert stopped.status_code == 200
     mixed = await fanout.status()
     assert mixed.status == "MIXED"
@@ -115,7 +129,7 @@ async def test_mining_groups_are_disjoint_and_status_follows_each_instance(
 
 
 async def test_queued_generate_ids_name_their_instance(two_engines, receiver) -> None:
-    fanout = two_engines.poc
+    fanout = PocFanout(two_engines)
     url = f"{receiver.url}{CALLBACK_PATH}"
     ports = {b.port for b in fanout.backends()}
     ids = []
@@ -138,7 +152,7 @@ async def test_queued_generate_ids_name_their_instance(two_engines, receiver) ->
 
 
 async def test_validation_waits_and_counts_mismatches(two_engines, receiver) -> None:
-    fanout = two_engines.poc
+    fanout = PocFanout(two_engines)
     nonces = list(range(10))
     honest = [{"nonce": n, "vector_b64": artifact("abc", "pk", n, 12)} for n in nonces]
     forged = honest[:5] + [
@@ -164,7 +178,7 @@ async def test_validation_waits_and_counts_mismatches(two_engines, receiver) -> 
 
 
 async def test_refusals_and_no_backends(make_service, two_engines) -> None:
-    fanout = two_engines.poc
+    fanout = PocFanout(two_engines)
     with pytest.raises(AllBackendsFailed) as failed:
         await fanout.init_generate(init_body(model="other"))
     assert [e.port for e in failed.value.errors] == sorted(b.port for b in fanout.backends())
@@ -176,7 +190,7 @@ async def test_refusals_and_no_backends(make_service, two_engines) -> None:
     versions = await fanout.versions()
     assert versions.poc_validation_inference is True and versions.vllm_version
 
-    idle = (await make_service()).poc
+    idle = PocFanout(await make_service())
     assert (await idle.status()).status == "NO_BACKENDS"
     assert (await idle.stop()).message == "No backends to stop"
     with pytest.raises(Unavailable):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlnode.infer.poc_fanout import aggregate_status
+from mlnode.pow.fanout.fanout import aggregate_status
 
 
 @pytest.mark.parametrize(

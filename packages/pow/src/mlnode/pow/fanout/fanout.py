@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
+from mlnode.common.engines import EngineEndpoint, ServingEngines
 from mlnode.common.errors import BadRequest, EngineFailed, NotFound, Unavailable
-from mlnode.infer.balancer import Backend
-from mlnode.infer.poc_schemas import (
+from mlnode.pow.fanout.schemas import (
     BackendError,
     BackendResult,
     PocBackendStatus,
@@ -72,26 +72,29 @@ class PocFanout:
 
     def __init__(
         self,
-        backends: Callable[[], Sequence[Backend]],
-        client: Callable[[], httpx.AsyncClient],
+        engines: ServingEngines,
         timeout_s: float = 30.0,
         generate_timeout_s: float = 600.0,
     ) -> None:
-        self._backends = backends
-        self._client = client
+        self._engines = engines
         self.timeout_s = timeout_s
         self.generate_timeout_s = generate_timeout_s
         self._turn = itertools.count()
         self._versions: tuple[tuple[str, ...], PocVersions] | None = None
 
-    def backends(self) -> list[Backend]:
+    def backends(self) -> list[EngineEndpoint]:
         """Healthy instances in port order (the group order of the nonce shares)."""
-        return sorted(self._backends(), key=lambda b: b.port)
+        return sorted(self._engines.serving_engines(), key=lambda b: b.port)
 
     async def _call(
-        self, backend: Backend, method: str, path: str, body: Any = None, timeout: float = 0.0
+        self,
+        backend: EngineEndpoint,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float = 0.0,
     ) -> httpx.Response:
-        return await self._client().request(
+        return await self._engines.engine_client().request(
             method,
             f"{backend.url}{ENGINE_PREFIX}{path}",
             json=body,
@@ -99,7 +102,7 @@ class PocFanout:
         )
 
     async def _fan(
-        self, backends: Sequence[Backend], method: str, path: str, bodies: Sequence[Any]
+        self, backends: Sequence[EngineEndpoint], method: str, path: str, bodies: Sequence[Any]
     ) -> list[httpx.Response | BaseException]:
         calls = (
             self._call(b, method, path, body) for b, body in zip(backends, bodies, strict=True)
@@ -185,13 +188,15 @@ class PocFanout:
         self._versions = (keys, versions)
         return versions
 
-    async def _fetch_versions(self, backend: Backend) -> PocVersions:
+    async def _fetch_versions(self, backend: EngineEndpoint) -> PocVersions:
         try:
             response = await self._call(backend, "GET", "/versions")
             if response.status_code == 200:
                 return PocVersions.model_validate(response.json())
             # An engine without PoC routes: its version, and no inference during validation.
-            plain = await self._client().get(f"{backend.url}/version", timeout=self.timeout_s)
+            plain = await self._engines.engine_client().get(
+                f"{backend.url}/version", timeout=self.timeout_s
+            )
             version = plain.json().get("version") if plain.status_code == 200 else None
         except (httpx.HTTPError, ValueError) as exc:
             raise EngineFailed(f"engine on port {backend.port}: {exc!r}") from exc
@@ -226,7 +231,7 @@ def init_bodies(request: PocInitGenerateRequest, n_groups: int) -> list[dict[str
 
 
 def _split(
-    backends: Sequence[Backend], answers: Sequence[httpx.Response | BaseException], ok: str
+    backends: Sequence[EngineEndpoint], answers: Sequence[httpx.Response | BaseException], ok: str
 ) -> tuple[list[BackendResult], list[BackendError]]:
     results: list[BackendResult] = []
     errors: list[BackendError] = []
@@ -240,7 +245,9 @@ def _split(
     return results, errors
 
 
-def _backend_status(backend: Backend, answer: httpx.Response | BaseException) -> PocBackendStatus:
+def _backend_status(
+    backend: EngineEndpoint, answer: httpx.Response | BaseException
+) -> PocBackendStatus:
     if isinstance(answer, BaseException):
         return PocBackendStatus(port=backend.port, status=UNREACHABLE, error=repr(answer))
     body = _json_body(answer)
@@ -252,7 +259,7 @@ def _backend_status(backend: Backend, answer: httpx.Response | BaseException) ->
         return PocBackendStatus(port=backend.port, status=UNREACHABLE, error=f"bad status: {exc}")
 
 
-def _tagged(backend: Backend, response: httpx.Response) -> JsonAnswer:
+def _tagged(backend: EngineEndpoint, response: httpx.Response) -> JsonAnswer:
     body = _json_body(response)
     if body is None:
         failure = EngineFailed(f"engine on port {backend.port} answered {_describe(response)}")

@@ -1,12 +1,12 @@
-"""PoC v2 routes, `/api/v1/inference/pow/*`: thin, over `PocFanout` (see `poc_fanout`)."""
+"""PoC v2 routes of the node, `/api/v1/inference/pow/*`: thin, over `PocFanout` (see `fanout`)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from mlnode.infer.deps import InferServiceDep
-from mlnode.infer.poc_schemas import (
+from mlnode.pow.deps import PocFanoutDep
+from mlnode.pow.fanout.schemas import (
     PocGenerateRequest,
     PocInitGenerateRequest,
     PocInitResponse,
@@ -16,7 +16,7 @@ from mlnode.infer.poc_schemas import (
     PocVersions,
 )
 
-router = APIRouter(prefix="/pow", tags=["poc-v2"])
+router = APIRouter(prefix="/inference/pow", tags=["poc-v2"])
 
 _ERRORS: dict[int | str, dict[str, str]] = {
     502: {"description": "Every engine instance failed; `errors` lists each one."},
@@ -25,40 +25,38 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 
 
 @router.post("/init/generate", operation_id="poc_init_generate", responses=_ERRORS)
-async def poc_init_generate(
-    body: PocInitGenerateRequest, service: InferServiceDep
-) -> PocInitResponse:
+async def poc_init_generate(body: PocInitGenerateRequest, fanout: PocFanoutDep) -> PocInitResponse:
     """Start PoC v2 mining on every engine instance, each with its nonce group."""
-    return await service.poc.init_generate(body)
+    return await fanout.init_generate(body)
 
 
 @router.post("/generate", operation_id="poc_generate", responses=_ERRORS)
-async def poc_generate(body: PocGenerateRequest, service: InferServiceDep) -> JSONResponse:
+async def poc_generate(body: PocGenerateRequest, fanout: PocFanoutDep) -> JSONResponse:
     """Compute or validate nonces on one instance; the engine's answer and status."""
-    status, payload = await service.poc.generate(body)
+    status, payload = await fanout.generate(body)
     return JSONResponse(payload, status_code=status)
 
 
 @router.get("/generate/{request_id}", operation_id="poc_generate_result", responses=_ERRORS)
-async def poc_generate_result(request_id: str, service: InferServiceDep) -> JSONResponse:
+async def poc_generate_result(request_id: str, fanout: PocFanoutDep) -> JSONResponse:
     """State or result of a queued `/generate` (`<port>:<id>`)."""
-    status, payload = await service.poc.generate_result(request_id)
+    status, payload = await fanout.generate_result(request_id)
     return JSONResponse(payload, status_code=status)
 
 
 @router.get("/status", operation_id="poc_status")
-async def poc_status(service: InferServiceDep) -> PocStatusResponse:
+async def poc_status(fanout: PocFanoutDep) -> PocStatusResponse:
     """GENERATING / IDLE / MIXED / NO_BACKENDS with each instance's status."""
-    return await service.poc.status()
+    return await fanout.status()
 
 
 @router.post("/stop", operation_id="poc_stop")
-async def poc_stop(service: InferServiceDep, body: PocStopRequest | None = None) -> PocStopResponse:
+async def poc_stop(fanout: PocFanoutDep, body: PocStopRequest | None = None) -> PocStopResponse:
     """Stop PoC v2 on every instance."""
-    return await service.poc.stop()
+    return await fanout.stop()
 
 
 @router.get("/versions", operation_id="poc_versions", responses=_ERRORS)
-async def poc_versions(service: InferServiceDep) -> PocVersions:
+async def poc_versions(fanout: PocFanoutDep) -> PocVersions:
     """The engine's vLLM version and whether it serves inference during PoC validation."""
-    return await service.poc.versions()
+    return await fanout.versions()
