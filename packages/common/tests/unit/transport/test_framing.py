@@ -225,14 +225,3 @@ def test_absurd_headers_are_malformed(dtype: str, shape: list[int], nbytes: int)
     with pytest.raises(MalformedFrame) as caught:
         read([pb.Frame(header=header.SerializeToString())])
     assert caught.value.grpc_status == "INVALID_ARGUMENT"
-
-
-def test_bundled_frames_are_read_one_by_one_and_checked_alike() -> None:
-    messages = [wire.parse(m) for m in wire.bundled(frames())]
-    assert any(isinstance(m, wire.Bundle) for m in messages)
-    tag, out = read(messages)
-    assert tag == "r1" and all(torch.equal(out[k], TENSORS[k]) for k in TENSORS)
-    stream = frames()
-    stream[-1], stream[-2] = stream[-2], stream[-1]  # end before the last trailer
-    with pytest.raises(IntegrityError):
-        read([wire.parse(m) for m in wire.bundled(stream)])

@@ -191,9 +191,7 @@ class PeerClient:
                     chunk_bytes=self.chunk_bytes,
                     alive=self.alive,
                 )
-                reply = self._push(
-                    wire.bundled(frames), metadata=metadata, timeout=self.timeouts.rpc_s
-                )
+                reply = self._push(frames, metadata=metadata, timeout=self.timeouts.rpc_s)
             except grpc.RpcError as exc:
                 self.alive()  # a peer removed here mid-send cancels the call: say so
                 refused = (

@@ -29,7 +29,7 @@ from mlnode.common.transport.codec import (
 )
 from mlnode.common.transport.errors import IntegrityError, LimitExceeded, MalformedFrame
 from mlnode.common.transport.hashing import OrderedHash
-from mlnode.common.transport.wire import ChunkFrame, FrameLike, WireFrame, chunk_frame, unbundle
+from mlnode.common.transport.wire import ChunkFrame, FrameLike, WireFrame, chunk_frame
 
 #: Largest chunk any reader accepts, whatever the sender's configuration.
 MAX_CHUNK_BYTES = 4 << 20
@@ -122,7 +122,7 @@ class FrameReader:
 
     def read(self, frames: Iterable[FrameLike]) -> tuple[str, dict[str, torch.Tensor]]:
         """(tag, tensors) of a complete, verified stream; IntegrityError or LimitExceeded else."""
-        stream = unbundle(frames)
+        stream = iter(frames)
         tensors: dict[str, torch.Tensor] = {}
         for frame in stream:
             self.alive()

@@ -49,8 +49,6 @@ def frame_size(frame: wire.FrameLike | wire.WireFrame) -> int:
         return len(frame.chunk)
     if isinstance(frame, pb.Frame):
         return int(frame.ByteSize())
-    if isinstance(frame, wire.Bundle):
-        return sum(frame_size(f) for f in frame.frames)
     return 0
 
 
@@ -166,7 +164,7 @@ class TransportServicer(pb_grpc.TransportServicer):
             frames = self.handlers.fetch(session, list(request.names))
             with self._floor(context, session) as meter:
                 yield from self.watchdog.paced(
-                    wire.bundled(frames), self.idle_timeout_s, context.cancel, meter, frame_size
+                    frames, self.idle_timeout_s, context.cancel, meter, frame_size
                 )
 
 
