@@ -97,7 +97,12 @@ def test_sparse_workers_stay_identical_and_checkpoint_their_error_feedback(
     make_request, tmp_path
 ) -> None:
     hub = TransportHub()
-    sparse = {"compression": "sparseloco", "sparse_density": 0.05, "sparse_chunk": 1024}
+    sparse = {
+        "compression": "sparseloco",
+        "sparse_density": 0.05,
+        "sparse_chunk": 1024,
+        "sparse_error_decay": 0.95,
+    }
     pairs = [
         make_trainer(
             make_request, hub.node(f"w{r}"), r, 2, tmp_path / f"c{r}", diloco=diloco(30) | sparse

@@ -137,7 +137,7 @@ class DilocoTrainer:
             aggregation=robust.aggregation,
             max_faulty=self.max_faulty,
             clip_factor=robust.clip_factor,
-            sparse=SparseSpec(density=d.sparse_density, chunk=d.sparse_chunk),
+            sparse=SparseSpec(d.sparse_density, d.sparse_chunk, d.sparse_error_decay),
         )
         gate = LossGate(
             self.inner, self.eval_set, robust.gate_batch, robust.gate_keep, self.max_faulty

@@ -219,3 +219,23 @@ def test_wire_shapes_follow_the_agreed_spec() -> None:
 def test_a_spec_out_of_bounds_is_refused(density: float, chunk: int) -> None:
     with pytest.raises(ValueError):
         SparseSpec(density=density, chunk=chunk)
+
+
+def test_error_decay_scales_the_residual_before_the_top_k() -> None:
+    decayed = SparseSpec(density=1 / 16, chunk=256, error_decay=0.5)
+    tensor, error = sample(0), sample(1)
+    parts, residual = compress(tensor, Compression.SPARSELOCO, error, decayed)
+    assert residual is not None
+    target = tensor + 0.5 * error
+    assert torch.equal(parts["idx"], encode(target, decayed)["idx"])
+    decoded = decompress(parts, Compression.SPARSELOCO, SHAPE, decayed)
+    assert torch.allclose(decoded + residual, target)
+    # A decay of 1 keeps the whole residual, as before.
+    _, kept = compress(tensor, Compression.SPARSELOCO, error, SPEC)
+    assert kept is not None and not torch.allclose(kept, residual)
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.5])
+def test_an_error_decay_out_of_bounds_is_refused(decay: float) -> None:
+    with pytest.raises(ValueError):
+        SparseSpec(error_decay=decay)

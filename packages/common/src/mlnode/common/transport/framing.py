@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
-from blake3 import blake3
 from google.protobuf.message import DecodeError
 
 from mlnode.common.transport import auth
@@ -29,6 +28,7 @@ from mlnode.common.transport.codec import (
     wire_dtype,
 )
 from mlnode.common.transport.errors import IntegrityError, LimitExceeded, MalformedFrame
+from mlnode.common.transport.hashing import OrderedHash
 from mlnode.common.transport.wire import ChunkFrame, FrameLike, WireFrame, chunk_frame
 
 #: Largest chunk any reader accepts, whatever the sender's configuration.
@@ -84,12 +84,11 @@ def write_frames(
             sequence=sequence,
         ).SerializeToString()
         yield pb.Frame(header=header)
-        hasher = blake3()
+        hasher = OrderedHash()
         for piece in iter_chunks(tensor.payload, chunk_bytes):
             alive()
-            # Hashed once handed over, so the hash overlaps the chunk's transmission.
+            hasher.update(piece)  # in a worker while gRPC sends the chunk
             yield chunk_frame(piece)
-            hasher.update(piece)
         digest = hasher.digest()
         signature = signer.sign(auth.trailer_message(session, sequence, header, digest))
         yield pb.Frame(trailer=pb.Trailer(digest=digest, signature=signature))
@@ -197,7 +196,7 @@ class FrameReader:
     ) -> tuple[str, torch.Tensor]:
         header = self._parse_header(raw_header, sequence)
         buffer = self._open_buffer(header)
-        hasher = blake3()
+        hasher = OrderedHash()
         for frame in stream:
             self.alive()
             kind = frame.WhichOneof("kind")
@@ -214,11 +213,11 @@ class FrameReader:
             chunk = cast(pb.Frame | ChunkFrame, frame).chunk
             if len(chunk) > MAX_CHUNK_BYTES:
                 raise IntegrityError(f"chunk of {len(chunk)} bytes in tensor {header.name!r}")
+            hasher.update(chunk)  # in a worker while the chunk is copied and the next read
             try:
                 buffer.write(chunk)
             except CodecError as exc:
                 raise IntegrityError(f"tensor {header.name!r}: {exc}") from None
-            hasher.update(chunk)
         raise IntegrityError(f"stream ended inside tensor {header.name!r} (truncated)")
 
     def _check_trailer(

@@ -90,15 +90,16 @@ def compress(
         return {"v": tensor.float().contiguous()}, None
     if mode is Compression.FP16:
         return {"v": tensor.to(torch.float16).contiguous()}, None
-    target = tensor.float() if error is None else tensor.float() + error
     if mode is Compression.SPARSELOCO:
         agreed = spec or sparse.SparseSpec()
+        target = tensor.float() if error is None else tensor.float() + agreed.error_decay * error
         parts = sparse.encode(target, agreed)
         indices, values = sparse.decode(parts, target.numel(), agreed)
         residual = target.clone()
         flat = residual.view(-1)
         flat[indices.to(flat.device)] -= values.to(flat.device)
         return parts, residual
+    target = tensor.float() if error is None else tensor.float() + error
     peak = float(target.abs().max()) if target.numel() else 0.0
     scale = peak / INT8_LEVELS if peak > 0 else 1.0
     quantised = torch.clamp(torch.round(target / scale), -INT8_LEVELS, INT8_LEVELS).to(torch.int8)

@@ -36,14 +36,21 @@ class InvalidSparse(ValueError):
 
 @dataclass(frozen=True)
 class SparseSpec:
-    """What every worker of a task agrees on: chunk length and the share of values sent."""
+    """What every worker of a task agrees on: chunk length and the share of values sent.
+
+    `error_decay` (SparseLoCo's beta) scales the error-feedback residual before it is added to
+    the next pseudo-gradient, so stale unsent values fade instead of piling up.
+    """
 
     density: float = 1 / 64
     chunk: int = 4096
+    error_decay: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 < self.density <= 1:
             raise ValueError("density must be in (0, 1]")
+        if not 0 <= self.error_decay <= 1:
+            raise ValueError("error_decay must be in [0, 1]")
         if not 8 <= self.chunk <= MAX_CHUNK:
             raise ValueError(f"chunk must be in [8, {MAX_CHUNK}]")
 
