@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from mlnode.common.testing.node_process import MLNodeProcess
-from mlnode.common.testing.schema_fuzz import fuzz_rest_api, tree_rss
+from mlnode.common.testing.pressure import tree_rss
+from mlnode.common.testing.schema_fuzz import fuzz_rest_api
 from mlnode.infer.testing.support import FAKE_ENGINE
 
 ENV = {

@@ -22,7 +22,7 @@ import httpx
 from load import Result, run_load
 
 from mlnode.common.testing.node_process import MLNodeProcess
-from mlnode.common.testing.schema_fuzz import tree_rss
+from mlnode.common.testing.pressure import tree_rss
 from mlnode.infer.testing.support import FAKE_ENGINE
 
 BODY = json.dumps({"prompt": "hi"}).encode()

@@ -21,8 +21,8 @@ import pytest
 
 from mlnode.common.testing import MLNodeProcess, WaitTimeout, wait_until
 from mlnode.common.testing.node_process import free_port
-from mlnode.common.testing.pressure import Watch
-from mlnode.common.testing.schema_fuzz import fuzz_rest_api, tree_rss
+from mlnode.common.testing.pressure import AttackWatch, tree_rss
+from mlnode.common.testing.schema_fuzz import fuzz_rest_api
 from mlnode.infer.testing.support import FAKE_ENGINE
 
 MAX_BODY = 8 << 20
@@ -223,7 +223,7 @@ def test_amplified_validation_errors_are_capped(node: MLNodeProcess) -> None:
             answer = client.put("/peers", content=body)
             answers.append((answer.status_code, len(answer.content), time.perf_counter() - began))
 
-    with HonestCalls(node), Watch(f"{node.url}/livez", node.proc.pid) as watch:
+    with HonestCalls(node), AttackWatch(node.url, [node.proc.pid], interval_s=0.02) as watch:
         for _ in range(2):
             attackers = [threading.Thread(target=attack) for _ in range(4)]
             for thread in attackers:
@@ -234,10 +234,10 @@ def test_amplified_validation_errors_are_capped(node: MLNodeProcess) -> None:
     assert all(status == 422 and size < 2048 and took < 10 for status, size, took in answers), (
         answers
     )
-    assert not watch.report.failures, watch.report.failures[:5]
-    assert watch.report.p99 < LIVEZ_P99_S, watch.report.p99
-    assert watch.report.peak_rss - before < RSS_BOUND, (
-        f"+{(watch.report.peak_rss - before) >> 20} MiB"
+    assert not watch.failures, watch.failures[:5]
+    assert watch.livez_p99_s() < LIVEZ_P99_S, watch.livez_p99_s()
+    assert watch.peak_rss_bytes() - before < RSS_BOUND, (
+        f"+{(watch.peak_rss_bytes() - before) >> 20} MiB"
     )
 
 
@@ -279,7 +279,7 @@ def test_deep_and_malformed_train_bodies_are_refused_quickly(
     assert node.proc is not None
     before = rss(node)
     with HonestCalls(node), api(node) as client:
-        with Watch(f"{node.url}/livez", node.proc.pid) as watch:
+        with AttackWatch(node.url, [node.proc.pid], interval_s=0.02) as watch:
             began = time.perf_counter()
             answer = client.post("/train/start", json=body)
             took = time.perf_counter() - began
@@ -290,8 +290,8 @@ def test_deep_and_malformed_train_bodies_are_refused_quickly(
     assert answer.status_code == 422 and took < 10, (answer.status_code, took)
     assert answer.json()["error"]["param"] == "model.config.num_hidden_layers"
     assert legacy.status_code == 422, legacy.text
-    assert watch.report.p99 < LIVEZ_P99_S, watch.report.p99
-    assert watch.report.peak_rss - before < RSS_BOUND
+    assert watch.livez_p99_s() < LIVEZ_P99_S, watch.livez_p99_s()
+    assert watch.peak_rss_bytes() - before < RSS_BOUND
 
 
 def test_train_start_refuses_a_device_as_dataset(node: MLNodeProcess) -> None:

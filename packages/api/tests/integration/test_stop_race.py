@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from mlnode.common.testing import wait_until
-from mlnode.common.testing.attack_watch import AttackWatch
 from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.common.testing.pressure import AttackWatch
 from mlnode.common.transport.api import TensorMeta
 from mlnode.common.transport.auth import Identity
 from mlnode.common.transport.peers import KnownPeers, Peer

@@ -18,8 +18,7 @@ import httpx
 import pytest
 
 from mlnode.common.testing import MLNodeProcess
-from mlnode.common.testing.pressure import Watch, raw_exchange
-from mlnode.common.testing.schema_fuzz import tree_rss
+from mlnode.common.testing.pressure import AttackWatch, raw_exchange, tree_rss
 from mlnode.infer.testing.support import FAKE_ENGINE
 
 HEADER_TIMEOUT_S = 2.0
@@ -193,7 +192,7 @@ def test_big_chat_bodies_leave_the_port_responsive(node: MLNodeProcess) -> None:
         honest.append(httpx.post(url, content=json.dumps(near).encode(), timeout=60).status_code)
 
     before = tree_rss(node.proc.pid)
-    with Watch(f"http://127.0.0.1:{port}/livez", node.proc.pid) as watch:
+    with AttackWatch(f"http://127.0.0.1:{port}", [node.proc.pid], interval_s=0.02) as watch:
         threads = [threading.Thread(target=f) for f in (huge, big_but_allowed) for _ in range(8)]
         for thread in threads:
             thread.start()
@@ -201,6 +200,6 @@ def test_big_chat_bodies_leave_the_port_responsive(node: MLNodeProcess) -> None:
             thread.join(120)
     assert len(answers) == 8 and all(a.startswith(b"HTTP/1.1 413") for a in answers), answers
     assert honest == [200] * 8, honest
-    assert not watch.report.failures, watch.report.failures[:5]
-    assert watch.report.p99 < 0.25, watch.report.p99
-    assert watch.report.peak_rss - before < BODY_RSS_BOUND
+    assert not watch.failures, watch.failures[:5]
+    assert watch.livez_p99_s() < 0.25, watch.livez_p99_s()
+    assert watch.peak_rss_bytes() - before < BODY_RSS_BOUND

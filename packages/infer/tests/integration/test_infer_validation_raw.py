@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from mlnode.common.testing import MLNodeProcess
-from mlnode.common.testing.pressure import Watch, raw_exchange
-from mlnode.common.testing.schema_fuzz import tree_rss
+from mlnode.common.testing.pressure import AttackWatch, raw_exchange, tree_rss
 from mlnode.infer.testing.gonka import compare, positions, replay_body
 from mlnode.infer.testing.replay_node import (
     CHAT,
@@ -244,7 +243,7 @@ def test_oversized_bodies_are_refused_beside_honest_chat(
 
     before = tree_rss(node.proc.pid)
     worker = threading.Thread(target=chats)
-    with Watch(f"http://127.0.0.1:{port}/livez", node.proc.pid) as watch:
+    with AttackWatch(f"http://127.0.0.1:{port}", [node.proc.pid], interval_s=0.02) as watch:
         worker.start()
         declared, _ = raw_exchange(
             port,
@@ -278,9 +277,9 @@ def test_oversized_bodies_are_refused_beside_honest_chat(
     assert "MLNODE_INFER_MAX_ENFORCED_STR_CHARS" in long_str.text
     assert one_port.status_code == 413 and "MLNODE_INFER_MAX_BODY_BYTES" in one_port.text
     assert honest and set(honest) == {200}, honest
-    assert not watch.report.failures, watch.report.failures[:5]
-    assert watch.report.p99 < LIVEZ_P99_S, watch.report.p99
-    assert watch.report.peak_rss - before < ENGINE_RSS_BOUND, (
-        f"+{(watch.report.peak_rss - before) >> 20} MiB"
+    assert not watch.failures, watch.failures[:5]
+    assert watch.livez_p99_s() < LIVEZ_P99_S, watch.livez_p99_s()
+    assert watch.peak_rss_bytes() - before < ENGINE_RSS_BOUND, (
+        f"+{(watch.peak_rss_bytes() - before) >> 20} MiB"
     )
     assert chat(proxy, executor_request(tiny_llama, seed=2))["choices"]

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from mlnode.common.testing.attack_watch import AttackWatch
 from mlnode.common.testing.callback_receiver import CallbackReceiver, Tarpit
 from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.common.testing.pressure import AttackWatch
 from mlnode.common.testing.wait import wait_until
 from mlnode.pow.poc.decode import codebook_sha256
 

@@ -21,9 +21,9 @@ import grpc
 import httpx
 import pytest
 
-from mlnode.common.testing.attack_watch import AttackWatch, tree_rss
 from mlnode.common.testing.hostile import HostileClient
 from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.common.testing.pressure import AttackWatch, tree_rss
 from mlnode.common.transport.auth import Identity
 
 MIB = 1 << 20

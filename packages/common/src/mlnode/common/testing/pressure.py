@@ -1,88 +1,128 @@
-"""What hardening tests watch while an attack runs: liveness latency and memory of a node.
+"""What hardening tests watch while an attack runs, and how they send one by hand.
 
-`Watch` pings a `/livez` URL and samples the resident memory of a process tree, each from its
-own thread, until stopped; it reports the p99 latency, failures and the peak RSS. `raw_exchange`
-sends a request head and a body over a plain socket, reading as it sends, so an answer that comes
-before the body is complete (a 413) is seen the way a careful client sees it.
+`AttackWatch` pings a node's `/livez` and samples the peak RSS of process trees from a background
+thread, beside the attack and honest traffic:
+
+    with AttackWatch(node.url, pids=[node.proc.pid, engine_pid]) as watch:
+        ...  # the attack, beside honest traffic
+    assert not watch.failures and watch.livez_p99_s() < 0.25 and watch.peak_rss_bytes() < 3 << 30
+
+A failed or refused `/livez` counts as an infinitely slow one (and is listed in `failures`), so a
+node that stops answering fails the latency bound instead of being skipped. `raw_exchange` sends
+a request head and a body over a plain socket, reading as it sends, so an answer that comes before
+the body is complete (a 413) is seen the way a careful client sees it.
 """
 
 from __future__ import annotations
 
+import math
 import select
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from types import TracebackType
 
 import httpx
+import psutil
 
-from mlnode.common.testing.schema_fuzz import tree_rss
+
+def tree_rss(pid: int, skip: Collection[int] = ()) -> int:
+    """Resident bytes of a process and its descendants, less the subtrees rooted at `skip`."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    skipped: set[int] = set()
+    for proc in procs:
+        if proc.pid in skip:
+            try:
+                skipped |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+            except psutil.NoSuchProcess:
+                skipped.add(proc.pid)
+    total = 0
+    for proc in procs:
+        if proc.pid in skipped:
+            continue
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
-@dataclass
-class WatchReport:
-    """Latencies of the liveness pings (seconds), their failures, the peak RSS (bytes)."""
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The nearest-rank `q` percentile (0 < q <= 100) of samples (inf when there are none)."""
+    if not samples:
+        return math.inf
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
-    latencies: list[float] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    peak_rss: int = 0
+
+class AttackWatch:
+    """Samples `{url}/livez` and the RSS of `pids`' trees in a background thread.
+
+    A watched process inside another's tree (an engine under its node) is counted only as itself.
+    """
+
+    def __init__(self, url: str, pids: Sequence[int], interval_s: float = 0.05) -> None:
+        self._url = f"{url.rstrip('/')}/livez"
+        self._pids = list(pids)
+        self._interval = interval_s
+        self._latencies: list[float] = []
+        self.failures: list[str] = []
+        self._peaks = dict.fromkeys(self._pids, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                try:
+                    status = client.get(self._url).status_code
+                    ok = status == 200
+                    if not ok:
+                        self.failures.append(f"status {status}")
+                except httpx.HTTPError as exc:
+                    ok = False
+                    self.failures.append(repr(exc))
+                self._latencies.append(time.monotonic() - began if ok else math.inf)
+                for pid in self._pids:
+                    rss = tree_rss(pid, skip=[p for p in self._pids if p != pid])
+                    self._peaks[pid] = max(self._peaks[pid], rss)
+                self._stop.wait(self._interval)
+
+    def livez_p99_s(self) -> float:
+        """p99 of the `/livez` latencies so far, in seconds."""
+        return percentile(list(self._latencies), 99)
 
     @property
-    def p99(self) -> float:
-        """99th percentile latency; infinite when no ping succeeded."""
-        if not self.latencies:
-            return float("inf")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    def samples(self) -> int:
+        """`/livez` calls made so far."""
+        return len(self._latencies)
 
+    def peak_rss_bytes(self, pid: int | None = None) -> int:
+        """The peak RSS of one watched tree (the first when `pid` is None)."""
+        return self._peaks[self._pids[0] if pid is None else pid]
 
-class Watch:
-    """Pings `livez_url` every `interval_s` and samples the RSS of `pid`'s tree."""
-
-    def __init__(self, livez_url: str, pid: int, interval_s: float = 0.02) -> None:
-        self.url = livez_url
-        self.pid = pid
-        self.interval_s = interval_s
-        self.report = WatchReport()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._ping, daemon=True),
-            threading.Thread(target=self._sample, daemon=True),
-        ]
-
-    def __enter__(self) -> Watch:
-        for thread in self._threads:
-            thread.start()
+    def __enter__(self) -> AttackWatch:
+        self._thread.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         # A short attack must still be seen by at least one ping and one memory sample.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (
-            (self.report.latencies or self.report.failures) and self.report.peak_rss
-        ):
+        while not self._latencies and time.monotonic() < deadline and self._thread.is_alive():
             time.sleep(0.01)
         self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def _ping(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self._stop.is_set():
-                began = time.perf_counter()
-                try:
-                    answer = client.get(self.url)
-                    if answer.status_code != 200:
-                        self.report.failures.append(f"status {answer.status_code}")
-                except httpx.HTTPError as exc:
-                    self.report.failures.append(repr(exc))
-                self.report.latencies.append(time.perf_counter() - began)
-                self._stop.wait(self.interval_s)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.report.peak_rss = max(self.report.peak_rss, tree_rss(self.pid))
-            self._stop.wait(0.05)
+        self._thread.join(10)
 
 
 def raw_exchange(

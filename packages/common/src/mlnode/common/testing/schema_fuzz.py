@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import psutil
+
+from mlnode.common.testing.pressure import tree_rss
 
 #: Operations that end the node's work on purpose; fuzzed last so the rest runs against a node
 #: that may hold a service.
@@ -43,22 +44,6 @@ class FuzzReport:
         self.by_status[status] = self.by_status.get(status, 0) + 1
         if status >= 500 and (status == 500 or str(status) not in documented):
             self.server_errors.append(f"{label} -> {status}: {body[:300]}")
-
-
-def tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its children, bytes."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for proc in procs:
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 def fuzz_rest_api(

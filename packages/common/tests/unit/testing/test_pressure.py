@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from mlnode.common.testing.attack_watch import percentile, tree_rss
+from mlnode.common.testing.pressure import percentile, tree_rss
 
 
 def test_percentile_is_nearest_rank_and_empty_is_infinite() -> None:
