@@ -2,8 +2,9 @@
 
 Every request is written as gonka's Go client writes it (`GoClient`: `json.Marshal` bytes, no
 Content-Type, Go's headers), with and without the `/v3.0.8` prefix and, on the second node, with
-`Authorization: Bearer`. The engines are the PoC-capable test engine, two instances, so the
-PoC v2 fan-out and its callbacks run for real over loopback. Each answer is checked for what
+`Authorization: Bearer`. The engines are the fake engine with pow's real PoC v2 endpoint plugin
+over a deterministic worker stand-in, two instances, so the fan-out, the engine routes and runner
+and their callbacks run for real over loopback. Each answer is checked for what
 the client reads: the status it needs and the fields it decodes.
 """
 
@@ -18,8 +19,8 @@ import pytest
 
 from mlnode.common.testing import CallbackReceiver, MLNodeProcess, wait_until
 from mlnode.common.testing.go_client import GoAnswer, GoClient
-from mlnode.infer.testing.poc_test_engine import artifact
 from mlnode.infer.testing.support import FAKE_ENGINE
+from mlnode.pow.engine.testing import artifact
 
 MODEL = "Qwen/Qwen3-0.6B"
 #: url.PathEscape(url.PathEscape(model)), as the network node builds its callback URL.
@@ -32,6 +33,10 @@ NODE_ENV = {
     "MLNODE_INFER_MAX_RESTARTS": "0",
     "MLNODE_INFER_UP_WAIT_S": "2",
     "HF_HUB_OFFLINE": "1",
+    # The engine plugin's own settings: callbacks every 0.2 s, validation alongside inference.
+    "MLNODE_INFER_ENGINE_ENV": json.dumps(
+        {"MLNODE_POC_CALLBACK_INTERVAL_S": "0.2", "MLNODE_POC_VALIDATION_INFERENCE": "true"}
+    ),
 }
 #: How the newest client reads a failed `inference/up`: retry these, give up on the rest.
 RETRYABLE = frozenset({408, 409, 429})
@@ -123,7 +128,7 @@ def test_newest_client(node: MLNodeProcess, receiver: CallbackReceiver, prefix: 
     up_body = marshal(
         ("model", MODEL),
         ("dtype", "auto"),
-        ("additional_args", ["--poc-callback-interval", "0.2"]),
+        ("additional_args", ["--max-model-len", "2048"]),
     )
     up = up_like_newest_client(rest, up_body)
     assert up.status == 200, up.body

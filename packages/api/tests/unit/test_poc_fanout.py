@@ -13,13 +13,18 @@ import pytest
 from mlnode.common.errors import BadRequest, NotFound, Unavailable
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.infer.schemas import InferenceUpRequest
-from mlnode.infer.testing.poc_test_engine import artifact
 from mlnode.infer.testing.support import ServiceFactory, fake_services
+from mlnode.pow.engine.testing import artifact
 from mlnode.pow.fanout.fanout import AllBackendsFailed, PocFanout, init_bodies
 from mlnode.pow.fanout.schemas import PocGenerateRequest, PocInitGenerateRequest
 
 NODE_ID, NODE_COUNT = 1, 3
 CALLBACK_PATH = "/v2/poc-batches/Qwen%252FQwen3"
+#: The engine plugin's own settings: callbacks every 0.2 s, validation alongside inference.
+POC_ENGINE_ENV = {
+    "MLNODE_POC_CALLBACK_INTERVAL_S": "0.2",
+    "MLNODE_POC_VALIDATION_INFERENCE": "true",
+}
 
 
 def init_body(url: str | None = None, model: str = "tiny") -> PocInitGenerateRequest:
@@ -59,10 +64,8 @@ async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
 
 @pytest.fixture
 async def two_engines(make_service):
-    service = await make_service(gpus=[0, 1])
-    await service.up(
-        InferenceUpRequest(model="tiny", additional_args=["--poc-callback-interval", "0.2"])
-    )
+    service = await make_service(gpus=[0, 1], engine_env=POC_ENGINE_ENV)
+    await service.up(InferenceUpRequest(model="tiny"))
     yield service
 
 
@@ -109,7 +112,7 @@ async def test_mining_groups_are_disjoint_and_status_follows_each_instance(
         "artifacts",
         "encoding",
     }
-    assert first["encoding"] == {"dtype": "float16", "k_dim": 12, "endian": "little"}
+    assert first["encoding"] == {"dtype": "f16", "k_dim": 12, "endian": "le"}
     sample = first["artifacts"][0]
     assert sample["vector_b64"] == artifact("abc", "pk", sample["nonce"], 12)
 
@@ -174,7 +177,7 @@ async def test_validation_waits_and_counts_mismatches(two_engines, receiver) -> 
     status, body = await fanout.generate(
         generate_body(nonces, receiver.url, validation={"artifacts": honest[:3]})
     )
-    assert status == 400 and "detail" in body
+    assert status == 400 and body["error"]["param"] == "validation.artifacts"
 
 
 async def test_refusals_and_no_backends(make_service, two_engines) -> None:

@@ -11,8 +11,10 @@ to exit after part of a JSON answer. Like vLLM with `return_tokens_as_token_ids`
 logprobs name tokens `token_id:N` (the forced ids of `vllm_xargs`, else 7, 8, 9); `/tokenize`
 gives each word its length as id; the forcing plugin's probe is answered as the plugin does when
 `--logits-processors` names it. JSON answers echo the request body they got under `received`.
-It also serves `/detokenize`, `/version`, `/metrics` (vLLM's progress figures) and the PoC v2
-engine routes `/api/v1/pow/*` of `poc_test_engine` (`--poc-callback-interval`, `--poc-batch-delay`).
+It also serves `/detokenize`, `/version`, `/metrics` (vLLM's progress figures) and the routes of
+the project's endpoint plugins (the PoC v2 routes `/api/v1/pow/*`), loaded by `plugin_host` as
+vLLM loads them, over a stand-in worker (`--poc-batch-delay` s per worker call). The plugins
+read their settings from the environment, as in a real engine (e.g. `MLNODE_POC_*`).
 Run it with `python -m mlnode.infer.testing.fake_engine --model m --port 8000`.
 """
 
@@ -34,8 +36,7 @@ from mlnode.infer.forcing.protocol import (
     PROCESSOR_FQCN,
     probe_message,
 )
-from mlnode.infer.testing.poc_test_engine import PREFIX as POC_PREFIX
-from mlnode.infer.testing.poc_test_engine import TestEnginePoc
+from mlnode.infer.testing.plugin_host import FakeEngineClient, PluginHost
 
 Scope = dict[str, Any]
 
@@ -53,8 +54,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--chunks", type=int, default=5, help="chunks of a streamed answer")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks")
     parser.add_argument("--logits-processors", nargs="+", default=[])
-    parser.add_argument("--poc-callback-interval", type=float, default=5.0, help="PoC callbacks")
-    parser.add_argument("--poc-batch-delay", type=float, default=0.05, help="s per PoC batch")
+    parser.add_argument("--served-model-name", nargs="+", default=None)
+    parser.add_argument("--worker-extension-cls", default="")
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--poc-batch-delay", type=float, default=0.05, help="s per worker RPC")
     args, _ = parser.parse_known_args(argv)
     return args
 
@@ -72,11 +75,18 @@ class FakeEngine:
         self.iterations = 0
         self.stepping = asyncio.Event()
         self.stepping.set()
-        self.poc = TestEnginePoc(args.model, args.poc_callback_interval, args.poc_batch_delay)
+        client = FakeEngineClient(args, lambda: self.in_flight, args.poc_batch_delay)
+        self.plugins = PluginHost(args, client)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         """Serve one request."""
+        if scope["type"] == "lifespan":
+            await self.plugins.app(scope, receive, send)
+            return
         if scope["type"] != "http":
+            return
+        if self.plugins.serves(scope):
+            await self.plugins.app(scope, receive, send)
             return
         body = b""
         while True:
@@ -87,9 +97,6 @@ class FakeEngine:
         path, method = scope["path"], scope["method"]
         if path == "/health":
             await _json(send, 200 if self.healthy else 503, {})
-        elif path.startswith(POC_PREFIX):
-            status, answer = await self.poc.handle(method, path, json.loads(body or b"{}"))
-            await _json(send, status, answer)
         elif path == "/control/hang":
             hang = bool(json.loads(body)["hang"])
             self.stepping.clear() if hang else self.stepping.set()

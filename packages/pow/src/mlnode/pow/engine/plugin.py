@@ -36,6 +36,15 @@ log = logging.getLogger(__name__)
 PLUGIN_NAME = "mlnode_pow"
 
 
+def _vllm_version() -> str:
+    """The serving vLLM's version ("unknown" under infer's fake engine, which has no vLLM)."""
+    try:
+        import vllm
+    except ImportError:
+        return "unknown"
+    return str(vllm.__version__)
+
+
 def _implementation_version() -> str:
     try:
         return f"mlnode-pow/{version('mlnode-pow')}"
@@ -180,8 +189,6 @@ class PocEndpointPlugin:
         """Create the runner and its callback sender inside the server's event loop."""
         if not self._attached or engine_client is None:
             return
-        import vllm
-
         enable_logging()
         settings = PocEngineSettings()
         rpc = VllmRpc(engine_client)
@@ -197,7 +204,7 @@ class PocEndpointPlugin:
             state,
             VERSIONS_KEY,
             PocVersions(
-                vllm_version=str(vllm.__version__),
+                vllm_version=_vllm_version(),
                 gonka_poc_version=_implementation_version(),
                 poc_validation_inference=settings.validation_inference,
             ),
