@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from mlnode.pow.compute.devices import plan_groups
-from mlnode.pow.compute.engine import DistanceEngine
-from mlnode.pow.compute.model import PowModel
-from mlnode.pow.compute.nonces import NonceShare
-from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.v1.compute.devices import plan_groups
+from mlnode.pow.v1.compute.engine import DistanceEngine
+from mlnode.pow.v1.compute.model import PowModel
+from mlnode.pow.v1.compute.nonces import NonceShare
+from mlnode.pow.v1.compute.params import ModelParams
 
 CONFIGS: dict[str, tuple[ModelParams, int]] = {
     "vector-A": (ModelParams(128, 4, 4, 4, 512, 1.3, 256, 1e-5, 10000.0, False, 16), 64),

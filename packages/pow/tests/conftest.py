@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mlnode.pow.compute.params import ModelParams
-from mlnode.pow.schemas import PowParams
+from mlnode.pow.v1.compute.params import ModelParams
+from mlnode.pow.v1.schemas import PowParams
 
 DATA_DIR = Path(__file__).parent / "data"
 VECTOR_FILES = sorted(DATA_DIR.glob("gonka-v1-*.json"))

@@ -15,9 +15,9 @@ import torch
 
 from mlnode.common.testing import MLNodeProcess, wait_until
 from mlnode.common.testing.callback_receiver import CallbackReceiver
-from mlnode.pow.compute.engine import DistanceEngine
-from mlnode.pow.compute.model import PowModel
-from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.v1.compute.engine import DistanceEngine
+from mlnode.pow.v1.compute.model import PowModel
+from mlnode.pow.v1.compute.params import ModelParams
 
 TINY: dict[str, Any] = {
     "dim": 64,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from mlnode.pow.compute.devices import activation_bytes_per_nonce, plan_groups
-from mlnode.pow.compute.engine import DistanceEngine
-from mlnode.pow.compute.model import PowModel
-from mlnode.pow.compute.nonces import node_shares
-from mlnode.pow.schemas import PowParams
+from mlnode.pow.v1.compute.devices import activation_bytes_per_nonce, plan_groups
+from mlnode.pow.v1.compute.engine import DistanceEngine
+from mlnode.pow.v1.compute.model import PowModel
+from mlnode.pow.v1.compute.nonces import node_shares
+from mlnode.pow.v1.schemas import PowParams
 
 pytestmark = [
     pytest.mark.gpu,

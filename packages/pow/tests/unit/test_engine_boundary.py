@@ -15,6 +15,6 @@ def test_the_engine_plugin_reaches_only_engine_side_modules() -> None:
 
 def test_a_node_only_import_is_caught() -> None:
     # PowService holds node-side state (the PoW v1 workers, the fan-out): never engine-side.
-    walk = walk_engine_imports(["mlnode.pow.service"])
-    assert "mlnode.common.lifecycle" in walk.violations["mlnode.pow.service"]
-    assert "psutil" in walk.violations["mlnode.pow.service"]
+    walk = walk_engine_imports(["mlnode.pow.v1.service"])
+    assert "mlnode.common.lifecycle" in walk.violations["mlnode.pow.v1.service"]
+    assert "psutil" in walk.violations["mlnode.pow.v1.service"]

@@ -8,7 +8,7 @@ from mlnode.common.hardware import Hardware
 from mlnode.common.lifecycle import ServiceStatus
 from mlnode.fuse.schemas import FuseServiceStatus
 from mlnode.infer import InferServiceStatus
-from mlnode.pow.schemas import PowServiceStatus
+from mlnode.pow.v1.schemas import PowServiceStatus
 from mlnode.train.schemas import TrainStatus
 
 #: A service's status with its own progress schema (the plain one for services without one).

@@ -15,8 +15,8 @@ from mlnode.infer.routes import router as infer_router
 from mlnode.infer.service import InferService
 from mlnode.pow.fanout.fanout import PocFanout
 from mlnode.pow.fanout.routes import router as poc_router
-from mlnode.pow.routes import router as pow_router
-from mlnode.pow.service import PowService
+from mlnode.pow.v1.routes import router as pow_router
+from mlnode.pow.v1.service import PowService
 from mlnode.train.routes import router as train_router
 from mlnode.train.service import TrainService
 

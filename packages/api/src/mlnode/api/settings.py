@@ -10,7 +10,7 @@ from mlnode.common.settings import NodeSettings
 from mlnode.common.transport.settings import TransportSettings
 from mlnode.fuse.settings import FuseSettings
 from mlnode.infer import InferSettings
-from mlnode.pow.settings import PowSettings
+from mlnode.pow.v1.settings import PowSettings
 from mlnode.train.settings import TrainSettings
 
 

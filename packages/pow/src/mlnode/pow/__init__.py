@@ -1,1 +1,1 @@
-"""Proof-of-Work compatible with the network's PoW v1."""
+"""Proof-of-Work v1 (`v1`) and PoC v2 end to end (`poc` maths, `engine` plugin, `fanout`)."""

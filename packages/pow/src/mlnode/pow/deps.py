@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 
 from mlnode.common.deps import resolve_service
 from mlnode.pow.fanout.fanout import PocFanout
-from mlnode.pow.service import PowService
+from mlnode.pow.v1.service import PowService
 
 
 def get_pow_service(request: Request) -> PowService:

@@ -21,9 +21,9 @@ from mlnode.common.lifecycle import ServiceGate
 from mlnode.common.settings import NodeSettings
 from mlnode.common.testing import wait_until
 from mlnode.common.testing.callback_receiver import CallbackReceiver
-from mlnode.pow.routes import router
-from mlnode.pow.service import PowService
-from mlnode.pow.settings import PowSettings
+from mlnode.pow.v1.routes import router
+from mlnode.pow.v1.service import PowService
+from mlnode.pow.v1.settings import PowSettings
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mlnode.pow.schemas import PowPhase
+from mlnode.pow.v1.schemas import PowPhase
 
 if TYPE_CHECKING:
-    from mlnode.pow.service import PowService
+    from mlnode.pow.v1.service import PowService
 
 
 class PowCollector(Collector):

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mlnode.pow.compute.params import ModelParams
-from mlnode.pow.compute.rope import rope_tables
-from mlnode.pow.compute.weights import seeded_weights
+from mlnode.pow.v1.compute.params import ModelParams
+from mlnode.pow.v1.compute.rope import rope_tables
+from mlnode.pow.v1.compute.weights import seeded_weights
 
 LAYER_WEIGHTS = (
     "attention.wq.weight",

@@ -16,14 +16,14 @@ from mlnode.common.context import NodeContext
 from mlnode.common.engines import NoEngines
 from mlnode.common.errors import InvalidRequest, NotRunning, Unavailable
 from mlnode.common.lifecycle import Phase, ServiceKind, WorkerService
-from mlnode.pow.compute.devices import cpu_matmul_type, plan_groups
-from mlnode.pow.compute.engine import DistanceEngine
-from mlnode.pow.compute.nonces import NonceShare, node_shares
-from mlnode.pow.compute.params import ModelParams
 from mlnode.pow.fanout.fanout import PocFanout
-from mlnode.pow.metrics import PowCollector
-from mlnode.pow.models import ModelCache, ModelKey
-from mlnode.pow.schemas import (
+from mlnode.pow.v1.compute.devices import cpu_matmul_type, plan_groups
+from mlnode.pow.v1.compute.engine import DistanceEngine
+from mlnode.pow.v1.compute.nonces import NonceShare, node_shares
+from mlnode.pow.v1.compute.params import ModelParams
+from mlnode.pow.v1.metrics import PowCollector
+from mlnode.pow.v1.models import ModelCache, ModelKey
+from mlnode.pow.v1.schemas import (
     PowAccepted,
     PowInitRequest,
     PowPhase,
@@ -31,10 +31,10 @@ from mlnode.pow.schemas import (
     PowStatus,
     ProofBatch,
 )
-from mlnode.pow.settings import PowSettings
-from mlnode.pow.stats import PowStats
-from mlnode.pow.validation import MalformedBatch, check_batch
-from mlnode.pow.worker import JobContext, run_group
+from mlnode.pow.v1.settings import PowSettings
+from mlnode.pow.v1.stats import PowStats
+from mlnode.pow.v1.validation import MalformedBatch, check_batch
+from mlnode.pow.v1.worker import JobContext, run_group
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlnode.common.lifecycle import ServiceStatus
-from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.v1.compute.params import ModelParams
 
 #: Nonces of one ProofBatch (a compute batch's proofs, or the network node's sample to validate):
 #: with the validation queue full (`MLNODE_POW_VALIDATION_QUEUE_SIZE`, 1,000) they hold ~0.7 GiB.

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlnode.pow.compute.params import ModelParams
-from mlnode.pow.compute.rng import input_seed, permutation_seed, seeded_generator, target_seed
+from mlnode.pow.v1.compute.params import ModelParams
+from mlnode.pow.v1.compute.rng import input_seed, permutation_seed, seeded_generator, target_seed
 
 INPUT_HASHES = 4
 PERMUTATION_HASHES = 1

@@ -15,10 +15,10 @@ import numpy as np
 import psutil
 import torch
 
-from mlnode.pow.compute.devices import fit_batch_size
-from mlnode.pow.compute.distance import distances
-from mlnode.pow.compute.inputs import NonceBatch, make_batch, target_vector
-from mlnode.pow.compute.model import PowModel
+from mlnode.pow.v1.compute.devices import fit_batch_size
+from mlnode.pow.v1.compute.distance import distances
+from mlnode.pow.v1.compute.inputs import NonceBatch, make_batch, target_vector
+from mlnode.pow.v1.compute.model import PowModel
 
 PREFETCH_BATCHES = 2
 

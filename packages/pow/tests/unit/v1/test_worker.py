@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from mlnode.common.callbacks import CallbackSender
-from mlnode.pow.schemas import PowInitRequest, PowParams, PowPhase, ProofBatch
-from mlnode.pow.stats import PowStats
-from mlnode.pow.worker import JobContext, validate_next
+from mlnode.pow.v1.schemas import PowInitRequest, PowParams, PowPhase, ProofBatch
+from mlnode.pow.v1.stats import PowStats
+from mlnode.pow.v1.worker import JobContext, validate_next
 
 PARAMS = PowParams(
     dim=32, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=64, ffn_dim_multiplier=None,

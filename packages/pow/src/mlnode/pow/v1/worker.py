@@ -16,11 +16,11 @@ import numpy as np
 
 from mlnode.common.callbacks import CallbackSender
 from mlnode.common.lifecycle import describe_error
-from mlnode.pow.compute.engine import DistanceEngine
-from mlnode.pow.compute.nonces import NonceShare
-from mlnode.pow.schemas import PowInitRequest, PowPhase, ProofBatch, ValidatedBatch
-from mlnode.pow.stats import PowStats
-from mlnode.pow.validation import invalid_mask, judge
+from mlnode.pow.v1.compute.engine import DistanceEngine
+from mlnode.pow.v1.compute.nonces import NonceShare
+from mlnode.pow.v1.schemas import PowInitRequest, PowPhase, ProofBatch, ValidatedBatch
+from mlnode.pow.v1.stats import PowStats
+from mlnode.pow.v1.validation import invalid_mask, judge
 
 log = logging.getLogger(__name__)
 

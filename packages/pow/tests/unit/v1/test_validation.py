@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mlnode.pow.validation import (
+from mlnode.pow.v1.validation import (
     MalformedBatch,
     check_batch,
     invalid_mask,
@@ -60,7 +60,7 @@ def test_binomial_verdicts() -> None:
 
 
 def test_stats_rate_and_reset() -> None:
-    from mlnode.pow.stats import PowStats
+    from mlnode.pow.v1.stats import PowStats
 
     stats = PowStats()
     stats.computed(64, 3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from mlnode.pow.settings import PowSettings
+from mlnode.pow.v1.settings import PowSettings
 
 
 def test_template_values_parse(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlnode.pow.compute.nonces import NonceShare, node_shares
+from mlnode.pow.v1.compute.nonces import NonceShare, node_shares
 
 
 @given(

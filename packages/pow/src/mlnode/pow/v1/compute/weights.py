@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from mlnode.pow.compute.params import ModelParams
-from mlnode.pow.compute.rng import name_hash, seeded_generator
+from mlnode.pow.v1.compute.params import ModelParams
+from mlnode.pow.v1.compute.rng import name_hash, seeded_generator
 
 POOL_FRACTION = 0.05
 MIN_POOL_SIZE = 50_000

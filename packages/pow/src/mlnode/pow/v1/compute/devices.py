@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.v1.compute.params import ModelParams
 
 #: Share of a GPU's memory the model and activations may use.
 USABLE_FRACTION = 0.9

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from mlnode.pow.deps import PowServiceDep
-from mlnode.pow.schemas import PowAccepted, PowInitRequest, PowPhase, PowStatus, ProofBatch
+from mlnode.pow.v1.schemas import PowAccepted, PowInitRequest, PowPhase, PowStatus, ProofBatch
 
 router = APIRouter(prefix="/pow", tags=["pow"])
 

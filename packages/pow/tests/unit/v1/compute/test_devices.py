@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlnode.pow.compute.devices import (
+from mlnode.pow.v1.compute.devices import (
     Gpu,
     activation_bytes_per_nonce,
     cpu_matmul_type,
@@ -10,7 +10,7 @@ from mlnode.pow.compute.devices import (
     group_gpus,
     plan_groups,
 )
-from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.v1.compute.params import ModelParams
 
 GIB = 1 << 30
 PARAMS = ModelParams(1024, 32, 32, 32, 8196, 10.0, 2048, 1e-5, 10000.0, False, 128)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.v1.compute.params import ModelParams
 
 SCALE_FACTOR = np.float32(8.0)
 LOW_FREQ_FACTOR = np.float32(1.0)

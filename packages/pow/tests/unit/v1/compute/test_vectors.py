@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from mlnode.pow.compute.engine import DistanceEngine
-from mlnode.pow.compute.inputs import nonce_input, nonce_permutation, target_vector
-from mlnode.pow.compute.model import PowModel, linear, rms_norm, rotate_pairs
-from mlnode.pow.compute.params import ModelParams
-from mlnode.pow.compute.rng import seed_words, seeded_generator
-from mlnode.pow.compute.rope import rope_frequencies, rope_tables
-from mlnode.pow.compute.weights import pool_size, seeded_weights, weight_pool
-from mlnode.pow.validation import invalid_mask, judge
+from mlnode.pow.v1.compute.engine import DistanceEngine
+from mlnode.pow.v1.compute.inputs import nonce_input, nonce_permutation, target_vector
+from mlnode.pow.v1.compute.model import PowModel, linear, rms_norm, rotate_pairs
+from mlnode.pow.v1.compute.params import ModelParams
+from mlnode.pow.v1.compute.rng import seed_words, seeded_generator
+from mlnode.pow.v1.compute.rope import rope_frequencies, rope_tables
+from mlnode.pow.v1.compute.weights import pool_size, seeded_weights, weight_pool
+from mlnode.pow.v1.validation import invalid_mask, judge
 
 #: SPEC §9: an f16-faithful port stays within this of the reference.
 DIST_TOLERANCE = 1e-5

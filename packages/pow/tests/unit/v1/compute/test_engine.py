@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from mlnode.pow.compute.engine import DistanceEngine, Prepared
-from mlnode.pow.compute.model import PowModel
-from mlnode.pow.compute.nonces import NonceShare
-from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.v1.compute.engine import DistanceEngine, Prepared
+from mlnode.pow.v1.compute.model import PowModel
+from mlnode.pow.v1.compute.nonces import NonceShare
+from mlnode.pow.v1.compute.params import ModelParams
 
 TINY = ModelParams(32, 1, 2, 1, 64, None, 32, 1e-5, 10000.0, False, 4)
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mlnode.pow.compute.model import PowModel
-from mlnode.pow.compute.params import ModelParams
+from mlnode.pow.v1.compute.model import PowModel
+from mlnode.pow.v1.compute.params import ModelParams
 
 log = logging.getLogger(__name__)
 
