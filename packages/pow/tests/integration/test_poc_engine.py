@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import pytest
 
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.common.testing.pressure import ChatLoad
 from mlnode.pow.poc.decode import codebook_sha256
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -59,13 +59,7 @@ def _start(node: MLNodeProcess, dtype: str) -> None:
 
 
 def _ready(node: MLNodeProcess) -> Engine:
-    rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=60)
-    deadline = time.monotonic() + 300
-    while (phase := rest.get("/inference/up/status").json()["status"]) != "running":
-        assert phase not in ("failed", "stopped"), rest.get("/inference/up/status").text
-        assert time.monotonic() < deadline, "engine did not start in 300 s"
-        time.sleep(0.5)
-    instance = rest.get("/inference/status").json()["instances"][0]
+    instance = node.wait_for_inference()
     return Engine(
         node=node,
         pid=instance["pid"],
@@ -148,14 +142,6 @@ def _vectors(engine: Engine, nonces: list[int], **extra: Any) -> list[dict[str, 
     assert response.json()["encoding"] == {"dtype": "f16", "k_dim": 12, "endian": "le"}
     artifacts: list[dict[str, Any]] = response.json()["artifacts"]
     return artifacts
-
-
-def _chat(engine: Engine) -> None:
-    messages = [{"role": "user", "content": "w1 w2 w3"}]
-    body = {"model": MODEL, "messages": messages, "max_tokens": 4, "ignore_eos": True}
-    response = engine.chat.post("/v1/chat/completions", json=body)
-    assert response.status_code == 200, response.text
-    assert response.json()["usage"]["completion_tokens"] == 4
 
 
 def test_vectors_a_float32_reproduced(engines: tuple[Engine, Engine]) -> None:
@@ -316,41 +302,13 @@ def test_queued_generate_calls_back_and_is_readable(engines: tuple[Engine, Engin
         receiver.stop()
 
 
-class ChatLoad:
-    """Chat completions in a thread until stopped; every one must succeed."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine, self.done, self.count = engine, threading.Event(), 0
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.done.is_set():
-            try:
-                _chat(self.engine)
-                self.count += 1
-            except BaseException as exc:  # reported by stop()
-                self.errors.append(exc)
-                return
-
-    def __enter__(self) -> ChatLoad:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.done.set()
-        self.thread.join(timeout=120)
-        assert not self.errors, self.errors
-        assert self.count > 0
-
-
 def test_one_mines_the_other_validates_with_chat_throughout(
     engines: tuple[Engine, Engine],
 ) -> None:
     prover, validator = engines
     receiver = CallbackReceiver().start()
     try:
-        with ChatLoad(prover):
+        with ChatLoad(prover.chat, MODEL):
             _mine(prover, receiver.url, node_id=1, node_count=2)
             receiver.wait_for(
                 "/generated",
@@ -378,7 +336,7 @@ def test_one_mines_the_other_validates_with_chat_throughout(
             vector = _decode(artifact["vector_b64"])
             artifact["vector_b64"] = base64.b64encode((-vector).astype("<f2").tobytes()).decode()
         cheat = {**honest, "validation": {"artifacts": altered}, "wait": True, "url": None}
-        with ChatLoad(validator), ThreadPoolExecutor(1) as pool:
+        with ChatLoad(validator.chat, MODEL), ThreadPoolExecutor(1) as pool:
             queued = validator.pow.post("/generate", json=honest).json()
             verdict = pool.submit(validator.pow.post, "/generate", json=cheat).result().json()
             [validated] = receiver.wait_for("/validated", lambda b: len(b) == 1, timeout_s=120)

@@ -100,12 +100,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=120)
         body = {"model": MODEL, "dtype": "float32", "additional_args": ["--enforce-eager"]}
         assert rest.post("/inference/up/async", json=body).status_code == 202
-        deadline = time.monotonic() + 300
-        while (phase := rest.get("/inference/up/status").json()["status"]) != "running":
-            assert phase not in ("failed", "stopped"), rest.get("/inference/up/status").text
-            assert time.monotonic() < deadline, "engine did not start in 300 s"
-            time.sleep(0.5)
-        instance = rest.get("/inference/status").json()["instances"][0]
+        instance = node.wait_for_inference()
         engine = httpx.Client(
             base_url=f"http://127.0.0.1:{instance['port']}/api/v1/pow", timeout=120
         )

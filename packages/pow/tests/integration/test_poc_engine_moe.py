@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.common.testing.pressure import ChatLoad
 from mlnode.pow.poc.decode import Codebook
 from mlnode.pow.poc.testing import ReferenceForward
 from mlnode.pow.poc.testing_mla import DeepseekV3Reference
@@ -68,11 +68,7 @@ class Server:
             "additional_args": ["--enforce-eager", *(extra or [])],
         }
         assert self.rest.post("/inference/up/async", json=body).status_code == 202
-        deadline = time.monotonic() + 300
-        while (phase := self.rest.get("/inference/up/status").json()["status"]) != "running":
-            assert phase not in ("failed", "stopped"), self.rest.get("/inference/up/status").text
-            assert time.monotonic() < deadline, "engine did not start in 300 s"
-            time.sleep(0.5)
+        self.node.wait_for_inference()
         self.serving = (model, dtype)
         return model
 
@@ -201,48 +197,12 @@ def test_glm4_moe_vectors_e_float32(server: Server) -> None:
     assert max(_distances(got, GLM["artifacts_float32"])) <= 1e-3
 
 
-class ChatLoad:
-    """Chat completions in a thread until stopped; every one must complete."""
-
-    def __init__(self, server: Server, model: str) -> None:
-        self.server, self.model = server, model
-        self.done, self.count, self.errors = threading.Event(), 0, list[BaseException]()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": "w1 w2 w3"}],
-            "max_tokens": 4,
-            "ignore_eos": True,
-        }
-        while not self.done.is_set():
-            try:
-                answer = self.server.chat.post("/v1/chat/completions", json=body)
-                assert answer.status_code == 200, answer.text
-                assert answer.json()["usage"]["completion_tokens"] == 4
-                self.count += 1
-            except BaseException as exc:  # reported on exit
-                self.errors.append(exc)
-                return
-
-    def __enter__(self) -> ChatLoad:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.done.set()
-        self.thread.join(timeout=120)
-        assert not self.errors, self.errors
-        assert self.count > 0
-
-
 def test_deepseek_v3_mla_mines_with_chat_and_validates_itself(server: Server) -> None:
     model = server.serve("deepseek-v3", "float32", MLA_ARGS)
     block = _block(QWEN, model)
     receiver = CallbackReceiver().start()
     try:
-        with ChatLoad(server, model):
+        with ChatLoad(server.chat, model):
             init = {**block, "url": receiver.url}
             started = server.pow.post("/init/generate", content=json.dumps(init).encode())
             assert started.status_code == 200, started.text

@@ -117,11 +117,7 @@ def validator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.
         rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=120)
         body = {"model": model, "dtype": "float32", "additional_args": ["--enforce-eager"]}
         assert rest.post("/inference/up/async", json=body).status_code == 202
-        deadline = time.monotonic() + 300
-        while (phase := rest.get("/inference/up/status").json()["status"]) != "running":
-            assert phase not in ("failed", "stopped"), rest.get("/inference/up/status").text
-            assert time.monotonic() < deadline, "engine did not start in 300 s"
-            time.sleep(0.5)
+        node.wait_for_inference()
         yield httpx.Client(base_url=f"{node.url}/api/v1/inference/pow", timeout=300), model
         assert rest.post("/inference/down", timeout=120).status_code == 200
     finally:

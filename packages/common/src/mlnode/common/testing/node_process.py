@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -92,6 +93,17 @@ class MLNodeProcess:
             time.sleep(0.1)
         self.kill()
         raise TimeoutError(f"MLNode not ready in {self.ready_timeout_s} s:\n{self.log()}")
+
+    def wait_for_inference(self, timeout_s: float = 300.0) -> dict[str, Any]:
+        """Wait for a started `/inference/up` to run; its first engine instance (`port`, `pid`)."""
+        rest = httpx.Client(base_url=f"{self.url}/api/v1", timeout=60)
+        deadline = time.monotonic() + timeout_s
+        while (phase := rest.get("/inference/up/status").json())["status"] != "running":
+            assert phase["status"] not in ("failed", "stopped"), phase
+            assert time.monotonic() < deadline, f"engine did not start in {timeout_s} s"
+            time.sleep(0.5)
+        instance: dict[str, Any] = rest.get("/inference/status").json()["instances"][0]
+        return instance
 
     def log(self) -> str:
         """What the server printed so far."""

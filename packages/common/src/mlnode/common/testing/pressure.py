@@ -125,6 +125,46 @@ class AttackWatch:
         self._thread.join(10)
 
 
+class ChatLoad:
+    """Honest chat beside an attack or a miner: completions in a thread until the block ends.
+
+    Every completion must give `max_tokens` tokens, and at least one must finish.
+    """
+
+    def __init__(self, chat: httpx.Client, model: str, max_tokens: int = 4) -> None:
+        self.chat, self.max_tokens = chat, max_tokens
+        self.body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "w1 w2 w3"}],
+            "max_tokens": max_tokens,
+            "ignore_eos": True,
+        }
+        self.done, self.count = threading.Event(), 0
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            try:
+                answer = self.chat.post("/v1/chat/completions", json=self.body)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["usage"]["completion_tokens"] == self.max_tokens
+                self.count += 1
+            except BaseException as exc:  # reported on exit
+                self.errors.append(exc)
+                return
+
+    def __enter__(self) -> ChatLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=120)
+        assert not self.errors, self.errors
+        assert self.count > 0
+
+
 def raw_exchange(
     port: int, head: bytes, body_piece: bytes = b"", total: int = 0, timeout_s: float = 30.0
 ) -> tuple[bytes, int]:
