@@ -237,15 +237,7 @@ class GenerateJob:
             block_height=r.block_height,
             public_key=r.public_key,
             node_id=r.node_id,
-            n_total=result.n_total or 0,
-            n_mismatch=result.n_mismatch or 0,
-            mismatch_nonces=result.mismatch_nonces or [],
-            p_value=result.p_value,
-            fraud_detected=result.fraud_detected,
-            n_nan_steps=result.n_nan_steps or 0,
-            n_excluded=result.n_excluded or 0,
-            excluded_nonces=result.excluded_nonces or [],
-            no_verdict=result.no_verdict,
+            **result.verdict(),
         )
         return f"{url.rstrip('/')}/validated", validated.model_dump(mode="json")
 

@@ -80,18 +80,7 @@ def render(result: PocJobStatus) -> BaseModel:
         return PocGenerateResult(
             request_id=result.request_id, artifacts=result.artifacts, encoding=result.encoding
         )
-    return PocValidationResult(
-        request_id=result.request_id,
-        n_total=result.n_total or 0,
-        n_mismatch=result.n_mismatch or 0,
-        mismatch_nonces=result.mismatch_nonces or [],
-        p_value=result.p_value,
-        fraud_detected=result.fraud_detected,
-        n_nan_steps=result.n_nan_steps or 0,
-        n_excluded=result.n_excluded or 0,
-        excluded_nonces=result.excluded_nonces or [],
-        no_verdict=result.no_verdict,
-    )
+    return PocValidationResult(request_id=result.request_id, **result.verdict())
 
 
 @router.post("/init/generate", response_model=PocInitGenerateResponse)

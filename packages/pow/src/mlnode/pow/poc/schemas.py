@@ -7,7 +7,7 @@ values: a field out of range is refused with an error that names it.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -248,6 +248,20 @@ class PocJobStatus(BaseModel):
     excluded_nonces: list[int] | None = Field(None, description="Validation: those nonces.")
     no_verdict: str | None = Field(None, description="Validation: why there is no verdict.")
     error: str | None = Field(None, description="Why the job failed.")
+
+    def verdict(self) -> dict[str, Any]:
+        """Validation fields as the `/validated` callback and the wait=true answer carry them."""
+        return {
+            "n_total": self.n_total or 0,
+            "n_mismatch": self.n_mismatch or 0,
+            "mismatch_nonces": self.mismatch_nonces or [],
+            "p_value": self.p_value,
+            "fraud_detected": self.fraud_detected,
+            "n_nan_steps": self.n_nan_steps or 0,
+            "n_excluded": self.n_excluded or 0,
+            "excluded_nonces": self.excluded_nonces or [],
+            "no_verdict": self.no_verdict,
+        }
 
 
 class MiningPhase(StrEnum):
