@@ -37,14 +37,28 @@ def make_transport(**overrides: object) -> GrpcTransport:
     return transport
 
 
-@pytest.fixture
-def pair() -> Iterator[Pair]:
-    alice = make_transport()
+def make_pair(**alice_overrides: object) -> Pair:
+    alice = make_transport(**alice_overrides)
     bob = make_transport(max_tensor_bytes=32 << 20, max_tensors=64, max_header_bytes=4096)
     alice.peers.put(Peer("bob", bob.identity.public_key, f"127.0.0.1:{bob.port}"))
     bob.peers.put(
         Peer("alice", alice.identity.public_key, f"127.0.0.1:{alice.port}", frozenset({"t"}))
     )
-    yield Pair(alice, bob)
-    alice.stop()
-    bob.stop()
+    return Pair(alice, bob)
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    made = make_pair()
+    yield made
+    made.alice.stop()
+    made.bob.stop()
+
+
+@pytest.fixture
+def single_pushes() -> Iterator[Pair]:
+    """A pair whose sender uses no push streams: one handshake and one `Push` call per send."""
+    made = make_pair(stream_pushes=0)
+    yield made
+    made.alice.stop()
+    made.bob.stop()

@@ -214,7 +214,8 @@ def _ready_handshake(pair: Pair) -> PreparedHandshake:
     return client._ready["t"]
 
 
-def test_pushes_use_the_handshake_made_ahead(pair: Pair) -> None:
+def test_pushes_use_the_handshake_made_ahead(single_pushes: Pair) -> None:
+    pair = single_pushes
     client = pair.alice._client("bob")
     pair.alice.send("bob", {"x": torch.ones(3)}, "t", "a")
     ahead = _ready_handshake(pair)
@@ -236,7 +237,8 @@ def test_pushes_use_the_handshake_made_ahead(pair: Pair) -> None:
     assert inline and all(name == "transport-handshake-ahead" for name in inline)
 
 
-def test_a_handshake_ahead_the_peer_forgot_falls_back_to_a_fresh_one(pair: Pair) -> None:
+def test_a_handshake_ahead_the_peer_forgot_falls_back_to_a_fresh_one(single_pushes: Pair) -> None:
+    pair = single_pushes
     client = pair.alice._client("bob")
     pair.alice.send("bob", {"x": torch.ones(3)}, "t", "a")
     ahead = _ready_handshake(pair)
@@ -251,7 +253,8 @@ def test_a_handshake_ahead_the_peer_forgot_falls_back_to_a_fresh_one(pair: Pair)
     assert pair.bob.receive("t", "b", ["alice"], 0.5) == {}  # delivered once
 
 
-def test_a_stale_handshake_ahead_is_not_used(pair: Pair) -> None:
+def test_a_stale_handshake_ahead_is_not_used(single_pushes: Pair) -> None:
+    pair = single_pushes
     client = pair.alice._client("bob")
     pair.alice.send("bob", {"x": torch.ones(3)}, "t", "a")
     ahead = _ready_handshake(pair)

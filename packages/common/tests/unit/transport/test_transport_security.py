@@ -73,9 +73,9 @@ def spy(pair: Pair) -> list[object]:
     assert handlers is not None
     original = handlers.push
 
-    def push(session, frames):
+    def push(session, frames, whole=True):
         calls.append(session)
-        return original(session, frames)
+        return original(session, frames, whole)
 
     handlers.push = push  # type: ignore[method-assign]
     return calls

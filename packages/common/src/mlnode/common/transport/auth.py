@@ -143,6 +143,22 @@ def session_id(client_nonce: bytes, server_nonce: bytes) -> bytes:
     return hashlib.sha256(_pack(b"mlnode/v1/session", client_nonce, server_nonce)).digest()
 
 
+def push_session(session: bytes, index: int) -> bytes:
+    """The session push `index` of a push stream is signed under: each push keeps its own."""
+    return hashlib.sha256(_pack(b"mlnode/v1/push", session, struct.pack(">I", index))).digest()
+
+
+def bundle_message(session: bytes, first: int, headers: list[bytes], digest: bytes) -> bytes:
+    """What the sender signs for a bundle of tensors `first`, `first + 1`, ... of a stream."""
+    return _pack(
+        b"mlnode/v1/bundle",
+        session,
+        struct.pack(">II", first, len(headers)),
+        digest,
+        *headers,
+    )
+
+
 def trailer_message(session: bytes, sequence: int, header: bytes, digest: bytes) -> bytes:
     """What the sender signs after a tensor's payload."""
     return _pack(b"mlnode/v1/trailer", session, struct.pack(">I", sequence), header, digest)

@@ -52,9 +52,17 @@ from mlnode.common.transport.interceptors import (
     NONCE_MD,
     PROOF_MD,
     PUSH,
+    PUSH_STREAM,
     TASK_MD,
 )
 from mlnode.common.transport.peers import Peer
+from mlnode.common.transport.push_stream import (
+    RETRY_CODES,
+    PushStream,
+    StreamBounds,
+    StreamSlot,
+    encoded,
+)
 from mlnode.common.transport.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -116,6 +124,11 @@ class PeerClient:
         self._stub = pb_grpc.TransportStub(channel)  # type: ignore[no-untyped-call]
         self._push = channel.stream_unary(
             PUSH, request_serializer=wire.serialize, response_deserializer=pb.PushReply.FromString
+        )
+        self._push_stream = channel.stream_stream(
+            PUSH_STREAM,
+            request_serializer=wire.serialize,
+            response_deserializer=pb.PushReply.FromString,
         )
         self._fetch = channel.unary_stream(
             FETCH,
@@ -203,6 +216,82 @@ class PeerClient:
                 raise translate(self.peer, exc) from None
             self._prefetch(task)
             return int(reply.accepted)
+
+    def open_stream(self, task: str, bounds: StreamBounds) -> PushStream:
+        """A new push stream for `task` (one handshake; grpc.RpcError when refused)."""
+        session, metadata = self.handshake(task, PUSH_STREAM)
+        return PushStream(self._push_stream, session, metadata, task, bounds)
+
+    def send_streamed(
+        self,
+        slot: StreamSlot,
+        tensors: Mapping[str, TensorLike],
+        task: str,
+        tag: str,
+        bounds: StreamBounds,
+    ) -> int | None:
+        """Push on the peer's push stream (opened or replaced as needed): the count accepted.
+
+        None when the stream cannot take this push (in use by another send, larger than a whole
+        stream, or the peer offers none): `send` it instead.
+        """
+        try:
+            for name, tensor in tensors.items():
+                check_sendable(name, tensor)
+        except CodecError as exc:
+            raise LimitExceeded(str(exc)) from None
+        nbytes = bounds.push_bytes(tensors)
+        if nbytes > bounds.bytes or not slot.lock.acquire(blocking=False):
+            return None
+        try:
+            if slot.owner is not self:  # the peer changed: its old stream is not ours
+                slot.close()
+                slot.owner, slot.offered = self, True
+            for attempt in range(2):
+                if not slot.offered:
+                    return None
+                stream = slot.stream
+                reused = stream is not None and stream.fits(task, nbytes)
+                if stream is None or not reused:
+                    slot.close()
+                    stream = self._open_in(slot, task, bounds)
+                try:
+                    return stream.push(
+                        encoded(tensors),
+                        signer=self.identity,
+                        tag=tag,
+                        chunk_bytes=self.chunk_bytes,
+                        alive=self.alive,
+                    )
+                except grpc.RpcError as exc:
+                    slot.close()
+                    self.alive()  # a peer removed here mid-send cancels the call: say so
+                    code = exc.code() if isinstance(exc, grpc.Call) else None
+                    if code is grpc.StatusCode.UNIMPLEMENTED and not reused:
+                        log.info("peer %s offers no push streams", self.peer.peer_id)
+                        slot.offered = False
+                        return None
+                    if reused and code in RETRY_CODES and attempt == 0:
+                        continue  # the peer ended the stream between pushes: a fresh one
+                    raise translate(self.peer, exc) from None
+                except BaseException:
+                    slot.close()
+                    raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            slot.lock.release()
+
+    def _open_in(self, slot: StreamSlot, task: str, bounds: StreamBounds) -> PushStream:
+        slot.permits.acquire()  # a stream is one of our calls to the peer while it is open
+        try:
+            slot.stream = self.open_stream(task, bounds)
+        except grpc.RpcError as exc:
+            slot.permits.release()
+            raise translate(self.peer, exc) from None
+        except BaseException:
+            slot.permits.release()
+            raise
+        return slot.stream
 
     def _take_ready(self, task: str) -> PreparedHandshake | None:
         with self._lock:

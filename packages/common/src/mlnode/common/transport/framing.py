@@ -2,7 +2,9 @@
 
 A stream is, per tensor, a header (its serialized `TensorHeader`), raw chunks and a trailer
 signed over (session, sequence, header bytes, BLAKE3 of the payload); then one `End` frame
-signed over (session, count, tag). The reader gives nothing back unless the whole stream checks
+signed over (session, count, tag). Small tensors may instead travel several to a `Bundle` frame:
+their headers, their payloads end to end and one signature over (session, first sequence,
+headers, BLAKE3 of the payload). The reader gives nothing back unless the whole stream checks
 out, so tampered, truncated, reordered, duplicated or oversized data never reaches a caller.
 """
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import torch
+from blake3 import blake3
 from google.protobuf.message import DecodeError
 
 from mlnode.common.transport import auth
@@ -34,6 +37,10 @@ from mlnode.common.transport.wire import ChunkFrame, FrameLike, WireFrame, chunk
 #: Largest chunk any reader accepts, whatever the sender's configuration.
 MAX_CHUNK_BYTES = 4 << 20
 MAX_NAME_CHARS = 1024
+#: Tensors up to this size are bundled when a writer bundles (`write_frames(bundle=True)`).
+BUNDLE_TENSOR_BYTES = 256 << 10
+#: Header bytes of one bundle, so that a bundle frame fits gRPC's message limit.
+BUNDLE_HEADER_BYTES = 32 << 10
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,33 @@ def write_frames(
     tag: str,
     chunk_bytes: int,
     alive: Callable[[], None] = _never_revoked,
+    bundle: bool = False,
 ) -> Iterator[WireFrame]:
-    """Frames of a signed stream (chunks already serialized); `alive` raises to stop early."""
+    """Frames of a signed stream (chunks already serialized); `alive` raises to stop early.
+
+    `bundle`: tensors of at most `BUNDLE_TENSOR_BYTES` go several to a `Bundle` frame of at
+    most `chunk_bytes` of payload (one signature for all of them).
+    """
     count = 0
+    pending: list[tuple[bytes, memoryview]] = []
+    pending_bytes = pending_header_bytes = 0
+
+    def flush() -> pb.Frame:
+        nonlocal pending_bytes, pending_header_bytes
+        first = count - len(pending)
+        headers = [h for h, _ in pending]
+        payload = b"".join(p for _, p in pending)
+        digest = bytes(blake3(payload).digest())
+        message = auth.bundle_message(session, first, headers, digest)
+        frame = pb.Frame(
+            bundle=pb.Bundle(
+                headers=headers, payload=payload, digest=digest, signature=signer.sign(message)
+            )
+        )
+        pending.clear()
+        pending_bytes = pending_header_bytes = 0
+        return frame
+
     for sequence, tensor in enumerate(tensors):
         header = pb.TensorHeader(
             name=tensor.name,
@@ -83,6 +114,20 @@ def write_frames(
             tag=tag,
             sequence=sequence,
         ).SerializeToString()
+        small = bundle and tensor.nbytes <= min(BUNDLE_TENSOR_BYTES, chunk_bytes)
+        full = (
+            pending_bytes + tensor.nbytes > chunk_bytes
+            or pending_header_bytes + len(header) > BUNDLE_HEADER_BYTES
+        )
+        if pending and (not small or full):
+            yield flush()
+        if small:
+            alive()
+            pending.append((header, tensor.payload))
+            pending_bytes += tensor.nbytes
+            pending_header_bytes += len(header)
+            count += 1
+            continue
         yield pb.Frame(header=header)
         hasher = OrderedHash()
         for piece in iter_chunks(tensor.payload, chunk_bytes):
@@ -93,6 +138,8 @@ def write_frames(
         signature = signer.sign(auth.trailer_message(session, sequence, header, digest))
         yield pb.Frame(trailer=pb.Trailer(digest=digest, signature=signature))
         count += 1
+    if pending:
+        yield flush()
     signature = signer.sign(auth.end_message(session, count, tag))
     yield pb.Frame(end=pb.End(count=count, tag=tag, signature=signature))
 
@@ -120,8 +167,14 @@ class FrameReader:
         self.reserve = reserve
         self._tag: str | None = None
 
-    def read(self, frames: Iterable[FrameLike]) -> tuple[str, dict[str, torch.Tensor]]:
-        """(tag, tensors) of a complete, verified stream; IntegrityError or LimitExceeded else."""
+    def read(
+        self, frames: Iterable[FrameLike], whole: bool = True
+    ) -> tuple[str, dict[str, torch.Tensor]]:
+        """(tag, tensors) of a complete, verified stream; IntegrityError or LimitExceeded else.
+
+        `whole`: the stream must end with its end frame; otherwise reading stops there (the
+        frames after it are the next push of a push stream).
+        """
         stream = iter(frames)
         tensors: dict[str, torch.Tensor] = {}
         for frame in stream:
@@ -133,9 +186,14 @@ class FrameReader:
                 if name in tensors:
                     raise IntegrityError(f"tensor {name!r} sent twice")
                 tensors[name] = tensor
+            elif kind == "bundle":
+                for name, tensor in self._read_bundle(cast(pb.Frame, frame).bundle, len(tensors)):
+                    if name in tensors:
+                        raise IntegrityError(f"tensor {name!r} sent twice")
+                    tensors[name] = tensor
             elif kind == "end":
                 tag = self._check_end(cast(pb.Frame, frame).end, len(tensors))
-                if next(stream, None) is not None:
+                if whole and next(stream, None) is not None:
                     raise IntegrityError("frames after the end frame")
                 return tag, tensors
             else:
@@ -219,6 +277,33 @@ class FrameReader:
             except CodecError as exc:
                 raise IntegrityError(f"tensor {header.name!r}: {exc}") from None
         raise IntegrityError(f"stream ended inside tensor {header.name!r} (truncated)")
+
+    def _read_bundle(self, bundle: pb.Bundle, first: int) -> list[tuple[str, torch.Tensor]]:
+        payload = bundle.payload
+        if not bundle.headers or len(payload) > MAX_CHUNK_BYTES:
+            raise IntegrityError(f"bundle of {len(bundle.headers)} tensors, {len(payload)} bytes")
+        raw_headers = list(bundle.headers)
+        headers = [self._parse_header(raw, first + i) for i, raw in enumerate(raw_headers)]
+        if sum(h.nbytes for h in headers) != len(payload):
+            raise IntegrityError(f"bundle of tensors {first}.. does not hold its announced bytes")
+        digest = bytes(blake3(payload).digest())
+        if not hmac.compare_digest(bundle.digest, digest):
+            raise IntegrityError(f"payload digest of the bundle at tensor {first} does not match")
+        message = auth.bundle_message(self.session, first, raw_headers, digest)
+        if not auth.verify(self.signer_key, message, bundle.signature):
+            raise IntegrityError(f"bad signature on the bundle at tensor {first}")
+        out: list[tuple[str, torch.Tensor]] = []
+        view = memoryview(payload)
+        start = 0
+        for header in headers:
+            buffer = self._open_buffer(header)
+            try:
+                buffer.write(view[start : start + header.nbytes])
+                out.append((header.name, buffer.finish()))
+            except CodecError as exc:
+                raise IntegrityError(f"tensor {header.name!r}: {exc}") from None
+            start += header.nbytes
+        return out
 
     def _check_trailer(
         self, trailer: pb.Trailer, raw_header: bytes, sequence: int, digest: bytes

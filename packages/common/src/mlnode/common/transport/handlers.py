@@ -72,8 +72,11 @@ class ServerHandlers:
         self.limits = limits
         self.chunk_bytes = chunk_bytes
 
-    def push(self, session: Session, frames: Iterable[FrameLike]) -> int:
-        """Read a pushed stream; deliver it only when complete, verified and still authorized."""
+    def push(self, session: Session, frames: Iterable[FrameLike], whole: bool = True) -> int:
+        """Read a pushed stream; deliver it only when complete, verified and still authorized.
+
+        `whole`: False for one push of a push stream (reading stops at its end frame).
+        """
         reserved: list[int] = []
         task, peer_id = session.task, session.peer.peer_id
 
@@ -91,7 +94,7 @@ class ServerHandlers:
             reserve=reserve,
         )
         try:
-            tag, tensors = reader.read(frames)
+            tag, tensors = reader.read(frames, whole)
             session.check(self.peers)
         finally:
             self.inbox.release(task, peer_id, sum(reserved))

@@ -5,10 +5,13 @@ waits for a request message in a worker thread before it is authenticated; reads
 authenticated call makes are armed with the idle deadline, and each authenticated call ends by
 the server-side call deadline (its peer slot is taken by the interceptor). A push or fetch whose
 peer moves fewer bytes than the floor rate over a window of its own time is cancelled.
+A push stream carries many pushes after one handshake, each read, checked and delivered like
+a single push under its own session (`auth.push_session`), within the stream's bounds.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,13 +20,14 @@ from typing import Any, NoReturn, cast
 import grpc
 
 from mlnode.common.errors import MLNodeError
-from mlnode.common.transport import wire
+from mlnode.common.transport import auth, wire
 from mlnode.common.transport._gen import tensor_pb2 as pb
 from mlnode.common.transport._gen import tensor_pb2_grpc as pb_grpc
-from mlnode.common.transport.errors import IntegrityError
+from mlnode.common.transport.errors import IntegrityError, LimitExceeded
 from mlnode.common.transport.handlers import ServerHandlers
 from mlnode.common.transport.handshake import OpenSessions, ServerHandshake, Session
 from mlnode.common.transport.interceptors import AuthContext, HelloGrant
+from mlnode.common.transport.push_stream import StreamBounds
 from mlnode.common.transport.watchdog import RateFloor, Watchdog
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,7 @@ class TransportServicer(pb_grpc.TransportServicer):
         idle_timeout_s: float,
         call_timeout_s: float,
         rate_floor: tuple[float, float] = (0.0, 1.0),
+        stream: StreamBounds | None = None,
     ) -> None:
         self.handshake = handshake
         self.handlers = handlers
@@ -75,6 +80,7 @@ class TransportServicer(pb_grpc.TransportServicer):
         self.idle_timeout_s = idle_timeout_s
         self.call_timeout_s = call_timeout_s
         self.min_bytes_per_s, self.rate_window_s = rate_floor
+        self.stream = stream or StreamBounds()
 
     @contextmanager
     def _floor(self, context: Any, session: Session) -> Iterator[RateFloor | None]:
@@ -167,9 +173,87 @@ class TransportServicer(pb_grpc.TransportServicer):
                     frames, self.idle_timeout_s, context.cancel, meter, frame_size
                 )
 
+    def PushStream(
+        self, request_iterator: Iterator[wire.FrameLike], context: Any
+    ) -> Iterator[pb.PushReply]:
+        """Pushes after one handshake, each answered once delivered.
 
-def add_servicer(servicer: TransportServicer, server: grpc.Server) -> None:
+        The stream is bounded in pushes, bytes and time (`StreamBounds`); each push, like a
+        single one, by the idle deadline, the rate floor and the inbox's budgets.
+        """
+        with self._serving(context) as session:
+            lifetime = self.watchdog.arm(self.stream.lifetime_s, context.cancel)
+            try:
+                requests = iter(request_iterator)
+                carried = [0]
+                for index in itertools.count():
+                    first = self._next(requests, self.stream.idle_s, context)
+                    if first is None:
+                        return
+                    if index >= self.stream.pushes:
+                        raise LimitExceeded(
+                            f"more than {self.stream.pushes} pushes on one push stream "
+                            "(MLNODE_GRPC_STREAM_PUSHES)"
+                        )
+                    push = Session(
+                        auth.push_session(session.id, index),
+                        session.peer,
+                        session.epoch,
+                        session.task,
+                    )
+                    with self._floor(context, session) as meter:
+                        frames = self._push_frames(first, requests, context, meter, carried)
+                        accepted = self.handlers.push(push, frames, whole=False)
+                    yield pb.PushReply(accepted=accepted)
+            finally:
+                self.watchdog.disarm(lifetime)
+
+    def _next(
+        self,
+        requests: Iterator[wire.FrameLike],
+        seconds: float,
+        context: Any,
+        meter: RateFloor | None = None,
+    ) -> wire.FrameLike | None:
+        """The peer's next frame (None at the end of its stream), cancelled after `seconds`."""
+        token = self.watchdog.arm(seconds, context.cancel)
+        if meter is not None:
+            meter.wait_begins()
+        try:
+            frame = next(requests, None)
+        finally:
+            self.watchdog.disarm(token)
+        if meter is not None and frame is not None:
+            meter.wait_ends(frame_size(frame))
+        return frame
+
+    def _push_frames(
+        self,
+        first: wire.FrameLike,
+        requests: Iterator[wire.FrameLike],
+        context: Any,
+        meter: RateFloor | None,
+        carried: list[int],
+    ) -> Iterator[wire.FrameLike]:
+        """One push's frames from a push stream (the reader stops at its end frame)."""
+        frame: wire.FrameLike | None = first
+        while frame is not None:
+            carried[0] += frame_size(frame)
+            if carried[0] > self.stream.bytes:
+                raise LimitExceeded(
+                    f"more than {self.stream.bytes} bytes on one push stream "
+                    "(MLNODE_GRPC_STREAM_BYTES)"
+                )
+            yield frame
+            frame = self._next(requests, self.idle_timeout_s, context, meter)
+
+
+def add_servicer(
+    servicer: TransportServicer, server: grpc.Server, push_streams: bool = True
+) -> None:
     """Register the servicer; tensor frames use `wire`'s zero-copy chunk (de)serializers.
+
+    `push_streams` False: PushStream is not offered (callers get UNIMPLEMENTED).
 
     Every method is registered with a request stream on this side (the wire is the same), so
     the server never blocks a thread waiting for a unary request before the handler runs.
@@ -188,5 +272,9 @@ def add_servicer(servicer: TransportServicer, server: grpc.Server) -> None:
             servicer.Fetch, pb.FetchRequest.FromString, wire.serialize
         ),
     }
+    if push_streams:
+        handlers["PushStream"] = grpc.stream_stream_rpc_method_handler(
+            servicer.PushStream, wire.parse, pb.PushReply.SerializeToString
+        )
     generic = grpc.method_handlers_generic_handler("mlnode.transport.v1.Transport", handlers)
     server.add_generic_rpc_handlers((generic,))

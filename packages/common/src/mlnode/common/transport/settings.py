@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from mlnode.common.settings import ENV_FILE, MLNodeBaseSettings
 from mlnode.common.transport.inbox_budget import InboxLimits
+from mlnode.common.transport.push_stream import StreamBounds
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -104,6 +105,23 @@ class TransportSettings(MLNodeBaseSettings):
     rate_window_s: float = Field(
         10.0, gt=0, description="Seconds of the peer's time over which MIN_BYTES_PER_S is judged."
     )
+    stream_pushes: int = Field(
+        256,
+        ge=0,
+        description=(
+            "Most pushes one push stream (one handshake) may carry; 0: push streams are "
+            "neither offered nor used (one handshake per push)."
+        ),
+    )
+    stream_bytes: int = Field(
+        4 * GIB, ge=1, description="Most bytes one push stream may carry, all its pushes together."
+    )
+    stream_lifetime_s: float = Field(
+        60.0, gt=0, description="Seconds after which a push stream is ended, pushes or not."
+    )
+    stream_idle_s: float = Field(
+        10.0, gt=0, description="Seconds a push stream may wait between two pushes."
+    )
     max_streams_per_connection: int = Field(
         16, ge=1, le=1024, description="Concurrent calls (HTTP/2 streams) on one connection."
     )
@@ -135,6 +153,12 @@ class TransportSettings(MLNodeBaseSettings):
     def reserved(self) -> int:
         """Threads kept for peers without a call open, the default resolved."""
         return self.workers // 4 if self.reserved_workers is None else self.reserved_workers
+
+    def stream_bounds(self) -> StreamBounds:
+        """What one push stream may carry."""
+        return StreamBounds(
+            self.stream_pushes, self.stream_bytes, self.stream_lifetime_s, self.stream_idle_s
+        )
 
     def inbox_limits(self) -> InboxLimits:
         """The inbox's budgets, the automatic defaults resolved."""

@@ -31,6 +31,7 @@ from mlnode.common.transport.identity import KEY_FILE, load_or_create_identity
 from mlnode.common.transport.inbox import Inbox
 from mlnode.common.transport.interceptors import AuthInterceptor
 from mlnode.common.transport.peers import PEERS_FILE, KnownPeers
+from mlnode.common.transport.push_stream import PushStreams
 from mlnode.common.transport.servicer import TransportServicer, add_servicer
 from mlnode.common.transport.settings import TransportSettings
 from mlnode.common.transport.watchdog import PeerSlots, Watchdog
@@ -115,6 +116,8 @@ class GrpcTransport:
         self.inbox = Inbox(settings.inbox_limits())
         self.watchdog = Watchdog()
         self.watchdog.every(1.0, self.inbox.expire)
+        self.streams = PushStreams(settings.stream_bounds())
+        self.watchdog.every(0.5, self.streams.close_idle)
         self.providers = Providers()
         self.limits = Limits(
             settings.max_tensor_bytes, settings.max_tensors, settings.max_header_bytes
@@ -185,8 +188,9 @@ class GrpcTransport:
             self.settings.idle_timeout_s,
             self.settings.rpc_timeout_s,
             (self.settings.min_bytes_per_s, self.settings.rate_window_s),
+            self.settings.stream_bounds(),
         )
-        add_servicer(servicer, server)
+        add_servicer(servicer, server, push_streams=self.settings.stream_pushes > 0)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = server.add_insecure_port(address)
@@ -202,6 +206,7 @@ class GrpcTransport:
         server, self._server = self._server, None
         if server is not None:
             server.stop(self.settings.shutdown_grace_s).wait(self.settings.shutdown_grace_s + 1)
+        self.streams.close_all()
         self.watchdog.stop()
         if self._fast_pool is not None:
             self._fast_pool.shutdown(wait=False, cancel_futures=True)
@@ -254,23 +259,36 @@ class GrpcTransport:
             self._clients = kept | {peer_id: client}
         return client
 
+    def _permits(self, peer_id: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            return self._calls.setdefault(
+                peer_id, threading.BoundedSemaphore(self.settings.max_calls_per_peer)
+            )
+
     @contextmanager
     def _call_slot(self, peer_id: str) -> Iterator[None]:
         """At most `max_calls_per_peer` calls to one peer; more wait instead of being refused.
 
-        That is what the peer's server admits, when it has the same settings.
+        That is what the peer's server admits, when it has the same settings. An open push
+        stream is one of them.
         """
-        with self._lock:
-            slots = self._calls.setdefault(
-                peer_id, threading.BoundedSemaphore(self.settings.max_calls_per_peer)
-            )
-        with slots:
+        with self._permits(peer_id):
             yield
 
     def send(self, peer_id: str, tensors: Mapping[str, TensorLike], task: str, tag: str) -> None:
-        """Deliver tensors to a peer's inbox under (task, tag); raises on refusal or failure."""
+        """Deliver tensors to a peer's inbox under (task, tag); raises on refusal or failure.
+
+        On the peer's push stream when it is free (one handshake for many pushes), else as a
+        single push.
+        """
+        client = self._client(peer_id)
+        if self.settings.stream_pushes > 0:
+            slot = self.streams.slot(peer_id, self._permits(peer_id))
+            bounds = self.streams.bounds
+            if client.send_streamed(slot, tensors, task, tag, bounds) is not None:
+                return
         with self._call_slot(peer_id):
-            self._client(peer_id).send(tensors, task, tag)
+            client.send(tensors, task, tag)
 
     def receive(
         self, task: str, tag: str, from_peers: Collection[str], timeout: float

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)mlnode/common/transport/_gen/tensor.proto\x12\x13mlnode.transport.v1\"$\n\x0cHelloRequest\x12\x14\n\x0c\x63lient_nonce\x18\x01 \x01(\x0c\"I\n\nHelloReply\x12\x12\n\nserver_key\x18\x01 \x01(\x0c\x12\x14\n\x0cserver_nonce\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"w\n\x0cTensorHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x0b\n\x03tag\x18\x06 \x01(\t\x12\x10\n\x08sequence\x18\x07 \x01(\r\",\n\x07Trailer\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"4\n\x03\x45nd\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x8c\x01\n\x05\x46rame\x12\x10\n\x06header\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12/\n\x07trailer\x18\x03 \x01(\x0b\x32\x1c.mlnode.transport.v1.TrailerH\x00\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x18.mlnode.transport.v1.EndH\x00\x42\x06\n\x04kind\"\x1d\n\tPushReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"\r\n\x0bListRequest\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\">\n\nTensorList\x12\x30\n\x07tensors\x18\x01 \x03(\x0b\x32\x1f.mlnode.transport.v1.TensorInfo\"/\n\tListReply\x12\x0f\n\x07listing\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x1d\n\x0c\x46\x65tchRequest\x12\r\n\x05names\x18\x01 \x03(\t2\xb2\x02\n\tTransport\x12K\n\x05Hello\x12!.mlnode.transport.v1.HelloRequest\x1a\x1f.mlnode.transport.v1.HelloReply\x12\x44\n\x04Push\x12\x1a.mlnode.transport.v1.Frame\x1a\x1e.mlnode.transport.v1.PushReply(\x01\x12H\n\x04List\x12 .mlnode.transport.v1.ListRequest\x1a\x1e.mlnode.transport.v1.ListReply\x12H\n\x05\x46\x65tch\x12!.mlnode.transport.v1.FetchRequest\x1a\x1a.mlnode.transport.v1.Frame0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)mlnode/common/transport/_gen/tensor.proto\x12\x13mlnode.transport.v1\"$\n\x0cHelloRequest\x12\x14\n\x0c\x63lient_nonce\x18\x01 \x01(\x0c\"I\n\nHelloReply\x12\x12\n\nserver_key\x18\x01 \x01(\x0c\x12\x14\n\x0cserver_nonce\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"w\n\x0cTensorHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06nbytes\x18\x04 \x01(\x03\x12\x0c\n\x04task\x18\x05 \x01(\t\x12\x0b\n\x03tag\x18\x06 \x01(\t\x12\x10\n\x08sequence\x18\x07 \x01(\r\",\n\x07Trailer\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"4\n\x03\x45nd\x12\r\n\x05\x63ount\x18\x01 \x01(\r\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"M\n\x06\x42undle\x12\x0f\n\x07headers\x18\x01 \x03(\x0c\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\xbb\x01\n\x05\x46rame\x12\x10\n\x06header\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x12/\n\x07trailer\x18\x03 \x01(\x0b\x32\x1c.mlnode.transport.v1.TrailerH\x00\x12\'\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x18.mlnode.transport.v1.EndH\x00\x12-\n\x06\x62undle\x18\x05 \x01(\x0b\x32\x1b.mlnode.transport.v1.BundleH\x00\x42\x06\n\x04kind\"\x1d\n\tPushReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"\r\n\x0bListRequest\"8\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\">\n\nTensorList\x12\x30\n\x07tensors\x18\x01 \x03(\x0b\x32\x1f.mlnode.transport.v1.TensorInfo\"/\n\tListReply\x12\x0f\n\x07listing\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x1d\n\x0c\x46\x65tchRequest\x12\r\n\x05names\x18\x01 \x03(\t2\x80\x03\n\tTransport\x12K\n\x05Hello\x12!.mlnode.transport.v1.HelloRequest\x1a\x1f.mlnode.transport.v1.HelloReply\x12\x44\n\x04Push\x12\x1a.mlnode.transport.v1.Frame\x1a\x1e.mlnode.transport.v1.PushReply(\x01\x12H\n\x04List\x12 .mlnode.transport.v1.ListRequest\x1a\x1e.mlnode.transport.v1.ListReply\x12H\n\x05\x46\x65tch\x12!.mlnode.transport.v1.FetchRequest\x1a\x1a.mlnode.transport.v1.Frame0\x01\x12L\n\nPushStream\x12\x1a.mlnode.transport.v1.Frame\x1a\x1e.mlnode.transport.v1.PushReply(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,20 +41,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAILER']._serialized_end=344
   _globals['_END']._serialized_start=346
   _globals['_END']._serialized_end=398
-  _globals['_FRAME']._serialized_start=401
-  _globals['_FRAME']._serialized_end=541
-  _globals['_PUSHREPLY']._serialized_start=543
-  _globals['_PUSHREPLY']._serialized_end=572
-  _globals['_LISTREQUEST']._serialized_start=574
-  _globals['_LISTREQUEST']._serialized_end=587
-  _globals['_TENSORINFO']._serialized_start=589
-  _globals['_TENSORINFO']._serialized_end=645
-  _globals['_TENSORLIST']._serialized_start=647
-  _globals['_TENSORLIST']._serialized_end=709
-  _globals['_LISTREPLY']._serialized_start=711
-  _globals['_LISTREPLY']._serialized_end=758
-  _globals['_FETCHREQUEST']._serialized_start=760
-  _globals['_FETCHREQUEST']._serialized_end=789
-  _globals['_TRANSPORT']._serialized_start=792
-  _globals['_TRANSPORT']._serialized_end=1098
+  _globals['_BUNDLE']._serialized_start=400
+  _globals['_BUNDLE']._serialized_end=477
+  _globals['_FRAME']._serialized_start=480
+  _globals['_FRAME']._serialized_end=667
+  _globals['_PUSHREPLY']._serialized_start=669
+  _globals['_PUSHREPLY']._serialized_end=698
+  _globals['_LISTREQUEST']._serialized_start=700
+  _globals['_LISTREQUEST']._serialized_end=713
+  _globals['_TENSORINFO']._serialized_start=715
+  _globals['_TENSORINFO']._serialized_end=771
+  _globals['_TENSORLIST']._serialized_start=773
+  _globals['_TENSORLIST']._serialized_end=835
+  _globals['_LISTREPLY']._serialized_start=837
+  _globals['_LISTREPLY']._serialized_end=884
+  _globals['_FETCHREQUEST']._serialized_start=886
+  _globals['_FETCHREQUEST']._serialized_end=915
+  _globals['_TRANSPORT']._serialized_start=918
+  _globals['_TRANSPORT']._serialized_end=1302
 # @@protoc_insertion_point(module_scope)

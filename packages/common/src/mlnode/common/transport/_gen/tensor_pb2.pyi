@@ -58,17 +58,31 @@ class End(_message.Message):
     signature: bytes
     def __init__(self, count: _Optional[int] = ..., tag: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
+class Bundle(_message.Message):
+    __slots__ = ("headers", "payload", "digest", "signature")
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    headers: _containers.RepeatedScalarFieldContainer[bytes]
+    payload: bytes
+    digest: bytes
+    signature: bytes
+    def __init__(self, headers: _Optional[_Iterable[bytes]] = ..., payload: _Optional[bytes] = ..., digest: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class Frame(_message.Message):
-    __slots__ = ("header", "chunk", "trailer", "end")
+    __slots__ = ("header", "chunk", "trailer", "end", "bundle")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     TRAILER_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
     header: bytes
     chunk: bytes
     trailer: Trailer
     end: End
-    def __init__(self, header: _Optional[bytes] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[Trailer, _Mapping]] = ..., end: _Optional[_Union[End, _Mapping]] = ...) -> None: ...
+    bundle: Bundle
+    def __init__(self, header: _Optional[bytes] = ..., chunk: _Optional[bytes] = ..., trailer: _Optional[_Union[Trailer, _Mapping]] = ..., end: _Optional[_Union[End, _Mapping]] = ..., bundle: _Optional[_Union[Bundle, _Mapping]] = ...) -> None: ...
 
 class PushReply(_message.Message):
     __slots__ = ("accepted",)

@@ -54,6 +54,11 @@ class TransportStub:
                 request_serializer=mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.FetchRequest.SerializeToString,
                 response_deserializer=mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.Frame.FromString,
                 _registered_method=True)
+        self.PushStream = channel.stream_stream(
+                '/mlnode.transport.v1.Transport/PushStream',
+                request_serializer=mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.Frame.SerializeToString,
+                response_deserializer=mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.PushReply.FromString,
+                _registered_method=True)
 
 
 class TransportServicer:
@@ -89,6 +94,14 @@ class TransportServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushStream(self, request_iterator, context):
+        """Many pushes on one call after one handshake: push i is signed under a session derived from
+        the call's session and i, ends with its End frame and is answered with one PushReply.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransportServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_TransportServicer_to_server(servicer, server):
                     servicer.Fetch,
                     request_deserializer=mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.FetchRequest.FromString,
                     response_serializer=mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.Frame.SerializeToString,
+            ),
+            'PushStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PushStream,
+                    request_deserializer=mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.Frame.FromString,
+                    response_serializer=mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.PushReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +239,33 @@ class Transport:
             '/mlnode.transport.v1.Transport/Fetch',
             mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.FetchRequest.SerializeToString,
             mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.Frame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/mlnode.transport.v1.Transport/PushStream',
+            mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.Frame.SerializeToString,
+            mlnode_dot_common_dot_transport_dot___gen_dot_tensor__pb2.PushReply.FromString,
             options,
             channel_credentials,
             insecure,
