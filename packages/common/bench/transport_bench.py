@@ -1,17 +1,20 @@
-"""Throughput of the signed tensor stream against plain unsigned gRPC with the same chunking.
+"""Throughput of the signed tensor transport against plain unsigned gRPC with the same chunking.
 
 The receiver runs in its own process (as a peer would). The plain stream is the leanest gRPC can
-do: raw byte messages of the same chunk size, no protobuf, no hashing, no signature, written
-into one preallocated buffer just like the signed stream's chunks.
+do: one call per push of raw byte messages of the same chunk size, no protobuf, no hashing, no
+signature, written into one preallocated buffer just like the signed stream's chunks. Signed
+pushes go on a push stream (`stream`, the default) and as one `Push` call each with the
+handshake made ahead (`single`, streams off). Modes are interleaved (the order rotates each
+round); each prints the median MB/s of its rounds and their spread.
 Sizes are in KiB; by default 64 KiB, 1 MiB, 64 MiB and 512 MiB.
-Usage: python transport_bench.py [--sizes-kib 64 1024 65536 524288] [--seconds 3]
+Usage: python transport_bench.py [--sizes-kib 64 1024 65536 524288] [--rounds 5] [--seconds 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import dataclasses
+import statistics
 import subprocess
 import sys
 import threading
@@ -83,23 +86,19 @@ def plain_messages(tensor: torch.Tensor, chunk_bytes: int) -> Iterator[bytes]:
         yield piece.tobytes()
 
 
-def measure(run: Callable[[], None], nbytes: int, seconds: float, min_reps: int) -> float:
-    """MB/s of the best of repeated runs, repeated for at least `seconds` and `min_reps`."""
-    best = float("inf")
-    reps = 0
-    start = time.perf_counter()
-    while reps < min_reps or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
+def timed(run: Callable[[], None], reps: int) -> float:
+    """Seconds `reps` runs take."""
+    t0 = time.perf_counter()
+    for _ in range(reps):
         run()
-        best = min(best, time.perf_counter() - t0)
-        reps += 1
-    return nbytes / best / 1e6
+    return time.perf_counter() - t0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes-kib", type=int, nargs="+", default=[64, 1024, 65536, 524288])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per mode and round")
     parser.add_argument("--serve", default=None)
     args = parser.parse_args()
     if args.serve is not None:
@@ -118,52 +117,72 @@ def main() -> None:
         peers = KnownPeers()
         peers.put(Peer("receiver", base64.b64decode(key), f"127.0.0.1:{signed_port}"))
         sender = GrpcTransport(settings, identity=me, peers=peers)
+        single_settings = settings.model_copy(update={"stream_pushes": 0})
+        single = GrpcTransport(single_settings, identity=me, peers=peers)
         channel = grpc.insecure_channel(f"127.0.0.1:{plain_port}", channel_options(settings))
         push = channel.stream_unary(PLAIN)
-        report(sender, push, settings.chunk_bytes, args.sizes_kib, args.seconds)
+        report(
+            sender, single, push, settings.chunk_bytes, args.sizes_kib, args.rounds, args.seconds
+        )
         channel.close()
+        single.stop()
         sender.stop()
     finally:
         child.stdin.close()
         child.wait(10)
 
 
-def handshake_per_call(sender: GrpcTransport, peer_id: str) -> None:
-    """Turn off the handshake made ahead (as before it existed): one Hello round trip per send."""
-    client = sender._client(peer_id)
-    client.timeouts = dataclasses.replace(client.timeouts, prefetch_s=0.0)
-    client._ready.clear()
-
-
-def report(sender: GrpcTransport, push, chunk_bytes: int, sizes: list[int], seconds: float) -> None:
-    """Print one line per size: signed MB/s (handshake ahead, and per call), plain MB/s, ratios."""
+def report(
+    sender: GrpcTransport,
+    single: GrpcTransport,
+    push: Callable[..., object],
+    chunk_bytes: int,
+    sizes: list[int],
+    rounds: int,
+    seconds: float,
+) -> None:
+    """One line per size: MB/s of each mode (median of rounds, spread), ratios to plain."""
     counter = iter(range(1 << 30))
-    print(f"chunk {chunk_bytes // 1024} KiB; receiver in its own process; best of runs")
     print(
-        f"{'size':>9} {'signed MB/s':>12} {'per-call hs':>12} {'plain MB/s':>11} {'ratio':>6}"
-        f" {'ratio per-call hs':>18}"
+        f"chunk {chunk_bytes // 1024} KiB; receiver in its own process; modes interleaved, "
+        f"median of {rounds} rounds (min-max)"
+    )
+    print(
+        f"{'size':>9} {'stream MB/s':>20} {'single MB/s':>20} {'plain MB/s':>20}"
+        f" {'stream/plain':>13} {'single/plain':>13}"
     )
     for kib in sizes:
         nbytes = kib * 1024
         tensor = torch.randint(-128, 127, (nbytes,), dtype=torch.int8)
-        reps = 2 if nbytes >= 512 * MIB else 5
 
-        def signed(t: torch.Tensor = tensor) -> None:
+        def streamed(t: torch.Tensor = tensor) -> None:
             sender.send("receiver", {"x": t}, "bench", f"r{next(counter)}")
+
+        def single_push(t: torch.Tensor = tensor) -> None:
+            single.send("receiver", {"x": t}, "bench", f"r{next(counter)}")
 
         def plain(t: torch.Tensor = tensor) -> None:
             push(plain_messages(t, chunk_bytes))
 
-        plain_rate = measure(plain, nbytes, seconds, reps)
-        signed_rate = measure(signed, nbytes, seconds, reps)
-        prefetch = sender._client("receiver").timeouts
-        handshake_per_call(sender, "receiver")
-        per_call_rate = measure(signed, nbytes, seconds, reps)
-        sender._client("receiver").timeouts = prefetch
+        modes = {"stream": streamed, "single": single_push, "plain": plain}
+        for run in modes.values():  # warm-up: connections, streams, handshakes made ahead
+            run()
+        # repetitions per round: about `seconds` of the plain stream
+        reps = max(1, min(1000, round(seconds / timed(plain, 1))))
+        rates: dict[str, list[float]] = {name: [] for name in modes}
+        for r in range(rounds):
+            order = list(modes.items())
+            order = order[r % len(order) :] + order[: r % len(order)]
+            for name, run in order:
+                rates[name].append(nbytes * reps / timed(run, reps) / 1e6)
+        med = {name: statistics.median(values) for name, values in rates.items()}
+        cell = {n: f"{med[n]:.0f} ({min(v):.0f}-{max(v):.0f})" for n, v in rates.items()}
+
         size = f"{kib} KiB" if kib < 1024 else f"{kib // 1024} MiB"
         print(
-            f"{size:>9} {signed_rate:>12.0f} {per_call_rate:>12.0f} {plain_rate:>11.0f}"
-            f" {signed_rate / plain_rate:>6.2f} {per_call_rate / plain_rate:>18.2f}"
+            f"{size:>9} {cell['stream']:>20} {cell['single']:>20} {cell['plain']:>20}"
+            f" {med['stream'] / med['plain']:>13.2f} {med['single'] / med['plain']:>13.2f}",
+            flush=True,
         )
 
 
