@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import statistics
 import subprocess
 import sys
@@ -86,12 +87,21 @@ def plain_messages(tensor: torch.Tensor, chunk_bytes: int) -> Iterator[bytes]:
         yield piece.tobytes()
 
 
-def timed(run: Callable[[], None], reps: int) -> float:
-    """Seconds `reps` runs take."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(run: Callable[[], None], reps: int, receiver: int | None = None) -> tuple[float, float]:
+    """(seconds, CPU seconds of this process and `receiver`) `reps` runs take."""
+    cpu0 = time.process_time() + (cpu_seconds(receiver) if receiver else 0.0)
     t0 = time.perf_counter()
     for _ in range(reps):
         run()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    return wall, time.process_time() + (cpu_seconds(receiver) if receiver else 0.0) - cpu0
 
 
 def main() -> None:
@@ -122,7 +132,14 @@ def main() -> None:
         channel = grpc.insecure_channel(f"127.0.0.1:{plain_port}", channel_options(settings))
         push = channel.stream_unary(PLAIN)
         report(
-            sender, single, push, settings.chunk_bytes, args.sizes_kib, args.rounds, args.seconds
+            sender,
+            single,
+            push,
+            settings.chunk_bytes,
+            args.sizes_kib,
+            args.rounds,
+            args.seconds,
+            child.pid,
         )
         channel.close()
         single.stop()
@@ -140,8 +157,11 @@ def report(
     sizes: list[int],
     rounds: int,
     seconds: float,
+    receiver: int,
 ) -> None:
-    """One line per size: MB/s of each mode (median of rounds, spread), ratios to plain."""
+    """One line per size: MB/s of each mode (median of rounds, spread), ratios to plain, and
+    the CPU both processes spent per GB in each mode (what decides on a machine short of cores).
+    """
     counter = iter(range(1 << 30))
     print(
         f"chunk {chunk_bytes // 1024} KiB; receiver in its own process; modes interleaved, "
@@ -149,7 +169,7 @@ def report(
     )
     print(
         f"{'size':>9} {'stream MB/s':>20} {'single MB/s':>20} {'plain MB/s':>20}"
-        f" {'stream/plain':>13} {'single/plain':>13}"
+        f" {'stream/plain':>13} {'single/plain':>13} {'CPU s/GB stream/single/plain':>29}"
     )
     for kib in sizes:
         nbytes = kib * 1024
@@ -168,20 +188,24 @@ def report(
         for run in modes.values():  # warm-up: connections, streams, handshakes made ahead
             run()
         # repetitions per round: about `seconds` of the plain stream
-        reps = max(1, min(1000, round(seconds / timed(plain, 1))))
+        reps = max(1, min(1000, round(seconds / timed(plain, 1)[0])))
         rates: dict[str, list[float]] = {name: [] for name in modes}
+        cpu: dict[str, list[float]] = {name: [] for name in modes}
         for r in range(rounds):
             order = list(modes.items())
             order = order[r % len(order) :] + order[: r % len(order)]
             for name, run in order:
-                rates[name].append(nbytes * reps / timed(run, reps) / 1e6)
+                wall, used = timed(run, reps, receiver)
+                rates[name].append(nbytes * reps / wall / 1e6)
+                cpu[name].append(used / (nbytes * reps / 1e9))
         med = {name: statistics.median(values) for name, values in rates.items()}
         cell = {n: f"{med[n]:.0f} ({min(v):.0f}-{max(v):.0f})" for n, v in rates.items()}
 
         size = f"{kib} KiB" if kib < 1024 else f"{kib // 1024} MiB"
         print(
             f"{size:>9} {cell['stream']:>20} {cell['single']:>20} {cell['plain']:>20}"
-            f" {med['stream'] / med['plain']:>13.2f} {med['single'] / med['plain']:>13.2f}",
+            f" {med['stream'] / med['plain']:>13.2f} {med['single'] / med['plain']:>13.2f}"
+            f" {'/'.join(f'{statistics.median(cpu[n]):.2f}' for n in modes):>29}",
             flush=True,
         )
 
