@@ -81,8 +81,9 @@ class PushStream:
         self.task = task
         self.bounds = bounds
         self._clock = clock
-        # A short queue: the frames are written as gRPC takes them (memory stays a few chunks).
-        self._queue: queue.Queue[WireFrame | None] = queue.Queue(maxsize=4)
+        # One push's frames at a time, written on gRPC's own thread as it sends them (as for a
+        # single Push): no hand-off of every frame between threads.
+        self._queue: queue.Queue[Iterator[WireFrame] | None] = queue.Queue(maxsize=1)
         self._replies = open_call(
             self._requests(), metadata=metadata, timeout=bounds.lifetime_s + 5.0
         )
@@ -93,9 +94,14 @@ class PushStream:
 
     def _requests(self) -> Iterator[WireFrame]:
         while True:
-            frame = self._queue.get()
-            if frame is None:
+            frames = self._queue.get()
+            if frames is None:
                 return
+            yield from frames
+
+    def _counted(self, frames: Iterator[WireFrame]) -> Iterator[WireFrame]:
+        for frame in frames:
+            self.carried += _wire_size(frame)
             yield frame
 
     def fits(self, task: str, nbytes: int) -> bool:
@@ -129,8 +135,8 @@ class PushStream:
     ) -> int:
         """Send one push and wait for its reply: the count the peer accepted.
 
-        grpc.RpcError when the call failed; any other error (e.g. `alive` raising) leaves the
-        stream broken, and `close` cancels it so the peer delivers nothing of this push.
+        grpc.RpcError when the call failed (also when `alive` raised while gRPC wrote the
+        frames: the call is then cancelled, and the peer delivers nothing of this push).
         """
         index = self.pushes
         self.pushes += 1
@@ -145,18 +151,16 @@ class PushStream:
             alive=alive,
             bundle=True,
         )
-        for frame in frames:
-            self.carried += _wire_size(frame)
-            self._put(frame)
+        self._put(self._counted(frames))
         reply = self._reply()
         self.broken = False
         self.last_used = self._clock()
         return int(reply.accepted)
 
-    def _put(self, frame: WireFrame) -> None:
+    def _put(self, frames: Iterator[WireFrame]) -> None:
         while True:
             try:
-                self._queue.put(frame, timeout=0.1)
+                self._queue.put(frames, timeout=0.1)
                 return
             except queue.Full:
                 if self._replies.done():  # the peer ended the call: its status says why
