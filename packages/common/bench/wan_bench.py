@@ -4,8 +4,9 @@ The WAN is `mlnode.common.testing.shaping_relay`.
 
 The receiver runs in its own process (as in `transport_bench`); every call goes through a relay
 on loopback that adds half the RTT each way and caps the rate. "before" makes one handshake
-round trip per push (as the transport did); "after" uses the handshake made ahead; "+window"
-adds a fixed 8 MiB stream window (`grpc.http2.lookahead_bytes`) on both ends, over BDP probing.
+round trip per push (as the transport did); "ahead" single pushes with the handshake made
+ahead; "stream" push streams (what `send` does now: one handshake for many pushes); "+window"
+adds a fixed 8 MiB stream window (`grpc.http2.lookahead_bytes`) on both ends to that.
 Plain gRPC gets the same channel options as the transport in each row, so each ratio compares
 like with like.
 Usage: python wan_bench.py [--rtt-ms 50 150] [--rate-mbit 100] [--sizes-kib 1024 16384]
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import subprocess
 import sys
 import time
@@ -50,6 +52,8 @@ def one_row(mode: str, rtt_s: float, rate_bps: float, sizes: list[int], reps: in
     window = mode == "+window"
     use_options(window)
     settings = TransportSettings(host="127.0.0.1", port=0)
+    if mode in ("before", "ahead"):  # single pushes, as the transport sent them
+        settings = settings.model_copy(update={"stream_pushes": 0})
     me = Identity.generate()
     flag = ["--window"] if window else []
     child = subprocess.Popen(
@@ -71,7 +75,7 @@ def one_row(mode: str, rtt_s: float, rate_bps: float, sizes: list[int], reps: in
         channel = grpc.insecure_channel(f"127.0.0.1:{plain_relay.port}", options)
         push = channel.stream_unary(transport_bench.PLAIN)
         if mode == "before":
-            transport_bench.handshake_per_call(sender, "receiver")
+            handshake_per_call(sender, "receiver")
         counter = iter(range(1 << 30))
         for kib in sizes:
             tensor = torch.randint(-128, 127, (kib * 1024,), dtype=torch.int8)
@@ -99,6 +103,13 @@ def one_row(mode: str, rtt_s: float, rate_bps: float, sizes: list[int], reps: in
         child.stdin.close()
         child.wait(30)
     return lines
+
+
+def handshake_per_call(sender: GrpcTransport, peer_id: str) -> None:
+    """Turn off the handshake made ahead (as before it existed): one Hello round trip per send."""
+    client = sender._client(peer_id)
+    client.timeouts = dataclasses.replace(client.timeouts, prefetch_s=0.0)
+    client._ready.clear()
 
 
 def best(run: Callable[[], None], nbytes: int, reps: int) -> tuple[float, float]:
@@ -133,7 +144,7 @@ def main() -> None:
         f"{'signed first':>14}{'plain first':>13}"
     )
     for rtt_ms in args.rtt_ms:
-        for mode in ("before", "after", "+window"):
+        for mode in ("before", "ahead", "stream", "+window"):
             one_row(mode, rtt_ms / 1000, args.rate_mbit * 1e6, args.sizes_kib, args.reps)
 
 
