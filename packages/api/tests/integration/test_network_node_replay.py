@@ -75,6 +75,16 @@ def clients(node: MLNodeProcess, prefix: str) -> tuple[GoClient, GoClient]:
     )
 
 
+#: The block fields that open the network node's PoC v2 structs, in their Go order.
+PROVER: tuple[tuple[str, Any], ...] = (
+    ("block_hash", "0xblock"),
+    ("block_height", 1234),
+    ("public_key", "prover-pk"),
+    ("node_id", 0),
+    ("node_count", 1),
+)
+
+
 def marshal(*pairs: tuple[str, Any]) -> bytes:
     """Go's json.Marshal of a struct: fields in declaration order, no spaces."""
     return json.dumps(dict(pairs), separators=(",", ":")).encode()
@@ -150,11 +160,7 @@ def test_newest_client(node: MLNodeProcess, receiver: CallbackReceiver, prefix: 
         rest.post(
             "/api/v1/inference/pow/init/generate",
             marshal(
-                ("block_hash", "0xblock"),
-                ("block_height", 1234),
-                ("public_key", "prover-pk"),
-                ("node_id", 0),
-                ("node_count", 1),
+                *PROVER,
                 ("params", {"model": MODEL, "seq_len": 256}),
                 ("url", callback),
             ),
@@ -190,11 +196,7 @@ def test_newest_client(node: MLNodeProcess, receiver: CallbackReceiver, prefix: 
         rest.post(
             "/api/v1/inference/pow/generate",
             marshal(
-                ("block_hash", "0xblock"),
-                ("block_height", 1234),
-                ("public_key", "prover-pk"),
-                ("node_id", 0),
-                ("node_count", 1),
+                *PROVER,
                 ("nonces", sample),
                 ("params", {"model": MODEL, "seq_len": 256}),
                 ("url", callback),

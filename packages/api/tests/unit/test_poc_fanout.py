@@ -16,7 +16,7 @@ from mlnode.infer.schemas import InferenceUpRequest
 from mlnode.infer.testing.support import ServiceFactory, fake_services
 from mlnode.pow.engine.testing import artifact
 from mlnode.pow.fanout.fanout import AllBackendsFailed, PocFanout, init_bodies
-from mlnode.pow.fanout.schemas import PocGenerateRequest, PocInitGenerateRequest
+from mlnode.pow.poc.schemas import PocGenerateBody, PocInitGenerateBody
 
 NODE_ID, NODE_COUNT = 1, 3
 CALLBACK_PATH = "/v2/poc-batches/Qwen%252FQwen3"
@@ -27,7 +27,7 @@ POC_ENGINE_ENV = {
 }
 
 
-def init_body(url: str | None = None, model: str = "tiny") -> PocInitGenerateRequest:
+def init_body(url: str | None = None, model: str = "tiny") -> PocInitGenerateBody:
     body = {
         "block_hash": "abc",
         "block_height": 12,
@@ -38,10 +38,10 @@ def init_body(url: str | None = None, model: str = "tiny") -> PocInitGenerateReq
     }
     if url is not None:
         body["url"] = url
-    return PocInitGenerateRequest.model_validate(body)
+    return PocInitGenerateBody.model_validate(body)
 
 
-def generate_body(nonces: list[int], url: str, **extra: object) -> PocGenerateRequest:
+def generate_body(nonces: list[int], url: str, **extra: object) -> PocGenerateBody:
     body = {
         "block_hash": "abc",
         "block_height": 12,
@@ -53,7 +53,7 @@ def generate_body(nonces: list[int], url: str, **extra: object) -> PocGenerateRe
         "url": url,
         **extra,
     }
-    return PocGenerateRequest.model_validate(body)
+    return PocGenerateBody.model_validate(body)
 
 
 @pytest.fixture
@@ -207,5 +207,5 @@ def test_init_forwards_a_batch_size_only_when_the_caller_sent_one() -> None:
         (False, 0, 2),
         (False, 1, 2),
     ]
-    sent = PocInitGenerateRequest.model_validate({**go_body.model_dump(), "batch_size": 8})
+    sent = PocInitGenerateBody.model_validate({**go_body.model_dump(), "batch_size": 8})
     assert [b["batch_size"] for b in init_bodies(sent, 2)] == [8, 8]

@@ -7,7 +7,6 @@ Run `pytest -s -k transfer` to see the numbers.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,7 @@ from mlnode.fuse.testing import write_checkpoint
 CLASSES, DIM = 8, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny matrices: one thread is fastest, and kinder to a busy CI box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_task(seed: int, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:

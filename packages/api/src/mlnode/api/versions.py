@@ -10,7 +10,7 @@ from mlnode.common.errors import MLNodeError
 from mlnode.common.lifecycle import ServiceGate
 from mlnode.infer.service import InferService
 from mlnode.pow.fanout.fanout import PocFanout
-from mlnode.pow.fanout.schemas import PocVersions
+from mlnode.pow.poc.schemas import PocVersions
 from mlnode.pow.v1.service import PowService
 
 log = logging.getLogger(__name__)

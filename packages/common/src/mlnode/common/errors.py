@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-ErrorBody = dict[str, dict[str, str | int | None]]
+ErrorBody = dict[str, dict[str, str | None]]
 
 
-def error_body(kind: str, message: str, code: str | int, param: str | None) -> ErrorBody:
+def error_body(kind: str, message: str, code: str, param: str | None) -> ErrorBody:
     """The one error body of every port and of the engine's PoC routes.
 
-    `code` is a string on the node's ports; the engine's PoC routes put their HTTP status there
-    (an int), a shape the node relays unchanged from `/inference/pow/generate`.
+    `type` names the exception, `code` is the machine-readable reason (a string, never the HTTP
+    status: the node relays the engine's refusals from `/inference/pow/generate` unchanged, so both
+    must read alike), `param` the offending field.
     """
     return {"error": {"type": kind, "message": message, "code": code, "param": param}}
 

@@ -108,31 +108,34 @@ async def test_generate_without_content_type_answers_artifacts(client: httpx.Asy
 
 
 @pytest.mark.parametrize(
-    ("content", "status", "param"),
+    ("content", "status", "code", "param"),
     [
-        (b"{not json", 400, None),
-        (b'{"nonces": [1]}', 422, "block_hash"),
+        (b"{not json", 400, "bad_request", None),
+        (b'{"nonces": [1]}', 422, "invalid_request", "block_hash"),
         (b'{"block_hash": "bh", "block_height": 1, "public_key": "pk", "node_id": 0, '
-         b'"nonces": [1], "params": {"model": "m", "seq_len": 0}}', 422, "params.seq_len"),
+         b'"nonces": [1], "params": {"model": "m", "seq_len": 0}}', 422, "invalid_request",
+         "params.seq_len"),
         (b'{"block_hash": "bh", "block_height": 1, "public_key": "pk", "node_id": 0, '
-         b'"nonces": [1], "params": {"model": "x", "seq_len": 8}}', 409, "params.model"),
+         b'"nonces": [1], "params": {"model": "x", "seq_len": 8}}', 409, "conflict",
+         "params.model"),
         (b'{"block_hash": "bh", "block_height": 1, "public_key": "pk", "node_id": 0, '
          b'"nonces": [1], "params": {"model": "m", "seq_len": 8}, "url": "http://[::1"}',
-         422, "url"),
+         422, "invalid_request", "url"),
     ],
 )  # fmt: skip
-async def test_refusals_have_the_error_shape(
-    client: httpx.AsyncClient, content: bytes, status: int, param: str | None
+async def test_refusals_have_the_nodes_error_shape(
+    client: httpx.AsyncClient, content: bytes, status: int, code: str, param: str | None
 ) -> None:
     answer = await client.post("/api/v1/pow/generate", content=content)
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
-    assert error["code"] == status and error["param"] == param and error["message"]
+    assert (error["type"], error["code"], error["param"]) == ("PocHttpError", code, param)
+    assert error["message"] and set(error) == {"type", "message", "code", "param"}
 
 
 async def test_an_oversized_body_is_refused_before_parsing(client: httpx.AsyncClient) -> None:
     answer = await client.post("/api/v1/pow/generate", content=b" " * (MAX_BODY_BYTES + 1))
-    assert answer.status_code == 413
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "payload_too_large"
 
 
 async def test_queued_job_then_status_then_stop(client: httpx.AsyncClient) -> None:

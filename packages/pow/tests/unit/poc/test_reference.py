@@ -6,7 +6,6 @@ so these tests prove the seeds, reflections, read-out, pick, rotation and decode
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,7 @@ FP32_L2 = 1e-3
 BF16_L2 = 0.02
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny matmuls on two threads spin-wait at every barrier; on a shared CI core that made the
-    # decode loop 40x slower than one thread (measured: 20 s vs 0.5 s for 2 nonces x 33 steps).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ the engine in `tests/integration/test_poc_engine_moe.py`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,12 +24,7 @@ MODEL = Path(__file__).resolve().parents[2] / "data" / "poc_v2" / "models" / "de
 BLOCK = "5e2b9d1c7a3f60e48b2d9c1f7e3a5b6d0c8e2f4a6b1d3c5e7f9a0b2c4d6e8f1a"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

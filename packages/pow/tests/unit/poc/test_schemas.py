@@ -12,8 +12,10 @@ from mlnode.pow.poc.schemas import (
     MAX_NONCES,
     GeneratedCallback,
     PocEncoding,
+    PocGenerateBody,
     PocGenerateQueued,
     PocGenerateRequest,
+    PocInitGenerateBody,
     PocInitGenerateRequest,
     PocInitGenerateResponse,
     PocStatus,
@@ -79,6 +81,19 @@ def test_go_validation_body_parses_with_p_value_threshold() -> None:
     assert req.stat_test is not None and req.stat_test.fraud_threshold == 0.05
     assert req.validation is not None and [a.nonce for a in req.validation.artifacts] == [5, 9]
     assert not req.wait and req.batch_size is None
+
+
+def test_the_node_layer_keeps_unknown_keys_and_leaves_cross_checks_to_the_engine() -> None:
+    go = json.loads(GO_VALIDATE)
+    mismatched = {**go, "nonces": [5], "future_field": 1}
+    relayed = PocGenerateBody.model_validate(mismatched).model_dump(mode="json", exclude_unset=True)
+    assert relayed == mismatched, "the node forwards the body as it came"
+    assert "validation.artifacts" in _error_text(PocGenerateRequest, mismatched)
+    decode = json.loads(GO_INIT_DECODE)
+    assert PocInitGenerateBody.model_validate(decode).model_dump(exclude_unset=True) == decode
+    assert ("params", "seq_len") in _error_locs(
+        PocInitGenerateBody, {**decode, "params": {"model": "m", "seq_len": 0}}
+    )
 
 
 def test_nonce_share_of_an_engine() -> None:

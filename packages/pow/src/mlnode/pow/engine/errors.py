@@ -10,26 +10,27 @@ from mlnode.common.errors import ErrorBody, error_body
 class PocHttpError(Exception):
     """A refusal with its HTTP status; `param` names the offending field when there is one."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "") -> None:
+    def __init__(self, status: int, message: str, param: str | None = None, code: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
-        self.kind = kind or _KINDS.get(status, "engine_error")
+        self.code = code or _CODES.get(status, "engine_error")
 
     def body(self) -> ErrorBody:
-        """`{"error": {type, message, code, param}}`, `code` being the HTTP status."""
-        return error_body(self.kind, self.message, self.status, self.param)
+        """`{"error": {type, message, code, param}}` as the node's errors: `code` is a string."""
+        return error_body(type(self).__name__, self.message, self.code, self.param)
 
 
-_KINDS = {
+#: The node's codes for the same refusals (`mlnode.common.errors`, `mlnode.common.http`).
+_CODES = {
     400: "bad_request",
     404: "not_found",
     409: "conflict",
-    413: "too_large",
+    413: "payload_too_large",
     422: "invalid_request",
     429: "too_many_requests",
-    503: "engine_unavailable",
+    503: "unavailable",
 }
 
 

@@ -24,13 +24,11 @@ from mlnode.pow.fanout.schemas import (
     BackendError,
     BackendResult,
     PocBackendStatus,
-    PocGenerateRequest,
-    PocInitGenerateRequest,
     PocInitResponse,
     PocStatusResponse,
     PocStopResponse,
-    PocVersions,
 )
+from mlnode.pow.poc.schemas import PocGenerateBody, PocInitGenerateBody, PocVersions
 
 ENGINE_PREFIX = "/api/v1/pow"
 NO_BACKENDS = "NO_BACKENDS"
@@ -109,7 +107,7 @@ class PocFanout:
         )
         return await asyncio.gather(*calls, return_exceptions=True)
 
-    async def init_generate(self, request: PocInitGenerateRequest) -> PocInitResponse:
+    async def init_generate(self, request: PocInitGenerateBody) -> PocInitResponse:
         """Start mining on every healthy instance with its nonce group."""
         backends = self.backends()
         if not backends:
@@ -144,7 +142,7 @@ class PocFanout:
             status=aggregate_status([d.status for d in detail]), backends=detail
         )
 
-    async def generate(self, request: PocGenerateRequest) -> JsonAnswer:
+    async def generate(self, request: PocGenerateBody) -> JsonAnswer:
         """Forward to one instance (round robin); a queued id comes back as `port:uuid`."""
         backends = self.backends()
         if not backends:
@@ -224,7 +222,7 @@ def aggregate_status(states: Sequence[str]) -> str:
     return MIXED
 
 
-def init_bodies(request: PocInitGenerateRequest, n_groups: int) -> list[dict[str, Any]]:
+def init_bodies(request: PocInitGenerateBody, n_groups: int) -> list[dict[str, Any]]:
     """One `/init/generate` body per engine: the caller's fields (no batch_size unless sent)."""
     base = request.model_dump(mode="json", exclude_unset=True)
     return [{**base, "group_id": i, "n_groups": n_groups} for i in range(n_groups)]

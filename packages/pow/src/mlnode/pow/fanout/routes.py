@@ -7,14 +7,12 @@ from fastapi.responses import JSONResponse
 
 from mlnode.pow.deps import PocFanoutDep
 from mlnode.pow.fanout.schemas import (
-    PocGenerateRequest,
-    PocInitGenerateRequest,
     PocInitResponse,
     PocStatusResponse,
     PocStopRequest,
     PocStopResponse,
-    PocVersions,
 )
+from mlnode.pow.poc.schemas import PocGenerateBody, PocInitGenerateBody, PocVersions
 
 router = APIRouter(prefix="/inference/pow", tags=["poc-v2"])
 
@@ -25,13 +23,13 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 
 
 @router.post("/init/generate", operation_id="poc_init_generate", responses=_ERRORS)
-async def poc_init_generate(body: PocInitGenerateRequest, fanout: PocFanoutDep) -> PocInitResponse:
+async def poc_init_generate(body: PocInitGenerateBody, fanout: PocFanoutDep) -> PocInitResponse:
     """Start PoC v2 mining on every engine instance, each with its nonce group."""
     return await fanout.init_generate(body)
 
 
 @router.post("/generate", operation_id="poc_generate", responses=_ERRORS)
-async def poc_generate(body: PocGenerateRequest, fanout: PocFanoutDep) -> JSONResponse:
+async def poc_generate(body: PocGenerateBody, fanout: PocFanoutDep) -> JSONResponse:
     """Compute or validate nonces on one instance; the engine's answer and status."""
     status, payload = await fanout.generate(body)
     return JSONResponse(payload, status_code=status)
@@ -56,7 +54,10 @@ async def poc_stop(fanout: PocFanoutDep, body: PocStopRequest | None = None) -> 
     return await fanout.stop()
 
 
-@router.get("/versions", operation_id="poc_versions", responses=_ERRORS)
+# Unset fields stay out: an engine without PoC routes reports no `gonka_poc_version`.
+@router.get(
+    "/versions", operation_id="poc_versions", responses=_ERRORS, response_model_exclude_unset=True
+)
 async def poc_versions(fanout: PocFanoutDep) -> PocVersions:
     """The engine's vLLM version and whether it serves inference during PoC validation."""
     return await fanout.versions()

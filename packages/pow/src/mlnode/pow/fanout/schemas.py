@@ -1,7 +1,7 @@
-"""Bodies of the PoC v2 fan-out, `/api/v1/inference/pow/*` (the network node's field names).
+"""The node's own bodies of the PoC v2 fan-out, `/api/v1/inference/pow/*`: summaries over instances.
 
-Requests keep fields this side does not know (`extra="allow"`): they are the engine's to read,
-and a newer network node may add some.
+The requests and `/versions` are the engine's contract (`mlnode.pow.poc.schemas`): the node checks
+their `*Body` layer, keeps the keys it does not know and forwards them.
 """
 
 from __future__ import annotations
@@ -9,51 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-
-class PocParams(BaseModel):
-    """`params`: the model the proof runs on and its sequence length."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(min_length=1, description="Served model the proof runs on.")
-    seq_len: int = Field(gt=0, description="Tokens per nonce.")
-
-
-class PocInitGenerateRequest(BaseModel):
-    """`POST /inference/pow/init/generate` (Go `PoCInitGenerateRequestV2`)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    block_hash: str = Field(min_length=1, description="Block hash seeding the proof.")
-    block_height: int = Field(description="Height of that block.")
-    public_key: str = Field(min_length=1, description="Prover's public key.")
-    node_id: int = Field(ge=0, description="This MLNode's index among the participant's nodes.")
-    node_count: int = Field(gt=0, description="How many MLNodes the participant runs.")
-    params: PocParams = Field(description="Model and sequence length.")
-    url: str | None = Field(None, description="Callback base; engines POST {url}/generated.")
-    batch_size: int | None = Field(
-        None,
-        gt=0,
-        description="Nonces per engine iteration; forwarded only when sent (the newest network "
-        "node sends none, and each engine then uses its own, MLNODE_POC_BATCH_SIZE).",
-    )
-
-
-class PocGenerateRequest(BaseModel):
-    """`POST /inference/pow/generate` (Go `PoCGenerateRequestV2`): compute or validate nonces."""
-
-    model_config = ConfigDict(extra="allow")
-
-    block_hash: str = Field(min_length=1, description="Block hash of the proof.")
-    block_height: int = Field(description="Height of that block.")
-    public_key: str = Field(min_length=1, description="The prover's public key.")
-    node_id: int = Field(ge=0, description="The prover's node id.")
-    node_count: int = Field(gt=0, description="The prover's node count.")
-    nonces: list[int] = Field(max_length=100_000, description="Nonces to compute.")
-    params: PocParams = Field(description="Model and sequence length.")
-    wait: bool = Field(False, description="Answer with the result instead of queueing.")
-    url: str | None = Field(None, description="Callback base for a queued request.")
 
 
 class PocStopRequest(BaseModel):
@@ -120,14 +75,3 @@ class PocStatusResponse(BaseModel):
         "UNREACHABLE included), or NO_BACKENDS."
     )
     backends: list[PocBackendStatus] = Field(description="Per-instance detail.")
-
-
-class PocVersions(BaseModel):
-    """`GET /inference/pow/versions`: what the engine's PoC reports."""
-
-    model_config = ConfigDict(extra="allow")
-
-    vllm_version: str | None = Field(None, description="vLLM version of the engine.")
-    poc_validation_inference: bool = Field(
-        False, description="True when the engine serves inference while it validates PoC."
-    )

@@ -2,6 +2,11 @@
 
 Contract bodies are lenient on unknown keys (the network node's versions differ) and strict on
 values: a field out of range is refused with an error that names it.
+
+Each request is defined once, in two layers. `*Body` holds the fields the network node sends,
+with their bounds, and keeps unknown keys: the node's fan-out validates that much and forwards the
+rest untouched. The engine's `*Request` subclass adds what only the engine reads and the checks
+across fields, so their refusals come from the engine and the node passes them through.
 """
 
 from __future__ import annotations
@@ -35,15 +40,28 @@ class _Contract(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class PocParams(_Contract):
+class _Relayed(BaseModel):
+    """A body as the node relays it: unknown keys are kept, for the engine (or a newer one)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class PocParamsBody(_Relayed):
+    """`params` as the node checks it: the served model and the sequence length."""
+
+    model: str = Field(min_length=1, max_length=MAX_TEXT, description="Served model name.")
+    seq_len: int = Field(ge=1, le=MAX_SEQ_LEN, description="Input positions per nonce.")
+
+
+class PocParams(PocParamsBody):
     """`params`: the served model and the shape of the proof.
 
     The decode scheme is chosen by `scheme: "decode"` (plugin) or `decode: true` (network node),
     and needs `max_tokens >= 1`; `scheme` is normalised to `prefill` or `decode`.
     """
 
-    model: str = Field(min_length=1, max_length=MAX_TEXT, description="Served model name.")
-    seq_len: int = Field(ge=1, le=MAX_SEQ_LEN, description="Input positions per nonce.")
+    model_config = ConfigDict(extra="ignore")
+
     k_dim: int = Field(12, ge=2, le=MAX_K_DIM, description="Values per vector artifact.")
     scheme: Literal["prefill", "decode"] | None = Field(
         None, description="`prefill` (vector artifacts) or `decode` (codebook trajectories)."
@@ -71,7 +89,7 @@ class PocParams(_Contract):
         return self.scheme == SCHEME_DECODE
 
 
-class _Block(_Contract):
+class _Block(_Relayed):
     block_hash: str = Field(min_length=1, max_length=MAX_TEXT, description="Block hash (seeds).")
     block_height: int = Field(ge=0, description="Block height (reported back).")
     public_key: str = Field(
@@ -87,18 +105,26 @@ class _Block(_Contract):
     poc_stronger_rng: bool = Field(False, description="Use the 8-segment sha256 input stream.")
 
 
-class PocInitGenerateRequest(_Block):
-    """POST /init/generate: mine this node's share of the nonce space until stopped."""
+class PocInitGenerateBody(_Block):
+    """`/init/generate` as the network node sends it (Go `PoCInitGenerateRequestV2`)."""
 
     node_count: int = Field(ge=1, description="Nodes sharing the nonce space.")
-    group_id: int = Field(0, ge=0, description="This engine's index among the node's engines.")
-    n_groups: int = Field(1, ge=1, description="Engines of the node sharing its share.")
     batch_size: int | None = Field(
         None,
         ge=1,
         le=MAX_BATCH_SIZE,
         description="Nonces per forward pass; absent: the engine's own (MLNODE_POC_BATCH_SIZE).",
     )
+    params: PocParamsBody = Field(description="Model and proof shape.")
+
+
+class PocInitGenerateRequest(PocInitGenerateBody):
+    """POST /init/generate: mine this node's share of the nonce space until stopped."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    group_id: int = Field(0, ge=0, description="This engine's index among the node's engines.")
+    n_groups: int = Field(1, ge=1, description="Engines of the node sharing its share.")
     params: PocParams = Field(description="Model and proof shape.")
 
     @model_validator(mode="after")
@@ -132,13 +158,22 @@ class PocValidation(_Contract):
     artifacts: list[PocArtifact] = Field(max_length=MAX_NONCES, description="Received artifacts.")
 
 
-class PocGenerateRequest(_Block):
-    """POST /generate: compute given nonces; judge them when `validation` is given."""
+class PocGenerateBody(_Block):
+    """`/generate` as the network node sends it (Go `PoCGenerateRequestV2`)."""
 
     node_count: int = Field(0, ge=0, description="Nodes of the prover (not used to compute).")
     nonces: list[Annotated[int, Field(ge=0, le=MAX_NONCE)]] = Field(
         min_length=1, max_length=MAX_NONCES, description="Nonces to compute, distinct."
     )
+    params: PocParamsBody = Field(description="Model and proof shape.")
+    wait: bool = Field(False, description="Answer with the result instead of queueing.")
+
+
+class PocGenerateRequest(PocGenerateBody):
+    """POST /generate: compute given nonces; judge them when `validation` is given."""
+
+    model_config = ConfigDict(extra="ignore")
+
     params: PocParams = Field(description="Model and proof shape.")
     batch_size: int | None = Field(
         None,
@@ -146,7 +181,6 @@ class PocGenerateRequest(_Block):
         le=MAX_BATCH_SIZE,
         description="Nonces per forward (0: all); absent: the engine's own batch size.",
     )
-    wait: bool = Field(False, description="Answer with the result instead of queueing.")
     validation: PocValidation | None = Field(None, description="Artifacts to validate.")
     stat_test: StatTest | None = Field(None, description="Validation thresholds.")
 
@@ -327,13 +361,16 @@ class PocStopResponse(BaseModel):
     )
 
 
-class PocVersions(BaseModel):
-    """GET /versions."""
+class PocVersions(_Relayed):
+    """GET /versions, relayed by the node's `/inference/pow/versions` (with what a newer one adds).
 
-    vllm_version: str = Field(description="vLLM version of the engine.")
-    gonka_poc_version: str = Field(description="Version of the PoC implementation.")
+    The engine always fills every field; the defaults stand for an engine without PoC routes.
+    """
+
+    vllm_version: str | None = Field(None, description="vLLM version of the engine.")
+    gonka_poc_version: str | None = Field(None, description="Version of the PoC implementation.")
     poc_validation_inference: bool = Field(
-        description="True when the engine keeps serving inference while it validates PoC."
+        False, description="True when the engine keeps serving inference while it validates PoC."
     )
 
 
