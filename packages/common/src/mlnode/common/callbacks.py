@@ -7,8 +7,8 @@ callbacks`). A 5xx, 408, 425 or 429 is retried (`retryable`); another 4xx is dro
 (`dropped_refused`). Every drop is counted in `CallbackStats`; logs and `last_error` name a
 destination (`scheme://host:port`), never a whole URL.
 
-`CallbackSender` is PoW v1's in-order, thread-fed sender: a bounded buffer posted by a background
-thread, retried with the same `retry_delay` schedule and the same `retryable` rule.
+PoW v1 sends with it too, from its worker threads (`submit_from_thread`), one callback in flight
+per destination so that its batches arrive in order.
 
 Engine-safe (standard library, httpx, pydantic and `hygiene`).
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,30 +26,11 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
-from mlnode.common.hygiene import redact_text, redact_url
+from mlnode.common.hygiene import redact_text
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
-
-
-@dataclass(frozen=True)
-class Callback:
-    """One payload to deliver."""
-
-    url: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DeliveryStats:
-    """Counters of a sender, for status bodies and metrics."""
-
-    sent: int
-    pending: int
-    dropped: int
-    retries: int
-    last_error: str | None
 
 
 def retry_delay(attempt: int, first_s: float, max_s: float) -> float:
@@ -61,146 +41,6 @@ def retry_delay(attempt: int, first_s: float, max_s: float) -> float:
 def callback_url(base_url: str, path: str) -> str:
     """`base_url` joined with `path` by exactly one slash."""
     return f"{base_url.rstrip('/')}/{path.lstrip('/')}"
-
-
-class CallbackSender:
-    """Posts callbacks in order from a bounded buffer, retrying while the receiver is down."""
-
-    def __init__(
-        self,
-        max_pending: int = 10_000,
-        timeout_s: float = 10.0,
-        backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 10.0,
-        name: str = "callbacks",
-    ) -> None:
-        """Configure the buffer and the retry schedule; `start()` launches delivery."""
-        self.max_pending = max_pending
-        self.timeout_s = timeout_s
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.name = name
-        self._queue: deque[Callback] = deque()
-        self._cond = threading.Condition()
-        self._closing = False
-        self._thread: threading.Thread | None = None
-        self._sent = self._dropped = self._retries = 0
-        self._last_error: str | None = None
-
-    def start(self) -> None:
-        """Start the delivery thread (idempotent)."""
-        with self._cond:
-            if self._thread is not None:
-                return
-            self._closing = False
-            self._thread = threading.Thread(target=self._deliver_loop, name=self.name, daemon=True)
-            self._thread.start()
-
-    def submit(self, base_url: str, path: str, payload: dict[str, Any]) -> bool:
-        """Queue a payload; False (and counted as dropped) when the buffer is full."""
-        with self._cond:
-            if len(self._queue) >= self.max_pending:
-                self._dropped += 1
-                self._last_error = f"buffer full ({self.max_pending}); dropped a {path} callback"
-                log.error("%s: %s", self.name, self._last_error)
-                return False
-            self._queue.append(Callback(callback_url(base_url, path), payload))
-            self._cond.notify_all()
-            return True
-
-    def stats(self) -> DeliveryStats:
-        """Current counters."""
-        with self._cond:
-            return DeliveryStats(
-                sent=self._sent,
-                pending=len(self._queue),
-                dropped=self._dropped,
-                retries=self._retries,
-                last_error=self._last_error,
-            )
-
-    def flush(self, timeout_s: float) -> bool:
-        """Wait until the buffer is empty; False when items remain after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self._queue:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.1))
-            return True
-
-    def close(self, flush_timeout_s: float = 5.0) -> None:
-        """Try to deliver what is pending, then stop; undelivered items count as dropped."""
-        self.flush(flush_timeout_s)
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(self.timeout_s + 1)
-        with self._cond:
-            if self._queue:
-                self._dropped += len(self._queue)
-                self._last_error = f"shut down with {len(self._queue)} undelivered callbacks"
-                log.error("%s: %s", self.name, self._last_error)
-                self._queue.clear()
-
-    def _next(self) -> Callback | None:
-        with self._cond:
-            while not self._queue and not self._closing:
-                self._cond.wait()
-            return None if self._closing else self._queue[0]
-
-    def _deliver_loop(self) -> None:
-        with httpx.Client(timeout=self.timeout_s) as client:
-            while (item := self._next()) is not None:
-                self._deliver(client, item)
-
-    def _deliver(self, client: httpx.Client, item: Callback) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
-            outcome = self._post(client, item)
-            with self._cond:
-                if outcome is None or outcome == "rejected":
-                    self._queue.popleft()
-                    if outcome is None:
-                        self._sent += 1
-                    else:
-                        self._dropped += 1
-                    self._cond.notify_all()
-                    return
-                self._retries += 1
-                delay = retry_delay(attempt, self.backoff_initial_s, self.backoff_max_s)
-                if self._cond.wait_for(lambda: self._closing, timeout=delay):
-                    return
-
-    def _post(self, client: httpx.Client, item: Callback) -> str | None:
-        """None when delivered, "rejected" when retrying cannot help, "retry" otherwise."""
-        try:
-            response = client.post(item.url, json=item.payload)
-        except (httpx.InvalidURL, UnicodeError) as exc:  # retrying cannot mend the URL
-            self._note_error(f"POST {redact_url(item.url)}: unusable URL: {type(exc).__name__}")
-            return "rejected"
-        except httpx.HTTPError as exc:
-            shown = redact_text(str(exc))
-            self._note_error(f"POST {redact_url(item.url)}: {type(exc).__name__}: {shown}")
-            return "retry"
-        if response.is_success:
-            return None
-        self._note_error(f"POST {redact_url(item.url)}: HTTP {response.status_code}")
-        if retryable(response.status_code):
-            return "retry"
-        log.error("%s: receiver refused a callback, dropped: %s", self.name, self._last_error)
-        return "rejected"
-
-    def _note_error(self, message: str) -> None:
-        with self._cond:
-            repeated = message == self._last_error
-            self._last_error = message
-        # A receiver that stays down would otherwise log the same line on every retry.
-        log.log(logging.DEBUG if repeated else logging.WARNING, "%s: %s", self.name, message)
 
 
 @dataclass(frozen=True)
@@ -244,8 +84,19 @@ class CallbackStats(BaseModel):
     pending: int = Field(0, description="Callbacks waiting or being delivered now.")
     destinations: int = Field(0, description="Destinations with callbacks waiting or in flight.")
     last_error: str | None = Field(
-        None, description="Why the last dropped callback failed (its destination only)."
+        None, description="Why the last failed attempt failed (its destination only)."
     )
+
+    @property
+    def dropped(self) -> int:
+        """Callbacks given up on, for any reason."""
+        return (
+            self.dropped_failed
+            + self.dropped_overflow
+            + self.dropped_invalid
+            + self.dropped_expired
+            + self.dropped_refused
+        )
 
 
 class InvalidCallbackUrl(ValueError):
@@ -270,7 +121,7 @@ def destination(url: str) -> str:
 
 @dataclass(frozen=True)
 class _Pending:
-    """One POST to deliver, and when it expires (loop time)."""
+    """One POST to deliver, and when it expires (monotonic time)."""
 
     url: str
     body: dict[str, Any]
@@ -288,22 +139,35 @@ class DestinationSender:
     ) -> None:
         self._settings = policy
         self._client = client or httpx.AsyncClient(timeout=policy.callback_timeout_s)
-        self._clock = clock
+        # Monotonic, as the event loop's clock: `submit` may come before any loop runs.
+        self._clock = clock or time.monotonic
         self._queues: dict[str, deque[_Pending]] = {}
         self._busy: dict[str, int] = {}
         self._waiting = 0
         self._ready = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stats = CallbackStats()
         self._last_error: str | None = None
 
     def _now(self) -> float:
-        return self._clock() if self._clock else asyncio.get_running_loop().time()
+        return self._clock()
 
     def start(self) -> None:
-        """Start the dispatcher (inside the running event loop)."""
-        self._dispatcher = asyncio.create_task(self._dispatch(), name="mlnode-poc-callbacks")
+        """Start the dispatcher inside the running event loop (once; again after `close`)."""
+        if self._dispatcher is not None and not self._dispatcher.done():
+            return
+        self._loop = asyncio.get_running_loop()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="mlnode-callbacks")
+
+    def submit_from_thread(self, url: str, body: dict[str, Any]) -> None:
+        """`submit` from another thread: handed to the sender's loop (directly when not started)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.submit(url, body)
+        else:
+            loop.call_soon_threadsafe(self.submit, url, body)
 
     def submit(self, url: str, body: dict[str, Any]) -> None:
         """Queue a POST to `url`; drops (counted) an unusable URL or, when full, the oldest."""
@@ -311,6 +175,7 @@ class DestinationSender:
             dest = destination(url)
         except InvalidCallbackUrl as exc:
             self._stats.dropped_invalid += 1
+            self._last_error = str(exc)
             log.warning("callback dropped: %s", exc)
             return
         if self._waiting >= self._settings.callback_queue:
@@ -356,6 +221,7 @@ class DestinationSender:
         self._stats.dropped_overflow += self._waiting
         self._queues.clear()
         self._waiting = 0
+        self._dispatcher = None
         await self._client.aclose()
 
     def _next(self) -> tuple[str, _Pending] | None:
@@ -434,9 +300,9 @@ class DestinationSender:
                 self._stats.sent += 1
                 return
             reason = failure
+            self._last_error = f"POST {dest}: {reason}"
             if status is not None and not retryable(status):
                 self._stats.dropped_refused += 1
-                self._last_error = f"POST {dest}: {reason}"
                 log.warning("callback to %s dropped: the receiver refused it (%s)", dest, reason)
                 return
             if attempt == settings.callback_attempts:
@@ -448,5 +314,4 @@ class DestinationSender:
             log.info("callback to %s failed (%s); retry in %.1f s", dest, reason, delay)
             await asyncio.sleep(min(delay, max(0.0, callback.expires - self._now())))
         self._stats.dropped_failed += 1
-        self._last_error = f"POST {dest}: {reason}"
         log.warning("callback to %s dropped after %d attempts (%s)", dest, attempt, reason)
