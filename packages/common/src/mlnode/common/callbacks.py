@@ -58,7 +58,7 @@ class CallbackPolicy:
 
     @classmethod
     def of(cls, settings: object) -> CallbackPolicy:
-        """The policy from a settings object carrying these fields (`PocEngineSettings`)."""
+        """The policy from settings carrying these fields (`PocEngineSettings`, `PowSettings`)."""
         return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
@@ -68,12 +68,14 @@ def retryable(status: int) -> bool:
 
 
 class CallbackStats(BaseModel):
-    """Counters of callback deliveries since the engine started."""
+    """Counters of a sender's callback deliveries since it was created."""
 
     sent: int = Field(0, description="Callbacks the receiver accepted (HTTP < 400).")
     retried: int = Field(0, description="Failed attempts that were retried.")
     dropped_failed: int = Field(0, description="Callbacks dropped after every attempt failed.")
-    dropped_overflow: int = Field(0, description="Callbacks dropped because the queue was full.")
+    dropped_overflow: int = Field(
+        0, description="Callbacks dropped because the queue was full, or pending at shutdown."
+    )
     dropped_invalid: int = Field(0, description="Callbacks dropped because the URL is unusable.")
     dropped_expired: int = Field(
         0, description="Callbacks dropped because their deadline passed before delivery."
