@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 from load import Result, run_load
 
+from mlnode.common.engines import EngineClient
 from mlnode.infer.engine import free_port
 from mlnode.infer.testing.replay_node import HAVE_VLLM, build_tiny_llama, serving_node
 from mlnode.infer.validation.hook import ValidationGate
@@ -85,7 +86,7 @@ def rewrite_cost(off_port: int, body: dict) -> None:
     answer = client.post("/v1/chat/completions", json=body).content
     with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as stream:
         events = list(stream.iter_raw())
-    gate = ValidationGate(lambda: ())
+    gate = ValidationGate(lambda: (), EngineClient)
     gate.configure("raw_logprobs", forcing=True)
     raw_body = json.dumps(body).encode()
 

@@ -11,6 +11,7 @@ import sys
 
 import uvloop
 
+from mlnode.common.engines import EngineClient
 from mlnode.infer.balancer import Backend, LeastConnections
 from mlnode.infer.proxy import Relay
 from mlnode.infer.server import InferenceServer
@@ -21,7 +22,8 @@ from mlnode.infer.validation.hook import ValidationGate
 async def serve(port: int, engine_port: int, rewrite: bool, mode: str) -> None:
     balancer = LeastConnections()
     balancer.set_backends([Backend(key="0", host="127.0.0.1", port=engine_port)])
-    gate = ValidationGate(lambda: balancer.backends, rewrite_token_ids=rewrite)
+    engines = EngineClient()
+    gate = ValidationGate(lambda: balancer.backends, lambda: engines, rewrite_token_ids=rewrite)
     gate.configure(mode, forcing=True)
     relay = Relay(balancer, UpstreamPool(5.0, None, 256), lambda: True, gate)
     server = InferenceServer(relay, "127.0.0.1", port)

@@ -3,7 +3,6 @@
 import pytest
 
 from mlnode.common.hygiene import child_env, is_secret_name, redact_argv, redact_text, redact_url
-from mlnode.common.testing import wait_until
 
 
 @pytest.mark.parametrize(
@@ -107,22 +106,36 @@ def test_child_env_keeps_what_engines_need_and_drops_secrets() -> None:
     }
 
 
-def test_callback_errors_hide_the_password_and_are_logged_once(caplog) -> None:
+async def test_callback_errors_name_the_destination_only_and_retries_do_not_warn(caplog) -> None:
+    import asyncio
     import logging
 
-    from mlnode.common.callbacks import CallbackSender
+    from mlnode.common.callbacks import CallbackPolicy, DestinationSender
     from mlnode.common.testing.node_process import free_port
 
-    sender = CallbackSender(max_pending=5, timeout_s=1, backoff_initial_s=0.01, backoff_max_s=0.02)
+    policy = CallbackPolicy(
+        callback_attempts=1000,
+        callback_backoff_s=0.01,
+        callback_backoff_max_s=0.02,
+        callback_timeout_s=1,
+        callback_deadline_s=60,
+        callback_concurrency=2,
+        callback_per_destination=1,
+        callback_queue=5,
+    )
+    sender = DestinationSender(policy)
     caplog.set_level(logging.DEBUG, logger="mlnode.common.callbacks")
     sender.start()
-    sender.submit(f"http://u:pw-123456@127.0.0.1:{free_port()}", "generated", {"i": 1})
-
-    wait_until(lambda: sender.stats().retries >= 5, timeout_s=10, interval_s=0.01, what="5 retries")
+    port = free_port()
+    sender.submit(f"http://u:pw-123456@127.0.0.1:{port}/generated?token=s3cret", {"i": 1})
+    for _ in range(500):
+        if sender.stats().retried >= 5:
+            break
+        await asyncio.sleep(0.01)
     stats = sender.stats()
-    sender.close(flush_timeout_s=0)
-    assert stats.retries >= 5 and stats.last_error is not None
-    assert "pw-123456" not in caplog.text and "pw-123456" not in stats.last_error
-    assert "http://u:***@127.0.0.1" in stats.last_error
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
+    await sender.close()
+    assert stats.retried >= 5 and stats.last_error is not None
+    for secret in ("pw-123456", "s3cret", "/generated"):
+        assert secret not in caplog.text and secret not in stats.last_error
+    assert f"http://127.0.0.1:{port}" in stats.last_error
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

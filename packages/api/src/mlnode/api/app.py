@@ -31,6 +31,7 @@ from mlnode.api.services import FEATURE_ROUTERS, build_services
 from mlnode.api.settings import MLNodeSettings
 from mlnode.api.versions import inference_service, node_version
 from mlnode.common.context import NodeContext
+from mlnode.common.engines import NoEngines
 from mlnode.common.lifecycle import Service
 from mlnode.common.transport.api import TensorTransport
 from mlnode.common.transport.routes import router as transport_router
@@ -63,7 +64,7 @@ def create_app(
     exporter = Exporter(
         settings.metrics,
         node_version(),
-        backends=infer.serving_engines if infer is not None else list,
+        engines=infer if infer is not None else NoEngines(),
         serving=lambda: serving_config(infer),
         host=HostReader(settings.models.cache_dir),
     )

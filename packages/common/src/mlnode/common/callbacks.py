@@ -1,50 +1,36 @@
-"""Reliable delivery of JSON callbacks (POST `{base_url}/{path}`) to a network node.
+"""Delivery of JSON callbacks to a network node: the policy and the senders.
 
-Payloads wait in a bounded, in-order buffer; a background thread posts them and retries with
-exponential backoff while the receiver is down or answers 5xx/429. What cannot be kept (buffer
-full, receiver refusing with another 4xx, a URL httpx cannot send to, shutdown with undelivered
-items) is counted as dropped and logged, never lost silently. URLs are logged and reported
-without their passwords.
+`CallbackPolicy` (attempts, backoff, whole-attempt timeout, deadline, concurrency, queue bound)
+is built from a side's settings with `CallbackPolicy.of(settings)`. `DestinationSender` delivers
+under it from per-destination queues; the PoC engine's sender is one (`mlnode.pow.engine.
+callbacks`). A 5xx, 408, 425 or 429 is retried (`retryable`); another 4xx is dropped at once
+(`dropped_refused`). Every drop is counted in `CallbackStats`; logs and `last_error` name a
+destination (`scheme://host:port`), never a whole URL.
 
-Engine-safe (standard library, httpx and `hygiene`): the PoC engine's sender waits between tries
-by the same `retry_delay` schedule.
+PoW v1 sends with it too, from its worker threads (`submit_from_thread`), one callback in flight
+per destination so that its batches arrive in order.
+
+Engine-safe (standard library, httpx, pydantic and `hygiene`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, Field
 
-from mlnode.common.hygiene import redact_text, redact_url
+from mlnode.common.hygiene import redact_text
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
-
-
-@dataclass(frozen=True)
-class Callback:
-    """One payload to deliver."""
-
-    url: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DeliveryStats:
-    """Counters of a sender, for status bodies and metrics."""
-
-    sent: int
-    pending: int
-    dropped: int
-    retries: int
-    last_error: str | None
 
 
 def retry_delay(attempt: int, first_s: float, max_s: float) -> float:
@@ -57,141 +43,277 @@ def callback_url(base_url: str, path: str) -> str:
     return f"{base_url.rstrip('/')}/{path.lstrip('/')}"
 
 
-class CallbackSender:
-    """Posts callbacks in order from a bounded buffer, retrying while the receiver is down."""
+@dataclass(frozen=True)
+class CallbackPolicy:
+    """How callbacks are sent: the same fields on the node's and the engine's settings."""
+
+    callback_attempts: int
+    callback_backoff_s: float
+    callback_backoff_max_s: float
+    callback_timeout_s: float
+    callback_deadline_s: float
+    callback_concurrency: int
+    callback_per_destination: int
+    callback_queue: int
+
+    @classmethod
+    def of(cls, settings: object) -> CallbackPolicy:
+        """The policy from settings carrying these fields (`PocEngineSettings`, `PowSettings`)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+def retryable(status: int) -> bool:
+    """Whether a failed answer may succeed later: 5xx, 408, 425, 429."""
+    return status >= 500 or status in RETRYABLE_STATUS
+
+
+class CallbackStats(BaseModel):
+    """Counters of a sender's callback deliveries since it was created."""
+
+    sent: int = Field(0, description="Callbacks the receiver accepted (HTTP < 400).")
+    retried: int = Field(0, description="Failed attempts that were retried.")
+    dropped_failed: int = Field(0, description="Callbacks dropped after every attempt failed.")
+    dropped_overflow: int = Field(
+        0, description="Callbacks dropped because the queue was full, or pending at shutdown."
+    )
+    dropped_invalid: int = Field(0, description="Callbacks dropped because the URL is unusable.")
+    dropped_expired: int = Field(
+        0, description="Callbacks dropped because their deadline passed before delivery."
+    )
+    dropped_refused: int = Field(
+        0, description="Callbacks the receiver refused with a 4xx other than 408/425/429."
+    )
+    pending: int = Field(0, description="Callbacks waiting or being delivered now.")
+    destinations: int = Field(0, description="Destinations with callbacks waiting or in flight.")
+    last_error: str | None = Field(
+        None, description="Why the last failed attempt failed (its destination only)."
+    )
+
+    @property
+    def dropped(self) -> int:
+        """Callbacks given up on, for any reason."""
+        return (
+            self.dropped_failed
+            + self.dropped_overflow
+            + self.dropped_invalid
+            + self.dropped_expired
+            + self.dropped_refused
+        )
+
+
+class InvalidCallbackUrl(ValueError):
+    """A callback URL that cannot be posted to."""
+
+
+def destination(url: str) -> str:
+    """`scheme://host:port` of a callback URL (what logs show); InvalidCallbackUrl when unusable."""
+    try:
+        parsed = httpx.URL(url)
+        scheme, host, port = parsed.scheme, parsed.host, parsed.port
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:  # IDNA errors are ValueErrors
+        raise InvalidCallbackUrl(
+            f"callback url cannot be parsed: {redact_text(str(exc))}"
+        ) from None
+    if scheme not in ("http", "https") or not host:
+        raise InvalidCallbackUrl("callback url needs http(s)://host")
+    port = port or (443 if scheme == "https" else 80)
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """One POST to deliver, and when it expires (monotonic time)."""
+
+    url: str
+    body: dict[str, Any]
+    expires: float
+
+
+class DestinationSender:
+    """Delivers callbacks from per-destination queues, bounded by a `CallbackPolicy`."""
 
     def __init__(
         self,
-        max_pending: int = 10_000,
-        timeout_s: float = 10.0,
-        backoff_initial_s: float = 0.5,
-        backoff_max_s: float = 10.0,
-        name: str = "callbacks",
+        policy: CallbackPolicy,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        """Configure the buffer and the retry schedule; `start()` launches delivery."""
-        self.max_pending = max_pending
-        self.timeout_s = timeout_s
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.name = name
-        self._queue: deque[Callback] = deque()
-        self._cond = threading.Condition()
-        self._closing = False
-        self._thread: threading.Thread | None = None
-        self._sent = self._dropped = self._retries = 0
+        self._settings = policy
+        self._client = client or httpx.AsyncClient(timeout=policy.callback_timeout_s)
+        # Monotonic, as the event loop's clock: `submit` may come before any loop runs.
+        self._clock = clock or time.monotonic
+        self._queues: dict[str, deque[_Pending]] = {}
+        self._busy: dict[str, int] = {}
+        self._waiting = 0
+        self._ready = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stats = CallbackStats()
         self._last_error: str | None = None
 
+    def _now(self) -> float:
+        return self._clock()
+
     def start(self) -> None:
-        """Start the delivery thread (idempotent)."""
-        with self._cond:
-            if self._thread is not None:
-                return
-            self._closing = False
-            self._thread = threading.Thread(target=self._deliver_loop, name=self.name, daemon=True)
-            self._thread.start()
+        """Start the dispatcher inside the running event loop (once; again after `close`)."""
+        if self._dispatcher is not None and not self._dispatcher.done():
+            return
+        self._loop = asyncio.get_running_loop()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="mlnode-callbacks")
 
-    def submit(self, base_url: str, path: str, payload: dict[str, Any]) -> bool:
-        """Queue a payload; False (and counted as dropped) when the buffer is full."""
-        with self._cond:
-            if len(self._queue) >= self.max_pending:
-                self._dropped += 1
-                self._last_error = f"buffer full ({self.max_pending}); dropped a {path} callback"
-                log.error("%s: %s", self.name, self._last_error)
-                return False
-            self._queue.append(Callback(callback_url(base_url, path), payload))
-            self._cond.notify_all()
-            return True
+    def submit_from_thread(self, url: str, body: dict[str, Any]) -> None:
+        """`submit` from another thread: handed to the sender's loop (directly when not started)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.submit(url, body)
+        else:
+            loop.call_soon_threadsafe(self.submit, url, body)
 
-    def stats(self) -> DeliveryStats:
-        """Current counters."""
-        with self._cond:
-            return DeliveryStats(
-                sent=self._sent,
-                pending=len(self._queue),
-                dropped=self._dropped,
-                retries=self._retries,
-                last_error=self._last_error,
-            )
-
-    def flush(self, timeout_s: float) -> bool:
-        """Wait until the buffer is empty; False when items remain after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self._queue:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.1))
-            return True
-
-    def close(self, flush_timeout_s: float = 5.0) -> None:
-        """Try to deliver what is pending, then stop; undelivered items count as dropped."""
-        self.flush(flush_timeout_s)
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(self.timeout_s + 1)
-        with self._cond:
-            if self._queue:
-                self._dropped += len(self._queue)
-                self._last_error = f"shut down with {len(self._queue)} undelivered callbacks"
-                log.error("%s: %s", self.name, self._last_error)
-                self._queue.clear()
-
-    def _next(self) -> Callback | None:
-        with self._cond:
-            while not self._queue and not self._closing:
-                self._cond.wait()
-            return None if self._closing else self._queue[0]
-
-    def _deliver_loop(self) -> None:
-        with httpx.Client(timeout=self.timeout_s) as client:
-            while (item := self._next()) is not None:
-                self._deliver(client, item)
-
-    def _deliver(self, client: httpx.Client, item: Callback) -> None:
-        attempt = 0
-        while True:
-            attempt += 1
-            outcome = self._post(client, item)
-            with self._cond:
-                if outcome is None or outcome == "rejected":
-                    self._queue.popleft()
-                    if outcome is None:
-                        self._sent += 1
-                    else:
-                        self._dropped += 1
-                    self._cond.notify_all()
-                    return
-                self._retries += 1
-                delay = retry_delay(attempt, self.backoff_initial_s, self.backoff_max_s)
-                if self._cond.wait_for(lambda: self._closing, timeout=delay):
-                    return
-
-    def _post(self, client: httpx.Client, item: Callback) -> str | None:
-        """None when delivered, "rejected" when retrying cannot help, "retry" otherwise."""
+    def submit(self, url: str, body: dict[str, Any]) -> None:
+        """Queue a POST to `url`; drops (counted) an unusable URL or, when full, the oldest."""
         try:
-            response = client.post(item.url, json=item.payload)
-        except (httpx.InvalidURL, UnicodeError) as exc:  # retrying cannot mend the URL
-            self._note_error(f"POST {redact_url(item.url)}: unusable URL: {type(exc).__name__}")
-            return "rejected"
-        except httpx.HTTPError as exc:
-            shown = redact_text(str(exc))
-            self._note_error(f"POST {redact_url(item.url)}: {type(exc).__name__}: {shown}")
-            return "retry"
-        if response.is_success:
-            return None
-        self._note_error(f"POST {redact_url(item.url)}: HTTP {response.status_code}")
-        if response.status_code >= 500 or response.status_code in RETRYABLE_STATUS:
-            return "retry"
-        log.error("%s: receiver refused a callback, dropped: %s", self.name, self._last_error)
-        return "rejected"
+            dest = destination(url)
+        except InvalidCallbackUrl as exc:
+            self._stats.dropped_invalid += 1
+            self._last_error = str(exc)
+            log.warning("callback dropped: %s", exc)
+            return
+        if self._waiting >= self._settings.callback_queue:
+            longest = max(self._queues, key=lambda d: len(self._queues[d]))
+            self._queues[longest].popleft()
+            self._waiting -= 1
+            self._stats.dropped_overflow += 1
+            log.warning("callback queue full: dropped the oldest callback to %s", longest)
+        expires = self._now() + self._settings.callback_deadline_s
+        self._queues.setdefault(dest, deque()).append(_Pending(url, body, expires))
+        self._waiting += 1
+        self._ready.set()
 
-    def _note_error(self, message: str) -> None:
-        with self._cond:
-            repeated = message == self._last_error
-            self._last_error = message
-        # A receiver that stays down would otherwise log the same line on every retry.
-        log.log(logging.DEBUG if repeated else logging.WARNING, "%s: %s", self.name, message)
+    def stats(self) -> CallbackStats:
+        """A copy of the counters."""
+        in_flight = sum(self._busy.values())
+        dests = {d for d, q in self._queues.items() if q} | {d for d, n in self._busy.items() if n}
+        return self._stats.model_copy(
+            update={
+                "pending": self._waiting + in_flight,
+                "destinations": len(dests),
+                "last_error": self._last_error,
+            }
+        )
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until nothing is pending (True) or `timeout_s` passes (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._waiting or self._tasks:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def close(self) -> None:
+        """Stop delivering; what is still queued or in flight is counted as dropped."""
+        tasks = [*self._tasks, *([self._dispatcher] if self._dispatcher else [])]
+        self._stats.dropped_overflow += len(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._stats.dropped_overflow += self._waiting
+        self._queues.clear()
+        self._waiting = 0
+        self._dispatcher = None
+        await self._client.aclose()
+
+    def _next(self) -> tuple[str, _Pending] | None:
+        """The head of the first queue, in turn order, whose destination has a free slot."""
+        if len(self._tasks) >= self._settings.callback_concurrency:
+            return None
+        for dest in list(self._queues):
+            queue = self._queues[dest]
+            if not queue:
+                del self._queues[dest]
+            elif self._busy.get(dest, 0) < self._settings.callback_per_destination:
+                # Rotate: the destination served now goes to the back of the turn order.
+                del self._queues[dest]
+                callback = queue.popleft()
+                if queue:
+                    self._queues[dest] = queue
+                return dest, callback
+        return None
+
+    async def _dispatch(self) -> None:
+        while True:
+            self._ready.clear()
+            while (item := self._next()) is not None:
+                self._waiting -= 1
+                self._launch(*item)
+            await self._ready.wait()
+
+    def _launch(self, dest: str, callback: _Pending) -> None:
+        self._busy[dest] = self._busy.get(dest, 0) + 1
+        task = asyncio.create_task(self._guarded(dest, callback))
+        self._tasks.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._tasks.discard(done)
+            self._busy[dest] -= 1
+            if not self._busy[dest]:
+                del self._busy[dest]
+            self._ready.set()
+
+        task.add_done_callback(finished)
+
+    async def _guarded(self, dest: str, callback: _Pending) -> None:
+        try:
+            await self._deliver(dest, callback)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # nothing about one callback may end delivery for the others
+            self._stats.dropped_failed += 1
+            log.exception("callback to %s dropped after an unexpected error", dest)
+
+    async def _attempt(self, callback: _Pending, budget_s: float) -> tuple[int | None, str | None]:
+        """(status, None) when delivered, else (status or None, why not); the answer is not read."""
+        try:
+            async with asyncio.timeout(min(self._settings.callback_timeout_s, budget_s)):
+                request = self._client.build_request("POST", callback.url, json=callback.body)
+                response = await self._client.send(request, stream=True)
+                await response.aclose()
+        except TimeoutError:
+            return None, "timed out"
+        except httpx.HTTPError as exc:
+            return None, type(exc).__name__
+        status = response.status_code
+        return status, None if status < 400 else f"HTTP {status}"
+
+    async def _deliver(self, dest: str, callback: _Pending) -> None:
+        settings = self._settings
+        reason = "deadline passed while queued"
+        for attempt in range(1, settings.callback_attempts + 1):
+            left = callback.expires - self._now()
+            if left <= 0:
+                self._stats.dropped_expired += 1
+                log.warning("callback to %s dropped: deadline passed (%s)", dest, reason)
+                return
+            status, failure = await self._attempt(callback, left)
+            if failure is None:
+                self._stats.sent += 1
+                return
+            reason = failure
+            self._last_error = f"POST {dest}: {reason}"
+            if status is not None and not retryable(status):
+                self._stats.dropped_refused += 1
+                log.warning("callback to %s dropped: the receiver refused it (%s)", dest, reason)
+                return
+            if attempt == settings.callback_attempts:
+                break
+            self._stats.retried += 1
+            delay = retry_delay(
+                attempt, settings.callback_backoff_s, settings.callback_backoff_max_s
+            )
+            log.info("callback to %s failed (%s); retry in %.1f s", dest, reason, delay)
+            await asyncio.sleep(min(delay, max(0.0, callback.expires - self._now())))
+        self._stats.dropped_failed += 1
+        log.warning("callback to %s dropped after %d attempts (%s)", dest, attempt, reason)

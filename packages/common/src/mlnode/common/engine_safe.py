@@ -9,7 +9,7 @@ test in each plugin package (`mlnode.common.testing.imports`).
 
 from __future__ import annotations
 
-#: Modules of mlnode-common that import only the standard library, httpx and one another.
+#: Modules of mlnode-common that import only the standard library, httpx, pydantic and one another.
 ENGINE_SAFE_COMMON = frozenset(
     {
         "mlnode.common.callbacks",

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-import httpx
-
+from mlnode.common.engines import EngineClient
 from mlnode.common.errors import EngineFailed, InvalidRequest
 from mlnode.common.hygiene import child_env, mask_values, redact_argv, secret_values
 from mlnode.infer.args import EngineArgs, plugin_env, with_plugin_args
@@ -166,19 +165,17 @@ class EngineInstance:
         """The last lines this instance printed (vLLM prints its arguments: secrets masked)."""
         return mask_values(read_tail(self.log_path, lines), self.secrets)
 
-    async def check_health(self, client: httpx.AsyncClient, timeout_s: float) -> bool:
+    async def check_health(self, client: EngineClient, timeout_s: float) -> bool:
         """GET /health answers 200."""
         if self.backend is None:
             return False
         try:
-            response = await client.get(f"{self.backend.url}/health", timeout=timeout_s)
-        except httpx.HTTPError:
+            answer = await client.get(self.backend, "/health", timeout_s=timeout_s)
+        except EngineFailed:
             return False
-        return response.status_code == 200
+        return answer.status_code == 200
 
-    async def wait_ready(
-        self, client: httpx.AsyncClient, timeout_s: float, tail_lines: int
-    ) -> None:
+    async def wait_ready(self, client: EngineClient, timeout_s: float, tail_lines: int) -> None:
         """Return once /health answers 200; `EngineFailed` with the log tail otherwise."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -244,7 +241,7 @@ class VLLMGroup:
             for i, gpus in enumerate(gpu_groups)
         ]
 
-    async def start(self, client: httpx.AsyncClient) -> None:
+    async def start(self, client: EngineClient) -> None:
         """Spawn every instance and wait until all serve; on failure nothing is left running."""
         try:
             for instance in self.instances:
@@ -254,12 +251,12 @@ class VLLMGroup:
             await self.stop()
             raise
 
-    async def _ready(self, instance: EngineInstance, client: httpx.AsyncClient) -> None:
+    async def _ready(self, instance: EngineInstance, client: EngineClient) -> None:
         await instance.wait_ready(
             client, self.settings.startup_timeout_s, self.settings.log_tail_lines
         )
 
-    async def restart(self, instance: EngineInstance, client: httpx.AsyncClient) -> None:
+    async def restart(self, instance: EngineInstance, client: EngineClient) -> None:
         """Replace a dead instance with a new process on a new port."""
         await instance.terminate(self.settings.stop_timeout_s)
         instance.restarts += 1

@@ -14,9 +14,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from mlnode.common.engines import EngineClient
 from mlnode.common.errors import EngineFailed
 from mlnode.common.lifecycle import JobState
 from mlnode.infer.balancer import LeastConnections
@@ -74,7 +74,7 @@ class HealthWatch:
         self,
         group: VLLMGroup,
         settings: InferSettings,
-        client: httpx.AsyncClient,
+        client: EngineClient,
         balancer: LeastConnections,
         job: JobState,
         metrics: InferMetrics,
@@ -175,7 +175,7 @@ class HealthWatch:
         watch.read_at = now
         if instance.backend is not None:
             sample = await read_progress(
-                self.client, instance.backend.url, self.settings.health_timeout_s
+                self.client, instance.backend, self.settings.health_timeout_s
             )
             if sample is not None:
                 watch.verdict = watch.judge.observe(now, sample)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import httpx
+from mlnode.common.engines import EngineClient, EngineEndpoint
+from mlnode.common.errors import EngineFailed
 
 ITERATIONS = "vllm:iteration_tokens_total_count"
 WAITING = "vllm:num_requests_waiting"
@@ -88,18 +89,13 @@ class ProgressJudge:
 
 
 async def read_progress(
-    client: httpx.AsyncClient, url: str, timeout_s: float, limit: int = 4 << 20
+    client: EngineClient, engine: EngineEndpoint, timeout_s: float, limit: int = 4 << 20
 ) -> ProgressSample | None:
-    """GET `{url}/metrics` (at most `limit` bytes); None when it cannot be read or lacks them."""
+    """GET `/metrics` (at most `limit` bytes); None when it cannot be read or lacks them."""
     try:
-        async with client.stream("GET", f"{url}/metrics", timeout=timeout_s) as response:
-            if response.status_code != 200:
-                return None
-            data = bytearray()
-            async for piece in response.aiter_bytes():
-                data += piece
-                if len(data) > limit:
-                    return None
-    except httpx.HTTPError:
+        answer = await client.get(engine, "/metrics", timeout_s=timeout_s, max_bytes=limit)
+    except EngineFailed:
         return None
-    return parse_progress(data.decode(errors="replace"))
+    if answer.status_code != 200:
+        return None
+    return parse_progress(answer.text)

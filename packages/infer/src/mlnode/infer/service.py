@@ -6,9 +6,8 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
-
 from mlnode.common.context import NodeContext
+from mlnode.common.engines import EngineClient
 from mlnode.common.errors import EngineFailed, NotRunning, Unavailable
 from mlnode.common.hardware import discover_gpus
 from mlnode.common.hygiene import redact_argv
@@ -88,6 +87,7 @@ class InferService(Service[InferenceUpRequest]):
         )
         self.validation = ValidationGate(
             lambda: self.balancer.backends,
+            self.engine_client,
             max_body_bytes=settings.max_body_bytes,
             rewrite_token_ids=settings.rewrite_token_ids,
             field_limits=FieldLimits(
@@ -113,7 +113,7 @@ class InferService(Service[InferenceUpRequest]):
         self.engine_asgi = EngineAsgi(self.relay)
         self._server = InferenceServer(self.relay, settings.host, settings.port)
         self._listen_error: str | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: EngineClient | None = None
         self._request: InferenceUpRequest | None = None
         self._engine_args: EngineArgs | None = None
         self._group: VLLMGroup | None = None
@@ -125,17 +125,17 @@ class InferService(Service[InferenceUpRequest]):
         """The healthy engine instances now (`ServingEngines`, read by pow's PoC fan-out)."""
         return self.balancer.backends
 
-    def engine_client(self) -> httpx.AsyncClient:
+    def engine_client(self) -> EngineClient:
         """The client for engine calls (`ServingEngines`); `Unavailable` until opened."""
         if self._client is None:
             raise Unavailable("the inference service is not open")
         return self._client
 
     async def open(self) -> None:
-        """Open the health-check client and the inference port."""
+        """Open the engine client and the inference port."""
         # httpx logs every request at INFO: a line per health check.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        self._client = httpx.AsyncClient()
+        self._client = EngineClient()
         await asyncio.to_thread(self._record.reap, self.settings.engine_module)
         await self._listen()
 
@@ -156,6 +156,7 @@ class InferService(Service[InferenceUpRequest]):
         self.relay.close()
         if self._client is not None:
             await self._client.aclose()
+            self._client = None
 
     async def _gpus(self) -> list[int]:
         if self.settings.gpus is not None:

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mlnode.common.callbacks import retry_delay
+from mlnode.common.callbacks import CallbackPolicy, retry_delay
 from mlnode.common.testing.callback_receiver import CallbackReceiver, Tarpit
 from mlnode.pow.engine.callbacks import CallbackSender, InvalidCallbackUrl, destination
 from mlnode.pow.engine.settings import PocEngineSettings
@@ -156,3 +156,28 @@ async def test_a_full_queue_drops_from_the_longest_queue() -> None:
     assert sender.stats().dropped_overflow == 1
     assert sender.stats().destinations == 2
     await sender.close()
+
+
+async def test_a_refusing_4xx_is_dropped_at_once_and_a_429_retried(
+    receiver: CallbackReceiver,
+) -> None:
+    receiver.status_code = 400
+    sender = CallbackSender(fast(callback_attempts=5))
+    sender.start()
+    sender.submit(f"{receiver.url}/generated", {"i": 0})
+    assert await sender.drain(timeout_s=10)
+    stats = sender.stats()
+    assert (stats.dropped_refused, stats.retried, stats.dropped_failed) == (1, 0, 0)
+    assert stats.last_error is not None and stats.last_error.endswith("HTTP 400")
+    receiver.status_code = 429
+    sender.submit(f"{receiver.url}/generated", {"i": 1})
+    assert await sender.drain(timeout_s=10)
+    await sender.close()
+    stats = sender.stats()
+    assert (stats.dropped_refused, stats.retried, stats.dropped_failed) == (1, 4, 1)
+
+
+def test_the_policy_is_read_from_the_settings() -> None:
+    policy = CallbackPolicy.of(fast(callback_queue=7, callback_per_destination=3))
+    assert (policy.callback_queue, policy.callback_per_destination) == (7, 3)
+    assert policy.callback_backoff_s == 0.01 and policy.callback_attempts == 10

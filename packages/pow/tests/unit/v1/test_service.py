@@ -36,9 +36,7 @@ def receiver() -> Iterator[CallbackReceiver]:
 def app_parts() -> Iterator[tuple[TestClient, PowService, CollectorRegistry]]:
     """A minimal app with the pow router, a real PowService and its metrics registry."""
     gate, registry = ServiceGate(), CollectorRegistry()
-    settings = PowSettings(
-        device="cpu", callback_backoff_initial_s=0.05, callback_backoff_max_s=0.2
-    )
+    settings = PowSettings(device="cpu", callback_backoff_s=0.05, callback_backoff_max_s=0.2)
     ctx = NodeContext(settings=NodeSettings(_env_file=None), gate=gate, metrics=registry)
     service = PowService(settings, ctx)
     gate.register(service)
@@ -53,7 +51,8 @@ def app_parts() -> Iterator[tuple[TestClient, PowService, CollectorRegistry]]:
     with TestClient(app) as client:
         yield client, service, registry
         client.post("/api/v1/pow/stop")
-    service.sender.close(flush_timeout_s=0)
+        assert client.portal is not None
+        client.portal.call(service.sender.close)
 
 
 def init_body(vectors: dict[str, Any], url: str, **changes: Any) -> dict[str, Any]:
@@ -239,7 +238,7 @@ async def test_stop_while_a_model_build_runs_leaves_the_loop_free() -> None:
     await stopping
     builder.join(15)
     assert freed_by_loop == [True]
-    service.sender.close(flush_timeout_s=0)
+    await service.sender.close()
 
 
 async def test_close_with_undelivered_callbacks_leaves_the_loop_free() -> None:
@@ -247,7 +246,7 @@ async def test_close_with_undelivered_callbacks_leaves_the_loop_free() -> None:
     with CallbackReceiver() as receiver:
         receiver.status_code = 503  # the network node is down: the callback stays pending
         service.sender.start()
-        service.sender.submit(receiver.url, "generated", {"i": 0})
+        service.sender.submit(f"{receiver.url}/generated", {"i": 0})
         closing = asyncio.create_task(service.close())
         await asyncio.sleep(0.2)  # close flushes for up to 2 s; the loop runs meanwhile
         assert not closing.done()

@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from mlnode.common.callbacks import CallbackSender
+from mlnode.common.callbacks import CallbackPolicy, DestinationSender
 from mlnode.pow.v1.schemas import PowInitRequest, PowParams, PowPhase, ProofBatch
+from mlnode.pow.v1.settings import PowSettings
 from mlnode.pow.v1.stats import PowStats
 from mlnode.pow.v1.worker import JobContext, validate_next
 
@@ -32,7 +33,7 @@ class FlakyEngine:
         return np.ones(len(nonces))
 
 
-def job(validations: queue.Queue[ProofBatch], sender: CallbackSender) -> JobContext:
+def job(validations: queue.Queue[ProofBatch], sender: DestinationSender) -> JobContext:
     init = PowInitRequest(
         block_hash="b", block_height=1, public_key="me", batch_size=4, r_target=1.2,
         fraud_threshold=1e-7, params=PARAMS, node_id=0, node_count=1, url="http://127.0.0.1:9",
@@ -45,7 +46,7 @@ def job(validations: queue.Queue[ProofBatch], sender: CallbackSender) -> JobCont
 
 def test_failed_batch_is_reported_and_the_next_one_judged() -> None:
     validations: queue.Queue[ProofBatch] = queue.Queue()
-    sender = CallbackSender()
+    sender = DestinationSender(CallbackPolicy.of(PowSettings(_env_file=None)))
     ctx = job(validations, sender)
     batch = ProofBatch(
         public_key="p", block_hash="b", block_height=1, nonces=[1, 2], dist=[1.0, 1.1], node_id=0

@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import httpx
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -20,7 +19,8 @@ from prometheus_client.registry import Collector
 from mlnode.api.federation.hardware import GpuReader, HostReader, Snapshot
 from mlnode.api.federation.schema import SCHEMA_VERSION, merge, rewrite
 from mlnode.api.federation.settings import MetricsSettings
-from mlnode.common.engines import EngineEndpoint
+from mlnode.common.engines import EngineEndpoint, ServingEngines
+from mlnode.common.errors import MLNodeError
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,14 @@ class Exporter:
         self,
         settings: MetricsSettings,
         version: str,
-        backends: Callable[[], Sequence[EngineEndpoint]],
+        engines: ServingEngines,
         serving: Callable[[], ServingConfig | None],
         host: HostReader,
         gpus: GpuReader | None = None,
     ) -> None:
         self.settings = settings
         self.version = version
-        self._backends = backends
+        self._engines = engines
         self._serving = serving
         self._host = host
         self._gpus = gpus or GpuReader()
@@ -74,7 +74,6 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_SchemaCollector(self))
         self._task: asyncio.Task[None] | None = None
-        self._client: httpx.AsyncClient | None = None
 
     async def open(self) -> None:
         """Start the background loop (nothing when export is off)."""
@@ -82,7 +81,6 @@ class Exporter:
             log.info("metrics export: off (/api/v1/metrics answers 404)")
             return
         log.info("metrics export: full (schema v1 on /api/v1/metrics)")
-        self._client = httpx.AsyncClient(timeout=self.settings.scrape_timeout_s)
         self._task = asyncio.create_task(self._loop())
 
     async def close(self) -> None:
@@ -90,8 +88,6 @@ class Exporter:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
         await asyncio.to_thread(self._gpus.close)
 
     async def _loop(self) -> None:
@@ -108,7 +104,7 @@ class Exporter:
         Each cache is replaced whole, never changed in place: the collector may read them from
         the route's worker thread.
         """
-        backends = sorted(self._backends(), key=lambda b: b.port)
+        backends = sorted(self._engines.serving_engines(), key=lambda b: b.port)
         serving = self._serving()
         name = serving.model_name if serving else None
         scraped = await asyncio.gather(
@@ -123,20 +119,19 @@ class Exporter:
     ) -> EngineCache:
         """A new reading of one engine, or its last good one when this scrape fails."""
         previous = self.engines.get(replica, EngineCache())
-        assert self._client is not None
         try:
-            async with self._client.stream("GET", f"{backend.url}/metrics") as response:
-                if response.status_code != 200:
-                    raise ValueError(f"HTTP {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > self.settings.max_engine_bytes:
-                        raise ValueError(f"over {self.settings.max_engine_bytes} bytes")
-            text = body.decode()
+            answer = await self._engines.engine_client().get(
+                backend,
+                "/metrics",
+                timeout_s=self.settings.scrape_timeout_s,
+                max_bytes=self.settings.max_engine_bytes,
+            )
+            if answer.status_code != 200:
+                raise ValueError(f"HTTP {answer.status_code}")
+            text = answer.content.decode()
             limit = self.settings.max_series_per_replica
             families, cut = await asyncio.to_thread(rewrite, text, replica, model_name, limit)
-        except (httpx.HTTPError, ValueError) as exc:
+        except (MLNodeError, ValueError) as exc:
             log.debug("scrape of engine %d (port %d) failed: %s", replica, backend.port, exc)
             return previous
         if cut:

@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from mlnode.common.engines import EngineClient
 from mlnode.common.errors import InvalidRequest, MLNodeError, Unavailable
 from mlnode.infer.balancer import Backend
 from mlnode.infer.headers import HeadFields
@@ -49,12 +50,14 @@ class ValidationGate:
     def __init__(
         self,
         backends: Callable[[], tuple[Backend, ...]],
+        client: Callable[[], EngineClient],
         max_body_bytes: int = 4 << 20,
         engine_timeout_s: float = 30.0,
         rewrite_token_ids: bool = True,
         field_limits: FieldLimits | None = None,
     ) -> None:
         self.backends = backends
+        self.client = client
         self.max_body_bytes = max_body_bytes
         self.field_limits = field_limits or FieldLimits()
         self.engine_timeout_s = engine_timeout_s
@@ -101,7 +104,7 @@ class ValidationGate:
             raise Unavailable("no inference engine is serving")
         for backend in backends:
             if backend not in self._probes:
-                result = await engine_calls.probe(backend, self.engine_timeout_s)
+                result = await engine_calls.probe(self.client(), backend, self.engine_timeout_s)
                 self._probes[backend] = result
             ready, reason = self._probes[backend]
             if not ready:
@@ -122,10 +125,13 @@ class ValidationGate:
             )
         limit = asyncio.Semaphore(_TOKENIZE_CONCURRENCY)
         model = replay.body.get("model")
+        client = self.client()
 
         async def one(index: int, text: str) -> tuple[int, list[int]]:
             async with limit:
-                ids = await engine_calls.tokenize(backends[0], model, text, self.engine_timeout_s)
+                ids = await engine_calls.tokenize(
+                    client, backends[0], model, text, self.engine_timeout_s
+                )
             return index, ids
 
         found = await asyncio.gather(*(one(i, t) for i, t in replay.texts.items()))

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 from pydantic import ValidationError
 
-from mlnode.common.engines import EngineEndpoint, ServingEngines
+from mlnode.common.engines import EngineAnswer, EngineEndpoint, ServingEngines
 from mlnode.common.errors import BadRequest, EngineFailed, NotFound, Unavailable
 from mlnode.pow.fanout.schemas import (
     BackendError,
@@ -37,6 +35,8 @@ GENERATING = "GENERATING"
 IDLE = "IDLE"
 UNREACHABLE = "UNREACHABLE"
 _ERROR_TEXT = 300
+#: Largest engine answer read (a `/generate` result holds every nonce's artifact).
+MAX_ANSWER_BYTES = 1 << 30
 
 JsonAnswer = tuple[int, dict[str, Any]]
 
@@ -53,14 +53,14 @@ class AllBackendsFailed(EngineFailed):
         return {**super().to_body(), "errors": [e.model_dump() for e in self.errors]}
 
 
-def _describe(response: httpx.Response) -> str:
-    return f"HTTP {response.status_code}: {response.text[:_ERROR_TEXT]}"
+def _describe(response: EngineAnswer) -> str:
+    return f"HTTP {response.status_code}: {response.content[:_ERROR_TEXT].decode(errors='replace')}"
 
 
-def _json_body(response: httpx.Response) -> dict[str, Any] | None:
+def _json_body(response: EngineAnswer) -> dict[str, Any] | None:
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except ValueError:
         return None
     return body if isinstance(body, dict) else {"result": body}
 
@@ -91,17 +91,19 @@ class PocFanout:
         path: str,
         body: Any = None,
         timeout: float = 0.0,
-    ) -> httpx.Response:
+    ) -> EngineAnswer:
         return await self._engines.engine_client().request(
+            backend,
             method,
-            f"{backend.url}{ENGINE_PREFIX}{path}",
-            json=body,
-            timeout=timeout or self.timeout_s,
+            f"{ENGINE_PREFIX}{path}",
+            json_body=body,
+            timeout_s=timeout or self.timeout_s,
+            max_bytes=MAX_ANSWER_BYTES,
         )
 
     async def _fan(
         self, backends: Sequence[EngineEndpoint], method: str, path: str, bodies: Sequence[Any]
-    ) -> list[httpx.Response | BaseException]:
+    ) -> list[EngineAnswer | BaseException]:
         calls = (
             self._call(b, method, path, body) for b, body in zip(backends, bodies, strict=True)
         )
@@ -149,12 +151,9 @@ class PocFanout:
             raise Unavailable("no healthy inference engine to run PoC on; start inference first")
         backend = backends[next(self._turn) % len(backends)]
         body = request.model_dump(mode="json", exclude_unset=True)
-        try:
-            response = await self._call(
-                backend, "POST", "/generate", body, timeout=self.generate_timeout_s
-            )
-        except httpx.HTTPError as exc:
-            raise EngineFailed(f"engine on port {backend.port}: {exc!r}") from exc
+        response = await self._call(
+            backend, "POST", "/generate", body, timeout=self.generate_timeout_s
+        )
         return _tagged(backend, response)
 
     async def generate_result(self, request_id: str) -> JsonAnswer:
@@ -168,10 +167,7 @@ class PocFanout:
         backend = next((b for b in self.backends() if b.port == int(port_text)), None)
         if backend is None:
             raise NotFound(f"no serving engine instance on port {port_text}", param="request_id")
-        try:
-            response = await self._call(backend, "GET", f"/generate/{uuid}")
-        except httpx.HTTPError as exc:
-            raise EngineFailed(f"engine on port {backend.port}: {exc!r}") from exc
+        response = await self._call(backend, "GET", f"/generate/{uuid}")
         return _tagged(backend, response)
 
     async def versions(self) -> PocVersions:
@@ -193,10 +189,10 @@ class PocFanout:
                 return PocVersions.model_validate(response.json())
             # An engine without PoC routes: its version, and no inference during validation.
             plain = await self._engines.engine_client().get(
-                f"{backend.url}/version", timeout=self.timeout_s
+                backend, "/version", timeout_s=self.timeout_s
             )
             version = plain.json().get("version") if plain.status_code == 200 else None
-        except (httpx.HTTPError, ValueError) as exc:
+        except (ValueError, AttributeError) as exc:
             raise EngineFailed(f"engine on port {backend.port}: {exc!r}") from exc
         return PocVersions(vllm_version=version, poc_validation_inference=False)
 
@@ -229,14 +225,14 @@ def init_bodies(request: PocInitGenerateBody, n_groups: int) -> list[dict[str, A
 
 
 def _split(
-    backends: Sequence[EngineEndpoint], answers: Sequence[httpx.Response | BaseException], ok: str
+    backends: Sequence[EngineEndpoint], answers: Sequence[EngineAnswer | BaseException], ok: str
 ) -> tuple[list[BackendResult], list[BackendError]]:
     results: list[BackendResult] = []
     errors: list[BackendError] = []
     for backend, answer in zip(backends, answers, strict=True):
-        if isinstance(answer, httpx.Response) and answer.status_code < 400:
+        if isinstance(answer, EngineAnswer) and answer.status_code < 400:
             results.append(BackendResult(port=backend.port, status=ok))
-        elif isinstance(answer, httpx.Response):
+        elif isinstance(answer, EngineAnswer):
             errors.append(BackendError(port=backend.port, error=_describe(answer)))
         else:
             errors.append(BackendError(port=backend.port, error=repr(answer)))
@@ -244,7 +240,7 @@ def _split(
 
 
 def _backend_status(
-    backend: EngineEndpoint, answer: httpx.Response | BaseException
+    backend: EngineEndpoint, answer: EngineAnswer | BaseException
 ) -> PocBackendStatus:
     if isinstance(answer, BaseException):
         return PocBackendStatus(port=backend.port, status=UNREACHABLE, error=repr(answer))
@@ -257,7 +253,7 @@ def _backend_status(
         return PocBackendStatus(port=backend.port, status=UNREACHABLE, error=f"bad status: {exc}")
 
 
-def _tagged(backend: EngineEndpoint, response: httpx.Response) -> JsonAnswer:
+def _tagged(backend: EngineEndpoint, response: EngineAnswer) -> JsonAnswer:
     body = _json_body(response)
     if body is None:
         failure = EngineFailed(f"engine on port {backend.port} answered {_describe(response)}")

@@ -52,7 +52,7 @@ class PowCollector(Collector):
             "batches_dropped": ("Callbacks given up on.", delivery.dropped),
             "callback_retries": (
                 "Callback attempts that failed and were retried.",
-                delivery.retries,
+                delivery.retried,
             ),
         }
         for name, (doc, value) in counters.items():

@@ -6,6 +6,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlnode.common.callbacks import CallbackStats
 from mlnode.common.lifecycle import ServiceStatus
 from mlnode.pow.v1.compute.params import ModelParams
 
@@ -112,6 +113,10 @@ class PowStatus(BaseModel):
     batches_sent: int = Field(0, description="Callbacks delivered.")
     batches_pending: int = Field(0, description="Callbacks waiting for delivery.")
     batches_dropped: int = Field(0, description="Callbacks given up on (see last_error).")
+    callbacks: CallbackStats = Field(
+        default_factory=CallbackStats,
+        description="Callback deliveries, retries and drops (as the PoC engine's /status).",
+    )
     model_builds: int = Field(0, description="Models built since start (re-inits reuse them).")
     model_build_seconds: float | None = Field(None, description="Time the model took to build.")
     last_error: str | None = Field(None, description="Most recent error, worker or delivery.")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from mlnode.common.callbacks import CallbackSender
+from mlnode.common.callbacks import CallbackPolicy, DestinationSender
 from mlnode.common.context import NodeContext
 from mlnode.common.engines import NoEngines
 from mlnode.common.errors import InvalidRequest, NotRunning, Unavailable
@@ -65,13 +65,7 @@ class PowService(WorkerService[PowStart]):
         super().__init__(ctx.gate)
         self.settings = settings
         self.poc = poc or PocFanout(NoEngines())
-        self.sender = CallbackSender(
-            max_pending=settings.callback_max_pending,
-            timeout_s=settings.callback_timeout_s,
-            backoff_initial_s=settings.callback_backoff_initial_s,
-            backoff_max_s=settings.callback_backoff_max_s,
-            name="pow-callbacks",
-        )
+        self.sender = DestinationSender(CallbackPolicy.of(settings))
         self.stats = PowStats()
         self.models = ModelCache()
         self._init: PowInitRequest | None = None
@@ -205,9 +199,10 @@ class PowService(WorkerService[PowStart]):
         await asyncio.to_thread(self.models.release)
 
     async def close(self) -> None:
-        """Server shutdown: stop, then give the callbacks a last chance (off the loop)."""
+        """Server shutdown: stop, then give the callbacks a last chance (2 s)."""
         await self.stop()
-        await asyncio.to_thread(self.sender.close, 2.0)
+        await self.sender.drain(timeout_s=2.0)
+        await self.sender.close()
 
     def _resume_point(self, init: PowInitRequest, shares: list[NonceShare]) -> dict[int, int]:
         """Progress of the same search (block, key, shares) to continue from, or a fresh one."""
@@ -244,6 +239,7 @@ class PowService(WorkerService[PowStart]):
             batches_sent=delivery.sent,
             batches_pending=delivery.pending,
             batches_dropped=delivery.dropped,
+            callbacks=delivery,
             model_builds=self.models.builds,
             model_build_seconds=self.models.build_seconds,
             last_error=self.job.last_error or self.stats.last_error or delivery.last_error,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlnode.common.callbacks import CallbackSender
+from mlnode.common.callbacks import DestinationSender, callback_url
 from mlnode.common.lifecycle import describe_error
 from mlnode.pow.v1.compute.engine import DistanceEngine
 from mlnode.pow.v1.compute.nonces import NonceShare
@@ -34,7 +34,7 @@ class JobContext:
     init: PowInitRequest
     phase: Callable[[], PowPhase]
     validations: queue.Queue[ProofBatch]
-    sender: CallbackSender
+    sender: DestinationSender
     stats: PowStats
     stop: threading.Event
     shares: list[NonceShare]
@@ -82,7 +82,7 @@ def report_proofs(job: JobContext, nonces: np.ndarray, dist: np.ndarray) -> None
         dist=[float(d) for d in dist[keep]],
         node_id=job.init.node_id,
     )
-    job.sender.submit(job.init.url, "generated", batch.model_dump())
+    job.sender.submit_from_thread(callback_url(job.init.url, "generated"), batch.model_dump())
 
 
 def validate_next(job: JobContext, engine: DistanceEngine) -> bool:
@@ -99,7 +99,7 @@ def validate_next(job: JobContext, engine: DistanceEngine) -> bool:
         job.stats.error(message)
         return True
     job.stats.validated(len(batch.nonces), result.fraud_detected)
-    job.sender.submit(job.init.url, "validated", result.model_dump())
+    job.sender.submit_from_thread(callback_url(job.init.url, "validated"), result.model_dump())
     return True
 
 
