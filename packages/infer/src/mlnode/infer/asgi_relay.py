@@ -32,6 +32,7 @@ Message = dict[str, Any]
 #: Answer bytes queued for `send` past which the engine is no longer read.
 _HIGH_WATER = 1 << 20
 _JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
 _END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
 
@@ -110,9 +111,9 @@ class AsgiClient:
         except Exception:
             log.exception("inference proxy failed on a one-port request")
             exchange.abandon()
-            if not self._started:
-                error = BadRequest("the proxy could not handle this request")
-                self.answer(JsonAnswer.error(error), keep_alive=False)
+            self._answer_json(
+                JsonAnswer.error(BadRequest("the proxy could not handle this request"))
+            )
             self.close()
 
     async def _read_body(self, exchange: Exchange) -> None:
@@ -144,8 +145,8 @@ class AsgiClient:
             self.abort()
             return
         exchange.abandon()
-        if not self._started:
-            self.answer(JsonAnswer.error(RequestTimeout(why)), keep_alive=False)
+        # Unlike a 413 (its body is read away), a stalled client is let go, as on the port.
+        self._answer_json(JsonAnswer.error(RequestTimeout(why)), _CLOSE)
         self.close()
 
     def _gone(self, exchange: Exchange) -> None:
@@ -188,11 +189,14 @@ class AsgiClient:
         """Nothing to do: the server sends 100 Continue when the body is first received."""
 
     def answer(self, reply: JsonAnswer, keep_alive: bool) -> None:
-        """A complete answer of the node's own."""
+        """A complete answer of the node's own (the server keeps the connection as it sees fit)."""
+        self._answer_json(reply)
+
+    def _answer_json(self, reply: JsonAnswer, *extra: tuple[bytes, bytes]) -> None:
         if self._started:
             return
         length = (b"content-length", b"%d" % len(reply.payload))
-        self.answer_head_pairs(reply.status, [_JSON, length])
+        self.answer_head_pairs(reply.status, [_JSON, length, *extra])
         self.answer_body(reply.payload)
         self.answer_end()
 
