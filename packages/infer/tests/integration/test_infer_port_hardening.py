@@ -3,7 +3,8 @@
 Hundreds of half-sent heads and idle connections, a 128 MiB header, ambiguous paths and 30 MiB
 chat bodies: each is refused (431, 408, 400/404, 413) or closed within its limit, honest
 inference and REST calls keep succeeding throughout, and the node's memory stays within
-`RSS_BOUND` of its idle value.
+`RSS_BOUND` of its idle value. One-port mode (the engine routes on the REST port) keeps the
+inference port's limits too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +24,9 @@ from mlnode.common.testing.pressure import AttackWatch, raw_exchange, tree_rss
 from mlnode.infer.testing.support import FAKE_ENGINE
 
 HEADER_TIMEOUT_S = 2.0
+BODY_TIMEOUT_S = 3.0
+#: Below the REST port's own 100, so a 431 on an engine path is the inference port's limit.
+INFER_MAX_HEADERS = 50
 SLOW_CLIENTS = 300
 IDLE_CLIENTS = 300
 RSS_BOUND = 128 << 20
@@ -31,6 +36,8 @@ NODE_ENV = {
     "MLNODE_INFER_MAX_RESTARTS": "0",
     "MLNODE_INFER_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
     "MLNODE_INFER_KEEPALIVE_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+    "MLNODE_INFER_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+    "MLNODE_INFER_MAX_HEADERS": str(INFER_MAX_HEADERS),
 }
 
 
@@ -203,3 +210,34 @@ def test_big_chat_bodies_leave_the_port_responsive(node: MLNodeProcess) -> None:
     assert not watch.failures, watch.failures[:5]
     assert watch.livez_p99_s() < 0.25, watch.livez_p99_s()
     assert watch.peak_rss_bytes() - before < BODY_RSS_BOUND
+
+
+def test_one_port_keeps_the_inference_port_limits(node: MLNodeProcess) -> None:
+    """413 before the body, 431 past the inference port's header count, 408 for a paused body."""
+    # 8 MiB: past the inference port's 4 MiB bound, within the REST port's own 16 MiB.
+    declared, sent = raw_exchange(
+        node.port,
+        b"POST /tokenize HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % (8 << 20),
+        b"x" * (64 << 10),
+        8 << 20,
+    )
+    assert declared.startswith(b"HTTP/1.1 413"), declared[:200]
+    assert b"MLNODE_INFER_MAX_BODY_BYTES" in declared
+    assert sent < 4 << 20, "the answer came before the body"
+
+    lines = b"".join(b"x-h%d: v\r\n" % i for i in range(INFER_MAX_HEADERS + 10))
+    many, _ = raw_exchange(node.port, b"GET /v1/models HTTP/1.1\r\nhost: x\r\n%b\r\n" % lines)
+    assert many.startswith(b"HTTP/1.1 431") and b"MLNODE_INFER_MAX_HEADERS" in many, many[:300]
+    rest, _ = raw_exchange(node.port, b"GET /api/v1/state HTTP/1.1\r\nhost: x\r\n%b\r\n" % lines)
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:300]
+
+    started = time.monotonic()
+    slow, _ = raw_exchange(
+        node.port,
+        b'POST /v1/echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"a": ',
+        timeout_s=BODY_TIMEOUT_S * 5,
+    )
+    waited = time.monotonic() - started
+    assert slow.startswith(b"HTTP/1.1 408") and b"request_timeout" in slow, slow[:300]
+    assert BODY_TIMEOUT_S * 0.9 <= waited < BODY_TIMEOUT_S * 4, waited
+    assert httpx.get(f"{node.url}/v1/models", timeout=10).status_code == 200

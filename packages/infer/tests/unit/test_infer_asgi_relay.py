@@ -107,3 +107,79 @@ async def test_client_disconnect_cancels_the_generation(make_service, client) ->
 
     await asyncio.wait_for(poll(), 20)
     await eventually(lambda: service.balancer.total_in_flight() == 0)
+
+
+class Stalling(Client):
+    """A client that sends `pieces`, says more is coming, and then sends nothing."""
+
+    async def receive(self) -> dict[str, Any]:
+        if self.pieces:
+            return {"type": "http.request", "body": self.pieces.pop(0), "more_body": True}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+
+def error_of(client: Client) -> dict[str, Any]:
+    error: dict[str, Any] = json.loads(client.body)["error"]
+    return error
+
+
+async def test_one_port_keeps_the_inference_port_limits(make_service) -> None:
+    service = await make_service(
+        max_body_bytes=4096, max_headers=10, max_header_bytes=2048, body_timeout_s=0.5
+    )
+    await service.up(InferenceUpRequest(model="tiny"))
+    relay = service.engine_asgi
+
+    # A declared length past the bound: 413 though the body never comes.
+    declared = Stalling([])
+    head = [(b"content-length", b"67108864")]
+    await asyncio.wait_for(
+        relay(scope("POST", "/tokenize", head), declared.receive, declared.send), 5
+    )
+    assert declared.status == 413 and "MLNODE_INFER_MAX_BODY_BYTES" in error_of(declared)["message"]
+    assert declared.sent[-1]["more_body"] is False
+
+    # A body without a length is cut once it passes the bound.
+    chunked = Stalling([b"a" * 1000] * 6)
+    await asyncio.wait_for(relay(scope("POST", "/tokenize"), chunked.receive, chunked.send), 5)
+    assert chunked.status == 413 and error_of(chunked)["param"] == "body"
+
+    # Too many header lines, or too many bytes of them: 431.
+    many = Client([b""])
+    lines = [(b"x-h%d" % i, b"v") for i in range(11)]
+    await relay(scope("GET", "/v1/models", lines), many.receive, many.send)
+    assert many.status == 431 and "MLNODE_INFER_MAX_HEADERS" in error_of(many)["message"]
+    huge = Client([b""])
+    await relay(scope("GET", "/v1/models", [(b"x-huge", b"a" * 3000)]), huge.receive, huge.send)
+    assert huge.status == 431 and "MLNODE_INFER_MAX_HEADER_BYTES" in error_of(huge)["message"]
+
+    # A body that pauses past the body timeout: 408, and the engine is not left waiting.
+    slow = Stalling([b'{"a": '])
+    head = [(b"content-length", b"100")]
+    await asyncio.wait_for(relay(scope("POST", "/v1/echo", head), slow.receive, slow.send), 5)
+    assert slow.status == 408 and error_of(slow)["code"] == "request_timeout"
+    assert (b"connection", b"close") in slow.sent[0]["headers"], "the slow client is let go"
+    await eventually(lambda: service.balancer.total_in_flight() == 0)
+
+    # Within every bound the request is relayed.
+    fine = Client([b"x" * 4000])
+    await relay(scope("POST", "/v1/echo", lines[:9]), fine.receive, fine.send)
+    assert fine.status == 200 and len(json.loads(fine.body)["body"]) == 4000
+
+
+async def test_head_and_connection_named_headers(make_service) -> None:
+    service = await make_service()
+    await service.up(InferenceUpRequest(model="tiny"))
+    relay = service.engine_asgi
+    head = Client([b""])
+    await relay(scope("HEAD", "/v1/models"), head.receive, head.send)
+    assert head.status == 200 and head.body == b""
+    assert head.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    private = [(b"connection", b"x-private"), (b"x-private", b"p"), (b"x-kept", b"k")]
+    echo = Client([b"{}"])
+    await relay(scope("POST", "/v1/echo", private), echo.receive, echo.send)
+    seen = json.loads(echo.body)["headers"]
+    assert "x-private" not in seen and seen["x-kept"] == "k"
+    names = [name for name, _ in echo.sent[0]["headers"]]
+    assert b"transfer-encoding" not in names and b"connection" not in names

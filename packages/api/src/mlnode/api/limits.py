@@ -8,6 +8,10 @@ The parse is bounded too: a body with more than `max_json_values` commas (an upp
 values of a JSON array or object, counted in C at memory speed) is refused with 422 before it
 is parsed. `json.loads` holds the GIL for the whole body, so no thread could keep it off the
 event loop the REST and inference ports share (4 MiB of `[0,0,...]` takes ~0.35 s).
+
+`exempt` paths (the engine routes one-port mode relays) go to the app unread: the inference
+port's exchange core bounds them as it does on its own port (`MLNODE_INFER_MAX_BODY_BYTES`, its
+413 before the body is read) and streams them to the engine.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ class BodyLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the declared length, then read at most the limit before calling the app."""
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.exempt is not None and self.exempt(scope["path"])):
             await self.app(scope, receive, send)
             return
         length = declared_length(scope["headers"])
@@ -94,14 +98,14 @@ class BodyLimit:
                 break
         whole = b"".join(parts)
         parts.clear()
-        if self._too_many_values(scope, whole):
+        if self._too_many_values(whole):
             await _answer(send, self._values_error())
             return
         body = {"type": "http.request", "body": whole, "more_body": False}
         await self.app(scope, _replay(body, receive), send)
 
-    def _too_many_values(self, scope: Scope, body: bytes) -> bool:
-        if self.max_json_values is None or (self.exempt and self.exempt(scope["path"])):
+    def _too_many_values(self, body: bytes) -> bool:
+        if self.max_json_values is None:
             return False
         return body.count(b",") >= self.max_json_values
 

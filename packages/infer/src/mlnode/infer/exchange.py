@@ -1,8 +1,13 @@
-"""One request and its answer on the inference port: the core the client connection drives.
+"""One request and its answer: the proxy core both front ends drive.
 
-An `Exchange` takes the parsed head and body of one request from its `ClientConnection`, routes
-it (relayed to an engine, rewritten for validation, or answered here), writes it to the engine's
-connection directly and streams the answer back, with flow control both ways.
+An `Exchange` takes the head and body of one request from its front end, routes it (relayed to an
+engine, rewritten for validation, or answered here), writes it to the engine's connection
+directly and streams the answer back through the front end, with flow control both ways.
+
+The front end is a `ClientSide`: the inference port's `ClientConnection` (asyncio protocol,
+httptools, HTTP/1.1 bytes on the socket) or one-port mode's `AsgiClient` (ASGI `receive` and
+`send` of the REST port's server). The exchange tells it what to answer (a status, headers, body
+pieces, an end, or a complete `JsonAnswer`), never how to frame it.
 """
 
 from __future__ import annotations
@@ -10,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlnode.common.errors import (
     EngineFailed,
     MLNodeError,
     Unavailable,
 )
-from mlnode.common.http.answers import error_response, phrase
-from mlnode.infer.answers import CONTINUE, chunk, local_answer
+from mlnode.common.http.answers import JsonAnswer
+from mlnode.infer.answers import chunk, local_answer
 from mlnode.infer.balancer import Backend
 from mlnode.infer.headers import HeadFields
 from mlnode.infer.paths import normalise_target
@@ -27,11 +33,49 @@ from mlnode.infer.upstream import EngineConnection, UpstreamError
 from mlnode.infer.validation.hook import ExchangeRewrite, too_large, with_length
 
 if TYPE_CHECKING:
-    from mlnode.infer.proxy import ClientConnection
+    from mlnode.infer.proxy import Relay
 
 log = logging.getLogger(__name__)
 
 _REPLAY_LIMIT = 1 << 20
+
+
+class ClientSide(Protocol):
+    """What an exchange needs of the client's side of the connection (its front end)."""
+
+    relay: Relay
+    tasks: set[asyncio.Task[None]]
+    #: The client reads slower than the answer comes: the engine is held back.
+    write_paused: bool
+
+    def send_continue(self) -> None:
+        """Tell a client waiting on `Expect: 100-continue` to send its body."""
+
+    def answer(self, reply: JsonAnswer, keep_alive: bool) -> None:
+        """A complete answer the node gives itself."""
+
+    def answer_head(
+        self, status: int, reason: bytes, fields: HeadFields, chunked: bool, keep_alive: bool
+    ) -> None:
+        """The engine's status and headers; `chunked`: the body has no length (nor close)."""
+
+    def answer_body(self, data: bytes) -> None:
+        """A piece of the answer's body."""
+
+    def answer_end(self) -> None:
+        """The answer is complete."""
+
+    def pause_reading(self, paused: bool, why: str = "engine") -> None:
+        """Stop reading the client while any reason holds."""
+
+    def close(self) -> None:
+        """Close after what was answered."""
+
+    def abort(self) -> None:
+        """Cut the client off (an answer broke off where no error can be added)."""
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """Both the request and its answer are complete."""
 
 
 class Exchange:
@@ -62,7 +106,7 @@ class Exchange:
         "url",
     )
 
-    def __init__(self, client: ClientConnection, method: bytes, url: bytes, fields: HeadFields):
+    def __init__(self, client: ClientSide, method: bytes, url: bytes, fields: HeadFields):
         self.client = client
         self.method = method
         self.url = url
@@ -74,7 +118,7 @@ class Exchange:
         self.started = False
         self.backend: Backend | None = None
         self.conn: EngineConnection | None = None
-        self.local: bytes | None = None
+        self.local: JsonAnswer | None = None
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.received = 0
@@ -95,7 +139,7 @@ class Exchange:
         try:
             self.url = relay.routes.target(normalise_target(self.url))
         except MLNodeError as exc:
-            self.local = error_response(exc, keep_alive=False)
+            self.local = JsonAnswer.error(exc)
             self.keep_alive = False
             return
         path = self.url.split(b"?", 1)[0]
@@ -145,6 +189,8 @@ class Exchange:
                 self._send(b"0\r\n\r\n")
         if self.started and self.local is not None and not self.response_done:
             self._answer_locally()
+        if self.response_done:
+            self._done()
 
     def _refuse_body(self) -> None:
         """Over the body bound: drop what reached the engine, answer 413, read the rest away."""
@@ -158,7 +204,7 @@ class Exchange:
         self.client.pause_reading(False, "connecting")
         self._release()
         self.keep_alive = False
-        self.local = error_response(too_large(self.client.relay.limits.max_body_bytes), False)
+        self.local = JsonAnswer.error(too_large(self.client.relay.limits.max_body_bytes))
         if self.started:
             self._answer_locally()
 
@@ -184,7 +230,7 @@ class Exchange:
                 self.client.close()
             return
         if self.fields.expect_continue and not self.request_done:
-            self.client.write(CONTINUE)
+            self.client.send_continue()
         if self.local is not None:
             if self.request_done:
                 self._answer_locally()
@@ -195,7 +241,7 @@ class Exchange:
     def _forward(self) -> None:
         backend = self.client.relay.balancer.acquire()
         if backend is None:
-            self.local = error_response(Unavailable("no inference engine is serving"))
+            self.local = JsonAnswer.error(Unavailable("no inference engine is serving"))
             if self.request_done:
                 self._answer_locally()
             return
@@ -204,9 +250,14 @@ class Exchange:
         if conn is not None:
             self._attach(conn)
         else:
-            task = asyncio.get_running_loop().create_task(self._connect(backend))
-            self.client.tasks.add(task)
-            task.add_done_callback(self.client.tasks.discard)
+            self._spawn(self._connect(backend))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task the client side cancels when it goes away."""
+        tasks = self.client.tasks
+        task = asyncio.get_running_loop().create_task(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     # Validation: the body is read whole, rewritten, then forwarded with its new length.
     def _rewrite_request(self) -> None:
@@ -215,9 +266,7 @@ class Exchange:
         if outcome is not None:
             self._rewritten(outcome)
             return
-        task = asyncio.get_running_loop().create_task(self._rewrite_slowly(self.rewrite))
-        self.client.tasks.add(task)
-        task.add_done_callback(self.client.tasks.discard)
+        self._spawn(self._rewrite_slowly(self.rewrite))
 
     async def _rewrite_slowly(self, rewrite: ExchangeRewrite) -> None:
         self._rewritten(await rewrite.prepare())
@@ -228,7 +277,7 @@ class Exchange:
         if self.finished:
             return
         if isinstance(outcome, MLNodeError):
-            self.local = error_response(outcome)
+            self.local = JsonAnswer.error(outcome)
             if self.started:
                 self._answer_locally()
             return
@@ -269,28 +318,22 @@ class Exchange:
 
     # The answer, driven by the engine connection (`ResponseHandler`).
     def on_response_head(self, status: int, reason: bytes, fields: HeadFields) -> None:
-        """Write the status line and headers to the client."""
+        """Pass the status and headers on; an answer without a length goes out chunked."""
         self.replay = None
         if self.rewrite is not None:
             fields = self.rewrite.response_head(status, fields)
         self.event_stream = fields.event_stream
         bodyless = self.method == b"HEAD" or status in (204, 304)
-        framing = b""
         if not bodyless and not fields.has_length:
             if self.http10:
                 self.close_delimited = True
                 self.keep_alive = False
             else:
                 self.chunked_out = True
-                framing = b"transfer-encoding: chunked\r\n"
-        if not self.keep_alive:
-            framing += b"connection: close\r\n"
-        self.client.write(
-            b"HTTP/1.1 %d %b\r\n%b%b\r\n"
-            % (status, reason or phrase(status), fields.block(), framing)
-        )
+        self.client.answer_head(status, reason, fields, self.chunked_out, self.keep_alive)
         if self.method == b"HEAD":
             # httptools cannot be told the request was HEAD; do not wait for a body that won't come.
+            self.client.answer_end()
             self._response_complete(reused=False)
 
     def on_response_body(self, data: bytes) -> None:
@@ -298,14 +341,13 @@ class Exchange:
         if self.rewrite is not None:
             data = self.rewrite.response_body(data)
         if data:
-            self.client.write(chunk(data) if self.chunked_out else data)
+            self.client.answer_body(data)
 
     def on_response_end(self) -> None:
         """Finish the client's answer; the engine connection goes back to the pool."""
         if self.rewrite is not None and (tail := self.rewrite.response_end()):
-            self.client.write(chunk(tail) if self.chunked_out else tail)
-        if self.chunked_out:
-            self.client.write(b"0\r\n\r\n")
+            self.client.answer_body(tail)
+        self.client.answer_end()
         self._response_complete(reused=self.request_done)
 
     def on_upstream_lost(self, why: str) -> None:
@@ -314,9 +356,7 @@ class Exchange:
         if conn is not None and self.replay is not None and self.backend is not None:
             replay = self.replay
             log.debug("kept-alive connection to %s was closed; retrying", conn.key)
-            task = asyncio.get_running_loop().create_task(self._retry(self.backend, replay))
-            self.client.tasks.add(task)
-            task.add_done_callback(self.client.tasks.discard)
+            self._spawn(self._retry(self.backend, replay))
             return
         key = self.backend.key if self.backend is not None else "?"
         if conn is None or not conn.responded:
@@ -324,8 +364,8 @@ class Exchange:
             return
         error = EngineFailed(f"engine {key} failed mid-response: {why}")
         if self.event_stream and self.chunked_out:
-            event = b"data: " + json.dumps(error.to_body()).encode() + b"\n\n"
-            self.client.write(chunk(event) + b"0\r\n\r\n")
+            self.client.answer_body(b"data: " + json.dumps(error.to_body()).encode() + b"\n\n")
+            self.client.answer_end()
             self._response_complete(reused=False)
             return
         log.warning("%s", error.message)
@@ -357,7 +397,7 @@ class Exchange:
         self.conn = None
         self.pending, self.pending_size = [], 0
         self.client.pause_reading(False, "connecting")
-        self.local = error_response(EngineFailed(why))
+        self.local = JsonAnswer.error(EngineFailed(why))
         self._release()
         if self.request_done:
             self._answer_locally()
@@ -365,7 +405,7 @@ class Exchange:
     def _answer_locally(self) -> None:
         assert self.local is not None
         self._release()
-        self.client.write(self.local)
+        self.client.answer(self.local, self.keep_alive)
         self.response_done = True
         if self.request_done:
             self._done()

@@ -72,6 +72,16 @@ class HeadFields:
             return b"".join(self.lines)
         return b"".join(line for line in self.lines if not self._named(line))
 
+    def pairs(self) -> list[tuple[bytes, bytes]]:
+        """The forwardable headers as ASGI carries them: (lower-case name, value)."""
+        out = []
+        for line in self.lines:
+            name, _, value = line[:-2].partition(b": ")
+            lname = name.lower()
+            if lname not in self.connection_names:
+                out.append((lname, value))
+        return out
+
     def _named(self, line: bytes) -> bool:
         return line.split(b":", 1)[0].lower() in self.connection_names
 

@@ -7,10 +7,12 @@ checked) and what is answered here. No healthy engine: 503. The engine
 cannot be reached or fails before answering: 502. A client that disconnects drops the
 connection to the engine, and vLLM aborts the generation. `GET /health` is answered here.
 
-Each client connection is an asyncio protocol parsing with httptools; an exchange writes to the
-engine's connection directly, so a request costs no task, no queue and no copy of its body.
-Flow control runs both ways: a full client socket pauses reading from the engine, a full engine
-socket pauses reading from the client.
+Each client connection is an asyncio protocol parsing with httptools, the HTTP/1.1 front end of
+the exchange core (`exchange.py`; one-port mode's ASGI front end is `asgi_relay.py`): it writes
+what an exchange answers as bytes, framing a body without a length in chunks. An exchange writes
+to the engine's connection directly, so a request costs no task, no queue and no copy of its
+body. Flow control runs both ways: a full client socket pauses reading from the engine, a full
+engine socket pauses reading from the client.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from mlnode.common.errors import (
     BadRequest,
     MLNodeError,
 )
-from mlnode.common.http.answers import error_response
+from mlnode.common.http.answers import JsonAnswer, status_head
 from mlnode.common.http.limits import HttpLimits, RequestTimeout
+from mlnode.infer.answers import chunk
 from mlnode.infer.balancer import LeastConnections
 from mlnode.infer.corked import CorkedWriter
 from mlnode.infer.exchange import Exchange
@@ -39,6 +42,10 @@ from mlnode.infer.upstream import UpstreamPool
 from mlnode.infer.validation.hook import ValidationGate
 
 log = logging.getLogger(__name__)
+
+_CONTINUE = status_head(100) + b"\r\n"
+_CHUNKED = b"transfer-encoding: chunked\r\n"
+_CLOSE = b"connection: close\r\n"
 
 
 class Relay:
@@ -85,6 +92,7 @@ class ClientConnection(asyncio.Protocol):
         self._fields = HeadFields()
         self._paused_by: set[str] = set()
         self.write_paused = False
+        self._chunked_out = False
         self.budget = HeadBudget(relay.limits)
         self.clock: ConnectionClock | None = None
 
@@ -173,13 +181,47 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         if not self.exchanges:
-            self.write(error_response(error, keep_alive=False))
+            self.write(JsonAnswer.error(error).wire(keep_alive=False))
         self.close()
 
     def write(self, data: bytes) -> None:
         """Write to the client (sent at the end of the loop turn)."""
         if self.out is not None:
             self.out.write(data)
+
+    # What the exchange answers, as HTTP/1.1 bytes (`ClientSide`).
+    def send_continue(self) -> None:
+        """The interim 100 answer."""
+        self.write(_CONTINUE)
+
+    def answer(self, reply: JsonAnswer, keep_alive: bool) -> None:
+        """A complete answer of the node's own."""
+        self.write(reply.wire(keep_alive))
+
+    def answer_head(
+        self, status: int, reason: bytes, fields: HeadFields, chunked: bool, keep_alive: bool
+    ) -> None:
+        """Status line and headers, with the framing the body needs."""
+        self._chunked_out = chunked
+        self.write(
+            b"%b%b%b%b\r\n"
+            % (
+                status_head(status, reason),
+                fields.block(),
+                _CHUNKED if chunked else b"",
+                b"" if keep_alive else _CLOSE,
+            )
+        )
+
+    def answer_body(self, data: bytes) -> None:
+        """A piece of the body, as a chunk when it has no length."""
+        self.write(chunk(data) if self._chunked_out else data)
+
+    def answer_end(self) -> None:
+        """The last chunk of a chunked body."""
+        if self._chunked_out:
+            self._chunked_out = False
+            self.write(b"0\r\n\r\n")
 
     def close(self) -> None:
         """Close after what was written."""
@@ -276,8 +318,5 @@ class ClientConnection(asyncio.Protocol):
         self.budget.reset()
         if self.clock is not None:
             self.clock.message_done()
-        if exchange is None:
-            return
-        exchange.request_complete()
-        if exchange.response_done:
-            exchange._done()
+        if exchange is not None:
+            exchange.request_complete()
