@@ -182,11 +182,7 @@ class PeerClient:
 
     def send(self, tensors: Mapping[str, TensorLike], task: str, tag: str) -> int:
         """Push tensors into the peer's inbox under (task, tag); the count it accepted."""
-        try:
-            for name, tensor in tensors.items():
-                check_sendable(name, tensor)
-        except CodecError as exc:
-            raise LimitExceeded(str(exc)) from None
+        _check_sendable(tensors)
         ready = self._take_ready(task)
         while True:
             # encoded one at a time while streaming: CUDA tensors are staged to host one by one
@@ -235,11 +231,7 @@ class PeerClient:
         None when the stream cannot take this push (in use by another send, larger than a whole
         stream, or the peer offers none): `send` it instead.
         """
-        try:
-            for name, tensor in tensors.items():
-                check_sendable(name, tensor)
-        except CodecError as exc:
-            raise LimitExceeded(str(exc)) from None
+        _check_sendable(tensors)
         nbytes = bounds.push_bytes(tensors)
         if nbytes > bounds.bytes or not slot.lock.acquire(blocking=False):
             return None
@@ -408,3 +400,12 @@ class PeerClient:
 
 def _accept(name: str, dtype: WireDType, shape: tuple[int, ...]) -> None:
     return None
+
+
+def _check_sendable(tensors: Mapping[str, TensorLike]) -> None:
+    """Refuse, before any handshake, a tensor the codec cannot send."""
+    try:
+        for name, tensor in tensors.items():
+            check_sendable(name, tensor)
+    except CodecError as exc:
+        raise LimitExceeded(str(exc)) from None
