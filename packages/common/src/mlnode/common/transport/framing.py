@@ -32,7 +32,15 @@ from mlnode.common.transport.codec import (
 )
 from mlnode.common.transport.errors import IntegrityError, LimitExceeded, MalformedFrame
 from mlnode.common.transport.hashing import OrderedHash
-from mlnode.common.transport.wire import ChunkFrame, FrameLike, WireFrame, chunk_frame
+from mlnode.common.transport.wire import (
+    BundleFrame,
+    BundleView,
+    ChunkFrame,
+    FrameLike,
+    WireFrame,
+    bundle_frame,
+    chunk_frame,
+)
 
 #: Largest chunk any reader accepts, whatever the sender's configuration.
 MAX_CHUNK_BYTES = 4 << 20
@@ -88,18 +96,17 @@ def write_frames(
     pending: list[tuple[bytes, memoryview]] = []
     pending_bytes = pending_header_bytes = 0
 
-    def flush() -> pb.Frame:
+    def flush() -> bytes:
         nonlocal pending_bytes, pending_header_bytes
         first = count - len(pending)
         headers = [h for h, _ in pending]
-        payload = b"".join(p for _, p in pending)
-        digest = bytes(blake3(payload).digest())
+        payloads = [p for _, p in pending]
+        hasher = blake3()
+        for payload in payloads:
+            hasher.update(payload)
+        digest = bytes(hasher.digest())
         message = auth.bundle_message(session, first, headers, digest)
-        frame = pb.Frame(
-            bundle=pb.Bundle(
-                headers=headers, payload=payload, digest=digest, signature=signer.sign(message)
-            )
-        )
+        frame = bundle_frame(headers, payloads, digest, signer.sign(message))
         pending.clear()
         pending_bytes = pending_header_bytes = 0
         return frame
@@ -187,7 +194,8 @@ class FrameReader:
                     raise IntegrityError(f"tensor {name!r} sent twice")
                 tensors[name] = tensor
             elif kind == "bundle":
-                for name, tensor in self._read_bundle(cast(pb.Frame, frame).bundle, len(tensors)):
+                bundle = cast(pb.Frame | BundleFrame, frame).bundle
+                for name, tensor in self._read_bundle(bundle, len(tensors)):
                     if name in tensors:
                         raise IntegrityError(f"tensor {name!r} sent twice")
                     tensors[name] = tensor
@@ -278,7 +286,9 @@ class FrameReader:
                 raise IntegrityError(f"tensor {header.name!r}: {exc}") from None
         raise IntegrityError(f"stream ended inside tensor {header.name!r} (truncated)")
 
-    def _read_bundle(self, bundle: pb.Bundle, first: int) -> list[tuple[str, torch.Tensor]]:
+    def _read_bundle(
+        self, bundle: pb.Bundle | BundleView, first: int
+    ) -> list[tuple[str, torch.Tensor]]:
         payload = bundle.payload
         if not bundle.headers or len(payload) > MAX_CHUNK_BYTES:
             raise IntegrityError(f"bundle of {len(bundle.headers)} tensors, {len(payload)} bytes")

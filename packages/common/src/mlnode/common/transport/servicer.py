@@ -51,6 +51,8 @@ def frame_size(frame: wire.FrameLike | wire.WireFrame) -> int:
         return len(frame)
     if isinstance(frame, wire.ChunkFrame):
         return len(frame.chunk)
+    if isinstance(frame, wire.BundleFrame):
+        return frame.wire_bytes
     if isinstance(frame, pb.Frame):
         return int(frame.ByteSize())
     return 0
