@@ -25,6 +25,7 @@ from mlnode.fuse.executor import FusionProgress
 from mlnode.fuse.io.local import LocalSafetensors
 from mlnode.fuse.io.writer import ShardedWriter
 from mlnode.fuse.job import prepare, run
+from mlnode.fuse.methods.base import MergeInputs
 from mlnode.fuse.methods.registry import get_method
 from mlnode.fuse.methods.validate import resolve
 from mlnode.fuse.schemas import FuseRequest
@@ -91,7 +92,8 @@ def fuse_naive(req: FuseRequest) -> None:
     for name in models[0]:
         tensors = [m[name].float() for m in models]
         b = base[name].float() if base is not None else None
-        merged = method.merge(tensors, b, resolved.params, resolved.tensor_params, name=name)
+        inputs = MergeInputs(tensors, b, resolved.params, resolved.tensor_params, name=name)
+        merged = method.merge(inputs)
         out[name] = merged.to(torch.bfloat16)
     Path(req.output.path).mkdir()
     save_file(out, str(Path(req.output.path) / "model.safetensors"))

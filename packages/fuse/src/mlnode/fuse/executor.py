@@ -18,7 +18,7 @@ import torch
 
 from mlnode.fuse.io.source import TensorSource
 from mlnode.fuse.io.writer import ShardedWriter
-from mlnode.fuse.methods.base import FusionMethod, ResolvedParams
+from mlnode.fuse.methods.base import FusionMethod, MergeInputs, ResolvedParams
 from mlnode.fuse.plan import Action, FusionPlan, TensorTask
 from mlnode.fuse.schemas import FuseProgress
 
@@ -165,11 +165,13 @@ def _merge(fusion: Fusion, task: TensorTask, loaded: Loaded) -> torch.Tensor:
         return base.to(task.dtype)
     method = fusion.method
     merged = method.merge(
-        tensors if method.promotes_inputs else Float32View(tensors),
-        base.to(torch.float32) if base is not None else None,
-        fusion.resolved.params,
-        fusion.resolved.tensor_params,
-        name=task.name,
+        MergeInputs(
+            tensors if method.promotes_inputs else Float32View(tensors),
+            base.to(torch.float32) if base is not None else None,
+            fusion.resolved.params,
+            fusion.resolved.tensor_params,
+            name=task.name,
+        )
     )
     return merged.to(task.dtype)
 

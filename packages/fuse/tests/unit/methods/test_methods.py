@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from mlnode.fuse.methods.base import FusionMethod
+from mlnode.fuse.methods.base import FusionMethod, MergeInputs
 from mlnode.fuse.methods.registry import REGISTRY, get_method
 from mlnode.fuse.methods.slerp import slerp
 from mlnode.fuse.methods.task_arithmetic import magnitude_prune, random_drop
@@ -28,7 +28,7 @@ def merge(
     m: FusionMethod = get_method(method)
     weights = weights if weights is not None else [None] * len(tensors)
     resolved = resolve(m, params, weights, base is not None)
-    return m.merge(tensors, base, resolved.params, resolved.tensor_params, name=name)
+    return m.merge(MergeInputs(tensors, base, resolved.params, resolved.tensor_params, name=name))
 
 
 def test_linear_normalized_weighted_mean() -> None:

@@ -79,6 +79,23 @@ class ResolvedParams:
     tensor_params: Sequence[Mapping[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class MergeInputs:
+    """One tensor of every source to merge, with the base's, the parameters and the tensor's name.
+
+    `name` seeds random methods, so that a fusion is reproducible. `tensors` and `base` are
+    float32 (`tensors` in their stored dtype when the method `promotes_inputs`); read each item
+    of `tensors` once (the executor converts on each read, so that only the tensors in use take
+    float32 space).
+    """
+
+    tensors: Sequence[torch.Tensor]
+    base: torch.Tensor | None
+    params: Mapping[str, Any]
+    tensor_params: Sequence[Mapping[str, Any]]
+    name: str
+
+
 class FusionMethod(ABC):
     """A way to merge the same tensor of several models into one (float32 in, float32 out)."""
 
@@ -86,7 +103,7 @@ class FusionMethod(ABC):
     pretty_name: str
     reference_url: str
     requires_base: bool = False
-    #: True when `merge` reads `tensors` in their stored dtype, promoting them to float32 itself
+    #: True when `merge` reads the sources in their stored dtype, promoting them to float32 itself
     #: (in-place ops on a float32 accumulator), which saves a float32 copy of every source.
     promotes_inputs: bool = False
     min_sources: int = 1
@@ -104,21 +121,8 @@ class FusionMethod(ABC):
         """Constraints across parameters and the source count; raise InvalidFusion."""
 
     @abstractmethod
-    def merge(
-        self,
-        tensors: Sequence[torch.Tensor],
-        base: torch.Tensor | None,
-        params: Mapping[str, Any],
-        tensor_params: Sequence[Mapping[str, Any]],
-        *,
-        name: str,
-    ) -> torch.Tensor:
-        """Merge one tensor; `name` seeds random methods so a fusion is reproducible.
-
-        `tensors` and `base` are float32 (`tensors` in their stored dtype when the method
-        `promotes_inputs`); read each item of `tensors` once (the executor converts on each
-        read, so that only the tensors in use take float32 space).
-        """
+    def merge(self, inputs: MergeInputs) -> torch.Tensor:
+        """Merge one tensor of every source into one (see MergeInputs)."""
 
 
 MergeFn = Callable[[torch.Tensor, Mapping[str, Any]], torch.Tensor]
@@ -160,17 +164,9 @@ class FunctionMethod(FusionMethod):
         if self._check is not None:
             self._check(resolved.params, num_sources)
 
-    def merge(
-        self,
-        tensors: Sequence[torch.Tensor],
-        base: torch.Tensor | None,
-        params: Mapping[str, Any],
-        tensor_params: Sequence[Mapping[str, Any]],
-        *,
-        name: str,
-    ) -> torch.Tensor:
+    def merge(self, inputs: MergeInputs) -> torch.Tensor:
         """Stack the sources and apply the function."""
-        return self.fn(torch.stack(list(tensors)), params)
+        return self.fn(torch.stack(list(inputs.tensors)), inputs.params)
 
 
 def fusion_method(

@@ -7,12 +7,9 @@ McMahan et al., "Communication-Efficient Learning of Deep Networks from Decentra
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
 import torch
 
-from mlnode.fuse.methods.base import FusionMethod, ParamDef
+from mlnode.fuse.methods.base import FusionMethod, MergeInputs, ParamDef
 
 
 class Linear(FusionMethod):
@@ -38,17 +35,10 @@ class Linear(FusionMethod):
             return [ParamDef("weight", required=True, minimum=0.0, description="Sample count.")]
         return super().tensor_parameters()
 
-    def merge(
-        self,
-        tensors: Sequence[torch.Tensor],
-        base: torch.Tensor | None,
-        params: Mapping[str, Any],
-        tensor_params: Sequence[Mapping[str, Any]],
-        *,
-        name: str,
-    ) -> torch.Tensor:
+    def merge(self, inputs: MergeInputs) -> torch.Tensor:
         """Weighted sum in float32 (each source promoted as it is added), optionally normalized."""
-        weights = [float(p["weight"]) for p in tensor_params]
+        tensors = inputs.tensors
+        weights = [float(p["weight"]) for p in inputs.tensor_params]
         out = torch.empty(tensors[0].shape, dtype=torch.float32, device=tensors[0].device)
         out.copy_(tensors[0]).mul_(weights[0])
         # One float32 scratch for every other source: converting into reused memory is several
@@ -56,7 +46,7 @@ class Linear(FusionMethod):
         scratch = torch.empty_like(out) if len(tensors) > 1 else out
         for i in range(1, len(tensors)):
             out.add_(scratch.copy_(tensors[i]), alpha=weights[i])
-        if self.fedavg or params.get("normalize", True):
+        if self.fedavg or inputs.params.get("normalize", True):
             out.div_(sum(weights))
         return out
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mlnode.fuse.methods.base import FusionMethod, ParamDef
+from mlnode.fuse.methods.base import FusionMethod, MergeInputs, ParamDef
 
 
 class Sparsify(StrEnum):
@@ -91,19 +91,14 @@ class TaskArithmetic(FusionMethod):
             defs.append(ParamDef("normalize", bool, default=False, description="Divide by sum(w)."))
         return defs
 
-    def merge(
-        self,
-        tensors: Sequence[torch.Tensor],
-        base: torch.Tensor | None,
-        params: Mapping[str, Any],
-        tensor_params: Sequence[Mapping[str, Any]],
-        *,
-        name: str,
-    ) -> torch.Tensor:
+    def merge(self, inputs: MergeInputs) -> torch.Tensor:
         """Merge one tensor's task vectors onto the base."""
+        base, params = inputs.base, inputs.params
         assert base is not None, "validated: task arithmetic methods need a base"
-        weights = [float(p["weight"]) for p in tensor_params]
-        deltas = [self._thin(t - base, params, name, i) for i, t in enumerate(tensors)]
+        weights = [float(p["weight"]) for p in inputs.tensor_params]
+        deltas = [
+            self._thin(t - base, params, inputs.name, i) for i, t in enumerate(inputs.tensors)
+        ]
         if self.consensus:
             merged = elect_and_merge(deltas, weights)
         else:
