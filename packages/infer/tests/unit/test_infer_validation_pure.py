@@ -1,12 +1,15 @@
 """The pure parts of validation: request translation, id rewriting, forced plans, engine flags."""
 
 import json
+import math
 from typing import Any
 
 import pytest
+import torch
 
 from mlnode.common.errors import InvalidRequest
 from mlnode.infer.args import add_validation_flags, parse_additional_args
+from mlnode.infer.forcing.batch import force_logits, swap_sampled
 from mlnode.infer.forcing.plan import build_plan, forced_ids, target
 from mlnode.infer.forcing.protocol import (
     FORCED_IDS_XARG,
@@ -201,6 +204,21 @@ def test_plan_without_eos_repeats_the_last_id() -> None:
     plan = build_plan([5, 6], vocab_size=50, eos=None)
     assert [target(plan, k) for k in range(4)] == [5, 6, 6, 6]
     assert target([], 0) is None and target(plan, -1) is None
+
+
+def test_forced_rows_only_in_logits_and_samples() -> None:
+    logits = torch.full((3, 4), -1e9)
+    logits[0, 1] = 5.0
+    force_logits(logits, [0, 2], [2, 3])
+    assert logits[0].tolist() == [-math.inf, -math.inf, 0.0, -math.inf]
+    assert logits[1].tolist() == [-1e9] * 4
+    assert logits[2].tolist() == [-math.inf, -math.inf, -math.inf, 0.0]
+    sampled = torch.tensor([7, 8, 9], dtype=torch.int32)
+    swap_sampled(sampled, [1], [4])
+    assert sampled.tolist() == [7, 4, 9] and sampled.dtype == torch.int32
+    force_logits(logits, [], [])
+    swap_sampled(sampled, [], [])
+    assert sampled.tolist() == [7, 4, 9]
 
 
 def test_forced_ids_read_and_checked() -> None:

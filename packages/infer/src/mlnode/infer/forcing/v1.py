@@ -15,6 +15,7 @@ import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
+from mlnode.infer.forcing.batch import force_logits, swap_sampled
 from mlnode.infer.forcing.plan import build_plan, forced_ids, target
 from mlnode.infer.forcing.protocol import PROCESSED_MODES
 
@@ -77,11 +78,7 @@ class ForcedTokensV1(LogitsProcessor):  # type: ignore[misc]
         if self.swap_mode or not self.rows:
             return logits
         rows, ids = self.targets()
-        if rows:
-            row_t = torch.tensor(rows, dtype=torch.long, device=logits.device)
-            id_t = torch.tensor(ids, dtype=torch.long, device=logits.device)
-            logits[row_t] = float("-inf")
-            logits[row_t, id_t] = 0.0
+        force_logits(logits, rows, ids)
         return logits
 
     def swap(self, sampled: torch.Tensor) -> None:
@@ -89,9 +86,7 @@ class ForcedTokensV1(LogitsProcessor):  # type: ignore[misc]
         if not self.rows:
             return
         rows, ids = self.targets()
-        if rows:
-            row_t = torch.tensor(rows, dtype=torch.long, device=sampled.device)
-            sampled[row_t] = torch.tensor(ids, dtype=sampled.dtype, device=sampled.device)
+        swap_sampled(sampled, rows, ids)
 
 
 def find(logitsprocs: Any) -> ForcedTokensV1 | None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from vllm.v1.worker.gpu.sample.logits_processor.interface import LogitsProcessor
 
+from mlnode.infer.forcing.batch import force_logits, swap_sampled
 from mlnode.infer.forcing.plan import build_plan, forced_ids, target
 from mlnode.infer.forcing.protocol import PROCESSED_MODES
 
@@ -75,11 +76,7 @@ class ForcedTokensV2(LogitsProcessor):  # type: ignore[misc]
         if self.swap_mode or not self.plans:
             return logits
         rows, ids = self.targets(ctx.idx_mapping_np, ctx.seq_lens_upper_bound_np)
-        if rows:
-            row_t = torch.tensor(rows, dtype=torch.long, device=logits.device)
-            id_t = torch.tensor(ids, dtype=torch.long, device=logits.device)
-            logits[row_t] = float("-inf")
-            logits[row_t, id_t] = 0.0
+        force_logits(logits, rows, ids)
         return logits
 
     def swap(
@@ -87,9 +84,7 @@ class ForcedTokensV2(LogitsProcessor):  # type: ignore[misc]
     ) -> None:
         """Processed modes: overwrite the sampled ids of forced rows (after sampling)."""
         rows, ids = self.targets(idx_mapping_np, seq_lens_np)
-        if rows:
-            row_t = torch.tensor(rows, dtype=torch.long, device=sampled.device)
-            sampled[row_t] = torch.tensor(ids, dtype=sampled.dtype, device=sampled.device)
+        swap_sampled(sampled, rows, ids)
 
 
 def find(processors: Any) -> ForcedTokensV2 | None:
