@@ -286,16 +286,22 @@ class Exchange:
         if self.started:
             self._forward()
 
-    async def _connect(self, backend: Backend) -> None:
+    async def _open(self, backend: Backend) -> EngineConnection | None:
+        """A connection to `backend`, or None when it failed (answered) or is no longer wanted."""
         try:
             conn = await self.client.relay.pool.connect(backend.host, backend.port)
         except UpstreamError as exc:
             self._fail_before_answer(f"engine {backend.key} failed: {exc}")
-            return
+            return None
         if self.finished or self.local is not None:
             conn.abort()
-            return
-        self._attach(conn)
+            return None
+        return conn
+
+    async def _connect(self, backend: Backend) -> None:
+        conn = await self._open(backend)
+        if conn is not None:
+            self._attach(conn)
 
     def _attach(self, conn: EngineConnection) -> None:
         assert self.backend is not None
@@ -372,13 +378,8 @@ class Exchange:
         self.client.abort()
 
     async def _retry(self, backend: Backend, replay: list[bytes]) -> None:
-        try:
-            conn = await self.client.relay.pool.connect(backend.host, backend.port)
-        except UpstreamError as exc:
-            self._fail_before_answer(f"engine {backend.key} failed: {exc}")
-            return
-        if self.finished or self.local is not None:
-            conn.abort()
+        conn = await self._open(backend)
+        if conn is None:
             return
         self.conn = conn
         self.replay = None
