@@ -97,43 +97,35 @@ def test_refused_args_and_failed_start(node: MLNodeProcess) -> None:
         assert httpx.get(f"{node.url}/readyz").status_code == 200
 
 
-def test_sigterm_with_open_stream_exits_zero_and_leaves_no_engine(tmp_path: Path) -> None:
-    node = MLNodeProcess(tmp_path / "node", FAKE_ENV).start()
-    try:
-        with api(node) as rest:
-            slow = up_body("--chunks", "1000", "--chunk-delay", "0.05")
-            assert rest.post("/inference/up", json=slow).status_code == 200
-            pid = rest.get("/inference/status").json()["instances"][0]["pid"]
-        with (
-            inference(node) as proxy,
-            proxy.stream("POST", "/v1/completions", json={"stream": True}) as stream,
-        ):
-            next(stream.iter_raw())
-            started = time.monotonic()
-            code = node.terminate(timeout_s=10)
-            elapsed = time.monotonic() - started
-    finally:
-        node.kill()
+def assert_sigterm_exits_zero_quickly(node: MLNodeProcess, engine_pid: int) -> None:
+    """SIGTERM ends the node with code 0 in under 5 s, and its engine with it."""
+    started = time.monotonic()
+    code = node.terminate(timeout_s=10)
+    elapsed = time.monotonic() - started
     assert code == 0, node.log()
     assert elapsed < 5
-    assert gone(pid)
+    assert gone(engine_pid)
 
 
-def test_sigterm_during_engine_start_up_exits_zero(tmp_path: Path) -> None:
-    node = MLNodeProcess(tmp_path / "node", FAKE_ENV).start()
-    try:
-        with api(node) as rest:
-            accepted = rest.post("/inference/up/async", json=up_body("--start-delay", "60"))
-            assert accepted.status_code == 202
-            pid = rest.get("/inference/status").json()["instances"][0]["pid"]
-        started = time.monotonic()
-        code = node.terminate(timeout_s=10)
-        elapsed = time.monotonic() - started
-    finally:
-        node.kill()
-    assert code == 0, node.log()
-    assert elapsed < 5
-    assert gone(pid)
+def test_sigterm_with_open_stream_exits_zero_and_leaves_no_engine(node: MLNodeProcess) -> None:
+    with api(node) as rest:
+        slow = up_body("--chunks", "1000", "--chunk-delay", "0.05")
+        assert rest.post("/inference/up", json=slow).status_code == 200
+        pid = rest.get("/inference/status").json()["instances"][0]["pid"]
+    with (
+        inference(node) as proxy,
+        proxy.stream("POST", "/v1/completions", json={"stream": True}) as stream,
+    ):
+        next(stream.iter_raw())
+        assert_sigterm_exits_zero_quickly(node, pid)
+
+
+def test_sigterm_during_engine_start_up_exits_zero(node: MLNodeProcess) -> None:
+    with api(node) as rest:
+        accepted = rest.post("/inference/up/async", json=up_body("--start-delay", "60"))
+        assert accepted.status_code == 202
+        pid = rest.get("/inference/status").json()["instances"][0]["pid"]
+    assert_sigterm_exits_zero_quickly(node, pid)
 
 
 def test_engines_left_by_a_killed_node_are_reaped_at_the_next_start(tmp_path: Path) -> None:
