@@ -15,7 +15,6 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
 _API = re.compile(r"/api/models/([^/]+/[^/]+)/(revision|tree)/([^/?]+)")
@@ -147,12 +146,7 @@ class LocalHub:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.gate.set()
         self._server.shutdown()
         self._server.server_close()

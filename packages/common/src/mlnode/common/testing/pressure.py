@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 from collections.abc import Collection, Sequence
-from types import TracebackType
 
 import httpx
 import psutil
@@ -111,12 +110,7 @@ class AttackWatch:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         # A short attack must still be seen by at least one ping and one memory sample.
         deadline = time.monotonic() + 10
         while not self._latencies and time.monotonic() < deadline and self._thread.is_alive():
