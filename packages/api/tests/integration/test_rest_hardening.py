@@ -24,6 +24,7 @@ from mlnode.common.testing.node_process import free_port
 from mlnode.common.testing.pressure import AttackWatch, tree_rss
 from mlnode.common.testing.schema_fuzz import fuzz_rest_api
 from mlnode.infer.testing.support import FAKE_ENGINE
+from mlnode.pow.testing import TINY_V1_PARAMS
 
 MAX_BODY = 8 << 20
 HEADER_TIMEOUT_S = 2.0
@@ -307,19 +308,6 @@ def test_train_start_refuses_a_device_as_dataset(node: MLNodeProcess) -> None:
 
 def test_callback_password_stays_out_of_logs_and_status(node: MLNodeProcess) -> None:
     url = f"http://mlnode:{PASSWORD}@127.0.0.1:{free_port()}/cb"
-    params = {
-        "dim": 64,
-        "n_layers": 2,
-        "n_heads": 4,
-        "n_kv_heads": 2,
-        "vocab_size": 256,
-        "ffn_dim_multiplier": None,
-        "multiple_of": 64,
-        "norm_eps": 1e-5,
-        "rope_theta": 10000.0,
-        "use_scaled_rope": True,
-        "seq_len": 8,
-    }
     body = {
         "block_hash": "h",
         "block_height": 1,
@@ -327,7 +315,7 @@ def test_callback_password_stays_out_of_logs_and_status(node: MLNodeProcess) -> 
         "batch_size": 16,
         "r_target": 10.0,
         "fraud_threshold": 1e-7,
-        "params": params,
+        "params": TINY_V1_PARAMS,
         "node_id": 0,
         "node_count": 1,
         "url": url,

@@ -15,23 +15,11 @@ import torch
 
 from mlnode.common.testing import MLNodeProcess, wait_until
 from mlnode.common.testing.callback_receiver import CallbackReceiver
+from mlnode.pow.testing import TINY_V1_PARAMS
 from mlnode.pow.v1.compute.engine import DistanceEngine
 from mlnode.pow.v1.compute.model import PowModel
 from mlnode.pow.v1.compute.params import ModelParams
 
-TINY: dict[str, Any] = {
-    "dim": 64,
-    "n_layers": 2,
-    "n_heads": 4,
-    "n_kv_heads": 2,
-    "vocab_size": 256,
-    "ffn_dim_multiplier": None,
-    "multiple_of": 64,
-    "norm_eps": 1e-5,
-    "rope_theta": 10000.0,
-    "use_scaled_rope": True,
-    "seq_len": 8,
-}
 R_TARGET = 1.41
 #: Same code, other batch size and thread count: f32 GEMM may sum in another order (~1e-8).
 RECOMPUTE_TOLERANCE = 1e-6
@@ -51,7 +39,7 @@ def init_body(block_hash: str, url: str) -> dict[str, Any]:
         "batch_size": 16,
         "r_target": R_TARGET,
         "fraud_threshold": 1e-7,
-        "params": TINY,
+        "params": TINY_V1_PARAMS,
         "node_id": 1,
         "node_count": 3,
         "url": url,
@@ -79,7 +67,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MLNodeProc
 
 
 def local_distances(block_hash: str, nonces: list[int]) -> np.ndarray:
-    model = PowModel(block_hash, ModelParams(**TINY), [torch.device("cpu")])
+    model = PowModel(block_hash, ModelParams(**TINY_V1_PARAMS), [torch.device("cpu")])
     return DistanceEngine(model, batch_size=64).distances("prover-key", nonces)
 
 

