@@ -27,6 +27,7 @@ from mlnode.common.transport.settings import TransportSettings
 from mlnode.common.transport.transport import GrpcTransport
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
+from mlnode.train.testing import CLUSTER_NODE_ENV
 from mlnode.train.testing.adversary import TAKEOVER_LEAD, Attack, AttackerTrainer
 from mlnode.train.trainer import TrainerEnv
 
@@ -34,15 +35,6 @@ HONEST = (1, 2, 3, 4)
 ATTACKER = 0  # rank 0: the one every tie of the old rules went to
 WORLD = 5
 ROUNDS = 8
-ENV = {
-    "MLNODE_GRPC_HOST": "127.0.0.1",
-    "MLNODE_TRAIN_DEVICE": "cpu",
-    "MLNODE_TRAIN_TORCH_THREADS": "1",
-    "MLNODE_TRAIN_VOTE_TIMEOUT_S": "10",
-    "MLNODE_TRAIN_JOIN_TIMEOUT_S": "20",
-    "OMP_NUM_THREADS": "1",
-    "MLNODE_LOG_LEVEL": "WARNING",
-}
 ATTACKS = [a for a in Attack if a not in (Attack.NONE, Attack.TAKEOVER)]
 
 
@@ -56,7 +48,7 @@ def network(
 ) -> Iterator[tuple[dict[int, MLNodeProcess], GrpcTransport]]:
     """Four honest nodes and the attacker's transport, each knowing every other (any task)."""
     root = tmp_path_factory.mktemp("attack-net")
-    nodes = {r: MLNodeProcess(root / name(r), env=ENV).start() for r in HONEST}
+    nodes = {r: MLNodeProcess(root / name(r), env=CLUSTER_NODE_ENV).start() for r in HONEST}
     settings = TransportSettings(host="127.0.0.1", port=free_port())
     attacker = GrpcTransport(settings, root / "attacker")
     try:

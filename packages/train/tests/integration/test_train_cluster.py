@@ -19,19 +19,11 @@ import httpx
 import pytest
 
 from mlnode.common.testing import MLNodeProcess, WaitTimeout, wait_until
+from mlnode.train.testing import CLUSTER_NODE_ENV
 
 TASK = "task-int"
 NODES = 3
 TOTAL_ROUNDS = 60
-ENV = {
-    "MLNODE_GRPC_HOST": "127.0.0.1",
-    "MLNODE_TRAIN_DEVICE": "cpu",
-    "MLNODE_TRAIN_TORCH_THREADS": "1",
-    "MLNODE_TRAIN_VOTE_TIMEOUT_S": "10",
-    "MLNODE_TRAIN_JOIN_TIMEOUT_S": "20",
-    "OMP_NUM_THREADS": "1",
-    "MLNODE_LOG_LEVEL": "WARNING",
-}
 
 
 def node_id(rank: int) -> str:
@@ -78,7 +70,9 @@ def hashes(body: dict[str, Any]) -> dict[int, str]:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[dict[int, MLNodeProcess]]:
-    nodes = {r: MLNodeProcess(tmp_path / node_id(r), env=ENV).start() for r in range(NODES)}
+    nodes = {
+        r: MLNodeProcess(tmp_path / node_id(r), env=CLUSTER_NODE_ENV).start() for r in range(NODES)
+    }
     try:
         for rank in nodes:
             register(nodes, rank, [o for o in nodes if o != rank])
@@ -163,7 +157,7 @@ def test_three_nodes_train_survive_a_kill_and_resume(
     )
 
     # 4. Restart node 2: it rejoins from its checkpoint and the weights pulled from a peer.
-    nodes[2] = MLNodeProcess(tmp_path / node_id(2), env=ENV).start()
+    nodes[2] = MLNodeProcess(tmp_path / node_id(2), env=CLUSTER_NODE_ENV).start()
     register(nodes, 0, [2])
     register(nodes, 1, [2])
     register(nodes, 2, [0, 1])

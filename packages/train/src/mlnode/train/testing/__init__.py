@@ -1,5 +1,7 @@
 """Test helpers of mlnode-train: a tiny model config and corpus, follower weight hashes.
 
+`CLUSTER_NODE_ENV` is the environment of real nodes that train together on loopback.
+
 `MemoryHub` / `MemoryTransport` are the names train's tests knew the in-memory transport by; they
 are `mlnode.common.testing`'s `TransportHub` / `FakeTransport`, the one fake of every package.
 """
@@ -14,7 +16,14 @@ from typing import Any
 from mlnode.common.testing.fake_transport import FakeTransport as MemoryTransport
 from mlnode.common.testing.fake_transport import TransportHub as MemoryHub
 
-__all__ = ["TINY_LLAMA", "MemoryHub", "MemoryTransport", "follower_hashes", "write_tiny_corpus"]
+__all__ = [
+    "CLUSTER_NODE_ENV",
+    "TINY_LLAMA",
+    "MemoryHub",
+    "MemoryTransport",
+    "follower_hashes",
+    "write_tiny_corpus",
+]
 
 #: A Llama small enough to train a round in seconds on a CPU (`{"model": {"config": ...}}`).
 TINY_LLAMA: dict[str, Any] = {
@@ -26,6 +35,18 @@ TINY_LLAMA: dict[str, Any] = {
     "num_attention_heads": 2,
     "num_key_value_heads": 2,
     "max_position_embeddings": 64,
+}
+
+#: The environment of a real MLNode (`MLNodeProcess`) that trains with others on loopback: CPU,
+#: one thread, votes and joins bounded for a test.
+CLUSTER_NODE_ENV: dict[str, str] = {
+    "MLNODE_GRPC_HOST": "127.0.0.1",
+    "MLNODE_TRAIN_DEVICE": "cpu",
+    "MLNODE_TRAIN_TORCH_THREADS": "1",
+    "MLNODE_TRAIN_VOTE_TIMEOUT_S": "10",
+    "MLNODE_TRAIN_JOIN_TIMEOUT_S": "20",
+    "OMP_NUM_THREADS": "1",
+    "MLNODE_LOG_LEVEL": "WARNING",
 }
 
 SUBJECTS = ("the cat", "a dog", "my friend", "the bird", "our teacher", "a child")
