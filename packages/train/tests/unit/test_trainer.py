@@ -40,6 +40,20 @@ def make_trainer(
     return DilocoTrainer.build(request, env, progress), progress
 
 
+def workers(
+    make_request: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+    transports: list[FakeTransport],
+    **overrides: Any,
+) -> list[tuple[DilocoTrainer, TrainProgress]]:
+    """One trainer per transport, ranked in order, each checkpointing to `tmp_path / c<rank>`."""
+    world = len(transports)
+    return [
+        make_trainer(make_request, t, r, world, tmp_path / f"c{r}", **overrides)
+        for r, t in enumerate(transports)
+    ]
+
+
 def alone() -> FakeTransport:
     """The transport of a worker without peers."""
     return TransportHub().node("w0")
@@ -74,9 +88,7 @@ def when(condition: Callable[[], bool], action: Callable[[], None]) -> threading
 
 def test_three_workers_learn_and_stay_identical(make_request, tmp_path) -> None:
     hub = TransportHub()
-    pairs = [
-        make_trainer(make_request, hub.node(f"w{r}"), r, 3, tmp_path / f"c{r}") for r in range(3)
-    ]
+    pairs = workers(make_request, tmp_path, [hub.node(f"w{r}") for r in range(3)])
 
     run_all([t for t, _ in pairs])
 
@@ -103,12 +115,8 @@ def test_sparse_workers_stay_identical_and_checkpoint_their_error_feedback(
         "sparse_chunk": 1024,
         "sparse_error_decay": 0.95,
     }
-    pairs = [
-        make_trainer(
-            make_request, hub.node(f"w{r}"), r, 2, tmp_path / f"c{r}", diloco=diloco(30) | sparse
-        )
-        for r in range(2)
-    ]
+    nodes = [hub.node(f"w{r}") for r in range(2)]
+    pairs = workers(make_request, tmp_path, nodes, diloco=diloco(30) | sparse)
 
     run_all([t for t, _ in pairs])
 
@@ -126,18 +134,8 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
     make_request, tmp_path
 ) -> None:
     hub = TransportHub()
-    pairs = [
-        make_trainer(
-            make_request,
-            hub.node(f"w{r}"),
-            r,
-            3,
-            tmp_path / f"c{r}",
-            optim=optim(40),
-            diloco=diloco(10.0),
-        )
-        for r in range(3)
-    ]
+    nodes = [hub.node(f"w{r}") for r in range(3)]
+    pairs = workers(make_request, tmp_path, nodes, optim=optim(40), diloco=diloco(10.0))
     stops = [threading.Event() for _ in range(3)]
     victim = pairs[2][1]
 
@@ -182,17 +180,8 @@ def test_a_killed_worker_is_left_out_and_rejoins_from_checkpoint_and_peers(
 
 def test_a_partitioned_worker_pulls_the_majority(make_request, tmp_path) -> None:
     hub = TransportHub()
-    pairs = [
-        make_trainer(
-            make_request,
-            dropping(hub.node(f"w{r}"), "outer-1-") if r == 2 else hub.node(f"w{r}"),
-            r,
-            3,
-            tmp_path / f"c{r}",
-            diloco=diloco(5.0),
-        )
-        for r in range(3)
-    ]
+    nodes = [hub.node("w0"), hub.node("w1"), dropping(hub.node("w2"), "outer-1-")]
+    pairs = workers(make_request, tmp_path, nodes, diloco=diloco(5.0))
 
     run_all([t for t, _ in pairs])
 
@@ -206,17 +195,8 @@ def test_a_worker_that_missed_one_live_peer_learns_it_is_the_odd_one_out(
     make_request, tmp_path
 ) -> None:
     hub = TransportHub()
-    pairs = [
-        make_trainer(
-            make_request,
-            dropping(hub.node("w0"), "outer-1-", drop_to="w1") if r == 0 else hub.node(f"w{r}"),
-            r,
-            3,
-            tmp_path / f"c{r}",
-            diloco=diloco(3.0),
-        )
-        for r in range(3)
-    ]
+    nodes = [dropping(hub.node("w0"), "outer-1-", drop_to="w1"), hub.node("w1"), hub.node("w2")]
+    pairs = workers(make_request, tmp_path, nodes, diloco=diloco(3.0))
 
     run_all([t for t, _ in pairs])
 
