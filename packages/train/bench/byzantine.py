@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mlnode.train.schemas import TrainRequest
-from mlnode.train.testing import TINY_LLAMA, write_tiny_corpus
+from mlnode.train.testing import TINY_LLAMA, mesh_body, write_tiny_corpus
 from mlnode.train.testing.adversary import Attack, run_workers
 
 WORKERS = 5
@@ -44,28 +44,28 @@ def requests(
 ) -> list[TrainRequest]:
     return [
         TrainRequest.model_validate(
-            {
-                "task_id": task,
-                "model": {"config": TINY_LLAMA},
-                "dataset": {"path": str(corpus), "seq_len": 32, "eval_fraction": 0.1},
-                "rank": rank,
-                "world_size": WORKERS,
-                "peers": [{"peer_id": f"w{r}", "rank": r} for r in range(WORKERS) if r != rank],
-                "diloco": {
+            mesh_body(
+                task,
+                rank,
+                WORKERS,
+                TINY_LLAMA,
+                corpus,
+                32,
+                diloco={
                     "inner_steps": h,
                     "round_timeout_s": 30,
                     "chunk_timeout_s": 30,
                     "robust": robust,
                 },
-                "optim": {
+                optim={
                     "lr": 3e-3,
                     "weight_decay": 0.0,
                     "total_steps": h * rounds,
                     "batch_size": 8,
                 },
-                "checkpoint": {"every_outer_steps": rounds},
-                "seed": 5,
-            }
+                checkpoint={"every_outer_steps": rounds},
+                seed=5,
+            )
         )
         for rank in range(WORKERS)
     ]

@@ -33,7 +33,7 @@ import torch
 from mlnode.common.testing import TransportHub
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
-from mlnode.train.testing import write_tiny_corpus
+from mlnode.train.testing import mesh_body, write_tiny_corpus
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
 WORKERS = 3
@@ -60,15 +60,15 @@ def request(
     decay: float,
 ) -> TrainRequest:
     return TrainRequest.model_validate(
-        {
-            "task_id": f"bench-h{h}",
-            "model": {"config": MODEL},
-            "dataset": {"path": str(corpus), "seq_len": 64, "eval_fraction": 0.1},
-            "rank": rank,
-            "world_size": WORKERS,
-            "peers": [{"peer_id": f"w{r}", "rank": r} for r in range(WORKERS) if r != rank],
+        mesh_body(
+            f"bench-h{h}",
+            rank,
+            WORKERS,
+            MODEL,
+            corpus,
+            64,
             # Plain DiLoCo: the robust rules and the gate are measured by bench/byzantine.py.
-            "diloco": {
+            diloco={
                 "inner_steps": h,
                 "compression": compression,
                 "sparse_density": density,
@@ -76,15 +76,15 @@ def request(
                 "robust": {"aggregation": "mean", "gate": False},
                 **outer,
             },
-            "optim": {
+            optim={
                 "lr": 3e-3,
                 "weight_decay": 0.0,
                 "warmup_steps": 10,
                 "total_steps": steps,
                 "batch_size": 8,
             },
-            "seed": 1,
-        }
+            seed=1,
+        )
     )
 
 

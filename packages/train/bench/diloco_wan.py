@@ -27,7 +27,7 @@ from mlnode.common.transport.settings import TransportSettings
 from mlnode.common.transport.transport import GrpcTransport
 from mlnode.train.progress import TrainProgress
 from mlnode.train.schemas import TrainRequest
-from mlnode.train.testing import write_tiny_corpus
+from mlnode.train.testing import mesh_body, write_tiny_corpus
 from mlnode.train.trainer import DilocoTrainer, TrainerEnv
 
 WORKERS = 3
@@ -47,24 +47,24 @@ MODEL = {
 
 def request(corpus: Path, rank: int, rounds: int, compression: str) -> TrainRequest:
     return TrainRequest.model_validate(
-        {
-            "task_id": TASK,
-            "model": {"config": MODEL},
-            "dataset": {"path": str(corpus), "seq_len": 64, "eval_fraction": 0.1},
-            "rank": rank,
-            "world_size": WORKERS,
-            "peers": [{"peer_id": f"w{r}", "rank": r} for r in range(WORKERS) if r != rank],
-            "diloco": {
+        mesh_body(
+            TASK,
+            rank,
+            WORKERS,
+            MODEL,
+            corpus,
+            64,
+            diloco={
                 "inner_steps": H,
                 "compression": compression,
                 "sparse_density": 1 / 16,
                 "robust": {"aggregation": "mean", "gate": False},
             },
-            "optim": {"lr": 3e-3, "total_steps": H * rounds, "batch_size": 8},
+            optim={"lr": 3e-3, "total_steps": H * rounds, "batch_size": 8},
             # No checkpoint inside the timed rounds: the outer step is the link's and the maths'.
-            "checkpoint": {"every_outer_steps": 1000},
-            "seed": 1,
-        }
+            checkpoint={"every_outer_steps": 1000},
+            seed=1,
+        )
     )
 
 

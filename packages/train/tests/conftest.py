@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlnode.train.testing import TINY_LLAMA, write_tiny_corpus
+from mlnode.train.testing import TINY_LLAMA, mesh_body, write_tiny_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -26,24 +26,24 @@ def make_request(corpus: Path, tmp_path: Path) -> Callable[..., dict[str, Any]]:
     """A JSON body for POST /train/start; keyword arguments override top-level fields."""
 
     def make(rank: int = 0, world_size: int = 1, **overrides: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "task_id": "task-1",
-            "model": {"config": dict(TINY_LLAMA)},
-            "dataset": {"path": str(corpus), "seq_len": 32, "eval_fraction": 0.1},
-            "rank": rank,
-            "world_size": world_size,
-            "peers": [{"peer_id": f"w{r}", "rank": r} for r in range(world_size) if r != rank],
-            "diloco": {"inner_steps": 5, "round_timeout_s": 20, "chunk_timeout_s": 10},
-            "optim": {
+        body = mesh_body(
+            "task-1",
+            rank,
+            world_size,
+            TINY_LLAMA,
+            corpus,
+            32,
+            diloco={"inner_steps": 5, "round_timeout_s": 20, "chunk_timeout_s": 10},
+            optim={
                 "lr": 3e-3,
                 "total_steps": 20,
                 "batch_size": 8,
                 "micro_batch_size": 4,
                 "weight_decay": 0.0,
             },
-            "checkpoint": {"dir": str(tmp_path / f"ckpt-{rank}"), "every_outer_steps": 1},
-            "seed": 7,
-        }
+            checkpoint={"dir": str(tmp_path / f"ckpt-{rank}"), "every_outer_steps": 1},
+            seed=7,
+        )
         body.update(overrides)
         return body
 

@@ -15,44 +15,38 @@ from typing import Any
 import pytest
 
 from mlnode.train.schemas import TrainRequest
-from mlnode.train.testing import write_tiny_corpus
+from mlnode.train.testing import mesh_body, write_tiny_corpus
 from mlnode.train.testing.adversary import TAKEOVER_LEAD, Attack, run_workers
 
 WORLD = 7
 ATTACKERS = (0, 4)  # rank 0 wins every tie of the old rules
 ROUNDS = 3
+MODEL = {
+    "model_type": "llama",
+    "vocab_size": 256,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32,
+}
 
 
 def body(corpus: Path, rank: int, robust: dict[str, Any]) -> TrainRequest:
     return TrainRequest.model_validate(
-        {
-            "task_id": "attack",
-            "model": {
-                "config": {
-                    "model_type": "llama",
-                    "vocab_size": 256,
-                    "hidden_size": 16,
-                    "intermediate_size": 32,
-                    "num_hidden_layers": 1,
-                    "num_attention_heads": 2,
-                    "num_key_value_heads": 2,
-                    "max_position_embeddings": 32,
-                }
-            },
-            "dataset": {"path": str(corpus), "seq_len": 16, "eval_fraction": 0.1},
-            "rank": rank,
-            "world_size": WORLD,
-            "peers": [{"peer_id": f"w{r}", "rank": r} for r in range(WORLD) if r != rank],
-            "diloco": {
-                "inner_steps": 4,
-                "round_timeout_s": 8,
-                "chunk_timeout_s": 8,
-                "robust": robust,
-            },
-            "optim": {"lr": 3e-3, "total_steps": 4 * ROUNDS, "batch_size": 4},
-            "checkpoint": {"every_outer_steps": ROUNDS},
-            "seed": 3,
-        }
+        mesh_body(
+            "attack",
+            rank,
+            WORLD,
+            MODEL,
+            corpus,
+            16,
+            diloco={"inner_steps": 4, "round_timeout_s": 8, "chunk_timeout_s": 8, "robust": robust},
+            optim={"lr": 3e-3, "total_steps": 4 * ROUNDS, "batch_size": 4},
+            checkpoint={"every_outer_steps": ROUNDS},
+            seed=3,
+        )
     )
 
 

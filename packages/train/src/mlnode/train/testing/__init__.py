@@ -1,6 +1,7 @@
 """Test helpers of mlnode-train: a tiny model config and corpus, follower weight hashes.
 
-`CLUSTER_NODE_ENV` is the environment of real nodes that train together on loopback.
+`mesh_body` is the common part of a request of a worker among peers; `CLUSTER_NODE_ENV` is the
+environment of real nodes that train together on loopback.
 
 `MemoryHub` / `MemoryTransport` are the names train's tests knew the in-memory transport by; they
 are `mlnode.common.testing`'s `TransportHub` / `FakeTransport`, the one fake of every package.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "MemoryHub",
     "MemoryTransport",
     "follower_hashes",
+    "mesh_body",
     "write_tiny_corpus",
 ]
 
@@ -48,6 +51,32 @@ CLUSTER_NODE_ENV: dict[str, str] = {
     "OMP_NUM_THREADS": "1",
     "MLNODE_LOG_LEVEL": "WARNING",
 }
+
+
+def mesh_body(
+    task_id: str,
+    rank: int,
+    world: int,
+    model: Mapping[str, Any],
+    corpus: Path,
+    seq_len: int,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A POST /train/start body of worker `rank` among `world` peers named `w0`, `w1`, ...
+
+    It trains `model` (a config) on `corpus`, a tenth held out for eval; `fields` (diloco, optim,
+    seed, ...) follow.
+    """
+    return {
+        "task_id": task_id,
+        "model": {"config": dict(model)},
+        "dataset": {"path": str(corpus), "seq_len": seq_len, "eval_fraction": 0.1},
+        "rank": rank,
+        "world_size": world,
+        "peers": [{"peer_id": f"w{r}", "rank": r} for r in range(world) if r != rank],
+        **fields,
+    }
+
 
 SUBJECTS = ("the cat", "a dog", "my friend", "the bird", "our teacher", "a child")
 VERBS = ("sees", "likes", "finds", "eats", "draws", "brings")
