@@ -2,20 +2,9 @@ import pytest
 import torch
 
 from mlnode.common.errors import PeerUnknown
-from mlnode.common.testing import TransportHub
+from mlnode.common.testing import DictProvider, TransportHub
 from mlnode.common.transport.api import TensorMeta, TensorTransport
 from mlnode.common.transport.errors import LimitExceeded, NotOffered, PeerUnreachable
-
-
-class Provider:
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.tensors = tensors
-
-    def describe(self) -> list[TensorMeta]:
-        return [TensorMeta(n, t.dtype, tuple(t.shape)) for n, t in self.tensors.items()]
-
-    def get(self, name: str) -> torch.Tensor:
-        return self.tensors[name]
 
 
 def test_fake_nodes_push_receive_and_fetch() -> None:
@@ -26,7 +15,7 @@ def test_fake_nodes_push_receive_and_fetch() -> None:
     transport.send("b", {"x": source}, "t", "r")
     source += 1  # the receiver got a copy
     assert torch.equal(b.receive("t", "r", ["a", "c"], timeout=0.01)["a"]["x"], torch.ones(3))
-    b.serve("t", Provider({"w": torch.arange(4)}))
+    b.serve("t", DictProvider({"w": torch.arange(4)}))
     assert a.list_tensors("b", "t") == [TensorMeta("w", torch.int64, (4,))]
     assert torch.equal(a.fetch("b", "t", ["w"])["w"], torch.arange(4))
     with pytest.raises(NotOffered):
@@ -48,7 +37,7 @@ def test_fake_failures() -> None:
 def test_registered_only_hub_needs_keys_both_ways() -> None:
     hub = TransportHub(registered_only=True)
     a, b = hub.node("a"), hub.node("b")
-    b.serve("t", Provider({"w": torch.ones(2)}))
+    b.serve("t", DictProvider({"w": torch.ones(2)}))
     with pytest.raises(PeerUnknown):
         a.fetch("b", "t", ["w"])
     a.known.add("b")
@@ -65,7 +54,7 @@ def test_a_killed_node_loses_what_it_held_and_cannot_call_out() -> None:
     hub = TransportHub()
     a, b = hub.node("a"), hub.node("b")
     a.send("b", {"x": torch.ones(1)}, "t", "r")
-    b.serve("t", Provider({"w": torch.ones(2)}))
+    b.serve("t", DictProvider({"w": torch.ones(2)}))
     hub.kill("b")
     with pytest.raises(PeerUnreachable):
         a.send("b", {"x": torch.ones(1)}, "t", "r")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mlnode.common.errors import PeerUnknown
-from mlnode.common.testing import free_port, wait_until
+from mlnode.common.testing import DictProvider, free_port, wait_until
 from mlnode.common.transport import wire
 from mlnode.common.transport.api import TensorMeta
 from mlnode.common.transport.client import PreparedHandshake
@@ -85,21 +85,10 @@ def test_receive_wakes_when_the_last_peer_delivers(pair: Pair) -> None:
     assert not waiter.is_alive() and set(result) == {"alice"}
 
 
-class Provider:
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.tensors = tensors
-
-    def describe(self) -> list[TensorMeta]:
-        return [TensorMeta(n, t.dtype, tuple(t.shape)) for n, t in self.tensors.items()]
-
-    def get(self, name: str) -> torch.Tensor:
-        return self.tensors[name]
-
-
 def test_list_and_fetch_from_a_provider(pair: Pair) -> None:
     # bob serves, alice pulls: alice must know bob and bob must accept alice for the task
     weights = {"w": torch.randn(64, 64), "b": torch.randn(64).to(torch.bfloat16)}
-    pair.bob.serve("t", Provider(weights))
+    pair.bob.serve("t", DictProvider(weights))
     metas = pair.alice.list_tensors("bob", "t")
     assert metas == [
         TensorMeta("w", torch.float32, (64, 64)),
@@ -149,7 +138,7 @@ def test_inbox_budget_refuses_a_push_and_delivers_nothing() -> None:
 
 
 def test_local_removal_stops_a_fetch_in_progress(pair: Pair) -> None:
-    class SlowProvider(Provider):
+    class SlowProvider(DictProvider):
         def get(self, name: str) -> torch.Tensor:
             if name == "second":
                 pair.alice.peers.remove("bob")  # alice forgets bob while pulling from him

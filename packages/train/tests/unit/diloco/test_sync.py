@@ -4,8 +4,7 @@ import time
 import pytest
 import torch
 
-from mlnode.common.testing import TransportHub
-from mlnode.common.transport import TensorMeta
+from mlnode.common.testing import DictProvider, TransportHub
 from mlnode.train.diloco.math import weights_hash
 from mlnode.train.diloco.sync import (
     InvalidState,
@@ -165,19 +164,6 @@ def test_peer_states_waits_for_a_peer_that_starts_serving_late() -> None:
 
     # w2 never served: given up after wait_s; w1 states the hash of what it serves.
     assert offers == {"w1": {6: snapshot(6, 1.0).state_digest()}}
-
-
-class DictProvider:
-    """Serves whatever tensors it is given (a lying peer's provider)."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.tensors = tensors
-
-    def describe(self) -> list[TensorMeta]:
-        return [TensorMeta(k, t.dtype, tuple(t.shape)) for k, t in self.tensors.items()]
-
-    def get(self, name: str) -> torch.Tensor:
-        return self.tensors[name]
 
 
 def test_a_pulled_state_must_hash_to_the_vouched_value_and_fit_the_model() -> None:

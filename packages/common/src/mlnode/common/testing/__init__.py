@@ -13,7 +13,7 @@ from mlnode.common.testing.backends import (
     open_backend,
 )
 from mlnode.common.testing.callback_receiver import CallbackReceiver
-from mlnode.common.testing.fake_transport import FakeTransport, TransportHub
+from mlnode.common.testing.fake_transport import DictProvider, FakeTransport, TransportHub
 from mlnode.common.testing.node_process import MLNodeProcess, free_port
 from mlnode.common.testing.peer_mesh import MeshNode, register_mesh
 from mlnode.common.testing.wait import WaitTimeout, not_none, wait_until, wait_until_async
@@ -21,6 +21,7 @@ from mlnode.common.testing.wait import WaitTimeout, not_none, wait_until, wait_u
 __all__ = [
     "BackendUnavailable",
     "CallbackReceiver",
+    "DictProvider",
     "FakeTransport",
     "MLNodeBackend",
     "MLNodeHandle",

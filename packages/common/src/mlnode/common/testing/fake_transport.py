@@ -3,7 +3,7 @@
 Nodes made from one `TransportHub` reach each other by peer id (a node is made on first use, by
 `hub.node(peer_id)` or by a call to it). Tensors pass through the real
 codec (same dtypes, same copies as the wire), pushes land in a real `Inbox`, providers sit in the
-real `Providers` registry. Faults a test can drive:
+real `Providers` registry (`DictProvider` offers a dict of tensors). Faults a test can drive:
 
 - `hub.set_offline(peer)`: calls to the peer fail with `PeerUnreachable`; it keeps what it held.
 - `hub.kill(peer)` / `hub.revive(peer)`: a dead peer is unreachable, cannot call out either, and
@@ -185,3 +185,18 @@ class FakeTransport:
         got = {name: wire_copy(name, provider.get(name)) for name in names}
         check_as_listed(peer_id, got, expected)
         return got
+
+
+class DictProvider:
+    """A `TensorProvider` that offers the tensors it is given, as they are."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def describe(self) -> list[TensorMeta]:
+        """Each tensor's name, dtype and shape."""
+        return [TensorMeta(n, t.dtype, tuple(t.shape)) for n, t in self.tensors.items()]
+
+    def get(self, name: str) -> torch.Tensor:
+        """The tensor itself (the transport copies what it sends)."""
+        return self.tensors[name]
