@@ -16,15 +16,7 @@ from mlnode.train.data import TokenBatches, eval_windows, read_tokens, split_eva
 from mlnode.train.legacy import LegacyTrainBody, from_legacy
 from mlnode.train.model import ByteTokenizer, build_model, load_tokenizer
 from mlnode.train.schemas import DatasetSpec, ModelSpec
-
-TINY = {
-    "hidden_size": 16,
-    "intermediate_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "vocab_size": 256,
-}
+from mlnode.train.testing import TINY_LLAMA
 
 
 def test_text_and_jsonl_are_tokenized_as_bytes(tmp_path: Path) -> None:
@@ -102,25 +94,25 @@ def test_a_local_model_dir_with_its_tokenizer(tmp_path: Path) -> None:
     PreTrainedTokenizerFast(
         tokenizer_object=core, unk_token="<unk>", pad_token="<pad>"
     ).save_pretrained(tmp_path)
-    build_model(ModelSpec(config={**TINY, "vocab_size": 5}), 0).save_pretrained(tmp_path)
+    build_model(ModelSpec(config={**TINY_LLAMA, "vocab_size": 5}), 0).save_pretrained(tmp_path)
 
     spec = ModelSpec(path=str(tmp_path))
     model = build_model(spec, 0)
     assert load_tokenizer(spec, model)("the cat sat") == [2, 3, 4]
-    small = build_model(ModelSpec(config={**TINY, "vocab_size": 100}), 0)
+    small = build_model(ModelSpec(config={**TINY_LLAMA, "vocab_size": 100}), 0)
     with pytest.raises(InvalidRequest, match="vocab_size"):
         load_tokenizer(ModelSpec(config={}), small)
 
 
 def test_the_same_seed_builds_the_same_weights() -> None:
-    first = build_model(ModelSpec(config=TINY), 3).state_dict()
-    second = build_model(ModelSpec(config=TINY), 3).state_dict()
+    first = build_model(ModelSpec(config=TINY_LLAMA), 3).state_dict()
+    second = build_model(ModelSpec(config=TINY_LLAMA), 3).state_dict()
 
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_checkpoints_roundtrip_keep_the_newest_and_load_as_a_model(tmp_path: Path) -> None:
-    model = build_model(ModelSpec(config=TINY), 0)
+    model = build_model(ModelSpec(config=TINY_LLAMA), 0)
     params = {n: p.detach() for n, p in model.named_parameters()}
     for r in (1, 2, 3):
         checkpoint = Checkpoint(
@@ -149,7 +141,7 @@ def test_checkpoints_roundtrip_keep_the_newest_and_load_as_a_model(tmp_path: Pat
 def test_legacy_env_is_mapped_onto_the_request() -> None:
     body = LegacyTrainBody(
         train_config={
-            "model": {"config": TINY},
+            "model": {"config": TINY_LLAMA},
             "dataset": {"path": "c.txt"},
             "peers": [{"peer_id": "a", "rank": 0}],
         },
