@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 from load import Result, run_load
 
 from mlnode.common.testing.node_process import MLNodeProcess
@@ -29,7 +32,26 @@ VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 PROMPT = "the cat and the dog see a big red tree in the sun"
 
 
-def compare(label: str, ports: dict[str, int], body: dict, args) -> None:
+def node_cpu_meter(node_pid: int, engine_pid: int) -> Callable[[], float]:
+    """CPU seconds the node used so far, its engines' processes left out."""
+    node, engine = psutil.Process(node_pid), psutil.Process(engine_pid)
+    engine_tree = {engine.pid, *(p.pid for p in engine.children(recursive=True))}
+
+    def used() -> float:
+        total = 0.0
+        for proc in [node, *node.children(recursive=True)]:
+            if proc.pid not in engine_tree:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+        return total
+
+    return used
+
+
+def compare(
+    label: str, ports: dict[str, int], body: dict, args, node_cpu: Callable[[], float]
+) -> None:
     proxy_port, engine_port, rest_port = ports["proxy"], ports["engine"], ports["rest"]
     payload = json.dumps(body).encode()
     path = "/v1/completions"
@@ -38,14 +60,19 @@ def compare(label: str, ports: dict[str, int], body: dict, args) -> None:
     asyncio.run(run_load(rest_port, path, payload, min(200, args.requests), 4))
     for concurrency in (1, args.concurrency):
         n = args.requests if concurrency > 1 else args.requests // 2
-        runs: dict[str, list[Result]] = {"direct": [], "proxy": [], "prefixed": [], "one-port": []}
+        sides = {
+            "direct": (engine_port, path),
+            "proxy": (proxy_port, path),
+            "prefixed": (proxy_port, VERSIONED + path),
+            "one-port": (rest_port, path),
+        }
+        runs: dict[str, list[Result]] = {side: [] for side in sides}
+        cpu = dict.fromkeys(sides, 0.0)
         for _ in range(args.rounds):  # interleaved, so drift hits every side alike
-            runs["direct"].append(asyncio.run(run_load(engine_port, path, payload, n, concurrency)))
-            runs["proxy"].append(asyncio.run(run_load(proxy_port, path, payload, n, concurrency)))
-            runs["prefixed"].append(
-                asyncio.run(run_load(proxy_port, VERSIONED + path, payload, n, concurrency))
-            )
-            runs["one-port"].append(asyncio.run(run_load(rest_port, path, payload, n, concurrency)))
+            for side, (port, target) in sides.items():
+                before = node_cpu()
+                runs[side].append(asyncio.run(run_load(port, target, payload, n, concurrency)))
+                cpu[side] += node_cpu() - before
         best = {side: max(results, key=lambda r: r.rps) for side, results in runs.items()}
         print(f"\n{label}, concurrency {concurrency}, {n} requests x {args.rounds} rounds (best)")
         print(best["direct"].line("  direct to engine"))
@@ -61,6 +88,12 @@ def compare(label: str, ports: dict[str, int], body: dict, args) -> None:
         one_port = best["one-port"].rps / best["direct"].rps
         one_cost = best["one-port"].pct(0.5) - best["direct"].pct(0.5)
         print(f"  one-port ratio {one_port:.2f}x vs direct   p50 overhead {one_cost:.2f} ms")
+        # The node's own CPU per request: steadier than the ratios, which move with the engine.
+        per_request = {side: 1000 * cpu[side] / (n * args.rounds) for side in sides}
+        print(
+            "  node CPU per request: "
+            + ", ".join(f"{side} {ms:.3f} ms" for side, ms in per_request.items())
+        )
 
 
 def with_node(env: dict[str, str], up: dict, label: str, body: dict, args, state: Path) -> None:
@@ -68,10 +101,10 @@ def with_node(env: dict[str, str], up: dict, label: str, body: dict, args, state
         rest = httpx.Client(base_url=f"{node.url}/api/v1", timeout=600)
         response = rest.post("/inference/up", json=up)
         response.raise_for_status()
-        engine_port = rest.get("/inference/status").json()["instances"][0]["port"]
+        instance = rest.get("/inference/status").json()["instances"][0]
         try:
-            ports = {"proxy": node.inference_port, "engine": engine_port, "rest": node.port}
-            compare(label, ports, body, args)
+            ports = {"proxy": node.inference_port, "engine": instance["port"], "rest": node.port}
+            compare(label, ports, body, args, node_cpu_meter(node.proc.pid, instance["pid"]))
         finally:
             rest.post("/inference/down")
 

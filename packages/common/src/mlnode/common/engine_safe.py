@@ -16,6 +16,9 @@ ENGINE_SAFE_COMMON = frozenset(
         "mlnode.common.engine_safe",
         "mlnode.common.errors",
         "mlnode.common.hygiene",
+        "mlnode.common.settings",
+        "mlnode.common.state_dir",
+        "mlnode.common.urlprefix",
     }
 )
 

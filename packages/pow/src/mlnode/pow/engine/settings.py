@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Self
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from mlnode.common.settings import MLNodeBaseSettings
 
 
-class PocEngineSettings(BaseSettings):
+class PocEngineSettings(MLNodeBaseSettings):
     """Limits, pins, callback policy and the decode codebook of the engine's PoC routes."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MLNODE_POC_", env_file=".env", extra="ignore", env_ignore_empty=True
-    )
+    model_config = SettingsConfigDict(env_prefix="MLNODE_POC_", env_ignore_empty=True)
 
     codebook_path: Path | None = Field(
         None, description="Decode-scheme codebook (safetensors tensor `codebook`, or raw float32)."
