@@ -88,6 +88,26 @@ def test_signature_by_another_key() -> None:
         read(frames(signer=auth.Identity.generate()))
 
 
+def test_a_bad_signature_checked_beside_the_reading_is_still_named() -> None:
+    # signatures are checked in a worker while later frames are read; the first bad one decides
+    three = {"a": torch.zeros(4), "b": torch.ones(4), "c": torch.ones(2)}
+    stream = frames(tensors=three)
+    first = next(i for i, f in enumerate(stream) if f.WhichOneof("kind") == "trailer")
+    digest = stream[first].trailer.digest
+    stream[first] = pb.Frame(trailer=pb.Trailer(digest=digest, signature=bytes(64)))
+    with pytest.raises(IntegrityError, match="signature on the trailer of tensor 0"):
+        read(stream)
+    encoded = [encode(n, t) for n, t in three.items()]
+    written = write_frames(
+        encoded, session=SESSION, signer=SENDER, task="t", tag="r1", chunk_bytes=64, bundle=True
+    )
+    bundled = [pb.Frame.FromString(wire.serialize(f)) for f in written]
+    assert bundled[0].WhichOneof("kind") == "bundle"
+    bundled[0].bundle.signature = bytes(64)
+    with pytest.raises(IntegrityError, match="signature on the bundle at tensor 0"):
+        read(bundled)
+
+
 def test_frames_of_another_session_do_not_verify() -> None:
     with pytest.raises(IntegrityError, match="signature"):
         read(frames(session=b"\x08" * 32))

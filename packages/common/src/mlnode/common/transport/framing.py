@@ -11,7 +11,9 @@ out, so tampered, truncated, reordered, duplicated or oversized data never reach
 from __future__ import annotations
 
 import hmac
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import cast
 
@@ -151,6 +153,32 @@ def write_frames(
     yield pb.Frame(end=pb.End(count=count, tag=tag, signature=signature))
 
 
+#: Checks signatures while the reader asks gRPC for the next frame (gRPC reads a message only
+#: when asked, so a check made in line delays the rest of the stream by its length).
+_VERIFY_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="transport-verify")
+
+
+class _Signatures:
+    """A stream's signature checks, each run in a worker; `settle` says which one failed."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self._pending: deque[tuple[Future[bool], str]] = deque()
+
+    def check(self, message: bytes, signature: bytes, failure: str) -> None:
+        """Check in a worker; IntegrityError(`failure`) from a later `settle` if it fails."""
+        self.settle(wait=False)
+        job = _VERIFY_POOL.submit(auth.verify, self.key, message, signature)
+        self._pending.append((job, failure))
+
+    def settle(self, wait: bool = True) -> None:
+        """IntegrityError for the first failed check among those done (`wait`: all of them)."""
+        while self._pending and (wait or self._pending[0][0].done()):
+            job, failure = self._pending.popleft()
+            if not job.result():
+                raise IntegrityError(failure)
+
+
 class FrameReader:
     """Reads one signed stream from a peer holding `signer_key` within one session."""
 
@@ -173,6 +201,7 @@ class FrameReader:
         self.alive = alive
         self.reserve = reserve
         self._tag: str | None = None
+        self._signatures = _Signatures(signer_key)
 
     def read(
         self, frames: Iterable[FrameLike], whole: bool = True
@@ -184,8 +213,10 @@ class FrameReader:
         """
         stream = iter(frames)
         tensors: dict[str, torch.Tensor] = {}
+        self._signatures = _Signatures(self.signer_key)
         for frame in stream:
             self.alive()
+            self._signatures.settle(wait=False)
             kind = frame.WhichOneof("kind")
             if kind == "header":
                 header = cast(pb.Frame, frame).header
@@ -214,6 +245,7 @@ class FrameReader:
         message = auth.end_message(self.session, count, end.tag)
         if not auth.verify(self.signer_key, message, end.signature):
             raise IntegrityError("bad signature on the end frame")
+        self._signatures.settle()
         return end.tag
 
     def _parse_header(self, raw: bytes, sequence: int) -> pb.TensorHeader:
@@ -300,8 +332,8 @@ class FrameReader:
         if not hmac.compare_digest(bundle.digest, digest):
             raise IntegrityError(f"payload digest of the bundle at tensor {first} does not match")
         message = auth.bundle_message(self.session, first, raw_headers, digest)
-        if not auth.verify(self.signer_key, message, bundle.signature):
-            raise IntegrityError(f"bad signature on the bundle at tensor {first}")
+        failure = f"bad signature on the bundle at tensor {first}"
+        self._signatures.check(message, bundle.signature, failure)
         out: list[tuple[str, torch.Tensor]] = []
         view = memoryview(payload)
         start = 0
@@ -321,5 +353,5 @@ class FrameReader:
         if not hmac.compare_digest(trailer.digest, digest):
             raise IntegrityError(f"payload digest of tensor {sequence} does not match")
         message = auth.trailer_message(self.session, sequence, raw_header, digest)
-        if not auth.verify(self.signer_key, message, trailer.signature):
-            raise IntegrityError(f"bad signature on the trailer of tensor {sequence}")
+        failure = f"bad signature on the trailer of tensor {sequence}"
+        self._signatures.check(message, trailer.signature, failure)

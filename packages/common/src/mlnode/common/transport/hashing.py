@@ -4,10 +4,20 @@ BLAKE3 releases the GIL, so a chunk hashed in a worker thread overlaps with gRPC
 receiving the next one, and with the reader's copy of the same chunk. Chunks are hashed in the
 order given, so the digest is exactly `blake3(b"".join(chunks))`. At most `MAX_PENDING` chunks
 wait for the worker, so a fast peer cannot make a reader hold more than a few extra chunks.
+
+The workers run at a lower priority (`HASH_NICE`): a chunk's hash is due only when its stream
+ends or `MAX_PENDING` chunks wait, while the threads that move the bytes (gRPC's, the reader's)
+hold the transfer up whenever they wait for a core. Where cores are short (2 cores, both ends of
+a transfer on one machine) the hash then takes what the transfer leaves idle instead of
+preempting it: 64 MiB signed pushes went from 0.80-0.91 to 0.92-0.99 of plain gRPC's rate.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -17,7 +27,28 @@ from blake3 import blake3
 INLINE_BYTES = 256 << 10
 MAX_PENDING = 2
 
-_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="transport-hash")
+#: Nice value added to each worker thread (Linux only): enough to yield a contended core to the
+#: transfer's threads, little enough that a machine busy with other work still hashes at a rate
+#: (about a tenth of a core against each busy thread of priority 0).
+HASH_NICE = 10
+
+log = logging.getLogger(__name__)
+
+
+def _lower_priority() -> None:
+    if sys.platform != "linux":  # elsewhere a thread id is not a target of setpriority
+        return
+    thread = threading.get_native_id()
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, thread) + HASH_NICE
+        os.setpriority(os.PRIO_PROCESS, thread, min(nice, 19))
+    except OSError as exc:  # a sandbox without the syscall: hash at normal priority
+        log.debug("transport hash workers keep their priority: %s", exc)
+
+
+_POOL = ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="transport-hash", initializer=_lower_priority
+)
 
 Buffer = bytes | memoryview
 
