@@ -1,8 +1,11 @@
 import os
+import sys
 import threading
 
+import pytest
 from blake3 import blake3
 
+from mlnode.common.transport import hashing
 from mlnode.common.transport.hashing import INLINE_BYTES, MAX_PENDING, OrderedHash
 
 
@@ -36,3 +39,13 @@ def test_streams_hashed_at_once_do_not_mix() -> None:
     for thread in threads:
         thread.join()
     assert got == {seed: blake3(b"".join(parts)).digest() for seed, parts in data.items()}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+def test_workers_hash_at_a_lower_priority_than_their_caller() -> None:
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    caller = nice()
+    worker = hashing._POOL.submit(nice).result()
+    assert worker == min(caller + hashing.HASH_NICE, 19) and nice() == caller
