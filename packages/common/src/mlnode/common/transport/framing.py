@@ -167,7 +167,6 @@ class _Signatures:
 
     def check(self, message: bytes, signature: bytes, failure: str) -> None:
         """Check in a worker; IntegrityError(`failure`) from a later `settle` if it fails."""
-        self.settle(wait=False)
         job = _VERIFY_POOL.submit(auth.verify, self.key, message, signature)
         self._pending.append((job, failure))
 
@@ -213,7 +212,6 @@ class FrameReader:
         """
         stream = iter(frames)
         tensors: dict[str, torch.Tensor] = {}
-        self._signatures = _Signatures(self.signer_key)
         for frame in stream:
             self.alive()
             self._signatures.settle(wait=False)
