@@ -105,13 +105,21 @@ def scrape(node: MLNodeProcess) -> httpx.Response:
     return httpx.get(f"{node.url}/api/v1/metrics", timeout=5)
 
 
+def prompt_tokens_counted(text: str) -> float:
+    """Prompt tokens the engines' counters hold in a scrape (0 without the family)."""
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    family = families.get("vllm:prompt_tokens")
+    return sum(s.value for s in family.samples if s.name.endswith("_total")) if family else 0.0
+
+
 def test_federation_scrape_with_two_engines(served: tuple[MLNodeProcess, str]) -> None:
     node, _ = served
     if rest_call(node, "GET", "/state").json()["state"] != "INFERENCE":
         pytest.skip("the override test did not bring the engines up")
+    # vLLM counts a request's tokens in its metrics after the answer has gone out
     answer = wait_until(
         lambda: scrape(node),
-        lambda r: r.text.count('source="vllm"') == 2,
+        lambda r: r.text.count('source="vllm"') == 2 and prompt_tokens_counted(r.text) > 0,
         timeout_s=30,
         interval_s=0.5,
     )
