@@ -1,4 +1,5 @@
 import random
+import time
 
 import pytest
 import torch
@@ -106,6 +107,24 @@ def test_a_bad_signature_checked_beside_the_reading_is_still_named() -> None:
     bundled[0].bundle.signature = bytes(64)
     with pytest.raises(IntegrityError, match="signature on the bundle at tensor 0"):
         read(bundled)
+
+
+def test_a_bad_signature_is_named_before_a_later_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the trailer's check still runs in a worker when the end frame's count is found wrong
+    verify = auth.verify
+
+    def slow_verify(key: bytes, message: bytes, signature: bytes) -> bool:
+        time.sleep(0.2)
+        return verify(key, message, signature)
+
+    monkeypatch.setattr(auth, "verify", slow_verify)
+    stream = frames(tensors={"a": torch.zeros(4), "b": torch.ones(4)})
+    first = next(i for i, f in enumerate(stream) if f.WhichOneof("kind") == "trailer")
+    digest = stream[first].trailer.digest
+    stream[first] = pb.Frame(trailer=pb.Trailer(digest=digest, signature=bytes(64)))
+    stream[-1].end.count += 1
+    with pytest.raises(IntegrityError, match="signature on the trailer of tensor 0"):
+        read(stream)
 
 
 def test_frames_of_another_session_do_not_verify() -> None:

@@ -210,7 +210,16 @@ class FrameReader:
         `whole`: the stream must end with its end frame; otherwise reading stops there (the
         frames after it are the next push of a push stream).
         """
-        stream = iter(frames)
+        try:
+            return self._read(iter(frames), whole)
+        except (IntegrityError, LimitExceeded):
+            # a bad signature still being checked came earlier in the stream: it is the refusal
+            self._signatures.settle()
+            raise
+
+    def _read(
+        self, stream: Iterator[FrameLike], whole: bool
+    ) -> tuple[str, dict[str, torch.Tensor]]:
         tensors: dict[str, torch.Tensor] = {}
         for frame in stream:
             self.alive()
